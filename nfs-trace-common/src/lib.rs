@@ -1,0 +1,193 @@
+//! Types shared by the kernel programs (`nfs-trace-ebpf`) and the loader
+//! (`nfs-trace`). One source of truth for every layout that crosses the
+//! user/kernel boundary: events on the ring buffer and the load-time config.
+#![no_std]
+
+/// The most destination ports the in-kernel filter holds (`--port`).
+pub const MAX_PORTS: usize = 8;
+
+/// Names of the maps and globals, so loader and programs cannot drift apart.
+pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_COUNTERS: &str = "COUNTERS";
+pub const MAP_SOCKS: &str = "SOCKS";
+pub const GLOBAL_CONFIG: &str = "CONFIG";
+
+/// Default ring buffer size in bytes (power of two, multiple of the page size).
+pub const DEFAULT_RINGBUF_BYTES: u32 = 1 << 20;
+/// Sockets the kernel tracks at once (connecting or established toward a
+/// watched port). An LRU map: an evicted socket loses only its close event.
+pub const SOCKS_MAX_ENTRIES: u32 = 16384;
+
+/// Indexes into the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Records that could not be reserved on the ring buffer (lost events).
+    pub const LOST_EVENTS: u32 = 0;
+    /// Sockets whose state could not be stored (their outcome is lost).
+    pub const LOST_SOCKETS: u32 = 1;
+    /// Number of counters.
+    pub const COUNT: u32 = 2;
+}
+
+/// What a record on the ring buffer says. One connect costs two records
+/// (leaving SYN_SENT, reaching CLOSE): the per-record cost is what a storm
+/// pays for, so nothing is emitted for states in between.
+pub mod kind {
+    /// The socket left SYN_SENT: `newstate` is ESTABLISHED or CLOSE.
+    pub const CONNECT_DONE: u8 = 1;
+    /// A SYN of a socket still in SYN_SENT was retransmitted.
+    pub const SYN_RETRANSMIT: u8 = 2;
+    /// An established connection reached CLOSE.
+    pub const CLOSED: u8 = 3;
+}
+
+/// TCP states as the kernel numbers them (include/net/tcp_states.h).
+pub mod tcp_state {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+    pub const NEW_SYN_RECV: u8 = 12;
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u8 = 6;
+
+/// One record on the ring buffer. Timestamps are `bpf_ktime_get_ns`
+/// (CLOCK_MONOTONIC); addresses are in network order, IPv4 in the first four
+/// bytes; ports are in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnEvent {
+    /// When this record was written.
+    pub ts_ns: u64,
+    /// The kernel's `struct sock *`, the key that joins records of one socket.
+    pub sk: u64,
+    /// When the socket entered SYN_SENT.
+    pub start_ns: u64,
+    /// When the first SYN left (tcp_connect hook); 0 where that hook is absent.
+    pub syn_ns: u64,
+    /// When the socket reached ESTABLISHED; 0 if it never did.
+    pub established_ns: u64,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Command of the task that started the connect.
+    pub comm: [u8; 16],
+    /// Process (tgid) that started the connect.
+    pub pid: u32,
+    /// `sk->sk_err` at the event (a positive errno), 0 if none or not readable.
+    pub err: i32,
+    /// SYN retransmits so far.
+    pub syn_retrans: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    /// One of [`kind`].
+    pub kind: u8,
+    pub oldstate: u8,
+    pub newstate: u8,
+    /// For CLOSED: the state the connection first went to from ESTABLISHED
+    /// (FIN_WAIT1: we closed first; CLOSE_WAIT: the peer did; CLOSE: reset/abort).
+    pub first_exit: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Byte offsets of the `sock:inet_sock_set_state` fields, read at run time
+/// from the tracepoint's `format` file (they differ between kernels).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetStateOffsets {
+    pub skaddr: u16,
+    pub oldstate: u16,
+    pub newstate: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u16,
+    pub saddr: u16,
+    pub daddr: u16,
+    pub saddr_v6: u16,
+    pub daddr_v6: u16,
+    /// Size of `protocol` in bytes: __u8 on older kernels, __u16 since MPTCP
+    /// (262 would alias TCP's 6 if read as one byte).
+    pub protocol_size: u16,
+}
+
+/// Byte offsets of the `tcp:tcp_retransmit_skb` fields we read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetransmitOffsets {
+    pub skaddr: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u16,
+}
+
+/// Everything the loader tells the programs, written into the `CONFIG`
+/// global before load (so the verifier sees constants).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Destination ports to trace, host order; the first `nports` count.
+    pub ports: [u16; MAX_PORTS],
+    pub nports: u32,
+    /// Offset of `sk_err` in `struct sock`, from BTF; 0 = unknown.
+    pub sk_err_off: u32,
+    pub set_state: SetStateOffsets,
+    pub retransmit: RetransmitOffsets,
+}
+
+impl Config {
+    /// Whether `port` is one of the watched destination ports.
+    #[inline(always)]
+    pub fn watches(&self, port: u16) -> bool {
+        let mut i = 0;
+        while i < MAX_PORTS {
+            if (i as u32) < self.nports && self.ports[i] == port {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data, #[repr(C)], every bit pattern valid, no padding
+    // holes that matter (explicit _pad fields).
+    unsafe impl aya::Pod for super::ConnEvent {}
+    // SAFETY: as above; written into the program's .rodata before load.
+    unsafe impl aya::Pod for super::Config {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_layout_is_stable() {
+        // The ring buffer reader checks the record size against this.
+        assert_eq!(core::mem::size_of::<ConnEvent>(), 120);
+        assert_eq!(core::mem::align_of::<ConnEvent>(), 8);
+    }
+
+    #[test]
+    fn watches_only_configured_ports() {
+        let mut c = Config::default();
+        c.ports[0] = 2049;
+        c.ports[1] = 20049;
+        c.nports = 2;
+        assert!(c.watches(2049));
+        assert!(c.watches(20049));
+        assert!(!c.watches(0), "unused slots (0) must not match");
+        assert!(!c.watches(111));
+    }
+}

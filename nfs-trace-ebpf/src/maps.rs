@@ -1,0 +1,76 @@
+//! Maps and the load-time config shared by all programs.
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use nfs_trace_common::{Config, DEFAULT_RINGBUF_BYTES, SOCKS_MAX_ENTRIES, counter};
+
+/// Written by the loader before load (`override_global("CONFIG")`), so the
+/// verifier and JIT see constants.
+#[unsafe(no_mangle)]
+pub static CONFIG: Config = Config {
+    ports: [0; nfs_trace_common::MAX_PORTS],
+    nports: 0,
+    sk_err_off: 0,
+    set_state: nfs_trace_common::SetStateOffsets {
+        skaddr: 0,
+        oldstate: 0,
+        newstate: 0,
+        sport: 0,
+        dport: 0,
+        family: 0,
+        protocol: 0,
+        saddr: 0,
+        daddr: 0,
+        saddr_v6: 0,
+        daddr_v6: 0,
+        protocol_size: 0,
+    },
+    retransmit: nfs_trace_common::RetransmitOffsets { skaddr: 0, sport: 0, dport: 0, _pad: 0 },
+};
+
+/// Reads the config through a volatile load: without it the compiler would
+/// fold the zero-initialised static into constants before the loader patches it.
+#[inline(always)]
+pub fn config() -> Config {
+    // SAFETY: CONFIG is a valid, aligned static; the volatile read only stops
+    // constant folding of its initial value.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+/// Records for userspace. The size is set by the loader (`--ringbuf-kb`).
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
+
+/// What we know of each socket that connects toward a watched port.
+#[map(name = "SOCKS")]
+pub static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(SOCKS_MAX_ENTRIES, 0);
+
+/// Per-CPU counters of what could not be recorded (see `counter`).
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Per-socket state, kept from SYN_SENT until CLOSE.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockState {
+    pub start_ns: u64,
+    pub syn_ns: u64,
+    pub established_ns: u64,
+    pub comm: [u8; 16],
+    pub pid: u32,
+    pub syn_retrans: u32,
+    /// The state the socket is in now, as last seen by the tracepoint.
+    pub state: u8,
+    /// The first state after ESTABLISHED (0 until it leaves ESTABLISHED).
+    pub first_exit: u8,
+    pub _pad: [u8; 6],
+}
+
+#[inline(always)]
+pub fn count(idx: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: a per-CPU slot, only this CPU writes it while we run.
+        unsafe { *p += 1 };
+    }
+}

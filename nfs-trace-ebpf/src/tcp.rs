@@ -1,0 +1,244 @@
+//! TCP connects toward the watched ports.
+//!
+//! `sock:inet_sock_set_state` (4.16+) gives every state change with ports and
+//! addresses; field offsets come from its `format` file via CONFIG because they
+//! move between kernels. `tcp:tcp_retransmit_skb` counts SYN retransmits. The
+//! optional `tcp_connect` kprobe/fentry stamps when the first SYN leaves.
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{fentry, kprobe, tracepoint},
+    programs::{FEntryContext, ProbeContext, TracePointContext},
+};
+use nfs_trace_common::{
+    AF_INET, AF_INET6, ConnEvent, IPPROTO_TCP, counter, kind,
+    tcp_state::{CLOSE, ESTABLISHED, SYN_SENT},
+};
+
+use crate::maps::{EVENTS, SOCKS, SockState, config, count};
+
+/// Ring buffer submits do not wake the reader: it drains on a short timer.
+/// Wakeups per record were the largest cost under a connect storm (FINDINGS §7).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    try_inet_sock_set_state(&ctx).unwrap_or(0)
+}
+
+fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
+    let cfg = config();
+    let o = cfg.set_state;
+    // SAFETY (every read_at below): offsets come from this kernel's format
+    // file for this tracepoint; read_at bounds-checks through the helper.
+    let protocol: u16 = if o.protocol_size == 1 {
+        unsafe { ctx.read_at::<u8>(o.protocol as usize) }.map_err(|e| e as i64)? as u16
+    } else {
+        unsafe { ctx.read_at::<u16>(o.protocol as usize) }.map_err(|e| e as i64)?
+    };
+    if protocol != IPPROTO_TCP as u16 {
+        return Ok(0);
+    }
+    let sk: u64 = unsafe { ctx.read_at(o.skaddr as usize) }.map_err(|e| e as i64)?;
+    let newstate = unsafe { ctx.read_at::<i32>(o.newstate as usize) }.map_err(|e| e as i64)? as u8;
+
+    if newstate == SYN_SENT {
+        // An active open starts: only destinations we watch get state.
+        let dport: u16 = unsafe { ctx.read_at(o.dport as usize) }.map_err(|e| e as i64)?;
+        if !cfg.watches(dport) {
+            return Ok(0);
+        }
+        let st = SockState {
+            start_ns: unsafe { bpf_ktime_get_ns() },
+            syn_ns: 0,
+            established_ns: 0,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            syn_retrans: 0,
+            state: SYN_SENT,
+            first_exit: 0,
+            _pad: [0; 6],
+        };
+        if SOCKS.insert(sk, st, 0).is_err() {
+            count(counter::LOST_SOCKETS);
+        }
+        return Ok(0);
+    }
+
+    // Every other change matters only for sockets we saw start.
+    let Some(stp) = SOCKS.get_ptr_mut(sk) else {
+        return Ok(0);
+    };
+    // SAFETY: a live map value; one socket's state changes are serialised by
+    // the socket lock, so no other program writes this entry concurrently.
+    let st = unsafe { &mut *stp };
+    let oldstate = unsafe { ctx.read_at::<i32>(o.oldstate as usize) }.map_err(|e| e as i64)? as u8;
+    let now = unsafe { bpf_ktime_get_ns() };
+    st.state = newstate;
+
+    let ev_kind = if oldstate == SYN_SENT {
+        if newstate == ESTABLISHED {
+            st.established_ns = now;
+        }
+        kind::CONNECT_DONE
+    } else if newstate == CLOSE {
+        kind::CLOSED
+    } else {
+        if oldstate == ESTABLISHED && st.first_exit == 0 {
+            st.first_exit = newstate;
+        }
+        // Intermediate states (FIN_WAIT*, CLOSE_WAIT, ...) cost no record.
+        return Ok(0);
+    };
+    if ev_kind == kind::CLOSED && st.first_exit == 0 {
+        st.first_exit = CLOSE;
+    }
+
+    emit(ctx, &cfg, sk, st, ev_kind, oldstate, newstate, now)?;
+    if newstate == CLOSE {
+        let _ = SOCKS.remove(sk);
+    }
+    Ok(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn emit(
+    ctx: &TracePointContext,
+    cfg: &nfs_trace_common::Config,
+    sk: u64,
+    st: &SockState,
+    ev_kind: u8,
+    oldstate: u8,
+    newstate: u8,
+    now: u64,
+) -> Result<(), i64> {
+    let o = cfg.set_state;
+    let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
+        count(counter::LOST_EVENTS);
+        return Ok(());
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved, exclusively owned ring buffer slot of
+    // the right size; every field is written before submit.
+    unsafe {
+        (*ev).ts_ns = now;
+        (*ev).sk = sk;
+        (*ev).start_ns = st.start_ns;
+        (*ev).syn_ns = st.syn_ns;
+        (*ev).established_ns = st.established_ns;
+        (*ev).comm = st.comm;
+        (*ev).pid = st.pid;
+        (*ev).syn_retrans = st.syn_retrans;
+        (*ev).kind = ev_kind;
+        (*ev).oldstate = oldstate;
+        (*ev).newstate = newstate;
+        (*ev).first_exit = st.first_exit;
+        (*ev)._pad = [0; 2];
+        (*ev).err = read_sk_err(sk, cfg.sk_err_off);
+        (*ev).sport = ctx.read_at::<u16>(o.sport as usize).unwrap_or(0);
+        (*ev).dport = ctx.read_at::<u16>(o.dport as usize).unwrap_or(0);
+        let family = ctx.read_at::<u16>(o.family as usize).unwrap_or(0);
+        (*ev).family = family;
+        (*ev).saddr = [0; 16];
+        (*ev).daddr = [0; 16];
+        if family == AF_INET6 {
+            (*ev).saddr = ctx.read_at::<[u8; 16]>(o.saddr_v6 as usize).unwrap_or([0; 16]);
+            (*ev).daddr = ctx.read_at::<[u8; 16]>(o.daddr_v6 as usize).unwrap_or([0; 16]);
+        } else if family == AF_INET {
+            let s = ctx.read_at::<[u8; 4]>(o.saddr as usize).unwrap_or([0; 4]);
+            let d = ctx.read_at::<[u8; 4]>(o.daddr as usize).unwrap_or([0; 4]);
+            (*ev).saddr = v4(s);
+            (*ev).daddr = v4(d);
+        }
+    }
+    entry.submit(BPF_RB_NO_WAKEUP);
+    Ok(())
+}
+
+/// An IPv4 address in the first four bytes of the 16-byte address field.
+#[inline(always)]
+fn v4(a: [u8; 4]) -> [u8; 16] {
+    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+}
+
+/// `sk->sk_err`: why a connect or connection ended (ECONNREFUSED, ETIMEDOUT,
+/// ECONNRESET, ECONNABORTED...). The kernel sets it before moving to CLOSE.
+#[inline(always)]
+fn read_sk_err(sk: u64, off: u32) -> i32 {
+    if off == 0 {
+        return 0;
+    }
+    // SAFETY: `sk` is the kernel's struct sock of this event and `off` the
+    // BTF offset of sk_err in it; bpf_probe_read_kernel faults safely.
+    unsafe { bpf_probe_read_kernel((sk + off as u64) as *const i32) }.unwrap_or(0)
+}
+
+#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+    try_tcp_retransmit_skb(&ctx).unwrap_or(0)
+}
+
+fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<u32, i64> {
+    let cfg = config();
+    let o = cfg.retransmit;
+    // SAFETY: offsets from this kernel's format file of tcp_retransmit_skb.
+    let sk: u64 = unsafe { ctx.read_at(o.skaddr as usize) }.map_err(|e| e as i64)?;
+    let Some(stp) = SOCKS.get_ptr_mut(sk) else {
+        return Ok(0);
+    };
+    // SAFETY: live map value, writes to one socket serialised by its lock.
+    let st = unsafe { &mut *stp };
+    if st.state != SYN_SENT {
+        return Ok(0);
+    }
+    st.syn_retrans += 1;
+    // A SYN retransmit is rare and is exactly what a stalled reconnect looks
+    // like, so each one is reported as it happens.
+    let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
+        count(counter::LOST_EVENTS);
+        return Ok(0);
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: exclusively owned reserved slot; all fields written before submit.
+    unsafe {
+        core::ptr::write_bytes(ev, 0, 1);
+        (*ev).ts_ns = bpf_ktime_get_ns();
+        (*ev).sk = sk;
+        (*ev).start_ns = st.start_ns;
+        (*ev).syn_ns = st.syn_ns;
+        (*ev).comm = st.comm;
+        (*ev).pid = st.pid;
+        (*ev).syn_retrans = st.syn_retrans;
+        (*ev).kind = kind::SYN_RETRANSMIT;
+        (*ev).oldstate = SYN_SENT;
+        (*ev).newstate = SYN_SENT;
+        (*ev).sport = ctx.read_at::<u16>(o.sport as usize).unwrap_or(0);
+        (*ev).dport = ctx.read_at::<u16>(o.dport as usize).unwrap_or(0);
+    }
+    entry.submit(0);
+    Ok(0)
+}
+
+/// `int tcp_connect(struct sock *sk)`: builds and sends the first SYN, after
+/// the source port was chosen. Optional: the time from SYN_SENT to here is the
+/// time spent picking a source port (long when the port range is exhausted).
+#[kprobe]
+pub fn tcp_connect_kprobe(ctx: ProbeContext) -> u32 {
+    match ctx.arg::<u64>(0) {
+        Some(sk) => try_stamp_syn(sk).unwrap_or(0),
+        None => 0,
+    }
+}
+
+#[fentry(function = "tcp_connect")]
+pub fn tcp_connect_fentry(ctx: FEntryContext) -> u32 {
+    try_stamp_syn(ctx.arg::<u64>(0)).unwrap_or(0)
+}
+
+fn try_stamp_syn(sk: u64) -> Result<u32, i64> {
+    if let Some(stp) = SOCKS.get_ptr_mut(sk) {
+        // SAFETY: live map value; the connecting task holds the socket lock.
+        unsafe { (*stp).syn_ns = bpf_ktime_get_ns() };
+    }
+    Ok(0)
+}
