@@ -11,6 +11,13 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
 }
 
+/// Cargo's target directory (honours CARGO_TARGET_DIR).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// Runs a command, failing with its command line when it does not succeed.
@@ -41,7 +48,7 @@ pub fn build_nfs_trace(release: bool, musl: bool) -> Result<PathBuf> {
         c.env("RUSTFLAGS", "-C target-feature=+crt-static");
     }
     run(&mut c)?;
-    let mut p = workspace_root().join("target");
+    let mut p = target_dir();
     if musl {
         p.push(MUSL_TARGET);
     }
