@@ -61,8 +61,8 @@ pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u8 = 6;
 
 /// One record on the ring buffer. Timestamps are `bpf_ktime_get_ns`
-/// (CLOCK_MONOTONIC); addresses are in network order, IPv4 in the first four
-/// bytes; ports are in host order.
+/// (CLOCK_MONOTONIC); addresses are 16 bytes in network order, IPv4 as
+/// v4-mapped IPv6 (as the tracepoints store them); ports are in host order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnEvent {
@@ -127,7 +127,9 @@ pub struct RetransmitOffsets {
     pub skaddr: u16,
     pub sport: u16,
     pub dport: u16,
-    pub _pad: u16,
+    pub saddr_v6: u16,
+    pub daddr_v6: u16,
+    pub _pad: [u16; 3],
 }
 
 /// Everything the loader tells the programs, written into the `CONFIG`
@@ -175,7 +177,7 @@ mod tests {
     #[test]
     fn event_layout_is_stable() {
         // The ring buffer reader checks the record size against this.
-        assert_eq!(core::mem::size_of::<ConnEvent>(), 120);
+        assert_eq!(core::mem::size_of::<ConnEvent>(), 112);
         assert_eq!(core::mem::align_of::<ConnEvent>(), 8);
     }
 

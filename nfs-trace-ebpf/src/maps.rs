@@ -26,7 +26,14 @@ pub static CONFIG: Config = Config {
         daddr_v6: 0,
         protocol_size: 0,
     },
-    retransmit: nfs_trace_common::RetransmitOffsets { skaddr: 0, sport: 0, dport: 0, _pad: 0 },
+    retransmit: nfs_trace_common::RetransmitOffsets {
+        skaddr: 0,
+        sport: 0,
+        dport: 0,
+        saddr_v6: 0,
+        daddr_v6: 0,
+        _pad: [0; 3],
+    },
 };
 
 /// Reads the config through a volatile load: without it the compiler would

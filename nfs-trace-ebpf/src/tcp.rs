@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::{FEntryContext, ProbeContext, TracePointContext},
 };
 use nfs_trace_common::{
-    AF_INET, AF_INET6, ConnEvent, IPPROTO_TCP, counter, kind,
+    ConnEvent, IPPROTO_TCP, counter, kind,
     tcp_state::{CLOSE, ESTABLISHED, SYN_SENT},
 };
 
@@ -137,28 +137,14 @@ fn emit(
         (*ev).err = read_sk_err(sk, cfg.sk_err_off);
         (*ev).sport = ctx.read_at::<u16>(o.sport as usize).unwrap_or(0);
         (*ev).dport = ctx.read_at::<u16>(o.dport as usize).unwrap_or(0);
-        let family = ctx.read_at::<u16>(o.family as usize).unwrap_or(0);
-        (*ev).family = family;
-        (*ev).saddr = [0; 16];
-        (*ev).daddr = [0; 16];
-        if family == AF_INET6 {
-            (*ev).saddr = ctx.read_at::<[u8; 16]>(o.saddr_v6 as usize).unwrap_or([0; 16]);
-            (*ev).daddr = ctx.read_at::<[u8; 16]>(o.daddr_v6 as usize).unwrap_or([0; 16]);
-        } else if family == AF_INET {
-            let s = ctx.read_at::<[u8; 4]>(o.saddr as usize).unwrap_or([0; 4]);
-            let d = ctx.read_at::<[u8; 4]>(o.daddr as usize).unwrap_or([0; 4]);
-            (*ev).saddr = v4(s);
-            (*ev).daddr = v4(d);
-        }
+        (*ev).family = ctx.read_at::<u16>(o.family as usize).unwrap_or(0);
+        // The v6 fields hold IPv4 as v4-mapped (TP_STORE_ADDRS), so one read
+        // covers both families.
+        (*ev).saddr = ctx.read_at::<[u8; 16]>(o.saddr_v6 as usize).unwrap_or([0; 16]);
+        (*ev).daddr = ctx.read_at::<[u8; 16]>(o.daddr_v6 as usize).unwrap_or([0; 16]);
     }
     entry.submit(BPF_RB_NO_WAKEUP);
     Ok(())
-}
-
-/// An IPv4 address in the first four bytes of the 16-byte address field.
-#[inline(always)]
-fn v4(a: [u8; 4]) -> [u8; 16] {
-    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 }
 
 /// `sk->sk_err`: why a connect or connection ended (ECONNREFUSED, ETIMEDOUT,
@@ -214,7 +200,10 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<u32, i64> {
         (*ev).newstate = SYN_SENT;
         (*ev).sport = ctx.read_at::<u16>(o.sport as usize).unwrap_or(0);
         (*ev).dport = ctx.read_at::<u16>(o.dport as usize).unwrap_or(0);
+        (*ev).saddr = ctx.read_at::<[u8; 16]>(o.saddr_v6 as usize).unwrap_or([0; 16]);
+        (*ev).daddr = ctx.read_at::<[u8; 16]>(o.daddr_v6 as usize).unwrap_or([0; 16]);
     }
+    // Wake the reader: a stalled connect should be shown as it happens.
     entry.submit(0);
     Ok(0)
 }

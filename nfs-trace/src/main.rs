@@ -1,3 +1,60 @@
-fn main() {
-    let _ = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nfs-trace"));
+//! nfs-trace: trace NFS client reconnects and flag TCP source-port reuse.
+//!
+//! Data flows one way: kernel programs → ring buffer → `events` (decode) →
+//! `tracker` (pure state) → `report` (people and machines).
+mod btf;
+mod cli;
+mod clock;
+mod events;
+mod kernel;
+mod mounts;
+mod probes;
+mod probes_cmd;
+mod report;
+mod tracefs;
+mod tracker;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            }
+            // One line, not clap's usage block: "bad flag" should read as such.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+            eprintln!("nfs-trace: error: {first} (see nfs-trace --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nfs-trace: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(async {
+        match cli.command {
+            Command::Watch(a) => watch::run(a).await,
+            Command::Probes(a) => probes_cmd::run(a),
+        }
+    });
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nfs-trace: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

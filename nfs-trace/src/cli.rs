@@ -1,0 +1,143 @@
+//! Command line.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nfs-trace",
+    version,
+    about = "Trace NFS client reconnects: every TCP connect toward the NFS port, its source port and outcome, and source-port reuse"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Trace connects toward the NFS port(s) live; summary on exit (Ctrl-C, SIGTERM, --duration).
+    Watch(WatchArgs),
+    /// List every hook: kind, kernels that have it, fallback, and whether it attaches here.
+    Probes(ProbesArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Where the kernel's pieces are; defaults find them.
+#[derive(Args, Debug, Clone, Default)]
+pub struct KernelPaths {
+    /// tracefs mount point (default: /sys/kernel/tracing, mounted if needed).
+    #[arg(long, value_name = "DIR")]
+    pub tracefs: Option<PathBuf>,
+    /// Kernel BTF file.
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Destination port(s) to watch, up to 8 (repeat or comma-separate).
+    #[arg(short, long = "port", value_name = "PORT", value_delimiter = ',', default_value = "2049", value_parser = parse_port)]
+    pub ports: Vec<u16>,
+    /// JSON lines on stdout (schema: docs/json-schema.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
+    #[arg(short, long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<f64>,
+    /// Colour in the text output.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: Color,
+    /// Ring buffer size in KiB (a power of two, at least 4).
+    #[arg(long, value_name = "KIB", default_value = "1024", value_parser = parse_ringbuf_kb)]
+    pub ringbuf_kb: u32,
+    /// Read mounts from this /proc instead of the host's.
+    #[arg(long, value_name = "DIR", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    #[command(flatten)]
+    pub paths: KernelPaths,
+}
+
+#[derive(Args, Debug)]
+pub struct ProbesArgs {
+    /// Output as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Destination ports the programs are configured for (as in watch).
+    #[arg(short, long = "port", value_name = "PORT", value_delimiter = ',', default_value = "2049", value_parser = parse_port)]
+    pub ports: Vec<u16>,
+    #[command(flatten)]
+    pub paths: KernelPaths,
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        _ => Err(format!("'{s}' is not a port number (1-65535)")),
+    }
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
+}
+
+fn parse_ringbuf_kb(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(v) if v >= 4 && v.is_power_of_two() && v <= 1 << 20 => Ok(v),
+        _ => Err(format!("'{s}' is not a power of two between 4 and 1048576")),
+    }
+}
+
+/// Dedupes ports and checks the count the kernel filter holds.
+pub fn check_ports(ports: &[u16]) -> Result<Vec<u16>, String> {
+    let mut v: Vec<u16> = Vec::new();
+    for p in ports {
+        if !v.contains(p) {
+            v.push(*p);
+        }
+    }
+    if v.len() > nfs_trace_common::MAX_PORTS {
+        return Err(format!("at most {} ports can be watched, got {}", nfs_trace_common::MAX_PORTS, v.len()));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("nfs-trace").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn ports_default_repeat_and_comma() {
+        let Command::Watch(w) = parse(&["watch"]).unwrap().command else { panic!() };
+        assert_eq!(w.ports, vec![2049]);
+        let Command::Watch(w) = parse(&["watch", "--port", "2049,20049", "-p", "111"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(w.ports, vec![2049, 20049, 111]);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for bad in [&["watch", "--port", "0"][..], &["watch", "--port", "70000"], &["watch", "--port", "nfs"]] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a port number"), "{e}");
+        }
+        assert!(parse(&["watch", "--ringbuf-kb", "3"]).is_err());
+        assert!(parse(&["watch", "--duration", "-1"]).is_err());
+        assert!(check_ports(&[1, 2, 3, 4, 5, 6, 7, 8, 9]).is_err());
+        assert_eq!(check_ports(&[2049, 2049]).unwrap(), vec![2049]);
+    }
+}

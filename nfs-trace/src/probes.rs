@@ -1,0 +1,258 @@
+//! Every hook nfs-trace uses, in one table, and attaching them with fallbacks.
+//!
+//! Tracepoints first: they work where kprobes do not (kernels without
+//! CONFIG_KPROBES, or that refuse fentry). Optional hooks that fail leave a
+//! reason in the table; only a missing required hook stops `watch`.
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    programs::{FEntry, KProbe, TracePoint},
+};
+use nfs_trace_common::{Config, GLOBAL_CONFIG, MAP_EVENTS, RetransmitOffsets, SetStateOffsets};
+use serde::Serialize;
+
+use crate::{btf::KernelBtf, tracefs::Format};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookKind {
+    Tracepoint,
+    Fentry,
+    Kprobe,
+}
+
+impl HookKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            HookKind::Tracepoint => "tracepoint",
+            HookKind::Fentry => "fentry",
+            HookKind::Kprobe => "kprobe",
+        }
+    }
+}
+
+/// One row of the hook table.
+#[derive(Debug)]
+pub struct Hook {
+    /// What is hooked, as the kernel names it.
+    pub target: &'static str,
+    pub kind: HookKind,
+    /// Program name in the eBPF object.
+    pub program: &'static str,
+    /// Kernels that have it.
+    pub kernels: &'static str,
+    /// What happens without it.
+    pub fallback: &'static str,
+    pub required: bool,
+}
+
+/// THE hook table. README's hook table is this one, in prose.
+pub const HOOKS: &[Hook] = &[
+    // TRACE_EVENT(inet_sock_set_state, sk, oldstate, newstate)
+    Hook {
+        target: "sock:inet_sock_set_state",
+        kind: HookKind::Tracepoint,
+        program: "inet_sock_set_state",
+        kernels: "4.16+",
+        fallback: "none: required (every connect, outcome and close comes from it)",
+        required: true,
+    },
+    // TRACE_EVENT(tcp_retransmit_skb, sk, skb)
+    Hook {
+        target: "tcp:tcp_retransmit_skb",
+        kind: HookKind::Tracepoint,
+        program: "tcp_retransmit_skb",
+        kernels: "4.15+",
+        fallback: "SYN retransmits are not counted or shown live",
+        required: false,
+    },
+    // int tcp_connect(struct sock *sk)
+    Hook {
+        target: "tcp_connect",
+        kind: HookKind::Fentry,
+        program: "tcp_connect_fentry",
+        kernels: "5.5+ with BTF and BPF trampolines",
+        fallback: "kprobe on tcp_connect",
+        required: false,
+    },
+    Hook {
+        target: "tcp_connect",
+        kind: HookKind::Kprobe,
+        program: "tcp_connect_kprobe",
+        kernels: "CONFIG_KPROBES",
+        fallback: "first-SYN time not stamped (SYN_SENT is timed from the state change)",
+        required: false,
+    },
+];
+
+/// What happened to one hook on this kernel.
+#[derive(Clone, Debug, Serialize)]
+pub struct HookStatus {
+    pub name: String,
+    pub kind: HookKind,
+    pub attached: bool,
+    /// Why not attached, or "attached".
+    pub detail: String,
+}
+
+/// The kernel programs, compiled by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nfs-trace"));
+
+/// Builds the programs' config: ports, tracepoint field offsets from this
+/// kernel's format files, struct offsets from its BTF.
+pub fn build_config(ports: &[u16], tracefs: &Path, btf: &KernelBtf) -> Result<Config> {
+    let mut c = Config::default();
+    for (i, p) in ports.iter().enumerate().take(c.ports.len()) {
+        c.ports[i] = *p;
+    }
+    c.nports = ports.len().min(c.ports.len()) as u32;
+    let f = Format::read(tracefs, "sock", "inet_sock_set_state")?;
+    let off = |n: &str| f.field(n).map(|x| x.offset).with_context(|| format!("sock:inet_sock_set_state.{n}"));
+    let protocol = f.field("protocol").context("sock:inet_sock_set_state.protocol")?;
+    c.set_state = SetStateOffsets {
+        skaddr: off("skaddr")?,
+        oldstate: off("oldstate")?,
+        newstate: off("newstate")?,
+        sport: off("sport")?,
+        dport: off("dport")?,
+        family: off("family")?,
+        protocol: protocol.offset,
+        saddr: off("saddr")?,
+        daddr: off("daddr")?,
+        saddr_v6: off("saddr_v6")?,
+        daddr_v6: off("daddr_v6")?,
+        protocol_size: protocol.size,
+    };
+    // Optional: without it the retransmit program is simply not attached.
+    if let Ok(r) = Format::read(tracefs, "tcp", "tcp_retransmit_skb") {
+        if let (Ok(sk), Ok(sp), Ok(dp), Ok(s6), Ok(d6)) =
+            (r.field("skaddr"), r.field("sport"), r.field("dport"), r.field("saddr_v6"), r.field("daddr_v6"))
+        {
+            c.retransmit = RetransmitOffsets {
+                skaddr: sk.offset,
+                sport: sp.offset,
+                dport: dp.offset,
+                saddr_v6: s6.offset,
+                daddr_v6: d6.offset,
+                _pad: [0; 3],
+            };
+        }
+    }
+    // 0 means unknown: outcomes then show as "closed" rather than a reason.
+    c.sk_err_off = btf.member_offset("sock", "sk_err").unwrap_or(0);
+    Ok(c)
+}
+
+/// Loads the object with `config` and attaches every hook it can.
+pub fn load_and_attach(config: &Config, ringbuf_bytes: u32) -> Result<(Ebpf, Vec<HookStatus>)> {
+    let mut ebpf = EbpfLoader::new()
+        .override_global(GLOBAL_CONFIG, config, true)
+        .map_max_entries(MAP_EVENTS, ringbuf_bytes)
+        .load(EBPF_OBJECT)
+        .map_err(|e| anyhow!("loading the BPF object failed: {e}"))?;
+    let mut status = Vec::new();
+
+    let required = &HOOKS[0];
+    attach_tracepoint(&mut ebpf, required).map_err(|e| anyhow!("cannot attach {}: {e:#}", required.target))?;
+    status.push(attached(required));
+
+    let retrans = &HOOKS[1];
+    status.push(if config.retransmit.skaddr == 0 {
+        not_attached(retrans, "tracepoint not in this kernel's tracefs".into())
+    } else {
+        match attach_tracepoint(&mut ebpf, retrans) {
+            Ok(()) => attached(retrans),
+            Err(e) => not_attached(retrans, format!("{e:#}")),
+        }
+    });
+
+    // tcp_connect: fentry, else kprobe, else neither.
+    let (fentry, kprobe) = (&HOOKS[2], &HOOKS[3]);
+    match attach_fentry(&mut ebpf, fentry) {
+        Ok(()) => {
+            status.push(attached(fentry));
+            status.push(not_attached(kprobe, "not needed: fentry attached".into()));
+        }
+        Err(fe) => {
+            status.push(not_attached(fentry, format!("{fe:#}")));
+            status.push(match attach_kprobe(&mut ebpf, kprobe) {
+                Ok(()) => attached(kprobe),
+                Err(ke) => not_attached(kprobe, format!("{ke:#}")),
+            });
+        }
+    }
+    Ok((ebpf, status))
+}
+
+fn attached(h: &Hook) -> HookStatus {
+    HookStatus { name: h.target.into(), kind: h.kind, attached: true, detail: "attached".into() }
+}
+
+fn not_attached(h: &Hook, why: String) -> HookStatus {
+    HookStatus { name: h.target.into(), kind: h.kind, attached: false, detail: why }
+}
+
+/// Statuses for when nothing could be tried (e.g. not root).
+pub fn not_tried(why: &str) -> Vec<HookStatus> {
+    HOOKS.iter().map(|h| not_attached(h, why.into())).collect()
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let p = ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the object"))?;
+    p.try_into().map_err(|e| anyhow!("program {name}: {e}"))
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, h: &Hook) -> Result<()> {
+    let (cat, name) = h.target.split_once(':').expect("tracepoint targets are cat:name");
+    let tp: &mut TracePoint = program(ebpf, h.program)?;
+    tp.load().map_err(|e| anyhow!("load: {e}"))?;
+    tp.attach(cat, name).map_err(|e| anyhow!("attach: {e}"))?;
+    Ok(())
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, h: &Hook) -> Result<()> {
+    let btf = Btf::from_sys_fs().map_err(|e| anyhow!("kernel BTF: {e}"))?;
+    let fe: &mut FEntry = program(ebpf, h.program)?;
+    fe.load(h.target, &btf).map_err(|e| anyhow!("load: {}", explain(&e.to_string())))?;
+    fe.attach().map_err(|e| anyhow!("attach: {}", explain(&e.to_string())))?;
+    Ok(())
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf, h: &Hook) -> Result<()> {
+    let kp: &mut KProbe = program(ebpf, h.program)?;
+    kp.load().map_err(|e| anyhow!("load: {e}"))?;
+    kp.attach(h.target, 0).map_err(|e| anyhow!("attach: {}", explain_kprobe(&e.to_string())))?;
+    Ok(())
+}
+
+/// aya's errors name syscalls and files; say what they mean for a hook.
+fn explain(msg: &str) -> String {
+    let msg = msg.trim_end().trim_end_matches("Verifier output:").trim_end().trim_end_matches('.');
+    if msg.contains("Operation not permitted") {
+        format!("refused by this kernel (EPERM: no fentry/BPF trampolines here): {msg}")
+    } else {
+        msg.to_string()
+    }
+}
+
+fn explain_kprobe(msg: &str) -> String {
+    if Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        msg.to_string()
+    } else {
+        format!("kprobes not supported by this kernel (CONFIG_KPROBES off; {msg})")
+    }
+}
+
+/// Fails unless the required hook is attached (for `probes`' exit status).
+pub fn require_attached(status: &[HookStatus]) -> Result<()> {
+    match status.first() {
+        Some(s) if s.attached => Ok(()),
+        Some(s) => bail!("{} not attached: {}", s.name, s.detail),
+        None => bail!("no hooks"),
+    }
+}

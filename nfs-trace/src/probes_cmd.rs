@@ -1,0 +1,75 @@
+//! `nfs-trace probes`: the hook table with what this kernel gave.
+use std::io::Write as _;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::{
+    btf::KernelBtf,
+    cli::{ProbesArgs, check_ports},
+    kernel,
+    probes::{self, HOOKS, HookStatus},
+};
+
+#[derive(Serialize)]
+struct Row<'a> {
+    name: &'a str,
+    kind: &'a str,
+    kernels: &'a str,
+    fallback: &'a str,
+    required: bool,
+    attached: bool,
+    detail: &'a str,
+}
+
+pub fn run(args: ProbesArgs) -> Result<()> {
+    let ports = check_ports(&args.ports).map_err(|e| anyhow::anyhow!("bad --port: {e}"))?;
+    // Without privileges the table is still worth showing: say why nothing was tried.
+    let (status, release, err): (Vec<HookStatus>, String, Option<anyhow::Error>) =
+        match kernel::preflight(args.paths.tracefs.as_deref(), args.paths.btf.as_deref()) {
+            Err(e) => (probes::not_tried(&format!("not tried: {e}")), kernel::kernel_release(), Some(e)),
+            Ok(env) => {
+                kernel::raise_memlock();
+                let btf = KernelBtf::from_file(&env.btf)?;
+                let config = probes::build_config(&ports, &env.tracefs, &btf)?;
+                match probes::load_and_attach(&config, nfs_trace_common::DEFAULT_RINGBUF_BYTES) {
+                    Ok((ebpf, status)) => {
+                        drop(ebpf);
+                        (status, env.release, None)
+                    }
+                    Err(e) => (probes::not_tried(&format!("{e:#}")), env.release, Some(e)),
+                }
+            }
+        };
+    let rows: Vec<Row> = HOOKS
+        .iter()
+        .zip(&status)
+        .map(|(h, s)| Row {
+            name: h.target,
+            kind: h.kind.name(),
+            kernels: h.kernels,
+            fallback: h.fallback,
+            required: h.required,
+            attached: s.attached,
+            detail: &s.detail,
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &serde_json::json!({"v": 1, "type": "probes", "kernel": release, "hooks": rows}))?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "Hooks on kernel {release}:")?;
+        writeln!(out, "{:<26} {:<10} {:<9} {:<34} {}", "HOOK", "KIND", "ATTACHED", "KERNELS", "FALLBACK / WHY NOT")?;
+        for r in &rows {
+            let state = if r.attached { "yes" } else { "no" };
+            let why = if r.attached { r.fallback.to_string() } else { format!("{} — without it: {}", r.detail, r.fallback) };
+            writeln!(out, "{:<26} {:<10} {:<9} {:<34} {}", r.name, r.kind, state, r.kernels, why)?;
+        }
+    }
+    out.flush()?;
+    match err {
+        Some(e) => Err(e),
+        None => probes::require_attached(&status),
+    }
+}

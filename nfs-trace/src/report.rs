@@ -1,0 +1,483 @@
+//! Rendering observations for people (live lines, a summary table, colour on
+//! a TTY) and for machines (JSON lines, schema in docs/json-schema.md).
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+    net::IpAddr,
+};
+
+use serde::Serialize;
+
+use crate::{
+    clock::Clock,
+    events::errno_name,
+    tracker::{DestKey, Observation, Outcome, Tracker, Who},
+};
+
+/// Version of the JSON lines schema (docs/json-schema.md).
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Human { color: bool },
+    Json,
+}
+
+/// Lost-record counters read from the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Lost {
+    pub events: u64,
+    pub sockets: u64,
+}
+
+pub struct Renderer<W: Write> {
+    out: W,
+    format: Format,
+    clock: Clock,
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// Milliseconds, rounded to 3 decimals, for JSON.
+fn ms3(ns: u64) -> f64 {
+    (ns as f64 / 1e3).round() / 1e3
+}
+
+/// `addr:port`, IPv6 bracketed.
+pub fn endpoint(a: IpAddr, port: u16) -> String {
+    match a {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+/// Durations for people: µs, ms or s, whichever reads best.
+pub fn human_duration(ns: u64) -> String {
+    if ns < 1_000_000 {
+        format!("{:.0} µs", ns as f64 / 1e3)
+    } else if ns < 10_000_000_000 {
+        format!("{:.1} ms", ms(ns))
+    } else {
+        format!("{:.1} s", ns as f64 / 1e9)
+    }
+}
+
+fn errno_text(e: i32) -> String {
+    match errno_name(e) {
+        Some(n) => n.to_string(),
+        None => format!("errno {e}"),
+    }
+}
+
+fn ordinal(n: u32) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+// ANSI styles, only when writing to a terminal.
+const RED_BOLD: &str = "\x1b[1;31m";
+const YELLOW: &str = "\x1b[33m";
+const GREEN: &str = "\x1b[32m";
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
+#[derive(Serialize)]
+struct SockFields<'a> {
+    time: String,
+    mono_ns: u64,
+    pid: u32,
+    comm: &'a str,
+    laddr: String,
+    sport: u16,
+    raddr: String,
+    dport: u16,
+    sk: String,
+}
+
+#[derive(Serialize)]
+struct Record<'a, T: Serialize> {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(flatten)]
+    sock: Option<SockFields<'a>>,
+    #[serde(flatten)]
+    body: T,
+}
+
+#[derive(Serialize)]
+struct ConnectBody {
+    outcome: &'static str,
+    errno: Option<i32>,
+    errno_name: Option<&'static str>,
+    syn_sent_us: u64,
+    syn_retransmits: u32,
+    attempt: u64,
+    reused: bool,
+}
+
+#[derive(Serialize)]
+struct ReuseBody {
+    streak: u32,
+    prev_outcome: &'static str,
+    prev_end: Option<String>,
+    gap_ms: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct RetransBody {
+    retransmits: u32,
+    elapsed_ms: f64,
+}
+
+#[derive(Serialize)]
+struct CloseBody {
+    how: &'static str,
+    errno: Option<i32>,
+    errno_name: Option<&'static str>,
+    lifetime_ms: f64,
+}
+
+#[derive(Serialize)]
+pub struct DestSummary {
+    pub laddr: String,
+    pub raddr: String,
+    pub dport: u16,
+    pub connects: u64,
+    pub distinct_ports: usize,
+    pub reuses: u64,
+    pub failed: u64,
+    pub syn_retransmits: u64,
+    pub max_syn_sent_ms: f64,
+}
+
+#[derive(Serialize)]
+struct SummaryBody {
+    duration_s: f64,
+    lost_events: u64,
+    lost_sockets: u64,
+    evicted_destinations: u64,
+    destinations: Vec<DestSummary>,
+}
+
+impl<W: Write> Renderer<W> {
+    pub fn new(out: W, format: Format, clock: Clock) -> Self {
+        Renderer { out, format, clock }
+    }
+
+    fn style(&self, s: &'static str) -> &'static str {
+        match self.format {
+            Format::Human { color: true } => s,
+            _ => "",
+        }
+    }
+
+    fn sock_fields<'a>(&self, who: &'a Who, ts_ns: u64) -> SockFields<'a> {
+        SockFields {
+            time: self.clock.rfc3339(ts_ns),
+            mono_ns: ts_ns,
+            pid: who.pid,
+            comm: &who.comm,
+            laddr: who.dest.laddr.to_string(),
+            sport: who.sport,
+            raddr: who.dest.raddr.to_string(),
+            dport: who.dest.dport,
+            sk: format!("{:#x}", who.sk),
+        }
+    }
+
+    /// Writes any serialisable value as one JSON line.
+    pub fn json_line<T: Serialize>(&mut self, kind: &str, body: T) -> io::Result<()> {
+        let rec = Record { v: SCHEMA_VERSION, kind, sock: None, body };
+        serde_json::to_writer(&mut self.out, &rec)?;
+        self.out.write_all(b"\n")
+    }
+
+    fn json_sock<T: Serialize>(&mut self, kind: &str, who: &Who, ts_ns: u64, body: T) -> io::Result<()> {
+        let rec = Record { v: SCHEMA_VERSION, kind, sock: Some(self.sock_fields(who, ts_ns)), body };
+        serde_json::to_writer(&mut self.out, &rec)?;
+        self.out.write_all(b"\n")
+    }
+
+    fn prefix(&self, who: &Who, ts_ns: u64) -> String {
+        format!(
+            "{} {:<16} {:>7}  {} → {}",
+            self.clock.time_of_day(ts_ns),
+            who.comm,
+            who.pid,
+            endpoint(who.dest.laddr, who.sport),
+            endpoint(who.dest.raddr, who.dest.dport)
+        )
+    }
+
+    pub fn observation(&mut self, o: &Observation) -> io::Result<()> {
+        match self.format {
+            Format::Json => self.observation_json(o),
+            Format::Human { .. } => self.observation_human(o),
+        }
+    }
+
+    fn observation_json(&mut self, o: &Observation) -> io::Result<()> {
+        match o {
+            Observation::Connect(a) => {
+                let failed = a.outcome.failed();
+                let body = ConnectBody {
+                    outcome: a.outcome.name(),
+                    errno: failed.then_some(a.errno).filter(|e| *e != 0),
+                    errno_name: if failed { errno_name(a.errno) } else { None },
+                    syn_sent_us: a.syn_sent_ns / 1000,
+                    syn_retransmits: a.syn_retrans,
+                    attempt: a.attempt,
+                    reused: a.reused,
+                };
+                self.json_sock("connect", &a.who, a.ts_ns, body)
+            }
+            Observation::Reuse(r) => {
+                let body = ReuseBody {
+                    streak: r.streak,
+                    prev_outcome: r.prev_outcome.name(),
+                    prev_end: r.prev_end_ns.map(|t| self.clock.rfc3339(t)),
+                    gap_ms: r.gap_ns.map(ms3),
+                };
+                self.json_sock("reuse", &r.who, r.ts_ns, body)
+            }
+            Observation::SynRetransmit { who, ts_ns, retransmits, elapsed_ns } => {
+                let body = RetransBody { retransmits: *retransmits, elapsed_ms: ms3(*elapsed_ns) };
+                self.json_sock("syn_retransmit", who, *ts_ns, body)
+            }
+            Observation::Close { who, ts_ns, how, errno, lifetime_ns } => {
+                let body = CloseBody {
+                    how: how.name(),
+                    errno: Some(*errno).filter(|e| *e != 0),
+                    errno_name: errno_name(*errno),
+                    lifetime_ms: ms3(*lifetime_ns),
+                };
+                self.json_sock("close", who, *ts_ns, body)
+            }
+        }
+    }
+
+    fn observation_human(&mut self, o: &Observation) -> io::Result<()> {
+        let mut line = String::new();
+        match o {
+            Observation::Connect(a) => {
+                let (style, what) = match a.outcome {
+                    Outcome::Established => (GREEN, "SYN_SENT→ESTABLISHED".to_string()),
+                    Outcome::Error(e) => (YELLOW, format!("SYN_SENT→CLOSE error ({})", errno_text(e))),
+                    other => {
+                        let errno = if a.errno != 0 { format!(" ({})", errno_text(a.errno)) } else { String::new() };
+                        (YELLOW, format!("SYN_SENT→CLOSE {}{errno}", other.name().replace('_', " ")))
+                    }
+                };
+                let _ = write!(
+                    line,
+                    "{}  {}{what}{} in {}",
+                    self.prefix(&a.who, a.ts_ns),
+                    self.style(style),
+                    self.style(RESET),
+                    human_duration(a.syn_sent_ns)
+                );
+                if a.syn_retrans > 0 {
+                    let _ = write!(line, ", {} SYN retransmits", a.syn_retrans);
+                }
+                let _ = write!(line, "  {}#{}{}", self.style(DIM), a.attempt, self.style(RESET));
+            }
+            Observation::Reuse(r) => {
+                let prev = match r.gap_ns {
+                    Some(g) => format!("previous connection ({}) ended {} before", r.prev_outcome.name(), human_duration(g)),
+                    None => format!("previous connection: {}", r.prev_outcome.name()),
+                };
+                let _ = write!(
+                    line,
+                    "{}  {}REUSED source port {}{} ({} use in a row; {prev})",
+                    self.prefix(&r.who, r.ts_ns),
+                    self.style(RED_BOLD),
+                    r.who.sport,
+                    self.style(RESET),
+                    ordinal(r.streak + 1),
+                );
+            }
+            Observation::SynRetransmit { who, ts_ns, retransmits, elapsed_ns } => {
+                let _ = write!(
+                    line,
+                    "{}  {}SYN retransmit #{retransmits}{}, {} in SYN_SENT",
+                    self.prefix(who, *ts_ns),
+                    self.style(YELLOW),
+                    self.style(RESET),
+                    human_duration(*elapsed_ns)
+                );
+            }
+            Observation::Close { who, ts_ns, how, errno, lifetime_ns } => {
+                let errno = if *errno != 0 { format!(" ({})", errno_text(*errno)) } else { String::new() };
+                let _ = write!(
+                    line,
+                    "{}  ESTABLISHED→CLOSE {}{errno} after {}",
+                    self.prefix(who, *ts_ns),
+                    how.name().replace('_', " "),
+                    human_duration(*lifetime_ns)
+                );
+            }
+        }
+        line.push('\n');
+        self.out.write_all(line.as_bytes())
+    }
+
+    pub fn lost(&mut self, lost: Lost) -> io::Result<()> {
+        match self.format {
+            Format::Json => self.json_line("lost", lost),
+            Format::Human { .. } => writeln!(
+                self.out,
+                "{}LOST: {} events, {} sockets could not be recorded so far (ring buffer full: try --ringbuf-kb){}",
+                self.style(RED_BOLD),
+                lost.events,
+                lost.sockets,
+                self.style(RESET)
+            ),
+        }
+    }
+
+    pub fn summary(&mut self, t: &Tracker, lost: Lost, duration_ns: u64) -> io::Result<()> {
+        let dests: Vec<DestSummary> = t
+            .destinations()
+            .into_iter()
+            .map(|(k, d): (DestKey, _)| DestSummary {
+                laddr: k.laddr.to_string(),
+                raddr: k.raddr.to_string(),
+                dport: k.dport,
+                connects: d.connects,
+                distinct_ports: d.distinct_ports(),
+                reuses: d.reuses,
+                failed: d.failed,
+                syn_retransmits: d.syn_retransmits,
+                max_syn_sent_ms: ms3(d.max_syn_sent_ns),
+            })
+            .collect();
+        match self.format {
+            Format::Json => self.json_line(
+                "summary",
+                SummaryBody {
+                    duration_s: (duration_ns as f64 / 1e6).round() / 1e3,
+                    lost_events: lost.events,
+                    lost_sockets: lost.sockets,
+                    evicted_destinations: t.evicted,
+                    destinations: dests,
+                },
+            ),
+            Format::Human { .. } => {
+                let mut s = String::new();
+                let _ = writeln!(s, "\nSummary after {:.1} s", duration_ns as f64 / 1e9);
+                let _ = writeln!(
+                    s,
+                    "{:<44} {:>8} {:>6} {:>6} {:>6} {:>8} {:>13}",
+                    "LOCAL → REMOTE", "CONNECTS", "PORTS", "REUSES", "FAILED", "SYN RTX", "MAX SYN_SENT"
+                );
+                if dests.is_empty() {
+                    let _ = writeln!(s, "(no connects toward the watched ports)");
+                }
+                for d in &dests {
+                    let reuse_style = if d.reuses > 0 { self.style(RED_BOLD) } else { "" };
+                    let reset = if d.reuses > 0 { self.style(RESET) } else { "" };
+                    let _ = writeln!(
+                        s,
+                        "{:<44} {:>8} {:>6} {reuse_style}{:>6}{reset} {:>6} {:>8} {:>13}",
+                        format!("{} → {}", d.laddr, endpoint(d.raddr.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), d.dport)),
+                        d.connects,
+                        d.distinct_ports,
+                        d.reuses,
+                        d.failed,
+                        d.syn_retransmits,
+                        human_duration((d.max_syn_sent_ms * 1e6) as u64)
+                    );
+                }
+                let lost_style = if lost.events + lost.sockets > 0 { self.style(RED_BOLD) } else { "" };
+                let reset = if lost.events + lost.sockets > 0 { self.style(RESET) } else { "" };
+                let _ = writeln!(s, "{lost_style}lost events: {}, lost sockets: {}{reset}", lost.events, lost.sockets);
+                if t.evicted > 0 {
+                    let _ = writeln!(s, "destinations evicted to bound memory: {}", t.evicted);
+                }
+                self.out.write_all(s.as_bytes())
+            }
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Event, Kind};
+    use nfs_trace_common::tcp_state::{ESTABLISHED, SYN_SENT};
+
+    fn connect(ts_ms: u64, sk: u64, sport: u16) -> Event {
+        Event {
+            kind: Kind::ConnectDone,
+            ts_ns: ts_ms * 1_000_000,
+            sk,
+            pid: 7,
+            comm: "mount.nfs".into(),
+            laddr: "127.0.0.1".parse().unwrap(),
+            sport,
+            raddr: "127.0.0.1".parse().unwrap(),
+            dport: 2049,
+            start_ns: ts_ms * 1_000_000 - 100_000,
+            syn_ns: 0,
+            established_ns: 0,
+            err: 0,
+            syn_retrans: 0,
+            oldstate: SYN_SENT,
+            newstate: ESTABLISHED,
+            first_exit: 0,
+        }
+    }
+
+    fn render(format: Format, evs: &[Event]) -> String {
+        let mut t = Tracker::new();
+        let mut r = Renderer::new(Vec::new(), format, Clock::fixed(0));
+        for e in evs {
+            for o in t.on_event(e) {
+                r.observation(&o).unwrap();
+            }
+        }
+        r.summary(&t, Lost { events: 3, sockets: 0 }, 1_000_000_000).unwrap();
+        String::from_utf8(r.out).unwrap()
+    }
+
+    #[test]
+    fn json_lines_carry_schema_and_reuse() {
+        let out = render(Format::Json, &[connect(10, 1, 999), connect(20, 2, 999)]);
+        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(lines.iter().all(|l| l["v"] == 1));
+        let types: Vec<_> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["connect", "connect", "reuse", "summary"]);
+        assert_eq!(lines[1]["reused"], true);
+        assert_eq!(lines[2]["sport"], 999);
+        assert_eq!(lines[2]["streak"], 1);
+        assert_eq!(lines[0]["raddr"], "127.0.0.1");
+        assert_eq!(lines[0]["syn_sent_us"], 100);
+        assert_eq!(lines[3]["lost_events"], 3);
+        assert_eq!(lines[3]["destinations"][0]["reuses"], 1);
+        assert_eq!(lines[0]["time"], "1970-01-01T00:00:00.010000Z");
+    }
+
+    #[test]
+    fn human_lines_mark_reuse_and_colour_only_on_request() {
+        let plain = render(Format::Human { color: false }, &[connect(10, 1, 999), connect(20, 2, 999)]);
+        assert!(plain.contains("REUSED source port 999 (2nd use in a row"), "{plain}");
+        assert!(plain.contains("127.0.0.1:999 → 127.0.0.1:2049"));
+        assert!(plain.contains("lost events: 3"));
+        assert!(!plain.contains('\x1b'));
+        let coloured = render(Format::Human { color: true }, &[connect(10, 1, 999), connect(20, 2, 999)]);
+        assert!(coloured.contains("\x1b[1;31mREUSED"));
+    }
+}

@@ -1,0 +1,568 @@
+//! The tracker: a pure state machine from decoded events to observations.
+//!
+//! Per destination (local address, remote address, remote port) it keeps the
+//! history of connect attempts and raises a reuse when a new attempt uses the
+//! same source port as the previous attempt to that destination. It does no
+//! I/O and knows no clock but the events' own timestamps, so it is tested with
+//! synthetic sequences. State is bounded: destinations beyond the limit evict
+//! the least recently active one.
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
+
+use nfs_trace_common::tcp_state;
+
+use crate::events::{Event, Kind};
+
+/// Where connects go: what a middlebox tracks a flow by, minus the source port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DestKey {
+    pub laddr: IpAddr,
+    pub raddr: IpAddr,
+    pub dport: u16,
+}
+
+/// How a connect attempt ended (left SYN_SENT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Established,
+    /// The peer answered RST (ECONNREFUSED).
+    Refused,
+    /// SYN retries ran out (ETIMEDOUT).
+    TimedOut,
+    /// Reset while connecting (ECONNRESET; also a local disconnect).
+    Reset,
+    /// Killed locally, e.g. `ss -K` (ECONNABORTED).
+    Aborted,
+    /// Its owner closed it before any answer.
+    Closed,
+    /// Another error (ICMP unreachable...).
+    Error(i32),
+}
+
+impl Outcome {
+    pub fn of(ev: &Event) -> Self {
+        if ev.newstate == tcp_state::ESTABLISHED {
+            return Outcome::Established;
+        }
+        match ev.err {
+            0 => Outcome::Closed,
+            libc::ECONNREFUSED => Outcome::Refused,
+            libc::ETIMEDOUT => Outcome::TimedOut,
+            libc::ECONNRESET => Outcome::Reset,
+            libc::ECONNABORTED => Outcome::Aborted,
+            e => Outcome::Error(e),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Established => "established",
+            Outcome::Refused => "refused",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Reset => "reset",
+            Outcome::Aborted => "aborted",
+            Outcome::Closed => "closed",
+            Outcome::Error(_) => "error",
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        *self != Outcome::Established
+    }
+}
+
+/// How an established connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseHow {
+    /// We sent FIN first.
+    LocalClose,
+    /// The peer sent FIN first.
+    RemoteClose,
+    /// RST from the peer (ECONNRESET).
+    Reset,
+    /// Killed locally, e.g. `ss -K` (ECONNABORTED).
+    Aborted,
+    /// Retransmissions ran out (ETIMEDOUT).
+    TimedOut,
+    Error(i32),
+}
+
+impl CloseHow {
+    pub fn of(ev: &Event) -> Self {
+        match ev.first_exit {
+            tcp_state::FIN_WAIT1 => CloseHow::LocalClose,
+            tcp_state::CLOSE_WAIT => CloseHow::RemoteClose,
+            _ => match ev.err {
+                // Straight to CLOSE with no error: our own abortive close
+                // (SO_LINGER 0 / tcp_disconnect set sk_err only after).
+                0 => CloseHow::LocalClose,
+                libc::ECONNRESET => CloseHow::Reset,
+                libc::ECONNABORTED => CloseHow::Aborted,
+                libc::ETIMEDOUT => CloseHow::TimedOut,
+                e => CloseHow::Error(e),
+            },
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            CloseHow::LocalClose => "local_close",
+            CloseHow::RemoteClose => "remote_close",
+            CloseHow::Reset => "reset",
+            CloseHow::Aborted => "aborted",
+            CloseHow::TimedOut => "timed_out",
+            CloseHow::Error(_) => "error",
+        }
+    }
+}
+
+/// Identity of a socket as shown to people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Who {
+    pub sk: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub dest: DestKey,
+    pub sport: u16,
+}
+
+impl Who {
+    fn of(ev: &Event) -> Self {
+        Who {
+            sk: ev.sk,
+            pid: ev.pid,
+            comm: ev.comm.clone(),
+            dest: DestKey { laddr: ev.laddr, raddr: ev.raddr, dport: ev.dport },
+            sport: ev.sport,
+        }
+    }
+}
+
+/// A connect attempt that left SYN_SENT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub who: Who,
+    pub ts_ns: u64,
+    pub outcome: Outcome,
+    pub errno: i32,
+    pub syn_sent_ns: u64,
+    pub syn_retrans: u32,
+    /// 1-based count of attempts to this destination.
+    pub attempt: u64,
+    pub reused: bool,
+}
+
+/// A new attempt used the same source port as the previous one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reuse {
+    pub who: Who,
+    pub ts_ns: u64,
+    /// Attempts in a row from this port (1 = the second use).
+    pub streak: u32,
+    pub prev_outcome: Outcome,
+    /// When the previous connection to this destination ended (CLOSE, or
+    /// leaving SYN_SENT for a failed attempt); None if not seen.
+    pub prev_end_ns: Option<u64>,
+    /// From that end to this attempt's start.
+    pub gap_ns: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    Connect(Attempt),
+    Reuse(Reuse),
+    SynRetransmit { who: Who, ts_ns: u64, retransmits: u32, elapsed_ns: u64 },
+    Close { who: Who, ts_ns: u64, how: CloseHow, errno: i32, lifetime_ns: u64 },
+}
+
+/// What the tracker knows of the previous attempt to a destination.
+#[derive(Clone, Debug)]
+struct Last {
+    sk: u64,
+    sport: u16,
+    outcome: Outcome,
+    end_ns: Option<u64>,
+    streak: u32,
+}
+
+/// Per-destination aggregates for the summary.
+#[derive(Clone, Debug, Default)]
+pub struct DestStats {
+    pub connects: u64,
+    pub ports: HashSet<u16>,
+    pub reuses: u64,
+    pub failed: u64,
+    pub max_syn_sent_ns: u64,
+    pub syn_retransmits: u64,
+    last: Option<Last>,
+    last_active_ns: u64,
+}
+
+impl DestStats {
+    pub fn distinct_ports(&self) -> usize {
+        self.ports.len()
+    }
+}
+
+/// Bound on destinations kept (memory stays flat under churn).
+pub const MAX_DESTINATIONS: usize = 4096;
+
+#[derive(Default)]
+pub struct Tracker {
+    dests: HashMap<DestKey, DestStats>,
+    /// Destinations dropped to stay within the bound.
+    pub evicted: u64,
+    max_dests: usize,
+}
+
+impl Tracker {
+    pub fn new() -> Self {
+        Self::with_capacity(MAX_DESTINATIONS)
+    }
+
+    pub fn with_capacity(max_dests: usize) -> Self {
+        Tracker { dests: HashMap::new(), evicted: 0, max_dests: max_dests.max(1) }
+    }
+
+    /// Feeds one event; returns what it means, in order.
+    pub fn on_event(&mut self, ev: &Event) -> Vec<Observation> {
+        match ev.kind {
+            Kind::ConnectDone => self.on_connect_done(ev),
+            Kind::SynRetransmit => {
+                if let Some(d) = self.dests.get_mut(&DestKey { laddr: ev.laddr, raddr: ev.raddr, dport: ev.dport }) {
+                    d.syn_retransmits += 1;
+                }
+                vec![Observation::SynRetransmit {
+                    who: Who::of(ev),
+                    ts_ns: ev.ts_ns,
+                    retransmits: ev.syn_retrans,
+                    elapsed_ns: ev.ts_ns.saturating_sub(ev.start_ns),
+                }]
+            }
+            Kind::Closed => self.on_closed(ev),
+        }
+    }
+
+    fn dest_mut(&mut self, key: DestKey) -> &mut DestStats {
+        if !self.dests.contains_key(&key) && self.dests.len() >= self.max_dests {
+            if let Some(oldest) = self.dests.iter().min_by_key(|(_, d)| d.last_active_ns).map(|(k, _)| *k) {
+                self.dests.remove(&oldest);
+                self.evicted += 1;
+            }
+        }
+        self.dests.entry(key).or_default()
+    }
+
+    fn on_connect_done(&mut self, ev: &Event) -> Vec<Observation> {
+        let who = Who::of(ev);
+        let outcome = Outcome::of(ev);
+        let syn_sent_ns = ev.ts_ns.saturating_sub(ev.start_ns);
+        let d = self.dest_mut(who.dest);
+        d.connects += 1;
+        d.last_active_ns = ev.ts_ns;
+        d.ports.insert(ev.sport);
+        d.max_syn_sent_ns = d.max_syn_sent_ns.max(syn_sent_ns);
+        if outcome.failed() {
+            d.failed += 1;
+        }
+        let mut out = Vec::with_capacity(2);
+        let reuse = match &d.last {
+            Some(prev) if prev.sport == ev.sport && ev.sport != 0 => {
+                let gap_ns = prev.end_ns.map(|e| ev.start_ns.saturating_sub(e));
+                Some(Reuse {
+                    who: who.clone(),
+                    ts_ns: ev.ts_ns,
+                    streak: prev.streak + 1,
+                    prev_outcome: prev.outcome,
+                    prev_end_ns: prev.end_ns,
+                    gap_ns,
+                })
+            }
+            _ => None,
+        };
+        let streak = reuse.as_ref().map_or(0, |r| r.streak);
+        if reuse.is_some() {
+            d.reuses += 1;
+        }
+        d.last = Some(Last {
+            sk: ev.sk,
+            sport: ev.sport,
+            outcome,
+            // A failed attempt ends when it leaves SYN_SENT; an established
+            // one when its CLOSE arrives.
+            end_ns: outcome.failed().then_some(ev.ts_ns),
+            streak,
+        });
+        out.push(Observation::Connect(Attempt {
+            who,
+            ts_ns: ev.ts_ns,
+            outcome,
+            errno: if outcome.failed() { ev.err } else { 0 },
+            syn_sent_ns,
+            syn_retrans: ev.syn_retrans,
+            attempt: d.connects,
+            reused: reuse.is_some(),
+        }));
+        if let Some(r) = reuse {
+            out.push(Observation::Reuse(r));
+        }
+        out
+    }
+
+    fn on_closed(&mut self, ev: &Event) -> Vec<Observation> {
+        let who = Who::of(ev);
+        if let Some(d) = self.dests.get_mut(&who.dest) {
+            d.last_active_ns = ev.ts_ns;
+            if let Some(last) = d.last.as_mut().filter(|l| l.sk == ev.sk) {
+                last.end_ns = Some(ev.ts_ns);
+            }
+        }
+        let since = if ev.established_ns != 0 { ev.established_ns } else { ev.start_ns };
+        vec![Observation::Close {
+            who,
+            ts_ns: ev.ts_ns,
+            how: CloseHow::of(ev),
+            errno: ev.err,
+            lifetime_ns: ev.ts_ns.saturating_sub(since),
+        }]
+    }
+
+    /// Destinations, sorted for stable output.
+    pub fn destinations(&self) -> Vec<(DestKey, &DestStats)> {
+        let mut v: Vec<_> = self.dests.iter().map(|(k, d)| (*k, d)).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nfs_trace_common::tcp_state::{CLOSE, CLOSE_WAIT, ESTABLISHED, FIN_WAIT1, SYN_SENT};
+
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// A synthetic event: `sk` socket from laddr:sport to raddr:dport.
+    fn ev(kind: Kind, ts_ms: u64, sk: u64, l: &str, sport: u16, r: &str, dport: u16) -> Event {
+        Event {
+            kind,
+            ts_ns: ts_ms * MS,
+            sk,
+            pid: 42,
+            comm: "kworker".into(),
+            laddr: ip(l),
+            sport,
+            raddr: ip(r),
+            dport,
+            start_ns: ts_ms.saturating_sub(1) * MS,
+            syn_ns: 0,
+            established_ns: 0,
+            err: 0,
+            syn_retrans: 0,
+            oldstate: SYN_SENT,
+            newstate: ESTABLISHED,
+            first_exit: 0,
+        }
+    }
+
+    fn connected(ts: u64, sk: u64, sport: u16) -> Event {
+        ev(Kind::ConnectDone, ts, sk, "10.0.0.2", sport, "10.0.0.1", 2049)
+    }
+
+    fn closed(ts: u64, sk: u64, sport: u16, first_exit: u8, err: i32) -> Event {
+        let mut e = ev(Kind::Closed, ts, sk, "10.0.0.2", sport, "10.0.0.1", 2049);
+        e.oldstate = first_exit;
+        e.newstate = CLOSE;
+        e.first_exit = first_exit;
+        e.err = err;
+        e.established_ns = ts.saturating_sub(50) * MS;
+        e
+    }
+
+    fn failed(ts: u64, sk: u64, sport: u16, err: i32) -> Event {
+        let mut e = connected(ts, sk, sport);
+        e.newstate = CLOSE;
+        e.err = err;
+        e
+    }
+
+    fn reuses(obs: &[Observation]) -> Vec<&Reuse> {
+        obs.iter()
+            .filter_map(|o| match o {
+                Observation::Reuse(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn run(t: &mut Tracker, evs: &[Event]) -> Vec<Observation> {
+        evs.iter().flat_map(|e| t.on_event(e)).collect()
+    }
+
+    #[test]
+    fn same_port_after_close_is_a_reuse_with_gap_and_streak() {
+        let mut t = Tracker::new();
+        let obs = run(
+            &mut t,
+            &[
+                connected(100, 1, 999),
+                closed(200, 1, 999, CLOSE, libc::ECONNABORTED),
+                connected(250, 2, 999),
+                closed(300, 2, 999, CLOSE, libc::ECONNABORTED),
+                connected(400, 3, 999),
+            ],
+        );
+        let r = reuses(&obs);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].who.sport, 999);
+        assert_eq!(r[0].streak, 1);
+        assert_eq!(r[0].prev_end_ns, Some(200 * MS));
+        // The second attempt started at 249 ms (start = ts - 1 ms).
+        assert_eq!(r[0].gap_ns, Some(49 * MS));
+        assert_eq!(r[1].streak, 2);
+        assert_eq!(r[1].prev_outcome, Outcome::Established);
+        let (_, d) = t.destinations()[0];
+        assert_eq!((d.connects, d.reuses, d.distinct_ports(), d.failed), (3, 2, 1, 0));
+    }
+
+    #[test]
+    fn new_port_each_time_is_no_reuse() {
+        let mut t = Tracker::new();
+        let obs = run(
+            &mut t,
+            &[connected(1, 1, 40000), closed(2, 1, 40000, FIN_WAIT1, 0), connected(3, 2, 40002), connected(4, 3, 40004)],
+        );
+        assert!(reuses(&obs).is_empty());
+        let (_, d) = t.destinations()[0];
+        assert_eq!((d.connects, d.reuses, d.distinct_ports()), (3, 0, 3));
+    }
+
+    #[test]
+    fn a_port_used_earlier_but_not_by_the_previous_attempt_is_no_reuse() {
+        let mut t = Tracker::new();
+        let obs = run(&mut t, &[connected(1, 1, 800), connected(2, 2, 801), connected(3, 3, 800)]);
+        assert!(reuses(&obs).is_empty(), "only the previous attempt counts");
+    }
+
+    #[test]
+    fn streak_resets_after_a_new_port() {
+        let mut t = Tracker::new();
+        let obs = run(
+            &mut t,
+            &[connected(1, 1, 700), connected(2, 2, 700), connected(3, 3, 701), connected(4, 4, 701)],
+        );
+        let r = reuses(&obs);
+        assert_eq!(r.iter().map(|r| (r.who.sport, r.streak)).collect::<Vec<_>>(), vec![(700, 1), (701, 1)]);
+    }
+
+    #[test]
+    fn interleaved_destinations_are_tracked_apart() {
+        let mut t = Tracker::new();
+        let a = |ts, sk, sport| ev(Kind::ConnectDone, ts, sk, "10.0.0.2", sport, "10.0.0.1", 2049);
+        let b = |ts, sk, sport| ev(Kind::ConnectDone, ts, sk, "10.0.0.2", sport, "10.0.0.9", 2049);
+        let c = |ts, sk, sport| ev(Kind::ConnectDone, ts, sk, "10.0.0.2", sport, "10.0.0.1", 20049);
+        let obs = run(&mut t, &[a(1, 1, 900), b(2, 2, 900), c(3, 3, 900), a(4, 4, 900), b(5, 5, 901), c(6, 6, 900)]);
+        let r = reuses(&obs);
+        let dests: Vec<_> = r.iter().map(|r| (r.who.dest.raddr, r.who.dest.dport)).collect();
+        assert_eq!(dests, vec![(ip("10.0.0.1"), 2049), (ip("10.0.0.1"), 20049)]);
+        assert_eq!(t.destinations().len(), 3);
+    }
+
+    #[test]
+    fn ipv6_destinations() {
+        let mut t = Tracker::new();
+        let v6 = |ts, sk, sport| ev(Kind::ConnectDone, ts, sk, "fd00::2", sport, "fd00::1", 2049);
+        let obs = run(&mut t, &[v6(1, 1, 1001), v6(2, 2, 1001)]);
+        let r = reuses(&obs);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].who.dest.raddr, ip("fd00::1"));
+        assert_eq!(r[0].gap_ns, None, "the previous connection's close was not seen");
+    }
+
+    #[test]
+    fn failures_are_classified_and_count_as_previous_attempts() {
+        let mut t = Tracker::new();
+        let mut timed_out = failed(3000, 2, 999, libc::ETIMEDOUT);
+        timed_out.syn_retrans = 3;
+        timed_out.start_ns = 1000 * MS;
+        let obs = run(
+            &mut t,
+            &[
+                failed(10, 1, 999, libc::ECONNREFUSED),
+                timed_out,
+                failed(3100, 3, 998, 0),
+                failed(3200, 4, 997, libc::ECONNRESET),
+                failed(3300, 5, 996, libc::EHOSTUNREACH),
+            ],
+        );
+        let outcomes: Vec<_> = obs
+            .iter()
+            .filter_map(|o| match o {
+                Observation::Connect(a) => Some(a.outcome),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            outcomes,
+            vec![Outcome::Refused, Outcome::TimedOut, Outcome::Closed, Outcome::Reset, Outcome::Error(libc::EHOSTUNREACH)]
+        );
+        // The timed-out attempt reused the refused one's port; its gap runs from
+        // the refusal (10 ms) to its own start (1000 ms).
+        let r = reuses(&obs);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].prev_outcome, Outcome::Refused);
+        assert_eq!(r[0].gap_ns, Some(990 * MS));
+        let (_, d) = t.destinations()[0];
+        assert_eq!(d.failed, 5);
+        assert_eq!(d.max_syn_sent_ns, 2000 * MS);
+    }
+
+    #[test]
+    fn close_reasons() {
+        let mut t = Tracker::new();
+        let how = |t: &mut Tracker, e: Event| match t.on_event(&e).pop() {
+            Some(Observation::Close { how, .. }) => how,
+            o => panic!("want a close, got {o:?}"),
+        };
+        assert_eq!(how(&mut t, closed(10, 1, 1, FIN_WAIT1, 0)), CloseHow::LocalClose);
+        assert_eq!(how(&mut t, closed(10, 1, 1, CLOSE_WAIT, 0)), CloseHow::RemoteClose);
+        assert_eq!(how(&mut t, closed(10, 1, 1, CLOSE, libc::ECONNRESET)), CloseHow::Reset);
+        assert_eq!(how(&mut t, closed(10, 1, 1, CLOSE, libc::ECONNABORTED)), CloseHow::Aborted);
+        assert_eq!(how(&mut t, closed(10, 1, 1, CLOSE, libc::ETIMEDOUT)), CloseHow::TimedOut);
+    }
+
+    #[test]
+    fn syn_retransmits_are_reported_live() {
+        let mut t = Tracker::new();
+        let mut e = ev(Kind::SynRetransmit, 2000, 7, "10.0.0.2", 999, "10.0.0.1", 2049);
+        e.start_ns = 1000 * MS;
+        e.syn_retrans = 2;
+        match t.on_event(&e).as_slice() {
+            [Observation::SynRetransmit { retransmits: 2, elapsed_ns, who, .. }] => {
+                assert_eq!(*elapsed_ns, 1000 * MS);
+                assert_eq!(who.sport, 999);
+            }
+            o => panic!("unexpected {o:?}"),
+        }
+    }
+
+    #[test]
+    fn destinations_are_bounded() {
+        let mut t = Tracker::with_capacity(3);
+        for i in 0..10u64 {
+            let e = ev(Kind::ConnectDone, 10 + i, i, "10.0.0.2", 1000, &format!("10.0.1.{i}"), 2049);
+            t.on_event(&e);
+        }
+        assert_eq!(t.destinations().len(), 3);
+        assert_eq!(t.evicted, 7);
+        // The most recent ones stay.
+        assert!(t.destinations().iter().any(|(k, _)| k.raddr == ip("10.0.1.9")));
+    }
+}
