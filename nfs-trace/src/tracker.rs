@@ -231,9 +231,9 @@ impl Tracker {
         match ev.kind {
             Kind::ConnectDone => self.on_connect_done(ev),
             Kind::SynRetransmit => {
-                if let Some(d) = self.dests.get_mut(&DestKey { laddr: ev.laddr, raddr: ev.raddr, dport: ev.dport }) {
-                    d.syn_retransmits += 1;
-                }
+                // Counted into the summary when the attempt ends (the kernel's
+                // own count rides on that record); here it is only shown live.
+                self.dest_mut(DestKey { laddr: ev.laddr, raddr: ev.raddr, dport: ev.dport }).last_active_ns = ev.ts_ns;
                 vec![Observation::SynRetransmit {
                     who: Who::of(ev),
                     ts_ns: ev.ts_ns,
@@ -264,6 +264,7 @@ impl Tracker {
         d.last_active_ns = ev.ts_ns;
         d.ports.insert(ev.sport);
         d.max_syn_sent_ns = d.max_syn_sent_ns.max(syn_sent_ns);
+        d.syn_retransmits += u64::from(ev.syn_retrans);
         if outcome.failed() {
             d.failed += 1;
         }
@@ -522,6 +523,7 @@ mod tests {
         let (_, d) = t.destinations()[0];
         assert_eq!(d.failed, 5);
         assert_eq!(d.max_syn_sent_ns, 2000 * MS);
+        assert_eq!(d.syn_retransmits, 3, "the kernel's count from the finished attempt");
     }
 
     #[test]

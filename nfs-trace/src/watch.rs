@@ -114,6 +114,9 @@ fn keep_going(r: io::Result<()>) -> Result<bool> {
 
 pub async fn run(args: WatchArgs) -> Result<()> {
     let t0 = Instant::now();
+    // Handlers first: a Ctrl-C while attaching still gets a clean detach.
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let ports = check_ports(&args.ports).map_err(|e| anyhow!("bad --port: {e}"))?;
     let env = kernel::preflight(args.paths.tracefs.as_deref(), args.paths.btf.as_deref())?;
     kernel::raise_memlock();
@@ -148,8 +151,6 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             .map_err(|e| anyhow!("counters map: {e}"))?;
 
     let mut tracker = Tracker::new();
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let deadline = args.duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));

@@ -1,0 +1,247 @@
+//! Host integration test support: run the real `nfs-trace` binary, make real
+//! sockets (the ground truth is each socket's own `local_addr()`), and isolate
+//! tests that change the network in their own network namespace.
+//!
+//! The tracer sees every network namespace, and tests run in parallel, so
+//! each test talks to its own loopback address (127.0.x.y) and looks only at
+//! records for that destination.
+use std::{
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// The nfs-trace binary under test: $NFS_TRACE_BIN (set by `cargo xtask
+/// test`), else the workspace's debug build.
+pub fn nfs_trace_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NFS_TRACE_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/nfs-trace");
+    assert!(p.exists(), "no nfs-trace binary at {}: run the suite with `cargo xtask test`", p.display());
+    p
+}
+
+/// These tests attach BPF programs and make network namespaces: root only.
+/// CI runs as root; failing (not skipping) keeps a green run honest.
+pub fn require_root() {
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "host integration tests need root (cargo xtask test runs as root in CI)");
+}
+
+/// A running `nfs-trace watch --json`.
+pub struct Tracer {
+    child: Child,
+    rx: mpsc::Receiver<Value>,
+    pub attached: Value,
+    stderr: thread::JoinHandle<String>,
+}
+
+impl Tracer {
+    /// Starts the tracer and waits until it has attached.
+    pub fn start(extra: &[&str]) -> Tracer {
+        require_root();
+        let mut child = Command::new(nfs_trace_bin())
+            .arg("watch")
+            .arg("--json")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nfs-trace");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+        let first = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("nfs-trace did not attach within 60 s");
+        });
+        assert_eq!(first["type"], "attached", "first record must be `attached`: {first}");
+        assert_eq!(first["v"], 1);
+        Tracer { child, rx, attached: first, stderr }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Stops it with SIGINT; returns every record after `attached`
+    /// (the last one is the summary) and what it wrote on stderr.
+    pub fn stop(self) -> Records {
+        self.stop_with(libc::SIGINT)
+    }
+
+    pub fn stop_with(mut self, sig: i32) -> Records {
+        self.signal(sig);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut recs = Vec::new();
+        while let Ok(v) = self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            recs.push(v);
+        }
+        let status = self.child.wait().expect("wait nfs-trace");
+        let stderr = self.stderr.join().unwrap_or_default();
+        assert!(status.success(), "nfs-trace exited with {status}; stderr:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "nfs-trace panicked:\n{stderr}");
+        Records { all: recs, stderr }
+    }
+}
+
+/// The tracer's records after `attached`.
+pub struct Records {
+    pub all: Vec<Value>,
+    pub stderr: String,
+}
+
+impl Records {
+    /// Records of `kind` toward `raddr:dport`.
+    pub fn to(&self, kind: &str, raddr: &str, dport: u16) -> Vec<&Value> {
+        self.all.iter().filter(|r| r["type"] == kind && r["raddr"] == raddr && r["dport"] == dport).collect()
+    }
+
+    pub fn summary(&self) -> &Value {
+        let last = self.all.last().expect("no records at all");
+        assert_eq!(last["type"], "summary", "last record must be the summary: {last}");
+        last
+    }
+
+    /// The summary row for a destination, if any.
+    pub fn summary_for(&self, raddr: &str, dport: u16) -> Option<&Value> {
+        self.summary()["destinations"].as_array()?.iter().find(|d| d["raddr"] == raddr && d["dport"] == dport)
+    }
+}
+
+/// A listener on `addr` that accepts and keeps connections until dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    _thread: thread::JoinHandle<()>,
+}
+
+impl Server {
+    pub fn start(addr: &str) -> Server {
+        let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind listener {addr}: {e}"));
+        let addr = l.local_addr().unwrap();
+        let t = thread::spawn(move || {
+            let mut keep = Vec::new();
+            for s in l.incoming() {
+                match s {
+                    Ok(s) => keep.push(s),
+                    Err(_) => break,
+                }
+                if keep.len() > 64 {
+                    keep.remove(0);
+                }
+            }
+        });
+        Server { addr, _thread: t }
+    }
+}
+
+/// A TCP socket for `dst`, bound to `local` when given (SO_REUSEADDR so the
+/// same port can be bound again, as the NFS client does).
+pub fn client_socket(dst: &SocketAddr, local: Option<SocketAddr>) -> Socket {
+    let s = Socket::new(Domain::for_address(*dst), Type::STREAM, Some(Protocol::TCP)).unwrap();
+    if let Some(l) = local {
+        s.set_reuse_address(true).unwrap();
+        s.bind(&SockAddr::from(l)).unwrap_or_else(|e| panic!("bind {l}: {e}"));
+    }
+    s
+}
+
+/// Connects, reads its own local port (the ground truth), then closes with
+/// an RST (SO_LINGER 0) so no TIME_WAIT keeps the port: the abortive close
+/// an NFS client's transport reset looks like.
+pub fn connect_and_abort(dst: &str, local: Option<&str>) -> u16 {
+    let dst: SocketAddr = dst.parse().unwrap();
+    let s = client_socket(&dst, local.map(|l| l.parse().unwrap()));
+    s.connect_timeout(&SockAddr::from(dst), Duration::from_secs(5)).unwrap_or_else(|e| panic!("connect {dst}: {e}"));
+    let port = s.local_addr().unwrap().as_socket().unwrap().port();
+    s.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+    port
+}
+
+/// Runs `f` on a thread of its own in a new network namespace with `lo` up.
+/// Only that thread (and processes it starts) sees the namespace.
+pub fn in_new_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    thread::scope(|sc| {
+        sc.spawn(|| {
+            // SAFETY: unshare on the calling thread only; no pointers involved.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+            run_ok(Command::new("ip").args(["link", "set", "lo", "up"]));
+            f()
+        })
+        .join()
+        .expect("netns thread panicked")
+    })
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Loads an nft ruleset (from stdin) in the current thread's namespace.
+pub fn nft(ruleset: &str) {
+    use std::io::Write;
+    let mut c = Command::new("nft").args(["-f", "-"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run nft (apt install nftables)");
+    c.stdin.take().unwrap().write_all(ruleset.as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "nft failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Sets TCP_SYNCNT: how many SYN retransmits before the connect times out.
+pub fn set_syn_count(s: &Socket, n: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: valid fd, pointer to a live c_int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_SYNCNT,
+            (&n as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_SYNCNT: {}", std::io::Error::last_os_error());
+}
+
+/// The kernel's own count of SYN retransmits in the calling thread's network
+/// namespace (`TcpExt: TCPSynRetrans` in netstat): the ground truth for SYN
+/// retransmits in a namespace where only the test's socket connects.
+/// (TCP_INFO cannot serve: a failed connect resets the socket's counters.)
+pub fn netns_syn_retrans() -> u64 {
+    let text = std::fs::read_to_string("/proc/thread-self/net/netstat").expect("read netstat");
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    assert_eq!(rows.len(), 2, "netstat has a TcpExt header and values");
+    let names = rows[0].split_whitespace();
+    let values = rows[1].split_whitespace();
+    names.zip(values).find(|(n, _)| *n == "TCPSynRetrans").and_then(|(_, v)| v.parse().ok()).expect("TCPSynRetrans")
+}

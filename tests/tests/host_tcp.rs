@@ -1,0 +1,238 @@
+//! The TCP reconnect tracer on the host kernel, against real sockets. The
+//! ground truth is each test socket's own `local_addr()` and connect result.
+use std::{net::SocketAddr, time::Duration};
+
+use nfs_trace_tests::host::*;
+use serde_json::Value;
+use socket2::SockAddr;
+
+fn ports_of(recs: &[&Value]) -> Vec<u64> {
+    recs.iter().map(|r| r["sport"].as_u64().unwrap()).collect()
+}
+
+/// The case the project exists for: a client reconnecting from the same
+/// source port (999, reserved, like an NFS mount) to 127.0.0.1:2049.
+#[test]
+fn reconnects_from_the_same_bound_port_are_flagged_as_reuse() {
+    let _srv = Server::start("127.0.0.1:2049");
+    let tracer = Tracer::start(&[]);
+    let truth: Vec<u16> = (0..3).map(|_| connect_and_abort("127.0.0.1:2049", Some("127.0.0.1:999"))).collect();
+    let recs = tracer.stop();
+    assert_eq!(truth, vec![999, 999, 999]);
+
+    let connects = recs.to("connect", "127.0.0.1", 2049);
+    let mine: Vec<&Value> = connects.into_iter().filter(|r| r["laddr"] == "127.0.0.1" && r["sport"] == 999).collect();
+    assert_eq!(mine.len(), 3, "three connects from port 999: {:?}", recs.all);
+    assert!(mine.iter().all(|r| r["outcome"] == "established"));
+    assert_eq!(mine.iter().map(|r| r["reused"].as_bool().unwrap()).collect::<Vec<_>>(), [false, true, true]);
+
+    let reuses = recs.to("reuse", "127.0.0.1", 2049);
+    assert_eq!(reuses.len(), 2, "the 2nd and 3rd connects reuse port 999: {reuses:?}");
+    assert!(reuses.iter().all(|r| r["sport"] == 999));
+    assert_eq!(reuses[0]["streak"], 1);
+    assert_eq!(reuses[1]["streak"], 2);
+    // The previous connection was closed (RST) before the next connect:
+    // the gap is known and small.
+    for r in &reuses {
+        assert_eq!(r["prev_outcome"], "established");
+        let gap = r["gap_ms"].as_f64().expect("gap known: the close was traced");
+        assert!((0.0..5000.0).contains(&gap), "gap {gap}");
+    }
+    let closes = recs.to("close", "127.0.0.1", 2049);
+    assert_eq!(closes.iter().filter(|c| c["sport"] == 999).count(), 3);
+    let row = recs.summary_for("127.0.0.1", 2049).expect("summary row");
+    assert!(row["reuses"].as_u64().unwrap() >= 2);
+}
+
+#[test]
+fn two_sequential_connects_from_one_port_give_exactly_one_reuse() {
+    let _srv = Server::start("127.0.1.1:2049");
+    let tracer = Tracer::start(&[]);
+    let a = connect_and_abort("127.0.1.1:2049", Some("127.0.1.1:40999"));
+    let b = connect_and_abort("127.0.1.1:2049", Some("127.0.1.1:40999"));
+    let recs = tracer.stop();
+    assert_eq!((a, b), (40999, 40999));
+    assert_eq!(ports_of(&recs.to("connect", "127.0.1.1", 2049)), vec![40999, 40999]);
+    let reuses = recs.to("reuse", "127.0.1.1", 2049);
+    assert_eq!(reuses.len(), 1, "{reuses:?}");
+    assert_eq!(reuses[0]["sport"], 40999);
+    assert_eq!(reuses[0]["laddr"], "127.0.1.1");
+    let row = recs.summary_for("127.0.1.1", 2049).unwrap();
+    assert_eq!((row["connects"].as_u64(), row["distinct_ports"].as_u64(), row["reuses"].as_u64()), (Some(2), Some(1), Some(1)));
+}
+
+#[test]
+fn ephemeral_connects_report_their_ports_and_no_reuse() {
+    let _srv = Server::start("127.0.1.2:2049");
+    let tracer = Tracer::start(&[]);
+    let truth: Vec<u16> = (0..5).map(|_| connect_and_abort("127.0.1.2:2049", None)).collect();
+    let recs = tracer.stop();
+    let seen = ports_of(&recs.to("connect", "127.0.1.2", 2049));
+    assert_eq!(seen, truth.iter().map(|&p| p as u64).collect::<Vec<_>>(), "tracer ports vs local_addr()");
+    // A reuse is reported exactly where the ground truth repeats a port.
+    let want = truth.windows(2).filter(|w| w[0] == w[1]).count();
+    assert_eq!(recs.to("reuse", "127.0.1.2", 2049).len(), want);
+    let row = recs.summary_for("127.0.1.2", 2049).unwrap();
+    assert_eq!(row["connects"], 5);
+    assert_eq!(row["failed"], 0);
+}
+
+#[test]
+fn refused_connect_is_a_failed_attempt() {
+    let tracer = Tracer::start(&[]);
+    let dst: SocketAddr = "127.0.1.3:2049".parse().unwrap();
+    let s = client_socket(&dst, Some("127.0.1.3:41003".parse().unwrap()));
+    let err = s.connect(&SockAddr::from(dst)).expect_err("nobody listens");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    drop(s);
+    let recs = tracer.stop();
+    let c = recs.to("connect", "127.0.1.3", 2049);
+    assert_eq!(c.len(), 1, "{:?}", recs.all);
+    assert_eq!(c[0]["outcome"], "refused");
+    assert_eq!(c[0]["errno_name"], "ECONNREFUSED");
+    assert_eq!(c[0]["sport"], 41003);
+    assert_eq!(recs.summary_for("127.0.1.3", 2049).unwrap()["failed"], 1);
+}
+
+/// A SYN dropped by netfilter (in a namespace of the test's own) is
+/// retransmitted until the connect times out, as a middlebox drop looks.
+/// Ground truth: the connect's own error and the namespace's SYN retransmit
+/// counter (how many there are depends on TCP_SYNCNT and, since 6.5, on
+/// tcp_syn_linear_timeouts).
+#[test]
+fn dropped_syns_are_retransmitted_and_time_out() {
+    let tracer = Tracer::start(&[]);
+    let (err, retrans) = in_new_netns(|| {
+        nft("table inet nfstrace_test {\n chain out {\n  type filter hook output priority 0;\n  ip daddr 127.0.2.4 tcp dport 2049 tcp flags & (syn | ack) == syn drop\n }\n}\n");
+        let _srv = Server::start("127.0.2.4:2049");
+        let dst: SocketAddr = "127.0.2.4:2049".parse().unwrap();
+        let s = client_socket(&dst, Some("127.0.2.4:41004".parse().unwrap()));
+        set_syn_count(&s, 1);
+        let before = netns_syn_retrans();
+        let err = s.connect(&SockAddr::from(dst)).expect_err("SYNs are dropped");
+        (err.kind(), (netns_syn_retrans() - before) as u32)
+    });
+    let recs = tracer.stop();
+    assert_eq!(err, std::io::ErrorKind::TimedOut);
+    assert!(retrans >= 1, "the kernel retransmitted the SYN");
+    let rtx = recs.to("syn_retransmit", "127.0.2.4", 2049);
+    assert_eq!(rtx.len() as u32, retrans, "one live record per SYN retransmit: {rtx:?}");
+    assert!(rtx.iter().all(|r| r["sport"] == 41004));
+    assert_eq!(rtx.last().unwrap()["retransmits"].as_u64(), Some(retrans as u64));
+    assert!(rtx[0]["elapsed_ms"].as_f64().unwrap() >= 900.0, "the first retransmit comes after about 1 s");
+    let c = recs.to("connect", "127.0.2.4", 2049);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0]["outcome"], "timed_out");
+    assert_eq!(c[0]["errno_name"], "ETIMEDOUT");
+    assert_eq!(c[0]["sport"], 41004);
+    assert_eq!(c[0]["syn_retransmits"].as_u64(), Some(retrans as u64));
+    assert!(c[0]["syn_sent_us"].as_u64().unwrap() >= 1_000_000 * retrans as u64 / 2, "{}", c[0]);
+    let row = recs.summary_for("127.0.2.4", 2049).unwrap();
+    assert_eq!((row["failed"].as_u64(), row["syn_retransmits"].as_u64()), (Some(1), Some(retrans as u64)));
+}
+
+#[test]
+fn other_ports_are_ignored() {
+    let _nfs = Server::start("127.0.1.5:2049");
+    let _other = Server::start("127.0.1.5:2050");
+    let tracer = Tracer::start(&[]);
+    let p_other = connect_and_abort("127.0.1.5:2050", None);
+    let p_nfs = connect_and_abort("127.0.1.5:2049", None);
+    let recs = tracer.stop();
+    assert!(recs.all.iter().all(|r| r["dport"] != 2050), "port 2050 is not watched");
+    assert!(recs.all.iter().all(|r| r["sport"] != p_other as u64 || r["raddr"] != "127.0.1.5"));
+    assert_eq!(ports_of(&recs.to("connect", "127.0.1.5", 2049)), vec![p_nfs as u64], "the watched port still is");
+}
+
+#[test]
+fn port_flag_selects_the_watched_ports() {
+    let _a = Server::start("127.0.1.6:2049");
+    let _b = Server::start("127.0.1.6:3049");
+    let _c = Server::start("127.0.1.6:4049");
+    let tracer = Tracer::start(&["--port", "3049,4049"]);
+    assert_eq!(tracer.attached["ports"], serde_json::json!([3049, 4049]));
+    let p3 = connect_and_abort("127.0.1.6:3049", None);
+    let p4 = connect_and_abort("127.0.1.6:4049", None);
+    connect_and_abort("127.0.1.6:2049", None);
+    let recs = tracer.stop();
+    assert_eq!(ports_of(&recs.to("connect", "127.0.1.6", 3049)), vec![p3 as u64]);
+    assert_eq!(ports_of(&recs.to("connect", "127.0.1.6", 4049)), vec![p4 as u64]);
+    assert!(recs.to("connect", "127.0.1.6", 2049).is_empty(), "2049 is not watched with --port 3049,4049");
+}
+
+#[test]
+fn ipv6_reuse_is_flagged() {
+    let _srv = Server::start("[::1]:2049");
+    let tracer = Tracer::start(&[]);
+    let a = connect_and_abort("[::1]:2049", Some("[::1]:41006"));
+    let b = connect_and_abort("[::1]:2049", Some("[::1]:41006"));
+    let recs = tracer.stop();
+    assert_eq!((a, b), (41006, 41006));
+    let c: Vec<_> = recs.to("connect", "::1", 2049).into_iter().filter(|r| r["sport"] == 41006).collect();
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[0]["laddr"], "::1");
+    let r: Vec<_> = recs.to("reuse", "::1", 2049).into_iter().filter(|r| r["sport"] == 41006).collect();
+    assert_eq!(r.len(), 1);
+}
+
+#[test]
+fn close_reasons_follow_who_closed() {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind("127.0.1.7:2049").unwrap();
+    let tracer = Tracer::start(&[]);
+    // 1: the server closes first (FIN from the peer).
+    let c1 = std::net::TcpStream::connect("127.0.1.7:2049").unwrap();
+    let p1 = c1.local_addr().unwrap().port();
+    drop(l.accept().unwrap().0);
+    let mut buf = [0u8; 1];
+    assert_eq!((&c1).read(&mut buf).unwrap(), 0, "EOF from the server");
+    drop(c1);
+    // 2: we close first.
+    let c2 = std::net::TcpStream::connect("127.0.1.7:2049").unwrap();
+    let p2 = c2.local_addr().unwrap().port();
+    let (s2, _) = l.accept().unwrap();
+    drop(c2);
+    std::thread::sleep(Duration::from_millis(50));
+    drop(s2);
+    // 3: the server resets it.
+    let c3 = std::net::TcpStream::connect("127.0.1.7:2049").unwrap();
+    let p3 = c3.local_addr().unwrap().port();
+    let (s3, _) = l.accept().unwrap();
+    socket2::SockRef::from(&s3).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s3);
+    assert!((&c3).read(&mut buf).is_err(), "the RST reaches the client");
+    drop(c3);
+    std::thread::sleep(Duration::from_millis(100));
+    let recs = tracer.stop();
+    let how = |p: u16| {
+        recs.to("close", "127.0.1.7", 2049)
+            .into_iter()
+            .find(|r| r["sport"] == p)
+            .map(|r| r["how"].as_str().unwrap().to_string())
+    };
+    assert_eq!(how(p1).as_deref(), Some("remote_close"));
+    assert_eq!(how(p2).as_deref(), Some("local_close"));
+    assert_eq!(how(p3).as_deref(), Some("reset"));
+}
+
+#[test]
+fn sigterm_and_duration_end_with_a_summary() {
+    let _srv = Server::start("127.0.1.8:2049");
+    let tracer = Tracer::start(&[]);
+    let p = connect_and_abort("127.0.1.8:2049", None);
+    let recs = tracer.stop_with(libc::SIGTERM);
+    let row = recs.summary_for("127.0.1.8", 2049).expect("summary after SIGTERM");
+    assert_eq!(row["connects"], 1);
+    assert_eq!(ports_of(&recs.to("connect", "127.0.1.8", 2049)), vec![p as u64]);
+    assert_eq!(recs.summary()["lost_events"], 0);
+
+    // --duration ends it by itself.
+    let out = std::process::Command::new(nfs_trace_bin())
+        .args(["watch", "--json", "--duration", "0.5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let last = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+    let v: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(v["type"], "summary");
+}
