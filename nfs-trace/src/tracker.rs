@@ -78,6 +78,8 @@ impl Outcome {
 pub enum CloseHow {
     /// We sent FIN first.
     LocalClose,
+    /// We dropped it without a FIN (RST via SO_LINGER 0, or a disconnect).
+    LocalAbort,
     /// The peer sent FIN first.
     RemoteClose,
     /// RST from the peer (ECONNRESET).
@@ -97,7 +99,7 @@ impl CloseHow {
             _ => match ev.err {
                 // Straight to CLOSE with no error: our own abortive close
                 // (SO_LINGER 0 / tcp_disconnect set sk_err only after).
-                0 => CloseHow::LocalClose,
+                0 => CloseHow::LocalAbort,
                 libc::ECONNRESET => CloseHow::Reset,
                 libc::ECONNABORTED => CloseHow::Aborted,
                 libc::ETIMEDOUT => CloseHow::TimedOut,
@@ -109,6 +111,7 @@ impl CloseHow {
     pub fn name(&self) -> &'static str {
         match self {
             CloseHow::LocalClose => "local_close",
+            CloseHow::LocalAbort => "local_abort",
             CloseHow::RemoteClose => "remote_close",
             CloseHow::Reset => "reset",
             CloseHow::Aborted => "aborted",
@@ -535,6 +538,7 @@ mod tests {
         };
         assert_eq!(how(&mut t, closed(10, 1, 1, FIN_WAIT1, 0)), CloseHow::LocalClose);
         assert_eq!(how(&mut t, closed(10, 1, 1, CLOSE_WAIT, 0)), CloseHow::RemoteClose);
+        assert_eq!(how(&mut t, closed(10, 1, 1, CLOSE, 0)), CloseHow::LocalAbort);
         assert_eq!(how(&mut t, closed(10, 1, 1, CLOSE, libc::ECONNRESET)), CloseHow::Reset);
         assert_eq!(how(&mut t, closed(10, 1, 1, CLOSE, libc::ECONNABORTED)), CloseHow::Aborted);
         assert_eq!(how(&mut t, closed(10, 1, 1, CLOSE, libc::ETIMEDOUT)), CloseHow::TimedOut);

@@ -38,8 +38,9 @@ fn reconnects_from_the_same_bound_port_are_flagged_as_reuse() {
         let gap = r["gap_ms"].as_f64().expect("gap known: the close was traced");
         assert!((0.0..5000.0).contains(&gap), "gap {gap}");
     }
-    let closes = recs.to("close", "127.0.0.1", 2049);
-    assert_eq!(closes.iter().filter(|c| c["sport"] == 999).count(), 3);
+    let closes: Vec<_> = recs.to("close", "127.0.0.1", 2049).into_iter().filter(|c| c["sport"] == 999).collect();
+    assert_eq!(closes.len(), 3);
+    assert!(closes.iter().all(|c| c["how"] == "local_abort"), "SO_LINGER 0 closes: {closes:?}");
     let row = recs.summary_for("127.0.0.1", 2049).expect("summary row");
     assert!(row["reuses"].as_u64().unwrap() >= 2);
 }
