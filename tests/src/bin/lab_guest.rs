@@ -1,0 +1,89 @@
+//! The VM lab's guest init (PID 1 of the initramfs xtask builds): see
+//! `tests/src/lab`. Kernel command line: `lab.scenarios=<name,name|all>`,
+//! `lab.tracer=0|1`, `lab.nfsdcld=0|1` (start nfsdcld: kernels without legacy
+//! NFSv4 client tracking need it).
+#[path = "../lab/mod.rs"]
+mod lab;
+
+use anyhow::{Context as _, Result};
+use lab::{net, nfsd, out, scenario::Scenario, sys};
+use serde_json::json;
+
+fn main() {
+    if std::process::id() != 1 {
+        eprintln!("lab_guest: this is the VM lab's init; it only runs as PID 1 inside the VM");
+        std::process::exit(2);
+    }
+    let (ok, why) = match run() {
+        Ok((ran, failed)) if failed.is_empty() => (true, format!("{ran} scenarios")),
+        Ok((_, failed)) => (false, format!("scenarios failed: {}", failed.join(","))),
+        Err(e) => {
+            out::log(format!("setup failed: {e:#}"));
+            (false, format!("setup: {e:#}"))
+        }
+    };
+    out::marker(ok, &why);
+    sys::power_off();
+}
+
+fn run() -> Result<(usize, Vec<String>)> {
+    early_mounts()?;
+    // The daemons and mount.nfs find their helpers through PATH.
+    // SAFETY: still single-threaded here; nothing reads the environment concurrently.
+    unsafe { std::env::set_var("PATH", "/sbin:/usr/sbin:/bin:/usr/bin") };
+    let cmdline = std::fs::read_to_string("/proc/cmdline").context("cannot read /proc/cmdline")?;
+    let arg = |k: &str| cmdline.split_whitespace().find_map(|a| a.strip_prefix(k)).map(str::to_string);
+    let scenarios = match arg("lab.scenarios=").as_deref() {
+        None | Some("all") => Scenario::all(),
+        Some(list) => list.split(',').map(Scenario::parse).collect::<Result<Vec<_>>>()?,
+    };
+    let with_tracer = arg("lab.tracer=").as_deref() != Some("0");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    out::emit(&json!({
+        "kind": "guest",
+        "kernel": kernel.trim(),
+        "uptime": sys::uptime(),
+        "tracer": with_tracer,
+        "btf": std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+    }));
+    load_modules()?;
+    let ns = net::setup()?;
+    nfsd::start(arg("lab.nfsdcld=").as_deref() == Some("1"))?;
+    let mut failed = Vec::new();
+    for sc in &scenarios {
+        if !lab::scenario::run(&ns, sc, with_tracer) {
+            failed.push(sc.name.clone());
+        }
+    }
+    out::log(format!("done, uptime {:.1} s", sys::uptime()));
+    Ok((scenarios.len(), failed))
+}
+
+fn early_mounts() -> Result<()> {
+    sys::mount("proc", "/proc", "proc", None)?;
+    sys::mount("sysfs", "/sys", "sysfs", None)?;
+    // devtmpfs may be auto-mounted already; its absence is not fatal here.
+    if let Err(e) = sys::mount("devtmpfs", "/dev", "devtmpfs", None) {
+        out::log(format!("{e:#}"));
+    }
+    for d in ["/run", "/tmp", "/var/lib/nfs", "/export", "/mnt"] {
+        sys::mount("tmpfs", d, "tmpfs", None)?;
+    }
+    // The tracer reads tracepoint formats from tracefs.
+    sys::mount("nodev", "/sys/kernel/tracing", "tracefs", None)?;
+    Ok(())
+}
+
+/// Loads the modules xtask put in /lib/modules in dependency order
+/// (`order` lists one name per line).
+fn load_modules() -> Result<()> {
+    let order = std::fs::read_to_string("/lib/modules/order").context("cannot read /lib/modules/order")?;
+    let mut loaded = Vec::new();
+    for name in order.split_whitespace() {
+        if sys::insmod(std::path::Path::new(&format!("/lib/modules/{name}.ko")))? {
+            loaded.push(name);
+        }
+    }
+    out::log(format!("modules loaded: {}", loaded.join(" ")));
+    Ok(())
+}

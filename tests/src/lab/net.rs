@@ -1,0 +1,155 @@
+//! The network: a veth pair between the server (initial namespace) and a
+//! client network namespace, and `ss` as the ground truth for the client's
+//! TCP connection to the NFS port.
+use std::{
+    fs::File,
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{cmd, sys};
+
+pub const SERVER: &str = "10.99.0.1";
+pub const CLIENT: &str = "10.99.0.2";
+pub const NFS_PORT: u16 = 2049;
+const NETNS: &str = "cli";
+/// sysfs as seen from the client namespace: /sys/kernel/sunrpc only shows the
+/// transports of the namespace that mounted that sysfs instance.
+pub const CLIENT_SYSFS: &str = "/run/sys-cli";
+
+const T: Duration = Duration::from_secs(20);
+
+/// The client namespace: run commands in it.
+pub struct ClientNs {
+    fd: File,
+}
+
+impl ClientNs {
+    /// A command that runs in the client namespace. `setns` in a pre_exec
+    /// hook keeps the mount namespace (unlike `ip netns exec`, which would
+    /// hide the NFS mount made inside it).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: the hook only calls setns, which is async-signal-safe, on an
+        // fd that stays open in the parent for the lifetime of self.
+        unsafe {
+            c.pre_exec(move || sys::setns_net(fd));
+        }
+        c
+    }
+}
+
+/// `ip` from iproute2 by full path (busybox has an `ip` applet too).
+fn ip(args: &[&str]) -> Result<()> {
+    cmd::run(Command::new("/sbin/ip").args(args), T).map(|_| ())
+}
+
+/// lo up, the veth pair, the client namespace and a sysfs mounted from it.
+pub fn setup() -> Result<ClientNs> {
+    ip(&["link", "set", "lo", "up"])?;
+    ip(&["netns", "add", NETNS])?;
+    ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"])?;
+    ip(&["link", "set", "v1", "netns", NETNS])?;
+    ip(&["addr", "add", &format!("{SERVER}/24"), "dev", "v0"])?;
+    ip(&["link", "set", "v0", "up"])?;
+    ip(&["-n", NETNS, "link", "set", "lo", "up"])?;
+    ip(&["-n", NETNS, "addr", "add", &format!("{CLIENT}/24"), "dev", "v1"])?;
+    ip(&["-n", NETNS, "link", "set", "v1", "up"])?;
+    let fd = File::open(format!("/run/netns/{NETNS}")).context("cannot open the client namespace")?;
+    let ns = ClientNs { fd };
+    mount_client_sysfs(&ns)?;
+    Ok(ns)
+}
+
+/// Mounts a sysfs instance tagged with the client namespace: enter it on this
+/// (single) thread, mount, and come back.
+fn mount_client_sysfs(ns: &ClientNs) -> Result<()> {
+    let home = File::open("/proc/self/ns/net").context("cannot open own network namespace")?;
+    sys::setns_net(ns.fd.as_raw_fd()).context("setns to the client namespace")?;
+    let r = sys::mount("sysfs", CLIENT_SYSFS, "sysfs", None);
+    sys::setns_net(home.as_raw_fd()).context("setns back to the initial namespace")?;
+    r
+}
+
+/// One TCP socket from `ss -tnae`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sock {
+    pub state: String,
+    pub local_port: u16,
+    pub peer: String,
+    /// The socket cookie (`sk:`): tells a new connection from the old one
+    /// even when it reuses the same source port.
+    pub cookie: String,
+}
+
+/// Parses `ss -tnaeH` lines: `STATE RQ SQ LOCAL PEER … ino:N sk:HEX …`.
+pub fn parse_ss(text: &str) -> Result<Vec<Sock>> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 5 {
+            bail!("unexpected ss line: {line:?}");
+        }
+        let local_port = f[3]
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .with_context(|| format!("no local port in ss line: {line:?}"))?;
+        let cookie = f.iter().find_map(|t| t.strip_prefix("sk:")).unwrap_or("").to_string();
+        out.push(Sock { state: f[0].to_string(), local_port, peer: f[4].to_string(), cookie });
+    }
+    Ok(out)
+}
+
+/// The client's TCP sockets to the server's NFS port.
+pub fn nfs_sockets(ns: &ClientNs) -> Result<Vec<Sock>> {
+    let text = cmd::run(
+        ns.command("/sbin/ss").args(["-tnaeH", "dst", SERVER, "dport", "=", &format!(":{NFS_PORT}")]),
+        T,
+    )?;
+    parse_ss(&text)
+}
+
+/// The single ESTABLISHED one, None while there is none.
+pub fn established(ns: &ClientNs) -> Result<Option<Sock>> {
+    let est: Vec<Sock> = nfs_sockets(ns)?.into_iter().filter(|s| s.state == "ESTAB").collect();
+    match est.len() {
+        0 => Ok(None),
+        1 => Ok(est.into_iter().next()),
+        _ => bail!("more than one ESTAB connection to {SERVER}:{NFS_PORT}: {est:?}"),
+    }
+}
+
+/// `ss -K`: destroys the client's connections to the NFS port. Returns what
+/// ss listed as killed.
+pub fn kill_nfs_connections(ns: &ClientNs) -> Result<Vec<Sock>> {
+    let text = cmd::run(
+        ns.command("/sbin/ss").args(["-K", "-tnaeH", "dst", SERVER, "dport", "=", &format!(":{NFS_PORT}")]),
+        T,
+    )?;
+    parse_ss(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ss_lines() {
+        let t = "ESTAB 0 0 10.99.0.2:871 10.99.0.1:2049 ino:0 sk:1001 cgroup:/ <->\n\
+                 TIME-WAIT 0 0 10.99.0.2:40000 10.99.0.1:2049 timer:(timewait,59sec,0) ino:0 sk:9\n";
+        let s = parse_ss(t).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].local_port, 871);
+        assert_eq!(s[0].cookie, "1001");
+        assert_eq!(s[1].state, "TIME-WAIT");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse_ss("ESTAB 0 0 nonsense 10.99.0.1:2049\n").is_err());
+    }
+}

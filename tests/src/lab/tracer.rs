@@ -1,0 +1,119 @@
+//! `nfs-trace watch --json` in the guest: started per scenario, its JSON
+//! lines kept for the host to compare with the ground truth.
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::sys;
+
+pub const BINARY: &str = "/bin/nfs-trace";
+/// BTF parsing and attaching take seconds under TCG emulation.
+const ATTACH_LIMIT: Duration = Duration::from_secs(120);
+const STOP_LIMIT: Duration = Duration::from_secs(20);
+
+pub struct Tracer {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// What the tracer printed, and how it ended.
+pub struct Finished {
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+    pub exit: String,
+}
+
+fn reader(r: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            into.lock().expect("reader lock").push(line);
+        }
+    })
+}
+
+impl Tracer {
+    /// Starts the tracer and waits for its `attached` record.
+    pub fn start() -> Result<Tracer> {
+        let mut child = Command::new(BINARY)
+            .args(["watch", "--json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {BINARY}"))?;
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            reader(child.stdout.take().expect("piped"), stdout.clone()),
+            reader(child.stderr.take().expect("piped"), stderr.clone()),
+        ];
+        let mut t = Tracer { child, stdout, stderr, readers };
+        let start = Instant::now();
+        loop {
+            if t.stdout.lock().expect("lock").iter().any(|l| is_attached(l)) {
+                return Ok(t);
+            }
+            if let Some(st) = t.child.try_wait()? {
+                let err = t.stderr.lock().expect("lock").join(" | ");
+                bail!("nfs-trace exited before attaching ({st}): {err}");
+            }
+            if start.elapsed() > ATTACH_LIMIT {
+                let f = t.stop();
+                bail!(
+                    "nfs-trace printed no `attached` record within {} s (stderr: {})",
+                    ATTACH_LIMIT.as_secs(),
+                    f.stderr.join(" | ")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGINT (what a user's Ctrl-C sends), then collects everything printed.
+    pub fn stop(mut self) -> Finished {
+        let mut exit = String::new();
+        if let Err(e) = sys::kill(self.child.id(), libc::SIGINT) {
+            exit = format!("{e:#}; ");
+        }
+        let start = Instant::now();
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => {
+                    exit += &st.to_string();
+                    break;
+                }
+                Ok(None) if start.elapsed() < STOP_LIMIT => std::thread::sleep(Duration::from_millis(50)),
+                Ok(None) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    exit += &format!("did not exit within {} s of SIGINT: killed", STOP_LIMIT.as_secs());
+                    break;
+                }
+                Err(e) => {
+                    exit += &format!("wait failed: {e}");
+                    break;
+                }
+            }
+        }
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let take = |v: &Arc<Mutex<Vec<String>>>| std::mem::take(&mut *v.lock().expect("lock"));
+        Finished { stdout: take(&self.stdout), stderr: take(&self.stderr), exit }
+    }
+}
+
+fn is_attached(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .is_some_and(|v| v.get("type").and_then(|t| t.as_str()) == Some("attached"))
+}

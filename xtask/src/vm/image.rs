@@ -1,0 +1,45 @@
+//! Assembles the guest's initramfs for one kernel: our init (`lab_guest`)
+//! and `nfs-trace` (both static musl), the userland, the kernel's modules.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+
+use super::{initramfs::Archive, kernels::Kernel, modules, userland};
+use crate::cmd::{self, MUSL_TARGET};
+
+/// Builds the guest init: the `lab_guest` bin of the tests crate, static musl.
+pub fn build_guest_init() -> Result<PathBuf> {
+    let mut c = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(cmd::workspace_root())
+        .args(["build", "--release", "--package", "nfs-trace-tests", "--bin", "lab_guest", "--target", MUSL_TARGET])
+        // Static: the initramfs has no musl libc to load.
+        .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    cmd::run(&mut c)?;
+    Ok(cmd::target_dir().join(MUSL_TARGET).join("release/lab_guest"))
+}
+
+/// Writes `<cache>/initrd-<abi>.gz`; returns its path and the module order.
+pub fn build(cache: &Path, k: &Kernel, init: &Path, tracer: Option<&Path>) -> Result<(PathBuf, Vec<String>)> {
+    let mut a = Archive::default();
+    for d in ["/dev", "/proc", "/sys", "/run", "/tmp", "/mnt", "/export", "/var/lib/nfs", "/root"] {
+        a.dir(d)?;
+    }
+    // The kernel opens /dev/console for init's stdio before devtmpfs exists.
+    a.char_dev("/dev/console", 5, 1)?;
+    a.copy("/init", init)?;
+    if let Some(t) = tracer {
+        a.copy("/bin/nfs-trace", t)?;
+    }
+    userland::add(&mut a, cache)?;
+    let mods = modules::load_order(&k.moddir, modules::WANTED)
+        .with_context(|| format!("modules of {}", k.abi))?;
+    let order: Vec<String> = mods.iter().map(|m| m.name.clone()).collect();
+    for m in mods {
+        a.file(&format!("/lib/modules/{}.ko", m.name), m.data, 0o644)?;
+    }
+    a.file("/lib/modules/order", (order.join("\n") + "\n").into_bytes(), 0o644)?;
+    let out = cache.join(format!("initrd-{}.gz", k.abi));
+    let size = a.write_gz(&out)?;
+    eprintln!("xtask vm: {} ({:.1} MB), modules: {}", out.display(), size as f64 / 1e6, order.join(" "));
+    Ok((out, order))
+}

@@ -1,0 +1,231 @@
+//! Kernel modules for the guest, in load order. There is no depmod or
+//! modprobe in the guest: the order comes from each module's `.modinfo`
+//! `depends=`, and compressed modules (.ko.xz/.zst/.gz) are unpacked here.
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// What the guest loads: the NFS server and client (v3 is not requested by
+/// the kernel on its own without modprobe), `ss -K` (inet_diag + tcp_diag),
+/// and veth.
+pub const WANTED: &[&str] = &["nfsd", "nfsv4", "nfsv3", "inet_diag", "tcp_diag", "veth"];
+
+/// A module ready for the initramfs.
+pub struct Module {
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// Resolves `wanted` and their dependencies, dependencies first.
+pub fn load_order(moddir: &Path, wanted: &[&str]) -> Result<Vec<Module>> {
+    let index = index(moddir)?;
+    let builtin = builtin(moddir);
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for w in wanted {
+        visit(&normal(w), &index, builtin.as_ref(), &mut seen, &mut out, &mut Vec::new())?;
+    }
+    Ok(out)
+}
+
+/// Module names use `_` and `-` interchangeably; `.modinfo` uses `_`.
+fn normal(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+fn visit(
+    name: &str,
+    index: &HashMap<String, PathBuf>,
+    builtin: Option<&HashSet<String>>,
+    seen: &mut HashSet<String>,
+    out: &mut Vec<Module>,
+    stack: &mut Vec<String>,
+) -> Result<()> {
+    if seen.contains(name) {
+        return Ok(());
+    }
+    if stack.iter().any(|s| s == name) {
+        bail!("module dependency cycle: {} -> {name}", stack.join(" -> "));
+    }
+    let Some(path) = index.get(name) else {
+        // Built into this kernel: nothing to load.
+        if builtin.is_none_or(|b| b.contains(name)) {
+            seen.insert(name.to_string());
+            return Ok(());
+        }
+        bail!("module {name} is neither in {} nor built in", index_root_hint(index));
+    };
+    let data = decompress(path)?;
+    let deps = depends(&data).with_context(|| format!("reading .modinfo of {}", path.display()))?;
+    stack.push(name.to_string());
+    for d in deps {
+        visit(&normal(&d), index, builtin, seen, out, stack)?;
+    }
+    stack.pop();
+    seen.insert(name.to_string());
+    out.push(Module { name: name.to_string(), data });
+    Ok(())
+}
+
+fn index_root_hint(index: &HashMap<String, PathBuf>) -> String {
+    index.values().next().and_then(|p| p.ancestors().nth(3)).map_or("the modules".into(), |p| p.display().to_string())
+}
+
+/// name → file for every module under `<moddir>/kernel`.
+fn index(moddir: &Path) -> Result<HashMap<String, PathBuf>> {
+    let mut out = HashMap::new();
+    let mut stack = vec![moddir.join("kernel")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Some(n) = p.file_name().map(|n| n.to_string_lossy().into_owned()) {
+                if let Some((stem, _)) = n.split_once(".ko") {
+                    out.insert(normal(stem), p);
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!("no kernel modules under {}/kernel", moddir.display());
+    }
+    Ok(out)
+}
+
+/// Names from `modules.builtin`, None when the kernel package has none.
+fn builtin(moddir: &Path) -> Option<HashSet<String>> {
+    let text = std::fs::read_to_string(moddir.join("modules.builtin")).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.rsplit('/').next())
+            .filter_map(|f| f.split_once(".ko").map(|(s, _)| normal(s)))
+            .collect(),
+    )
+}
+
+/// The module's bytes, uncompressed (the guest loads plain ELF objects).
+fn decompress(path: &Path) -> Result<Vec<u8>> {
+    let name = path.to_string_lossy();
+    let tool = if name.ends_with(".ko.xz") {
+        "xz"
+    } else if name.ends_with(".ko.zst") {
+        "zstd"
+    } else if name.ends_with(".ko.gz") {
+        "gzip"
+    } else if name.ends_with(".ko") {
+        return std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+    } else {
+        bail!("unknown module compression: {}", path.display());
+    };
+    let out = Command::new(tool)
+        .args(["-d", "-c"])
+        .arg(path)
+        .output()
+        .with_context(|| format!("cannot run {tool} (cargo xtask setup installs it)"))?;
+    if !out.status.success() {
+        bail!("{tool} -dc {} failed: {}", path.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out.stdout)
+}
+
+/// `depends=` of an ELF64 little-endian module's `.modinfo` section.
+pub fn depends(elf: &[u8]) -> Result<Vec<String>> {
+    let modinfo = section(elf, ".modinfo")?;
+    Ok(modinfo
+        .split(|b| *b == 0)
+        .filter_map(|kv| kv.strip_prefix(b"depends="))
+        .flat_map(|v| String::from_utf8_lossy(v).split(',').map(str::to_string).collect::<Vec<_>>())
+        .filter(|d| !d.is_empty())
+        .collect())
+}
+
+/// The bytes of the section named `want` (enough ELF to read a .ko file).
+fn section<'a>(elf: &'a [u8], want: &str) -> Result<&'a [u8]> {
+    let u16_at = |o: usize| -> Result<u16> {
+        Ok(u16::from_le_bytes(elf.get(o..o + 2).context("truncated ELF")?.try_into().expect("2 bytes")))
+    };
+    let u32_at = |o: usize| -> Result<u32> {
+        Ok(u32::from_le_bytes(elf.get(o..o + 4).context("truncated ELF")?.try_into().expect("4 bytes")))
+    };
+    let u64_at = |o: usize| -> Result<u64> {
+        Ok(u64::from_le_bytes(elf.get(o..o + 8).context("truncated ELF")?.try_into().expect("8 bytes")))
+    };
+    if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
+        bail!("not an ELF64 little-endian object");
+    }
+    let shoff = u64_at(0x28)? as usize;
+    let shentsize = u16_at(0x3a)? as usize;
+    let shnum = u16_at(0x3c)? as usize;
+    let shstrndx = u16_at(0x3e)? as usize;
+    let sh = |i: usize| shoff + i * shentsize;
+    let bytes = |i: usize| -> Result<&'a [u8]> {
+        let off = u64_at(sh(i) + 0x18)? as usize;
+        let size = u64_at(sh(i) + 0x20)? as usize;
+        elf.get(off..off + size).context("section outside the file")
+    };
+    let names = bytes(shstrndx)?;
+    for i in 0..shnum {
+        let n = u32_at(sh(i))? as usize;
+        let name = names.get(n..).and_then(|s| s.split(|b| *b == 0).next()).unwrap_or_default();
+        if name == want.as_bytes() {
+            return bytes(i);
+        }
+    }
+    bail!("no {want} section")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal ELF64 with a NULL section, .shstrtab and .modinfo.
+    fn tiny_elf(modinfo: &[u8]) -> Vec<u8> {
+        let shstr = b"\0.shstrtab\0.modinfo\0";
+        let mut f = vec![0u8; 64];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 2;
+        f[5] = 1;
+        let shstr_off = f.len();
+        f.extend_from_slice(shstr);
+        let mi_off = f.len();
+        f.extend_from_slice(modinfo);
+        while f.len() % 8 != 0 {
+            f.push(0);
+        }
+        let shoff = f.len();
+        let sect = |name: u32, off: usize, size: usize| {
+            let mut s = vec![0u8; 64];
+            s[..4].copy_from_slice(&name.to_le_bytes());
+            s[0x18..0x20].copy_from_slice(&(off as u64).to_le_bytes());
+            s[0x20..0x28].copy_from_slice(&(size as u64).to_le_bytes());
+            s
+        };
+        let mut table = sect(0, 0, 0);
+        table.extend(sect(1, shstr_off, shstr.len()));
+        table.extend(sect(11, mi_off, modinfo.len()));
+        f.extend(table);
+        f[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
+        f[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+        f[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
+        f[0x3e..0x40].copy_from_slice(&1u16.to_le_bytes());
+        f
+    }
+
+    #[test]
+    fn reads_depends() {
+        let elf = tiny_elf(b"license=GPL\0depends=sunrpc,grace,nfs_acl\0name=nfsd\0");
+        assert_eq!(depends(&elf).unwrap(), vec!["sunrpc", "grace", "nfs_acl"]);
+        let none = tiny_elf(b"depends=\0name=veth\0");
+        assert!(depends(&none).unwrap().is_empty());
+    }
+
+    #[test]
+    fn rejects_non_elf() {
+        assert!(depends(b"not an elf at all, not at all").is_err());
+    }
+}

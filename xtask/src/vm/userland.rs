@@ -1,0 +1,152 @@
+//! The guest's user space besides our own programs: nfs-utils and rpcbind
+//! from Debian packages of this machine's release (their libraries then match
+//! the host's, which are copied alongside), `ss` and `ip` from the host's
+//! iproute2, and busybox (static) for umount and for debugging by hand.
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{apt::PrivateApt, initramfs::Archive};
+
+/// Packages unpacked for their binaries (and libwrap, which rpcbind links).
+const PACKAGES: &[&str] = &["nfs-kernel-server", "nfs-common", "rpcbind", "libwrap0"];
+
+/// (path in the guest, path in the unpacked packages; alternatives in order).
+const FROM_DEBS: &[(&str, &[&str])] = &[
+    ("/sbin/rpcbind", &["sbin/rpcbind", "usr/sbin/rpcbind"]),
+    ("/sbin/mount.nfs", &["sbin/mount.nfs", "usr/sbin/mount.nfs"]),
+    ("/usr/sbin/rpc.nfsd", &["usr/sbin/rpc.nfsd"]),
+    ("/usr/sbin/rpc.mountd", &["usr/sbin/rpc.mountd"]),
+    ("/usr/sbin/exportfs", &["usr/sbin/exportfs"]),
+    ("/usr/sbin/nfsdcld", &["usr/sbin/nfsdcld"]),
+];
+
+/// Host tools: (path in the guest, program name looked up on the host).
+const FROM_HOST: &[(&str, &str)] = &[("/sbin/ss", "ss"), ("/sbin/ip", "ip"), ("/bin/busybox", "busybox")];
+
+/// Configuration files the RPC tools read.
+const HOST_ETC: &[&str] = &["/etc/netconfig", "/etc/services", "/etc/protocols", "/etc/rpc"];
+
+/// This machine's release codename (the userland must match its libraries).
+fn host_codename() -> Result<String> {
+    let text = std::fs::read_to_string("/etc/os-release").context("cannot read /etc/os-release")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+        .context("no VERSION_CODENAME in /etc/os-release: the lab needs a Debian host")
+}
+
+/// Unpacks the packages once into `<cache>/userland/<codename>`.
+fn unpacked(cache: &Path) -> Result<PathBuf> {
+    let code = host_codename()?;
+    let root = cache.join("userland").join(&code);
+    let stamp = root.join(".unpacked");
+    if stamp.exists() {
+        return Ok(root);
+    }
+    let apt = PrivateApt::open(cache, &[code.as_str(), &format!("{code}-security")])?;
+    let debs = cache.join("debs").join(format!("userland-{code}"));
+    let _ = std::fs::remove_dir_all(&root);
+    for p in PACKAGES {
+        let deb = apt.download(p, &debs)?;
+        super::apt::extract(&deb, &root)?;
+    }
+    std::fs::write(&stamp, b"").with_context(|| format!("cannot write {}", stamp.display()))?;
+    Ok(root)
+}
+
+fn which(name: &str) -> Result<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{name} not found on this machine (cargo xtask setup installs it)"))
+}
+
+/// Adds the userland to `a`.
+pub fn add(a: &mut Archive, cache: &Path) -> Result<()> {
+    let root = unpacked(cache)?;
+    let mut elfs = Vec::new();
+    for (dest, alts) in FROM_DEBS {
+        let src = alts
+            .iter()
+            .map(|p| root.join(p))
+            .find(|p| p.is_file())
+            .with_context(|| format!("none of {alts:?} in {}", root.display()))?;
+        a.copy(dest, &src)?;
+        elfs.push(src);
+    }
+    a.symlink("/sbin/mount.nfs4", "mount.nfs")?;
+    for (dest, name) in FROM_HOST {
+        let src = which(name)?;
+        a.copy(dest, &src)?;
+        if *name != "busybox" {
+            elfs.push(src);
+        }
+    }
+    if !is_static(&which("busybox")?)? {
+        bail!("the host's busybox is not static: install busybox-static");
+    }
+    a.symlink("/bin/sh", "busybox")?;
+
+    // Shared libraries: the packages' own first (libwrap), then the host's.
+    let pkg_lib = root.join("usr/lib/x86_64-linux-gnu");
+    let mut libs = BTreeSet::new();
+    for e in &elfs {
+        libs.extend(needed_libs(e, &pkg_lib)?);
+    }
+    for l in &libs {
+        let name = l.file_name().context("library without a name")?.to_string_lossy().into_owned();
+        let dest = if name.starts_with("ld-linux") { format!("/lib64/{name}") } else { format!("/lib/x86_64-linux-gnu/{name}") };
+        a.copy(&dest, l)?;
+    }
+
+    for f in HOST_ETC {
+        a.copy(f, Path::new(f))?;
+    }
+    a.file(
+        "/etc/passwd",
+        // rpcbind drops privileges to _rpc; nfs-utils looks up nobody.
+        b"root:x:0:0:root:/:/bin/sh\n_rpc:x:100:65534::/run/rpcbind:/bin/false\nnobody:x:65534:65534::/:/bin/false\n".to_vec(),
+        0o644,
+    )?;
+    a.file("/etc/group", b"root:x:0:\nnogroup:x:65534:\n".to_vec(), 0o644)?;
+    a.file("/etc/hosts", b"127.0.0.1 localhost\n".to_vec(), 0o644)?;
+    // fsid=0: the export is the NFSv4 pseudo-root; v3 mounts it by path.
+    a.file("/etc/exports", b"/export *(rw,fsid=0,no_subtree_check,insecure,no_root_squash)\n".to_vec(), 0o644)?;
+    a.symlink("/etc/mtab", "/proc/self/mounts")?;
+    Ok(())
+}
+
+fn is_static(p: &Path) -> Result<bool> {
+    let out = Command::new("ldd").arg(p).output().context("cannot run ldd")?;
+    Ok(!out.status.success() || String::from_utf8_lossy(&out.stdout).contains("not a dynamic executable"))
+}
+
+/// The shared objects `elf` loads, from ldd (host loader, `extra` first).
+fn needed_libs(elf: &Path, extra: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(elf).env("LD_LIBRARY_PATH", extra).output().context("cannot run ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.contains("not found") {
+            bail!("{} needs {} which this machine lacks", elf.display(), line);
+        }
+        // "libx.so.1 => /lib/x86_64-linux-gnu/libx.so.1 (0x…)" or "/lib64/ld-linux-x86-64.so.2 (0x…)".
+        let path = match line.split_once("=>") {
+            Some((_, rhs)) => rhs.split_whitespace().next(),
+            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(p));
+        }
+    }
+    Ok(libs)
+}
