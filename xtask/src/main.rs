@@ -1,8 +1,10 @@
-//! Project tasks: `cargo xtask <setup|build|run|test|vm>`.
+//! Project tasks: `cargo xtask <setup|build|run|test|vm|bench|dist>`.
 //!
 //! `run` and `test` are the two commands README promises for a fresh machine:
 //! both install what is missing first (idempotent, quick when all is there).
+mod bench;
 mod cmd;
+mod dist;
 mod setup;
 mod vm;
 
@@ -45,10 +47,34 @@ enum Task {
     },
     /// The VM lab: real NFS server and client under QEMU.
     Vm(vm::VmArgs),
+    /// Overhead benchmark: a loopback connect storm to :2049 under no tracer,
+    /// nfs-trace, tcpstates and bpftrace; writes docs/bench.md (root).
+    Bench(bench::BenchArgs),
+    /// Release artefacts in target/dist: static musl binary, man pages,
+    /// shell completions.
+    Dist,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // Help and version are not errors; no task shows the help (exit 2);
+        // anything else is one line, not clap's usage block.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+            eprintln!("xtask: error: {first} (see cargo xtask help)");
+            return ExitCode::from(2);
+        }
+    };
     let res = match cli.task {
         Task::Setup => setup::ensure_all(),
         Task::Build { release, musl } => {
@@ -57,6 +83,8 @@ fn main() -> ExitCode {
         Task::Run { args } => setup::ensure_all().and_then(|_| cmd::run_watch(&args)),
         Task::Test { no_vm } => setup::ensure_all().and_then(|_| cmd::test_all(!no_vm)),
         Task::Vm(args) => setup::ensure_all().and_then(|_| vm::main(args)),
+        Task::Bench(args) => setup::ensure_all().and_then(|_| bench::main(args)),
+        Task::Dist => setup::ensure_all().and_then(|_| dist::main()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,318 @@
+//! The bench's table and its verdict on the issue's targets.
+use std::{fmt::Write as _, time::Duration};
+
+use super::{Plan, Run, storm, tracer::Tool};
+
+/// Issue 6's targets.
+const MIN_RATIO: f64 = 0.95;
+const MAX_RSS_MB: f64 = 30.0;
+const MAX_ATTACH_MS: f64 = 300.0;
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+}
+
+/// 51234.5 → "51,235".
+fn thousands(x: f64) -> String {
+    let s = format!("{:.0}", x);
+    let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
+/// One tool's runs, summed up.
+struct Row {
+    tool: Tool,
+    rates: Vec<f64>,
+    ratios: Vec<f64>,
+    seen: u64,
+    made: u64,
+    noise_seen: u64,
+    /// None when some run reported nothing (nfs-trace without a summary).
+    lost: Option<u64>,
+    cpu_s: Vec<f64>,
+    hwm_kb: u64,
+    attach_ms: Vec<f64>,
+    ready_ms: Vec<f64>,
+    /// Every run: seen ≤ made and seen + lost ≥ made.
+    accounted: bool,
+}
+
+pub struct Report<'a> {
+    plan: &'a Plan,
+    runs: &'a [Run],
+    elapsed: Duration,
+    base: Vec<f64>,
+    rows: Vec<Row>,
+}
+
+impl<'a> Report<'a> {
+    pub fn new(plan: &'a Plan, runs: &'a [Run], elapsed: Duration) -> Report<'a> {
+        let base: Vec<f64> = runs.iter().filter(|r| r.tool == Tool::Baseline).map(|r| r.storm.rate()).collect();
+        // Each tracer run against the baselines right before and after it:
+        // on a shared machine the load drifts, and the neighbours are the
+        // closest measure of what the storm would have done untraced then.
+        let ratio_at = |i: usize| -> f64 {
+            let before = runs[..i].iter().rev().find(|r| r.tool == Tool::Baseline);
+            let after = runs[i + 1..].iter().find(|r| r.tool == Tool::Baseline);
+            let near: Vec<f64> = before.into_iter().chain(after).map(|r| r.storm.rate()).collect();
+            let reference = if near.is_empty() { median(&base) } else { near.iter().sum::<f64>() / near.len() as f64 };
+            runs[i].storm.rate() / reference
+        };
+        let rows = [Tool::NfsTrace, Tool::Tcpstates, Tool::Bpftrace]
+            .into_iter()
+            .map(|tool| {
+                let idx: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].tool == tool).collect();
+                let rs: Vec<&Run> = idx.iter().map(|&i| &runs[i]).collect();
+                let rates: Vec<f64> = rs.iter().map(|r| r.storm.rate()).collect();
+                Row {
+                    tool,
+                    ratios: idx.iter().map(|&i| ratio_at(i)).collect(),
+                    rates,
+                    seen: rs.iter().map(|r| r.seen).sum(),
+                    made: rs.iter().map(|r| r.storm.made).sum(),
+                    noise_seen: rs.iter().map(|r| r.noise_seen).sum(),
+                    lost: rs.iter().map(|r| r.lost).sum(),
+                    cpu_s: rs.iter().map(|r| r.cpu_s).collect(),
+                    hwm_kb: rs.iter().map(|r| r.hwm_kb).max().unwrap_or(0),
+                    attach_ms: rs.iter().filter_map(|r| r.attach_ms).collect(),
+                    ready_ms: rs.iter().map(|r| r.ready.as_secs_f64() * 1e3).collect(),
+                    accounted: rs
+                        .iter()
+                        .all(|r| r.seen <= r.storm.made && r.lost.is_some_and(|l| r.seen + l >= r.storm.made)),
+                }
+            })
+            .collect();
+        Report { plan, runs, elapsed, base, rows }
+    }
+
+    fn row(&self, tool: Tool) -> &Row {
+        self.rows.iter().find(|r| r.tool == tool).expect("every tool has a row")
+    }
+
+    fn table(&self) -> String {
+        let mut s = String::new();
+        let base_med = median(&self.base);
+        let (blo, bhi) = min_max(&self.base);
+        s += "| tool | connects/s (median) | ratio to baseline (median, range) | seen / made | lost reported | noise seen | tracer CPU s (median) | peak RSS | start → first event | attach_ms |\n";
+        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        let _ = writeln!(
+            s,
+            "| {} ×{} | {} | 1.00 (spread {:.2}–{:.2}, ±{:.1} %) | – | – | – | – | – | – | – |",
+            Tool::Baseline.name(),
+            self.base.len(),
+            thousands(base_med),
+            blo / base_med,
+            bhi / base_med,
+            (bhi - blo) / 2.0 / base_med * 100.0,
+        );
+        for r in &self.rows {
+            let (lo, hi) = min_max(&r.ratios);
+            let attach = if r.attach_ms.is_empty() {
+                "–".to_string()
+            } else {
+                let (alo, ahi) = min_max(&r.attach_ms);
+                format!("{alo:.0}–{ahi:.0} ms")
+            };
+            let (rlo, rhi) = min_max(&r.ready_ms);
+            let _ = writeln!(
+                s,
+                "| {} ×{} | {} | **{:.2}** ({:.2}–{:.2}) | {} / {} | {} | {} | {:.2} | {:.1} MB | {:.0}–{:.0} ms | {} |",
+                r.tool.name(),
+                r.rates.len(),
+                thousands(median(&r.rates)),
+                median(&r.ratios),
+                lo,
+                hi,
+                thousands(r.seen as f64),
+                thousands(r.made as f64),
+                r.lost.map_or("not reported".to_string(), |l| thousands(l as f64)),
+                r.noise_seen,
+                median(&r.cpu_s),
+                r.hwm_kb as f64 / 1024.0,
+                rlo,
+                rhi,
+                attach,
+            );
+        }
+        s
+    }
+
+    /// (target, measured, met) per issue-6 target, for nfs-trace.
+    pub fn targets(&self) -> Vec<(String, String, bool)> {
+        let n = self.row(Tool::NfsTrace);
+        let ratio = median(&n.ratios);
+        let (best_peer, best_ratio) = self
+            .rows
+            .iter()
+            .filter(|r| r.tool != Tool::NfsTrace)
+            .map(|r| (r.tool.name(), median(&r.ratios)))
+            .fold(("none", f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
+        let rss_mb = n.hwm_kb as f64 / 1024.0;
+        let attach = n.attach_ms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        vec![
+            (format!("connects/s ratio ≥ {MIN_RATIO}"), format!("{ratio:.2} (median of {})", n.ratios.len()), ratio >= MIN_RATIO),
+            (
+                "ratio not below the best peer".into(),
+                format!("{ratio:.2} vs {best_ratio:.2} ({best_peer})"),
+                ratio >= best_ratio,
+            ),
+            (
+                "every connect seen or counted lost".into(),
+                format!(
+                    "seen {} + lost {} of {} made",
+                    n.seen,
+                    n.lost.map_or("not reported".into(), |l| l.to_string()),
+                    n.made
+                ),
+                n.accounted,
+            ),
+            (format!("peak RSS < {MAX_RSS_MB} MB"), format!("{rss_mb:.1} MB"), rss_mb < MAX_RSS_MB),
+            (
+                format!("start to attached < {MAX_ATTACH_MS} ms"),
+                if n.attach_ms.is_empty() { "no attached record".into() } else { format!("{attach:.0} ms (worst run)") },
+                !n.attach_ms.is_empty() && attach < MAX_ATTACH_MS,
+            ),
+        ]
+    }
+
+    pub fn markdown(&self) -> String {
+        let p = self.plan;
+        let mut s = String::new();
+        s += "# Overhead benchmark: nfs-trace against its peers\n\n";
+        s += "Written by `cargo xtask bench`";
+        s += if p.quick { " --quick" } else { "" };
+        s += "; every number below was measured in that one run.\n\n";
+        let _ = writeln!(s, "- date: {}", now_utc());
+        let _ = writeln!(s, "- kernel: {}", read_trim("/proc/sys/kernel/osrelease"));
+        let _ = writeln!(s, "- machine: {}", machine());
+        let _ = writeln!(
+            s,
+            "- mode: {} — {} runs of {} connects to 127.0.0.1:{} from {} threads (plus 1 noise connect to :{} per {}), {} rounds, {:.0} s in all",
+            if p.quick { "quick" } else { "full" },
+            self.runs.len(),
+            thousands(p.connects as f64),
+            storm::NFS_PORT,
+            p.threads,
+            storm::NOISE_PORT,
+            storm::NOISE_EVERY,
+            p.rounds,
+            self.elapsed.as_secs_f64(),
+        );
+        s += "\n";
+        s += &self.table();
+        s += "\n## Targets (issue 6) for nfs-trace\n\n";
+        for (what, got, ok) in self.targets() {
+            let _ = writeln!(s, "- **{}** {what}: {got}", if ok { "PASS" } else { "MISS" });
+        }
+        s += "\n## How it is measured\n\n";
+        s += "- Load: client threads each `connect()` to a listener on 127.0.0.1 that accepts and drops, and close with \
+              SO_LINGER 0 (RST, no TIME_WAIT). connects/s = connects to :2049 / storm wall time. The baseline (no tracer) \
+              runs first and after every tracer run (after one unreported warm-up storm); its spread is the machine's own \
+              noise. Each tracer run's ratio is against the mean of the baseline runs just before and after it; the table \
+              shows the median of those ratios and their range.\n";
+        s += "- Seen: nfs-trace `connect` records to 127.0.0.1:2049; tcpstates lines leaving SYN_SENT with RPORT 2049; \
+              bpftrace lines printed on leaving SYN_SENT with dport 2049. Before the storm, probe connects to 127.0.0.2:2049 \
+              (refused) show when the tool is attached; they are not counted. Noise seen must be 0.\n";
+        s += "- Lost reported: nfs-trace's `lost_events` in its summary; tcpstates' \"lost N events\" and bpftrace's \
+              \"Lost N events\" lines.\n";
+        let _ = writeln!(
+            s,
+            "- Tracer CPU: utime + stime from /proc/PID/stat over storm and drain; peak RSS: VmHWM from /proc/PID/status \
+             before it is stopped (SIGINT). attach_ms: nfs-trace's own `attached` record. start → first event: from \
+             spawning the tool until it reported a probe connect. The bpftrace program: `{}`.",
+            super::tracer::bpftrace_program()
+        );
+        s += "\n## Runs in order (connects/s)\n\n";
+        let list: Vec<String> = self
+            .runs
+            .iter()
+            .map(|r| {
+                let short = match r.tool {
+                    Tool::Baseline => "baseline",
+                    Tool::NfsTrace => "nfs-trace",
+                    Tool::Tcpstates => "tcpstates",
+                    Tool::Bpftrace => "bpftrace",
+                };
+                format!("{short} {}", thousands(r.storm.rate()))
+            })
+            .collect();
+        s += &list.join(" · ");
+        s += "\n";
+        let failed: u64 = self.runs.iter().map(|r| r.storm.failed).sum();
+        if failed > 0 {
+            let _ = writeln!(s, "\n{failed} connect() calls failed during the storms (not counted as made).");
+        }
+        s
+    }
+}
+
+fn read_trim(p: &str) -> String {
+    std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem_gb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0 / 1024.0);
+    match mem_gb {
+        Some(g) => format!("{model}, {cpus} CPUs, {g:.1} GiB RAM"),
+        None => format!("{model}, {cpus} CPUs"),
+    }
+}
+
+/// "2025-06-01 12:34 UTC" from the system clock (civil-from-days, H. Hinnant).
+fn now_utc() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        assert_eq!(thousands(51234.4), "51,234");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(now_utc().ends_with(" UTC"));
+    }
+}
