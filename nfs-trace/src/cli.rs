@@ -20,6 +20,24 @@ pub enum Command {
     Watch(WatchArgs),
     /// List every hook: kind, kernels that have it, fallback, and whether it attaches here.
     Probes(ProbesArgs),
+    /// Print shell completions (packaging: `cargo xtask dist`).
+    #[command(hide = true)]
+    Completions(CompletionsArgs),
+    /// Print a man page in roff (packaging: `cargo xtask dist`).
+    #[command(hide = true)]
+    Manpage(ManpageArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManpageArgs {
+    /// The page of this subcommand (nfs-trace-SUBCOMMAND.1) instead of the main one.
+    pub subcommand: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

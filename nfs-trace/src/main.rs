@@ -8,6 +8,7 @@ mod clock;
 mod events;
 mod kernel;
 mod mounts;
+mod packaging;
 mod probes;
 mod probes_cmd;
 mod report;
@@ -48,6 +49,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Watch(a) => watch::run(a).await,
             Command::Probes(a) => probes_cmd::run(a),
+            Command::Completions(a) => packaging::completions(a),
+            Command::Manpage(a) => packaging::manpage(a),
         }
     });
     match res {
