@@ -20,6 +20,7 @@ pub fn build_guest_init() -> Result<PathBuf> {
 
 /// Writes `<cache>/initrd-<abi>.gz`; returns its path and the module order.
 pub fn build(cache: &Path, k: &Kernel, init: &Path, tracer: Option<&Path>) -> Result<(PathBuf, Vec<String>)> {
+    let t0 = std::time::Instant::now();
     let mut a = Archive::default();
     for d in ["/dev", "/proc", "/sys", "/run", "/tmp", "/mnt", "/export", "/var/lib/nfs", "/root"] {
         a.dir(d)?;
@@ -38,8 +39,16 @@ pub fn build(cache: &Path, k: &Kernel, init: &Path, tracer: Option<&Path>) -> Re
         a.file(&format!("/lib/modules/{}.ko", m.name), m.data, 0o644)?;
     }
     a.file("/lib/modules/order", (order.join("\n") + "\n").into_bytes(), 0o644)?;
+    let t1 = std::time::Instant::now();
     let out = cache.join(format!("initrd-{}.gz", k.abi));
     let size = a.write_gz(&out)?;
-    eprintln!("xtask vm: {} ({:.1} MB), modules: {}", out.display(), size as f64 / 1e6, order.join(" "));
+    eprintln!(
+        "xtask vm: {} ({:.1} MB; gathered in {:.1} s, compressed in {:.1} s), modules: {}",
+        out.display(),
+        size as f64 / 1e6,
+        (t1 - t0).as_secs_f64(),
+        t1.elapsed().as_secs_f64(),
+        order.join(" ")
+    );
     Ok((out, order))
 }

@@ -100,7 +100,9 @@ impl Archive {
     /// Writes the gzip-compressed archive to `path`; returns its size.
     pub fn write_gz(&self, path: &Path) -> Result<u64> {
         let f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        let mut gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::new(6));
+        // Fast compression: xtask runs unoptimised (cargo run), where level 6
+        // took 16 s for this archive against 5 s at level 1, for 15 % less size.
+        let mut gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::fast());
         gz.write_all(&self.to_cpio())?;
         gz.finish()?.flush()?;
         Ok(std::fs::metadata(path)?.len())
