@@ -164,17 +164,20 @@ fn judge_reconnect(lines: &[Value], server: &str, before: u64, after: u64, t0: u
             connects.len()
         ));
     }
-    // A reuse record belongs to the connect it follows: same socket (sk) or,
-    // without that, the same port inside the window.
+    // A reuse record belongs to the connect it follows (schema: it comes
+    // after that connect, before the next one). Kernel socket addresses (sk)
+    // are recycled, so sk alone cannot join them; it must agree where given.
     let matching = connects.iter().find(|(_, l)| l["sport"].as_u64() == Some(after));
-    let reuse = lines.iter().enumerate().any(|(i, l)| {
-        l["type"] == "reuse"
-            && to_server(l)
-            && l["sport"].as_u64() == Some(after)
-            && match matching {
-                Some((ci, c)) if c.get("sk").is_some() && l.get("sk").is_some() => l["sk"] == c["sk"] && i > *ci,
-                _ => in_window(l),
-            }
+    let reuse = matching.is_some_and(|(ci, c)| {
+        lines[ci + 1..]
+            .iter()
+            .take_while(|l| l["type"] != "connect")
+            .any(|l| {
+                l["type"] == "reuse"
+                    && to_server(l)
+                    && l["sport"].as_u64() == Some(after)
+                    && (l.get("sk").is_none() || c.get("sk").is_none() || l["sk"] == c["sk"])
+            })
     });
     let truth_reuse = before == after;
     if !connects.is_empty() && reuse != truth_reuse {
@@ -247,6 +250,17 @@ mod tests {
         let v = judge(&truth(40000, 40001), Some(&vec![attached(), connect(40001, 150, false)]), true);
         assert_eq!(v["agree"], json!(true), "{v}");
         assert_eq!(v["port_range"], "ephemeral");
+    }
+
+    #[test]
+    fn a_reuse_belongs_to_the_connect_it_follows() {
+        // The same (recycled) sk and port later on must not count for this one.
+        let mut t = truth(700, 700);
+        t["reconnects"][0]["t_end_ns"] = json!(200);
+        let lines = vec![attached(), connect(700, 150, false), connect(700, 300, true), reuse(700, 300)];
+        let v = judge(&t, Some(&lines), true);
+        assert_eq!(v["reconnects"][0]["tracer_reuse"], json!(false), "{v}");
+        assert_eq!(v["agree"], json!(false));
     }
 
     #[test]
