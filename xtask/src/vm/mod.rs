@@ -84,6 +84,10 @@ pub fn test_suite() -> Result<()> {
     let plan = Plan { scenarios: Vec::new(), with_tracer: true, timeout: Duration::from_secs(1500), verbose: false };
     let runs = run_lines(&[kernels::line("6.12")?], &plan)?;
     summarise(&runs);
+    // Kept for reading a failed CI run: one record per scenario.
+    let out = cache_dir().join("test-suite-results.json");
+    report::write_json(&out, &report::records(&runs))?;
+    eprintln!("xtask vm: wrote {}", out.display());
     verdict(&runs)
 }
 

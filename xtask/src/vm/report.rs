@@ -63,13 +63,18 @@ fn hooks(result: &Value) -> String {
     if h.is_null() {
         return "—".into();
     }
-    let names = |k: &str| -> Vec<String> {
-        h[k].as_array().map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_string)).collect()).unwrap_or_default()
-    };
-    let (yes, no) = (names("attached"), names("not_attached"));
-    let mut s = format!("{}/{}", yes.len(), yes.len() + no.len());
+    let yes = h["attached"].as_array().map_or(0, Vec::len);
+    let no: Vec<String> = h["not_attached"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| format!("{} ({})", n["hook"].as_str().unwrap_or("?"), n["detail"].as_str().unwrap_or("?")))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut s = format!("{yes} of {}", yes + no.len());
     if !no.is_empty() {
-        s += &format!(" (not: {})", no.join(", "));
+        s += &format!("; not: {}", no.join(", "));
     }
     s
 }

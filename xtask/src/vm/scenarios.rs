@@ -104,10 +104,16 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
     let attached = lines.iter().find(|l| l["type"] == "attached");
     let hooks = attached.map(|a| {
         let hs = a["hooks"].as_array().cloned().unwrap_or_default();
-        let names = |ok: bool| -> Vec<Value> {
-            hs.iter().filter(|h| h["attached"].as_bool() == Some(ok)).map(|h| h["name"].clone()).collect()
-        };
-        json!({"attached": names(true), "not_attached": names(false)})
+        // "kind name", plus the tracer's reason for hooks it left out (often
+        // an alternative that was not needed).
+        let label = |h: &Value| format!("{} {}", h["kind"].as_str().unwrap_or("?"), h["name"].as_str().unwrap_or("?"));
+        let attached: Vec<String> = hs.iter().filter(|h| h["attached"] == json!(true)).map(label).collect();
+        let not: Vec<Value> = hs
+            .iter()
+            .filter(|h| h["attached"] != json!(true))
+            .map(|h| json!({"hook": label(h), "detail": h["detail"]}))
+            .collect();
+        json!({"attached": attached, "not_attached": not})
     });
     if with_tracer && truth["tracer"]["ran"] == json!(true) && attached.is_none() {
         problems.push("the tracer printed no `attached` record".into());
@@ -226,7 +232,8 @@ mod tests {
         let v = judge(&truth(700, 700), Some(&vec![attached(), connect(700, 150, true), reuse(700, 150)]), true);
         assert_eq!(v["agree"], json!(true), "{v}");
         assert_eq!(v["port_range"], "reserved");
-        assert_eq!(v["hooks"]["not_attached"], json!(["b"]));
+        assert_eq!(v["hooks"]["not_attached"][0]["hook"], json!("? b"));
+        assert_eq!(v["hooks"]["attached"], json!(["? a"]));
     }
 
     #[test]
