@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Client threads making the connects [default: the number of CPUs, at least 2].
     #[arg(long, value_name = "T", value_parser = clap::value_parser!(u32).range(1..=256))]
     threads: Option<u32>,
+    /// Benchmark this nfs-trace binary (e.g. target/dist/nfs-trace) instead of
+    /// building the work tree's.
+    #[arg(long, value_name = "PATH")]
+    bin: Option<PathBuf>,
 }
 
 /// Peers, installed for the bench only (not part of `setup`: nothing else needs them).
@@ -59,6 +63,8 @@ pub struct Run {
 }
 
 pub struct Plan {
+    /// Which nfs-trace was measured (for the report).
+    pub subject: String,
     pub quick: bool,
     pub connects: u64,
     pub threads: u32,
@@ -78,7 +84,24 @@ pub fn main(args: BenchArgs) -> Result<()> {
         bail!("the bench attaches BPF programs: run it as root");
     }
     let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
+    let bin = match &args.bin {
+        Some(b) => {
+            if !b.is_file() {
+                bail!("--bin {}: no such file", b.display());
+            }
+            b.clone()
+        }
+        None => PathBuf::new(),
+    };
     let plan = Plan {
+        subject: match &args.bin {
+            Some(b) => {
+                let v = std::process::Command::new(b).arg("--version").output();
+                let v = v.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+                format!("`{}` ({v})", b.display())
+            }
+            None => format!("release build of the work tree at {}", git_describe()),
+        },
         quick: args.quick,
         connects: args.connects.unwrap_or(if args.quick { 20_000 } else { 50_000 }),
         // As many clients as CPUs: enough to keep every core busy making
@@ -91,7 +114,7 @@ pub fn main(args: BenchArgs) -> Result<()> {
     for p in ["tcpstates", "bpftrace", "stdbuf"] {
         tracer::find_program(p)?;
     }
-    let bin = crate::cmd::build_nfs_trace(true, false)?;
+    let bin = if args.bin.is_some() { bin } else { crate::cmd::build_nfs_trace(true, false)? };
 
     let dir = TempDir(std::env::temp_dir().join(format!("nfs-trace-bench-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).with_context(|| format!("cannot create {}", dir.0.display()))?;
@@ -182,4 +205,16 @@ fn one_run(tool: Tool, plan: &Plan, bin: &std::path::Path, dir: &std::path::Path
         attach_ms: counts.attach_ms,
         ready,
     })
+}
+
+/// The commit the work tree is at, "+ changes" when it has uncommitted ones.
+fn git_describe() -> String {
+    let out = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty=+ uncommitted changes"])
+        .current_dir(crate::cmd::workspace_root())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => format!("commit {}", String::from_utf8_lossy(&o.stdout).trim()),
+        _ => "an unknown commit".into(),
+    }
 }

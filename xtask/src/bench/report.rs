@@ -200,6 +200,7 @@ impl<'a> Report<'a> {
         s += if p.quick { " --quick" } else { "" };
         s += "; every number below was measured in that one run.\n\n";
         let _ = writeln!(s, "- date: {}", now_utc());
+        let _ = writeln!(s, "- nfs-trace: {}", p.subject);
         let _ = writeln!(s, "- kernel: {}", read_trim("/proc/sys/kernel/osrelease"));
         let _ = writeln!(s, "- machine: {}", machine());
         let _ = writeln!(

@@ -174,10 +174,15 @@ impl Tail {
         let mut buf = Vec::new();
         self.pos += self.file.read_to_end(&mut buf)? as u64;
         self.partial.extend_from_slice(&buf);
-        while let Some(i) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=i).collect();
-            f(String::from_utf8_lossy(&line).trim_end());
+        // Walk the complete lines in place and keep only the unfinished tail:
+        // draining line by line from the front would be quadratic in the
+        // megabytes a tracer writes during a storm.
+        let mut start = 0;
+        while let Some(i) = self.partial[start..].iter().position(|&b| b == b'\n') {
+            f(String::from_utf8_lossy(&self.partial[start..start + i]).trim_end());
+            start += i + 1;
         }
+        self.partial.drain(..start);
         Ok(())
     }
 
@@ -365,6 +370,20 @@ impl Running {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tail_reads_lines_across_polls() {
+        let path = std::env::temp_dir().join(format!("nfs-trace-bench-tail-{}", std::process::id()));
+        std::fs::write(&path, "a\nb").unwrap();
+        let mut t = Tail::open(&path).unwrap();
+        let mut got = Vec::new();
+        t.poll(|l| got.push(l.to_string())).unwrap();
+        std::fs::write(&path, "a\nbc\nd").unwrap();
+        t.poll(|l| got.push(l.to_string())).unwrap();
+        t.finish(|l| got.push(l.to_string())).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(got, ["a", "bc", "d"]);
+    }
 
     #[test]
     fn counts_each_tools_lines() {
