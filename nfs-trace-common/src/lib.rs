@@ -38,6 +38,34 @@ pub mod kind {
     pub const SYN_RETRANSMIT: u8 = 2;
     /// An established connection reached CLOSE.
     pub const CLOSED: u8 = 3;
+    /// A SunRPC transport (xprt) event: an [`XprtEvent`] record.
+    pub const XPRT: u8 = 4;
+}
+
+/// What an [`XprtEvent`] reports: which SunRPC tracepoint fired.
+pub mod xprt_event {
+    /// rpc_socket_connect(xprt, socket, error): the transport started a connect.
+    pub const CONNECT: u8 = 1;
+    /// rpc_socket_state_change(xprt, socket): the TCP socket changed state.
+    pub const STATE_CHANGE: u8 = 2;
+    /// rpc_socket_close(xprt, socket).
+    pub const CLOSE: u8 = 3;
+    /// rpc_socket_shutdown(xprt, socket).
+    pub const SHUTDOWN: u8 = 4;
+    /// rpc_socket_error(xprt, socket, error).
+    pub const ERROR: u8 = 5;
+    /// rpc_socket_reset_connection(xprt, socket, error).
+    pub const RESET_CONNECTION: u8 = 6;
+    /// xprt_create(xprt).
+    pub const CREATE: u8 = 7;
+    /// xprt_destroy(xprt): the pointer may be reused after this.
+    pub const DESTROY: u8 = 8;
+    /// xprt_disconnect_auto(xprt).
+    pub const DISCONNECT_AUTO: u8 = 9;
+    /// xprt_disconnect_done(xprt).
+    pub const DISCONNECT_DONE: u8 = 10;
+    /// xprt_disconnect_force(xprt).
+    pub const DISCONNECT_FORCE: u8 = 11;
 }
 
 /// TCP states as the kernel numbers them (include/net/tcp_states.h).
@@ -60,12 +88,23 @@ pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u8 = 6;
 
-/// One record on the ring buffer. Timestamps are `bpf_ktime_get_ns`
-/// (CLOCK_MONOTONIC); addresses are 16 bytes in network order, IPv4 as
-/// v4-mapped IPv6 (as the tracepoints store them); ports are in host order.
+/// One TCP record on the ring buffer. Every record starts with its `kind`
+/// byte, so the reader can tell record types apart. Timestamps are
+/// `bpf_ktime_get_ns` (CLOCK_MONOTONIC); addresses are 16 bytes in network
+/// order, IPv4 as v4-mapped IPv6 (as the tracepoints store them); ports are in
+/// host order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnEvent {
+    /// One of [`kind`] (not XPRT).
+    pub kind: u8,
+    pub oldstate: u8,
+    pub newstate: u8,
+    /// For CLOSED: the state the connection first went to from ESTABLISHED
+    /// (FIN_WAIT1: we closed first; CLOSE_WAIT: the peer did; CLOSE: reset/abort).
+    pub first_exit: u8,
+    /// Process (tgid) that started the connect.
+    pub pid: u32,
     /// When this record was written.
     pub ts_ns: u64,
     /// The kernel's `struct sock *`, the key that joins records of one socket.
@@ -76,12 +115,13 @@ pub struct ConnEvent {
     pub syn_ns: u64,
     /// When the socket reached ESTABLISHED; 0 if it never did.
     pub established_ns: u64,
+    /// The SunRPC transport that owns the socket (`sk_user_data` at connect
+    /// time), 0 for other sockets: joins the TCP and SunRPC layers.
+    pub xprt: u64,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
     /// Command of the task that started the connect.
     pub comm: [u8; 16],
-    /// Process (tgid) that started the connect.
-    pub pid: u32,
     /// `sk->sk_err` at the event (a positive errno), 0 if none or not readable.
     pub err: i32,
     /// SYN retransmits so far.
@@ -89,14 +129,42 @@ pub struct ConnEvent {
     pub sport: u16,
     pub dport: u16,
     pub family: u16,
-    /// One of [`kind`].
+    pub _pad: u16,
+}
+
+/// One SunRPC transport record on the ring buffer (`kind` = XPRT). The socket
+/// fields are read through `socket->sk` when the tracepoint has a socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XprtEvent {
+    /// Always [`kind::XPRT`].
     pub kind: u8,
-    pub oldstate: u8,
-    pub newstate: u8,
-    /// For CLOSED: the state the connection first went to from ESTABLISHED
-    /// (FIN_WAIT1: we closed first; CLOSE_WAIT: the peer did; CLOSE: reset/abort).
-    pub first_exit: u8,
-    pub _pad: [u8; 2],
+    /// One of [`xprt_event`].
+    pub what: u8,
+    /// TCP state of the socket (`skc_state`), 0 when there is no socket.
+    pub sk_state: u8,
+    /// `socket->state` (SS_CONNECTING = 2, SS_CONNECTED = 3, ...).
+    pub sock_state: u8,
+    pub pid: u32,
+    pub ts_ns: u64,
+    /// The `struct rpc_xprt *`: stable across reconnects of one transport.
+    pub xprt: u64,
+    /// The `struct sock *` of the transport's socket, 0 if none.
+    pub sk: u64,
+    pub saddr: [u8; 16],
+    /// The transport's destination (from the socket, else `xprt->addr`).
+    pub daddr: [u8; 16],
+    pub comm: [u8; 16],
+    /// The tracepoint's `error` argument (negative errno), 0 where it has none.
+    pub error: i32,
+    /// `sk_err` of the socket (positive errno), 0 if none.
+    pub sk_err: i32,
+    pub sport: u16,
+    pub dport: u16,
+    /// The port the transport remembers to rebind (`sock_xprt.srcport`);
+    /// 0 when it remembers none (then the next connect picks a new port).
+    pub srcport: u16,
+    pub family: u16,
 }
 
 /// Byte offsets of the `sock:inet_sock_set_state` fields, read at run time
@@ -132,6 +200,48 @@ pub struct RetransmitOffsets {
     pub _pad: [u16; 3],
 }
 
+/// An offset the kernel's BTF did not give: the field is not read.
+/// (0 cannot mean that: `skc_daddr` really is at offset 0.)
+pub const NO_OFFSET: u32 = u32::MAX;
+
+/// Offsets in vmlinux structs, from BTF ([`NO_OFFSET`] = unknown).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    /// `struct sock`.
+    pub sk_err: u32,
+    pub sk_user_data: u32,
+    pub skc_num: u32,
+    pub skc_dport: u32,
+    pub skc_family: u32,
+    pub skc_state: u32,
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    /// `struct socket`.
+    pub socket_sk: u32,
+    pub socket_state: u32,
+}
+
+/// Offsets in the sunrpc module's structs, from its split BTF. They live in a
+/// map rather than the CONFIG global because sunrpc may load after us.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XprtOffsets {
+    /// `struct rpc_xprt.addr` (a sockaddr_storage: the destination);
+    /// [`NO_OFFSET`] when unknown, like every field here.
+    pub xprt_addr: u32,
+    /// `struct sock_xprt.srcport` (sock_xprt embeds rpc_xprt at offset 0).
+    pub srcport: u32,
+    /// Non-zero once filled in.
+    pub valid: u32,
+    pub _pad: u32,
+}
+
+/// Name of the one-entry array map holding [`XprtOffsets`].
+pub const MAP_XPRT_OFFSETS: &str = "XPRT_OFFSETS";
+
 /// Everything the loader tells the programs, written into the `CONFIG`
 /// global before load (so the verifier sees constants).
 #[repr(C)]
@@ -140,13 +250,53 @@ pub struct Config {
     /// Destination ports to trace, host order; the first `nports` count.
     pub ports: [u16; MAX_PORTS],
     pub nports: u32,
-    /// Offset of `sk_err` in `struct sock`, from BTF; 0 = unknown.
-    pub sk_err_off: u32,
+    pub _pad: u32,
+    pub sock: SockOffsets,
     pub set_state: SetStateOffsets,
     pub retransmit: RetransmitOffsets,
 }
 
+impl SockOffsets {
+    pub const ZERO: Self = SockOffsets {
+        sk_err: NO_OFFSET,
+        sk_user_data: NO_OFFSET,
+        skc_num: NO_OFFSET,
+        skc_dport: NO_OFFSET,
+        skc_family: NO_OFFSET,
+        skc_state: NO_OFFSET,
+        skc_daddr: NO_OFFSET,
+        skc_rcv_saddr: NO_OFFSET,
+        skc_v6_daddr: NO_OFFSET,
+        skc_v6_rcv_saddr: NO_OFFSET,
+        socket_sk: NO_OFFSET,
+        socket_state: NO_OFFSET,
+    };
+}
+
 impl Config {
+    /// All zero: what the kernel object holds until the loader patches it.
+    pub const ZERO: Self = Config {
+        ports: [0; MAX_PORTS],
+        nports: 0,
+        _pad: 0,
+        sock: SockOffsets::ZERO,
+        set_state: SetStateOffsets {
+            skaddr: 0,
+            oldstate: 0,
+            newstate: 0,
+            sport: 0,
+            dport: 0,
+            family: 0,
+            protocol: 0,
+            saddr: 0,
+            daddr: 0,
+            saddr_v6: 0,
+            daddr_v6: 0,
+            protocol_size: 0,
+        },
+        retransmit: RetransmitOffsets { skaddr: 0, sport: 0, dport: 0, saddr_v6: 0, daddr_v6: 0, _pad: [0; 3] },
+    };
+
     /// Whether `port` is one of the watched destination ports.
     #[inline(always)]
     pub fn watches(&self, port: u16) -> bool {
@@ -168,6 +318,10 @@ mod user {
     unsafe impl aya::Pod for super::ConnEvent {}
     // SAFETY: as above; written into the program's .rodata before load.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::XprtEvent {}
+    // SAFETY: as above; stored in an array map.
+    unsafe impl aya::Pod for super::XprtOffsets {}
 }
 
 #[cfg(test)]
@@ -177,8 +331,12 @@ mod tests {
     #[test]
     fn event_layout_is_stable() {
         // The ring buffer reader checks the record size against this.
-        assert_eq!(core::mem::size_of::<ConnEvent>(), 112);
+        assert_eq!(core::mem::size_of::<ConnEvent>(), 120);
         assert_eq!(core::mem::align_of::<ConnEvent>(), 8);
+        assert_eq!(core::mem::size_of::<XprtEvent>(), 96);
+        // The reader dispatches on the first byte.
+        assert_eq!(core::mem::offset_of!(ConnEvent, kind), 0);
+        assert_eq!(core::mem::offset_of!(XprtEvent, kind), 0);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 #![no_main]
 
 mod maps;
+mod sunrpc;
 mod tcp;
 
 #[cfg(not(test))]

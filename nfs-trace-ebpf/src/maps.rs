@@ -1,40 +1,14 @@
 //! Maps and the load-time config shared by all programs.
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
-use nfs_trace_common::{Config, DEFAULT_RINGBUF_BYTES, SOCKS_MAX_ENTRIES, counter};
+use nfs_trace_common::{Config, DEFAULT_RINGBUF_BYTES, SOCKS_MAX_ENTRIES, XprtOffsets, counter};
 
 /// Written by the loader before load (`override_global("CONFIG")`), so the
 /// verifier and JIT see constants.
 #[unsafe(no_mangle)]
-pub static CONFIG: Config = Config {
-    ports: [0; nfs_trace_common::MAX_PORTS],
-    nports: 0,
-    sk_err_off: 0,
-    set_state: nfs_trace_common::SetStateOffsets {
-        skaddr: 0,
-        oldstate: 0,
-        newstate: 0,
-        sport: 0,
-        dport: 0,
-        family: 0,
-        protocol: 0,
-        saddr: 0,
-        daddr: 0,
-        saddr_v6: 0,
-        daddr_v6: 0,
-        protocol_size: 0,
-    },
-    retransmit: nfs_trace_common::RetransmitOffsets {
-        skaddr: 0,
-        sport: 0,
-        dport: 0,
-        saddr_v6: 0,
-        daddr_v6: 0,
-        _pad: [0; 3],
-    },
-};
+pub static CONFIG: Config = Config::ZERO;
 
 /// Reads the config through a volatile load: without it the compiler would
 /// fold the zero-initialised static into constants before the loader patches it.
@@ -57,6 +31,11 @@ pub static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(SOCK
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+/// sunrpc struct offsets, filled in by userspace when the module is there
+/// (it may load after us, so these cannot be load-time constants).
+#[map(name = "XPRT_OFFSETS")]
+pub static XPRT_OFFSETS: Array<XprtOffsets> = Array::with_max_entries(1, 0);
+
 /// Per-socket state, kept from SYN_SENT until CLOSE.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -64,6 +43,7 @@ pub struct SockState {
     pub start_ns: u64,
     pub syn_ns: u64,
     pub established_ns: u64,
+    pub xprt: u64,
     pub comm: [u8; 16],
     pub pid: u32,
     pub syn_retrans: u32,
@@ -80,4 +60,15 @@ pub fn count(idx: u32) {
         // SAFETY: a per-CPU slot, only this CPU writes it while we run.
         unsafe { *p += 1 };
     }
+}
+
+/// Reads a kernel value at `base + off`; NO_OFFSET means "unknown field".
+#[inline(always)]
+pub fn read_at<T: Default>(base: u64, off: u32) -> T {
+    if off == nfs_trace_common::NO_OFFSET || base == 0 {
+        return T::default();
+    }
+    // SAFETY: bpf_probe_read_kernel copies through a checked helper that
+    // faults safely on a bad address; `off` comes from this kernel's BTF.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((base + off as u64) as *const T) }.unwrap_or_default()
 }

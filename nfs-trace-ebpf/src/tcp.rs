@@ -5,7 +5,7 @@
 //! move between kernels. `tcp:tcp_retransmit_skb` counts SYN retransmits. The
 //! optional `tcp_connect` kprobe/fentry stamps when the first SYN leaves.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{fentry, kprobe, tracepoint},
     programs::{FEntryContext, ProbeContext, TracePointContext},
 };
@@ -14,7 +14,11 @@ use nfs_trace_common::{
     tcp_state::{CLOSE, ESTABLISHED, SYN_SENT},
 };
 
-use crate::maps::{EVENTS, SOCKS, SockState, config, count};
+use crate::maps::{EVENTS, SOCKS, SockState, config, count, read_at};
+
+/// `sk_user_data` carries flag bits in its low bits (SK_USER_DATA_NOCOPY,
+/// _BPF, _PSOCK); the pointer is 8-aligned.
+const SK_USER_DATA_PTRMASK: u64 = !7;
 
 /// Ring buffer submits do not wake the reader: it drains on a short timer.
 /// Wakeups per record were the largest cost under a connect storm (FINDINGS §7).
@@ -47,10 +51,14 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
         if !cfg.watches(dport) {
             return Ok(0);
         }
+        // A SunRPC transport's socket points back at its rpc_xprt
+        // (xs_tcp_finish_connecting sets sk_user_data before connecting).
+        let xprt = read_at::<u64>(sk, cfg.sock.sk_user_data) & SK_USER_DATA_PTRMASK;
         let st = SockState {
             start_ns: unsafe { bpf_ktime_get_ns() },
             syn_ns: 0,
             established_ns: 0,
+            xprt,
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
             pid: (bpf_get_current_pid_tgid() >> 32) as u32,
             syn_retrans: 0,
@@ -126,6 +134,7 @@ fn emit(
         (*ev).start_ns = st.start_ns;
         (*ev).syn_ns = st.syn_ns;
         (*ev).established_ns = st.established_ns;
+        (*ev).xprt = st.xprt;
         (*ev).comm = st.comm;
         (*ev).pid = st.pid;
         (*ev).syn_retrans = st.syn_retrans;
@@ -133,8 +142,8 @@ fn emit(
         (*ev).oldstate = oldstate;
         (*ev).newstate = newstate;
         (*ev).first_exit = st.first_exit;
-        (*ev)._pad = [0; 2];
-        (*ev).err = read_sk_err(sk, cfg.sk_err_off);
+        (*ev)._pad = 0;
+        (*ev).err = read_at::<i32>(sk, cfg.sock.sk_err);
         (*ev).sport = ctx.read_at::<u16>(o.sport as usize).unwrap_or(0);
         (*ev).dport = ctx.read_at::<u16>(o.dport as usize).unwrap_or(0);
         (*ev).family = ctx.read_at::<u16>(o.family as usize).unwrap_or(0);
@@ -145,18 +154,6 @@ fn emit(
     }
     entry.submit(BPF_RB_NO_WAKEUP);
     Ok(())
-}
-
-/// `sk->sk_err`: why a connect or connection ended (ECONNREFUSED, ETIMEDOUT,
-/// ECONNRESET, ECONNABORTED...). The kernel sets it before moving to CLOSE.
-#[inline(always)]
-fn read_sk_err(sk: u64, off: u32) -> i32 {
-    if off == 0 {
-        return 0;
-    }
-    // SAFETY: `sk` is the kernel's struct sock of this event and `off` the
-    // BTF offset of sk_err in it; bpf_probe_read_kernel faults safely.
-    unsafe { bpf_probe_read_kernel((sk + off as u64) as *const i32) }.unwrap_or(0)
 }
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
@@ -192,6 +189,7 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<u32, i64> {
         (*ev).sk = sk;
         (*ev).start_ns = st.start_ns;
         (*ev).syn_ns = st.syn_ns;
+        (*ev).xprt = st.xprt;
         (*ev).comm = st.comm;
         (*ev).pid = st.pid;
         (*ev).syn_retrans = st.syn_retrans;
@@ -203,8 +201,7 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<u32, i64> {
         (*ev).saddr = ctx.read_at::<[u8; 16]>(o.saddr_v6 as usize).unwrap_or([0; 16]);
         (*ev).daddr = ctx.read_at::<[u8; 16]>(o.daddr_v6 as usize).unwrap_or([0; 16]);
     }
-    // Wake the reader: a stalled connect should be shown as it happens.
-    entry.submit(0);
+    entry.submit(BPF_RB_NO_WAKEUP);
     Ok(0)
 }
 

@@ -267,7 +267,6 @@ impl KernelBtf {
     /// (e.g. `socket`, `sock`). `self` stays usable; the base is shared, not
     /// copied. Called on a module BTF, the new module replaces the old one
     /// (split BTF only ever layers on vmlinux).
-    #[allow(dead_code, reason = "for the SunRPC probes, which need rpc_xprt/sock_xprt offsets")]
     pub fn with_module(&self, path: &Path) -> Result<KernelBtf> {
         let data = std::fs::read(path).with_context(|| format!("cannot read module BTF {}", path.display()))?;
         self.with_module_bytes(data).with_context(|| format!("cannot parse module BTF {}", path.display()))

@@ -20,6 +20,10 @@ pub enum Command {
     Watch(WatchArgs),
     /// List every hook: kind, kernels that have it, fallback, and whether it attaches here.
     Probes(ProbesArgs),
+    /// Without BPF or root: NFS mounts, their transports' source ports, and which will reconnect from the same port (exit 2 if any).
+    Check(CheckArgs),
+    /// Force reconnects of one mount's transport, trace them, and say whether the source port is reused (exit 3 if so).
+    Prove(ProveArgs),
     /// Print shell completions (packaging: `cargo xtask dist`).
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -78,6 +82,47 @@ pub struct WatchArgs {
     /// Read mounts from this /proc instead of the host's.
     #[arg(long, value_name = "DIR", default_value = "/proc")]
     pub proc_root: PathBuf,
+    #[command(flatten)]
+    pub paths: KernelPaths,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Output as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Read twice, this many seconds apart, and show how the connect counts changed.
+    #[arg(short, long, value_name = "SECS", value_parser = parse_secs)]
+    pub interval: Option<f64>,
+    /// Read mounts from this /proc instead of the host's.
+    #[arg(long, value_name = "DIR", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// Read SunRPC transports from this /sys instead of the host's.
+    #[arg(long, value_name = "DIR", default_value = "/sys")]
+    pub sys_root: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ProveArgs {
+    /// The NFS mount point whose transport to reconnect.
+    #[arg(long, value_name = "PATH")]
+    pub mount: PathBuf,
+    /// How many reconnects to force.
+    #[arg(short = 'n', long, default_value = "2", value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub reconnects: u32,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Output as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for each reconnect.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub timeout: f64,
+    #[arg(long, value_name = "DIR", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    #[arg(long, value_name = "DIR", default_value = "/sys")]
+    pub sys_root: PathBuf,
     #[command(flatten)]
     pub paths: KernelPaths,
 }

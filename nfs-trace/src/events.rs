@@ -2,7 +2,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use anyhow::{Result, bail};
-use nfs_trace_common::{ConnEvent, kind};
+use nfs_trace_common::{ConnEvent, XprtEvent, kind, xprt_event};
 
 /// A decoded kernel record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +23,8 @@ pub struct Event {
     pub syn_ns: u64,
     /// When it reached ESTABLISHED (0 if never).
     pub established_ns: u64,
+    /// The SunRPC transport owning the socket, 0 for other sockets.
+    pub xprt: u64,
     /// `sk_err` (positive errno), 0 if none.
     pub err: i32,
     pub syn_retrans: u32,
@@ -53,15 +55,104 @@ fn comm(raw: &[u8; 16]) -> String {
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
-/// Decodes one ring buffer record.
-pub fn decode(bytes: &[u8]) -> Result<Event> {
-    if bytes.len() < std::mem::size_of::<ConnEvent>() {
-        bail!("short record: {} bytes, want {}", bytes.len(), std::mem::size_of::<ConnEvent>());
+/// A decoded record of either layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Tcp(Event),
+    Xprt(XprtRecord),
+}
+
+/// What happened to a SunRPC transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XprtWhat {
+    Connect,
+    StateChange,
+    Close,
+    Shutdown,
+    Error,
+    ResetConnection,
+    Create,
+    Destroy,
+    DisconnectAuto,
+    DisconnectDone,
+    DisconnectForce,
+}
+
+/// A decoded SunRPC transport record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XprtRecord {
+    pub what: XprtWhat,
+    pub ts_ns: u64,
+    pub xprt: u64,
+    pub sk: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub laddr: IpAddr,
+    pub sport: u16,
+    pub raddr: IpAddr,
+    pub dport: u16,
+    /// The port the transport remembers to rebind (0: none).
+    pub srcport: u16,
+    pub sk_state: u8,
+    pub sock_state: u8,
+    /// Tracepoint `error` (negative errno) or 0.
+    pub error: i32,
+    /// Socket `sk_err` (positive errno) or 0.
+    pub sk_err: i32,
+}
+
+fn xprt_from_raw(e: &XprtEvent) -> Result<XprtRecord> {
+    let what = match e.what {
+        xprt_event::CONNECT => XprtWhat::Connect,
+        xprt_event::STATE_CHANGE => XprtWhat::StateChange,
+        xprt_event::CLOSE => XprtWhat::Close,
+        xprt_event::SHUTDOWN => XprtWhat::Shutdown,
+        xprt_event::ERROR => XprtWhat::Error,
+        xprt_event::RESET_CONNECTION => XprtWhat::ResetConnection,
+        xprt_event::CREATE => XprtWhat::Create,
+        xprt_event::DESTROY => XprtWhat::Destroy,
+        xprt_event::DISCONNECT_AUTO => XprtWhat::DisconnectAuto,
+        xprt_event::DISCONNECT_DONE => XprtWhat::DisconnectDone,
+        xprt_event::DISCONNECT_FORCE => XprtWhat::DisconnectForce,
+        other => bail!("unknown xprt event {other}"),
+    };
+    Ok(XprtRecord {
+        what,
+        ts_ns: e.ts_ns,
+        xprt: e.xprt,
+        sk: e.sk,
+        pid: e.pid,
+        comm: comm(&e.comm),
+        laddr: addr(e.saddr),
+        sport: e.sport,
+        raddr: addr(e.daddr),
+        dport: e.dport,
+        srcport: e.srcport,
+        sk_state: e.sk_state,
+        sock_state: e.sock_state,
+        error: e.error,
+        sk_err: e.sk_err,
+    })
+}
+
+/// Reads a plain-old-data record of type T from the front of `bytes`.
+fn read_pod<T: Copy>(bytes: &[u8]) -> Result<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        bail!("short record: {} bytes, want {}", bytes.len(), std::mem::size_of::<T>());
     }
-    // SAFETY: length checked above; ConnEvent is plain old data (#[repr(C)],
-    // every bit pattern valid) and read_unaligned copes with any alignment.
-    let e: ConnEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    Ok(from_raw(&e)?)
+    // SAFETY: length checked above; T is one of our #[repr(C)] record types,
+    // for which every bit pattern is valid; read_unaligned copes with any
+    // alignment.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one ring buffer record; its first byte says which kind it is.
+pub fn decode(bytes: &[u8]) -> Result<Record> {
+    match bytes.first() {
+        None => bail!("empty record"),
+        Some(&kind::XPRT) => Ok(Record::Xprt(xprt_from_raw(&read_pod::<XprtEvent>(bytes)?)?)),
+        Some(_) => Ok(Record::Tcp(from_raw(&read_pod::<ConnEvent>(bytes)?)?)),
+    }
 }
 
 pub fn from_raw(e: &ConnEvent) -> Result<Event> {
@@ -84,6 +175,7 @@ pub fn from_raw(e: &ConnEvent) -> Result<Event> {
         start_ns: e.start_ns,
         syn_ns: e.syn_ns,
         established_ns: e.established_ns,
+        xprt: e.xprt,
         err: e.err,
         syn_retrans: e.syn_retrans,
         oldstate: e.oldstate,
@@ -127,12 +219,38 @@ mod tests {
         let bytes = unsafe {
             std::slice::from_raw_parts((&raw as *const ConnEvent).cast::<u8>(), std::mem::size_of::<ConnEvent>())
         };
-        let e = decode(bytes).unwrap();
+        let Record::Tcp(e) = decode(bytes).unwrap() else { panic!("a TCP record") };
         assert_eq!(e.kind, Kind::ConnectDone);
         assert_eq!(e.laddr, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(e.raddr, "fd00::2".parse::<IpAddr>().unwrap());
         assert_eq!((e.sport, e.dport), (999, 2049));
         assert_eq!(e.comm, "test");
         assert!(decode(&bytes[..10]).is_err());
+        assert!(decode(&[]).is_err());
+    }
+
+    #[test]
+    fn decodes_an_xprt_record() {
+        let mut raw: XprtEvent = unsafe { std::mem::zeroed() };
+        raw.kind = kind::XPRT;
+        raw.what = xprt_event::CONNECT;
+        raw.xprt = 0xffff_8880_0000_1000;
+        raw.sport = 875;
+        raw.srcport = 875;
+        raw.dport = 2049;
+        raw.error = -115;
+        raw.daddr = Ipv6Addr::from([0, 0, 0, 0, 0, 0xffff, 0x0a63, 1]).octets();
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw as *const XprtEvent).cast::<u8>(), std::mem::size_of::<XprtEvent>())
+        };
+        let Record::Xprt(x) = decode(bytes).unwrap() else { panic!("an xprt record") };
+        assert_eq!(x.what, XprtWhat::Connect);
+        assert_eq!((x.sport, x.srcport, x.dport, x.error), (875, 875, 2049, -115));
+        assert_eq!(x.raddr, "10.99.0.1".parse::<IpAddr>().unwrap());
+        raw.what = 99;
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw as *const XprtEvent).cast::<u8>(), std::mem::size_of::<XprtEvent>())
+        };
+        assert!(decode(bytes).is_err());
     }
 }

@@ -3,18 +3,27 @@
 //! Data flows one way: kernel programs → ring buffer → `events` (decode) →
 //! `tracker` (pure state) → `report` (people and machines).
 mod btf;
+mod check;
 mod cli;
 mod clock;
+mod diag;
 mod events;
 mod kernel;
 mod mounts;
+mod mountstats;
+mod nfsmounts;
 mod packaging;
 mod probes;
+mod prove;
 mod probes_cmd;
 mod report;
+mod session;
+mod sunrpc_sysfs;
 mod tracefs;
 mod tracker;
+mod verdict;
 mod watch;
+mod xprt;
 
 use std::process::ExitCode;
 
@@ -45,16 +54,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let res = rt.block_on(async {
         match cli.command {
-            Command::Watch(a) => watch::run(a).await,
-            Command::Probes(a) => probes_cmd::run(a),
-            Command::Completions(a) => packaging::completions(a),
-            Command::Manpage(a) => packaging::manpage(a),
+            Command::Check(a) => check::run(a),
+            Command::Prove(a) => prove::run(a),
+            Command::Watch(a) => ok(watch::run(a).await),
+            Command::Probes(a) => ok(probes_cmd::run(a)),
+            Command::Completions(a) => ok(packaging::completions(a)),
+            Command::Manpage(a) => ok(packaging::manpage(a)),
         }
     });
     match res {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("nfs-trace: error: {e:#}");
             ExitCode::FAILURE

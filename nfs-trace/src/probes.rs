@@ -8,9 +8,13 @@ use std::path::Path;
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{FEntry, KProbe, TracePoint},
+    maps::Array,
+    programs::{FEntry, KProbe, RawTracePoint, TracePoint},
 };
-use nfs_trace_common::{Config, GLOBAL_CONFIG, MAP_EVENTS, RetransmitOffsets, SetStateOffsets};
+use nfs_trace_common::{
+    Config, GLOBAL_CONFIG, MAP_EVENTS, MAP_XPRT_OFFSETS, NO_OFFSET, RetransmitOffsets, SetStateOffsets, SockOffsets,
+    XprtOffsets,
+};
 use serde::Serialize;
 
 use crate::{btf::KernelBtf, tracefs::Format};
@@ -19,6 +23,7 @@ use crate::{btf::KernelBtf, tracefs::Format};
 #[serde(rename_all = "snake_case")]
 pub enum HookKind {
     Tracepoint,
+    RawTracepoint,
     Fentry,
     Kprobe,
 }
@@ -27,6 +32,7 @@ impl HookKind {
     pub fn name(&self) -> &'static str {
         match self {
             HookKind::Tracepoint => "tracepoint",
+            HookKind::RawTracepoint => "raw_tracepoint",
             HookKind::Fentry => "fentry",
             HookKind::Kprobe => "kprobe",
         }
@@ -85,7 +91,40 @@ pub const HOOKS: &[Hook] = &[
         fallback: "first-SYN time not stamped (SYN_SENT is timed from the state change)",
         required: false,
     },
+    // The SunRPC layer: tracepoints of the sunrpc module, attached by name
+    // (raw) once the module is loaded. Without them nfs-trace works at the
+    // TCP level; TCP events still carry their xprt from sk_user_data.
+    // TP_PROTO(const struct rpc_xprt *xprt, struct socket *socket, int error)
+    sunrpc("rpc_socket_connect", "sunrpc module (4.18+)", "transport connects seen at TCP level only"),
+    // TP_PROTO(const struct rpc_xprt *xprt, struct socket *socket)
+    sunrpc("rpc_socket_state_change", "sunrpc module (4.18+)", "transport state seen at TCP level only"),
+    sunrpc("rpc_socket_close", "sunrpc module (4.18+)", "transport closes seen at TCP level only"),
+    sunrpc("rpc_socket_shutdown", "sunrpc module (4.18+)", "transport shutdowns seen at TCP level only"),
+    // TP_PROTO(const struct rpc_xprt *xprt, struct socket *socket, int error)
+    sunrpc("rpc_socket_error", "sunrpc module (4.18+)", "socket errors not tied to their transport"),
+    sunrpc("rpc_socket_reset_connection", "sunrpc module (4.18+)", "connection resets not tied to their transport"),
+    // TP_PROTO(const struct rpc_xprt *xprt)
+    sunrpc("xprt_create", "sunrpc module (5.8+)", "transports known from their first socket event"),
+    sunrpc("xprt_destroy", "sunrpc module (5.8+)", "transports expire by age instead of on destroy"),
+    sunrpc("xprt_disconnect_auto", "sunrpc module (5.8+)", "drop reason from socket events only"),
+    sunrpc("xprt_disconnect_done", "sunrpc module (5.8+)", "drop reason from socket events only"),
+    sunrpc("xprt_disconnect_force", "sunrpc module (5.8+)", "forced disconnects not told apart"),
 ];
+
+const fn sunrpc(target: &'static str, kernels: &'static str, fallback: &'static str) -> Hook {
+    Hook { target, kind: HookKind::RawTracepoint, program: target, kernels, fallback, required: false }
+}
+
+/// Index of the first SunRPC hook in [`HOOKS`].
+pub const FIRST_SUNRPC_HOOK: usize = 4;
+
+/// Where the kernel says a module is loaded, and where its BTF is.
+const SUNRPC_MODULE: &str = "/sys/module/sunrpc";
+const SUNRPC_BTF: &str = "/sys/kernel/btf/sunrpc";
+
+pub fn sunrpc_loaded() -> bool {
+    Path::new(SUNRPC_MODULE).exists()
+}
 
 /// What happened to one hook on this kernel.
 #[derive(Clone, Debug, Serialize)]
@@ -140,14 +179,88 @@ pub fn build_config(ports: &[u16], tracefs: &Path, btf: &KernelBtf) -> Result<Co
             };
         }
     }
-    // 0 means unknown: outcomes then show as "closed" rather than a reason.
-    c.sk_err_off = btf.member_offset("sock", "sk_err").unwrap_or(0);
+    // NO_OFFSET where this kernel's BTF lacks a field: it is then not read
+    // (an outcome shows as "closed" rather than its reason, say).
+    let off = |s: &str, m: &str| btf.member_offset(s, m).unwrap_or(NO_OFFSET);
+    c.sock = SockOffsets {
+        sk_err: off("sock", "sk_err"),
+        sk_user_data: off("sock", "sk_user_data"),
+        skc_num: off("sock", "__sk_common.skc_num"),
+        skc_dport: off("sock", "__sk_common.skc_dport"),
+        skc_family: off("sock", "__sk_common.skc_family"),
+        skc_state: off("sock", "__sk_common.skc_state"),
+        skc_daddr: off("sock", "__sk_common.skc_daddr"),
+        skc_rcv_saddr: off("sock", "__sk_common.skc_rcv_saddr"),
+        skc_v6_daddr: off("sock", "__sk_common.skc_v6_daddr"),
+        skc_v6_rcv_saddr: off("sock", "__sk_common.skc_v6_rcv_saddr"),
+        socket_sk: off("socket", "sk"),
+        socket_state: off("socket", "state"),
+    };
     Ok(c)
 }
 
-/// Loads the object with `config` and attaches every hook it can.
-pub fn load_and_attach(config: &Config, ringbuf_bytes: u32) -> Result<(Ebpf, Vec<HookStatus>)> {
+/// sunrpc struct offsets from the module's split BTF.
+pub fn xprt_offsets(btf: &KernelBtf) -> Result<XprtOffsets> {
+    let m = btf.with_module(Path::new(SUNRPC_BTF))?;
+    Ok(XprtOffsets {
+        xprt_addr: m.member_offset("rpc_xprt", "addr")?,
+        srcport: m.member_offset("sock_xprt", "srcport")?,
+        valid: 1,
+        _pad: 0,
+    })
+}
+
+/// Attaches the SunRPC hooks if the sunrpc module is loaded: first writes the
+/// module's struct offsets for the programs, then attaches each tracepoint.
+/// Returns one status per SunRPC hook, or None when sunrpc is not loaded.
+pub fn attach_sunrpc(ebpf: &mut Ebpf, btf: &KernelBtf) -> Option<Vec<HookStatus>> {
+    if !sunrpc_loaded() {
+        return None;
+    }
+    let hooks = &HOOKS[FIRST_SUNRPC_HOOK..];
+    let offsets = match xprt_offsets(btf) {
+        Ok(o) => o,
+        Err(e) => {
+            let why = format!("sunrpc BTF: {e:#}");
+            return Some(hooks.iter().map(|h| not_attached(h, why.clone())).collect());
+        }
+    };
+    let stored = ebpf
+        .map_mut(MAP_XPRT_OFFSETS)
+        .ok_or_else(|| anyhow!("map {MAP_XPRT_OFFSETS} missing"))
+        .and_then(|m| Array::<_, XprtOffsets>::try_from(m).map_err(|e| anyhow!("{e}")))
+        .and_then(|mut a| a.set(0, offsets, 0).map_err(|e| anyhow!("{e}")));
+    if let Err(e) = stored {
+        let why = format!("cannot store sunrpc offsets: {e:#}");
+        return Some(hooks.iter().map(|h| not_attached(h, why.clone())).collect());
+    }
+    Some(
+        hooks
+            .iter()
+            .map(|h| match attach_raw_tracepoint(ebpf, h) {
+                Ok(()) => attached(h),
+                Err(e) => not_attached(h, format!("{e:#}")),
+            })
+            .collect(),
+    )
+}
+
+/// Statuses of the SunRPC hooks while the module is absent.
+pub fn sunrpc_absent() -> Vec<HookStatus> {
+    HOOKS[FIRST_SUNRPC_HOOK..]
+        .iter()
+        .map(|h| not_attached(h, "sunrpc module not loaded: attached when it loads".into()))
+        .collect()
+}
+
+/// Loads the object with `config` and attaches every hook it can. The
+/// statuses follow [`HOOKS`] row by row.
+pub fn load_and_attach(config: &Config, ringbuf_bytes: u32, btf: &KernelBtf) -> Result<(Ebpf, Vec<HookStatus>)> {
+    // aya's own BTF (for the loader and fentry), parsed once: each parse of
+    // vmlinux costs ~100 ms of start-to-attached.
+    let aya_btf = Btf::from_sys_fs().ok();
     let mut ebpf = EbpfLoader::new()
+        .btf(aya_btf.as_ref())
         .override_global(GLOBAL_CONFIG, config, true)
         .map_max_entries(MAP_EVENTS, ringbuf_bytes)
         .load(EBPF_OBJECT)
@@ -170,7 +283,7 @@ pub fn load_and_attach(config: &Config, ringbuf_bytes: u32) -> Result<(Ebpf, Vec
 
     // tcp_connect: fentry, else kprobe, else neither.
     let (fentry, kprobe) = (&HOOKS[2], &HOOKS[3]);
-    match attach_fentry(&mut ebpf, fentry) {
+    match attach_fentry(&mut ebpf, fentry, aya_btf.as_ref()) {
         Ok(()) => {
             status.push(attached(fentry));
             status.push(not_attached(kprobe, "not needed: fentry attached".into()));
@@ -183,6 +296,8 @@ pub fn load_and_attach(config: &Config, ringbuf_bytes: u32) -> Result<(Ebpf, Vec
             });
         }
     }
+    let sunrpc = attach_sunrpc(&mut ebpf, btf).unwrap_or_else(sunrpc_absent);
+    status.extend(sunrpc);
     Ok((ebpf, status))
 }
 
@@ -215,10 +330,20 @@ fn attach_tracepoint(ebpf: &mut Ebpf, h: &Hook) -> Result<()> {
     Ok(())
 }
 
-fn attach_fentry(ebpf: &mut Ebpf, h: &Hook) -> Result<()> {
-    let btf = Btf::from_sys_fs().map_err(|e| anyhow!("kernel BTF: {e}"))?;
+fn attach_raw_tracepoint(ebpf: &mut Ebpf, h: &Hook) -> Result<()> {
+    let tp: &mut RawTracePoint = program(ebpf, h.program)?;
+    // Loaded once; a later attach (module reloaded) reuses the loaded program.
+    if tp.fd().is_err() {
+        tp.load().map_err(|e| anyhow!("load: {e}"))?;
+    }
+    tp.attach(h.target).map_err(|e| anyhow!("attach: {e}"))?;
+    Ok(())
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, h: &Hook, btf: Option<&Btf>) -> Result<()> {
+    let btf = btf.ok_or_else(|| anyhow!("aya cannot read the kernel BTF"))?;
     let fe: &mut FEntry = program(ebpf, h.program)?;
-    fe.load(h.target, &btf).map_err(|e| anyhow!("load: {}", explain(&e.to_string())))?;
+    fe.load(h.target, btf).map_err(|e| anyhow!("load: {}", explain(&e.to_string())))?;
     fe.attach().map_err(|e| anyhow!("attach: {}", explain(&e.to_string())))?;
     Ok(())
 }

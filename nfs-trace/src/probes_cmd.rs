@@ -32,7 +32,7 @@ pub fn run(args: ProbesArgs) -> Result<()> {
                 kernel::raise_memlock();
                 let btf = KernelBtf::from_file(&env.btf)?;
                 let config = probes::build_config(&ports, &env.tracefs, &btf)?;
-                match probes::load_and_attach(&config, nfs_trace_common::DEFAULT_RINGBUF_BYTES) {
+                match probes::load_and_attach(&config, nfs_trace_common::DEFAULT_RINGBUF_BYTES, &btf) {
                     Ok((ebpf, status)) => {
                         drop(ebpf);
                         (status, env.release, None)
@@ -60,11 +60,11 @@ pub fn run(args: ProbesArgs) -> Result<()> {
         writeln!(out)?;
     } else {
         writeln!(out, "Hooks on kernel {release}:")?;
-        writeln!(out, "{:<26} {:<10} {:<9} {:<34} {}", "HOOK", "KIND", "ATTACHED", "KERNELS", "FALLBACK / WHY NOT")?;
+        writeln!(out, "{:<28} {:<14} {:<9} {:<34} {}", "HOOK", "KIND", "ATTACHED", "KERNELS", "FALLBACK / WHY NOT")?;
         for r in &rows {
             let state = if r.attached { "yes" } else { "no" };
             let why = if r.attached { r.fallback.to_string() } else { format!("{} — without it: {}", r.detail, r.fallback) };
-            writeln!(out, "{:<26} {:<10} {:<9} {:<34} {}", r.name, r.kind, state, r.kernels, why)?;
+            writeln!(out, "{:<28} {:<14} {:<9} {:<34} {}", r.name, r.kind, state, r.kernels, why)?;
         }
     }
     out.flush()?;

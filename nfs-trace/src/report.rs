@@ -12,6 +12,9 @@ use crate::{
     clock::Clock,
     events::errno_name,
     tracker::{DestKey, Observation, Outcome, Tracker, Who},
+    nfsmounts::{self, MountView},
+    verdict::Verdict,
+    xprt::{XprtConnect, XprtObservation, XprtTracker},
 };
 
 /// Version of the JSON lines schema (docs/json-schema.md).
@@ -166,6 +169,66 @@ struct SummaryBody {
     lost_sockets: u64,
     evicted_destinations: u64,
     destinations: Vec<DestSummary>,
+    transports: Vec<XprtSummary>,
+    mounts: Vec<Verdict>,
+}
+
+#[derive(Serialize)]
+pub struct XprtSummary {
+    pub xprt: String,
+    pub raddr: Option<String>,
+    pub dport: u16,
+    pub connects: u64,
+    pub reconnects: u64,
+    pub reuses: u64,
+    pub ports: Vec<u16>,
+    /// Ports the transport used, all below 1024 (resvport), none, or mixed.
+    pub port_range: &'static str,
+}
+
+/// Reserved (privileged, < 1024: the `resvport` range) or ephemeral ports.
+pub fn port_range(ports: &[u16]) -> &'static str {
+    match (ports.iter().all(|&p| p < 1024), ports.iter().all(|&p| p >= 1024)) {
+        (_, _) if ports.is_empty() => "none",
+        (true, _) => "reserved",
+        (_, true) => "ephemeral",
+        _ => "mixed",
+    }
+}
+
+#[derive(Serialize)]
+struct XprtConnectBody {
+    xprt: String,
+    time: String,
+    mono_ns: u64,
+    pid: u32,
+    comm: String,
+    laddr: String,
+    sport: u16,
+    raddr: String,
+    dport: u16,
+    srcport: u16,
+    connects: u64,
+    prev_sport: Option<u16>,
+    reused: bool,
+    drop_reason: Option<String>,
+    drop_errno: Option<i32>,
+    down_ms: Option<f64>,
+    connect_error: Option<i32>,
+    /// Mount points this transport serves (from mountinfo/mountstats).
+    mounts: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct XprtDropBody {
+    xprt: String,
+    time: String,
+    mono_ns: u64,
+    sport: u16,
+    raddr: String,
+    dport: u16,
+    reason: String,
+    errno: Option<i32>,
 }
 
 impl<W: Write> Renderer<W> {
@@ -330,6 +393,87 @@ impl<W: Write> Renderer<W> {
         self.out.write_all(line.as_bytes())
     }
 
+    pub fn xprt_observation(&mut self, o: &XprtObservation, views: &[MountView]) -> io::Result<()> {
+        match (self.format, o) {
+            (_, XprtObservation::Destroyed { .. }) => Ok(()),
+            (Format::Json, XprtObservation::Connect(c)) => {
+                let kind = if c.is_reconnect() { "xprt_reconnect" } else { "xprt_connect" };
+                let mut body = self.xprt_connect_body(c);
+                body.mounts = nfsmounts::attribute(views, c.raddr, c.dport, c.srcport).iter().map(|m| m.mountpoint.clone()).collect();
+                self.json_line(kind, body)
+            }
+            (Format::Json, XprtObservation::Drop { xprt, ts_ns, sport, raddr, dport, reason }) => {
+                let body = XprtDropBody {
+                    xprt: format!("{xprt:#x}"),
+                    time: self.clock.rfc3339(*ts_ns),
+                    mono_ns: *ts_ns,
+                    sport: *sport,
+                    raddr: raddr.to_string(),
+                    dport: *dport,
+                    reason: reason.name(),
+                    errno: reason.errno(),
+                };
+                self.json_line("xprt_drop", body)
+            }
+            (Format::Human { .. }, XprtObservation::Connect(c)) => {
+                let mounts: Vec<String> =
+                    nfsmounts::attribute(views, c.raddr, c.dport, c.srcport).iter().map(|m| m.mountpoint.clone()).collect();
+                let on = if mounts.is_empty() { String::new() } else { format!(" [{}]", mounts.join(",")) };
+                let who = format!(
+                    "{} xprt {:#x}{on}  {} → {}",
+                    self.clock.time_of_day(c.ts_ns),
+                    c.xprt,
+                    endpoint(c.laddr, c.sport),
+                    endpoint(c.raddr, c.dport)
+                );
+                let line = match c.prev_sport {
+                    None => format!("{who}  transport connected (first connect seen)\n"),
+                    Some(prev) => {
+                        let down = c.down_ns().map(|d| format!(", down {}", human_duration(d))).unwrap_or_default();
+                        let why = c.dropped.as_ref().map(|d| format!(" after {}", d.reason.name())).unwrap_or_default();
+                        let (style, what) = if c.reused {
+                            (RED_BOLD, format!("RECONNECT REUSED source port {prev}"))
+                        } else {
+                            (GREEN, format!("reconnect with a new source port ({prev} → {})", c.sport))
+                        };
+                        format!("{who}  {}{what}{}{why}{down}\n", self.style(style), self.style(RESET))
+                    }
+                };
+                self.out.write_all(line.as_bytes())
+            }
+            (Format::Human { .. }, XprtObservation::Drop { xprt, ts_ns, sport, raddr, dport, reason }) => writeln!(
+                self.out,
+                "{} xprt {xprt:#x}  :{sport} → {}  transport dropped: {}",
+                self.clock.time_of_day(*ts_ns),
+                endpoint(*raddr, *dport),
+                reason.name()
+            ),
+        }
+    }
+
+    fn xprt_connect_body(&self, c: &XprtConnect) -> XprtConnectBody {
+        XprtConnectBody {
+            xprt: format!("{:#x}", c.xprt),
+            time: self.clock.rfc3339(c.ts_ns),
+            mono_ns: c.ts_ns,
+            pid: c.pid,
+            comm: c.comm.clone(),
+            laddr: c.laddr.to_string(),
+            sport: c.sport,
+            raddr: c.raddr.to_string(),
+            dport: c.dport,
+            srcport: c.srcport,
+            connects: c.connects,
+            prev_sport: c.prev_sport,
+            reused: c.reused,
+            drop_reason: c.dropped.as_ref().map(|d| d.reason.name()),
+            drop_errno: c.dropped.as_ref().and_then(|d| d.reason.errno()),
+            down_ms: c.down_ns().map(ms3),
+            connect_error: Some(c.error).filter(|e| *e != 0),
+            mounts: Vec::new(),
+        }
+    }
+
     pub fn lost(&mut self, lost: Lost) -> io::Result<()> {
         match self.format {
             Format::Json => self.json_line("lost", lost),
@@ -344,7 +488,28 @@ impl<W: Write> Renderer<W> {
         }
     }
 
-    pub fn summary(&mut self, t: &Tracker, lost: Lost, duration_ns: u64) -> io::Result<()> {
+    pub fn summary(
+        &mut self,
+        t: &Tracker,
+        x: &XprtTracker,
+        verdicts: Vec<Verdict>,
+        lost: Lost,
+        duration_ns: u64,
+    ) -> io::Result<()> {
+        let transports: Vec<XprtSummary> = x
+            .all()
+            .into_iter()
+            .map(|(k, s)| XprtSummary {
+                xprt: format!("{k:#x}"),
+                raddr: s.raddr.map(|a| a.to_string()),
+                dport: s.dport,
+                connects: s.connects,
+                reconnects: s.reconnects,
+                reuses: s.reuses,
+                ports: s.ports.clone(),
+                port_range: port_range(&s.ports),
+            })
+            .collect();
         let dests: Vec<DestSummary> = t
             .destinations()
             .into_iter()
@@ -369,6 +534,8 @@ impl<W: Write> Renderer<W> {
                     lost_sockets: lost.sockets,
                     evicted_destinations: t.evicted,
                     destinations: dests,
+                    transports,
+                    mounts: verdicts,
                 },
             ),
             Format::Human { .. } => {
@@ -396,6 +563,40 @@ impl<W: Write> Renderer<W> {
                         d.syn_retransmits,
                         human_duration((d.max_syn_sent_ms * 1e6) as u64)
                     );
+                }
+                if !transports.is_empty() {
+                    let _ = writeln!(
+                        s,
+                        "\n{:<20} {:<28} {:>8} {:>10} {:>6}  {:<9} {}",
+                        "TRANSPORT", "SERVER", "CONNECTS", "RECONNECTS", "REUSES", "PORTS", "SOURCE PORTS"
+                    );
+                    for x in &transports {
+                        let server = x.raddr.as_deref().map(|a| endpoint(a.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), x.dport)).unwrap_or_default();
+                        let ports: Vec<String> = x.ports.iter().map(u16::to_string).collect();
+                        let _ = writeln!(
+                            s,
+                            "{:<20} {:<28} {:>8} {:>10} {:>6}  {:<9} {}",
+                            x.xprt, server, x.connects, x.reconnects, x.reuses, x.port_range, ports.join(",")
+                        );
+                    }
+                }
+                let judged: Vec<&Verdict> = verdicts.iter().filter(|v| !v.transports.is_empty()).collect();
+                if !judged.is_empty() {
+                    let _ = writeln!(s, "\nVerdict per mount (from what this run observed):");
+                    for v in judged {
+                        let style = if v.reused > 0 { self.style(RED_BOLD) } else { "" };
+                        let reset = if v.reused > 0 { self.style(RESET) } else { "" };
+                        let _ = writeln!(
+                            s,
+                            "  {} ({} vers={}{}): {style}{}{reset}\n    → {}",
+                            v.mountpoint,
+                            v.server,
+                            v.vers.as_deref().unwrap_or("?"),
+                            if v.noresvport { ",noresvport" } else { "" },
+                            v.observed,
+                            v.suggestion
+                        );
+                    }
                 }
                 let lost_style = if lost.events + lost.sockets > 0 { self.style(RED_BOLD) } else { "" };
                 let reset = if lost.events + lost.sockets > 0 { self.style(RESET) } else { "" };
@@ -433,6 +634,7 @@ mod tests {
             start_ns: ts_ms * 1_000_000 - 100_000,
             syn_ns: 0,
             established_ns: 0,
+            xprt: 0,
             err: 0,
             syn_retrans: 0,
             oldstate: SYN_SENT,
@@ -449,7 +651,7 @@ mod tests {
                 r.observation(&o).unwrap();
             }
         }
-        r.summary(&t, Lost { events: 3, sockets: 0 }, 1_000_000_000).unwrap();
+        r.summary(&t, &XprtTracker::new(false), Vec::new(), Lost { events: 3, sockets: 0 }, 1_000_000_000).unwrap();
         String::from_utf8(r.out).unwrap()
     }
 

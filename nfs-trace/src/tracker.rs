@@ -368,6 +368,7 @@ mod tests {
             start_ns: ts_ms.saturating_sub(1) * MS,
             syn_ns: 0,
             established_ns: 0,
+            xprt: 0,
             err: 0,
             syn_retrans: 0,
             oldstate: SYN_SENT,

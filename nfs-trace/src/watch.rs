@@ -1,26 +1,24 @@
 //! `nfs-trace watch`: attach, then kernel → ring buffer → decoder → tracker →
 //! renderer until Ctrl-C, SIGTERM or --duration; then the summary.
 use std::{
-    io::{self, Write},
+    io,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
-use nfs_trace_common::{MAP_COUNTERS, MAP_EVENTS, counter};
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    btf::KernelBtf,
-    cli::{Color, WatchArgs, check_ports},
+    cli::{Color, WatchArgs},
     clock::Clock,
-    events,
     kernel,
     mounts::{self, NfsMount},
+    nfsmounts::{self, MountView},
     probes::{self, HookStatus},
     report::{Format, Lost, Renderer},
-    tracker::Tracker,
+    session::{Obs, Session},
+    verdict,
 };
 
 /// How often the ring buffer is drained. Records are submitted without
@@ -59,8 +57,9 @@ pub fn format_for(json: bool, color: Color) -> Format {
 
 /// One line for people on stderr: what is attached and which NFS mounts exist.
 fn start_line(env: &kernel::Env, ports: &[u16], hooks: &[HookStatus], mounts: &[NfsMount], attach_ms: f64) -> String {
-    let on: Vec<String> = hooks.iter().filter(|h| h.attached).map(|h| format!("{} ({})", h.name, h.kind.name())).collect();
-    let mut off: Vec<String> = hooks
+    let (tcp, sunrpc) = hooks.split_at(probes::FIRST_SUNRPC_HOOK.min(hooks.len()));
+    let on: Vec<String> = tcp.iter().filter(|h| h.attached).map(|h| format!("{} ({})", h.name, h.kind.name())).collect();
+    let mut off: Vec<String> = tcp
         .iter()
         .filter(|h| !h.attached && !h.detail.starts_with("not needed"))
         .map(|h| format!("{} {}", h.name, h.kind.name()))
@@ -89,18 +88,19 @@ fn start_line(env: &kernel::Env, ports: &[u16], hooks: &[HookStatus], mounts: &[
     } else {
         format!("; optional, not attached: {} (`nfs-trace probes` says why)", off.join(", "))
     };
+    let sunrpc_on = sunrpc.iter().filter(|h| h.attached).count();
+    let sunrpc = if !probes::sunrpc_loaded() {
+        "; SunRPC: sunrpc module not loaded, its hooks attach when it loads".to_string()
+    } else {
+        format!("; SunRPC: {sunrpc_on} of {} hooks attached", sunrpc.len())
+    };
     let tracefs = if env.mounted_tracefs { format!("; mounted tracefs at {}", env.tracefs.display()) } else { String::new() };
     format!(
-        "nfs-trace: attached {} in {attach_ms:.0} ms on {}{off}{tracefs}; watching TCP connects to port {}. {mounts}.",
+        "nfs-trace: attached {} in {attach_ms:.0} ms on {}{off}{sunrpc}{tracefs}; watching TCP connects to port {}. {mounts}.",
         on.join(", "),
         env.release,
         port_list.join(",")
     )
-}
-
-fn read_lost(counters: &PerCpuArray<MapData, u64>) -> Lost {
-    let sum = |i: u32| counters.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
-    Lost { events: sum(counter::LOST_EVENTS), sockets: sum(counter::LOST_SOCKETS) }
 }
 
 /// Whether output can go on: a closed stdout (`| head`) ends the watch quietly.
@@ -117,47 +117,37 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     // Handlers first: a Ctrl-C while attaching still gets a clean detach.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let ports = check_ports(&args.ports).map_err(|e| anyhow!("bad --port: {e}"))?;
-    let env = kernel::preflight(args.paths.tracefs.as_deref(), args.paths.btf.as_deref())?;
-    kernel::raise_memlock();
-    let btf = KernelBtf::from_file(&env.btf)?;
-    let config = probes::build_config(&ports, &env.tracefs, &btf)?;
-    let (mut ebpf, hooks) = probes::load_and_attach(&config, args.ringbuf_kb * 1024)?;
-    let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let mut s = Session::start(&args.ports, &args.paths, args.ringbuf_kb * 1024, t0)?;
 
     let mounts = mounts::nfs_mounts(&args.proc_root).unwrap_or_default();
     let clock = Clock::new();
     let format = format_for(args.json, args.color);
     let mut out = Renderer::new(io::BufWriter::with_capacity(64 * 1024, io::stdout().lock()), format, clock);
-    eprintln!("{}", start_line(&env, &ports, &hooks, &mounts, attach_ms));
+    eprintln!("{}", start_line(&s.env, &s.ports, &s.hooks, &mounts, s.attach_ms));
     if format == Format::Json {
         let body = AttachedBody {
-            kernel: &env.release,
-            ports: &ports,
-            attach_ms: (attach_ms * 1e3).round() / 1e3,
-            hooks: &hooks,
+            kernel: &s.env.release,
+            ports: &s.ports,
+            attach_ms: (s.attach_ms * 1e3).round() / 1e3,
+            hooks: &s.hooks,
             mounts: &mounts,
-            tracefs_mounted_by_us: env.mounted_tracefs,
+            tracefs_mounted_by_us: s.env.mounted_tracefs,
         };
         if !keep_going(out.json_line("attached", body).and_then(|_| out.flush()))? {
             return Ok(());
         }
     }
 
-    let mut ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).context("events map missing")?)
-        .map_err(|e| anyhow!("events map: {e}"))?;
-    let counters: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(ebpf.take_map(MAP_COUNTERS).context("counters map missing")?)
-            .map_err(|e| anyhow!("counters map: {e}"))?;
-
-    let mut tracker = Tracker::new();
+    let sys_root = std::path::Path::new("/sys");
+    let read_views = || nfsmounts::read(&args.proc_root, sys_root).unwrap_or_default();
+    // Refreshed every second: mounts come and go while we watch.
+    let mut views: Vec<MountView> = read_views();
     let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let deadline = args.duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
     let started_mono = Clock::mono_now_ns();
     let mut lost = Lost::default();
     let mut last_lost_check = Instant::now();
-    let mut decode_errors = 0u64;
 
     let mut open = true;
     while open {
@@ -167,11 +157,22 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             _ = sigterm.recv() => true,
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => true,
         };
-        open = drain(&mut ring, &mut tracker, &mut out, &mut decode_errors)?;
+        open = s.drain(|o| match o {
+            Obs::Tcp(o) => keep_going(out.observation(o)),
+            Obs::Xprt(o) => keep_going(out.xprt_observation(o, &views)),
+        })?;
         if open && (stop || last_lost_check.elapsed() >= LOST_EVERY) {
             last_lost_check = Instant::now();
-            let now = read_lost(&counters);
-            if now != lost {
+            views = read_views();
+            // sunrpc may load after us (the first NFS mount loads it).
+            if let Some((on, of)) = s.poll_sunrpc() {
+                eprintln!("nfs-trace: sunrpc loaded: attached {on} of {of} SunRPC hooks");
+                if format == Format::Json {
+                    open = keep_going(out.json_line("hooks", HooksBody { hooks: &s.hooks }))?;
+                }
+            }
+            let now = s.lost();
+            if open && now != lost {
                 lost = now;
                 open = keep_going(out.lost(lost))?;
             }
@@ -187,38 +188,20 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         // Nobody reads any more: detach quietly.
         return Ok(());
     }
-    let lost = read_lost(&counters);
+    let lost = s.lost();
     let dur = Clock::mono_now_ns().saturating_sub(started_mono);
-    if keep_going(out.summary(&tracker, lost, dur).and_then(|_| out.flush()))? && decode_errors > 0 {
-        eprintln!("nfs-trace: {decode_errors} records could not be decoded");
+    let verdicts = verdict::verdicts(&read_views(), &s.xtracker);
+    if keep_going(out.summary(&s.tracker, &s.xtracker, verdicts, lost, dur).and_then(|_| out.flush()))?
+        && s.decode_errors > 0
+    {
+        eprintln!("nfs-trace: {} records could not be decoded", s.decode_errors);
     }
-    // Dropping `ebpf` detaches every program.
-    drop(ebpf);
+    // Dropping the session detaches every program.
+    drop(s);
     Ok(())
 }
 
-/// Drains the ring buffer through tracker and renderer. Returns false when
-/// the output is closed.
-fn drain<W: Write>(
-    ring: &mut RingBuf<MapData>,
-    tracker: &mut Tracker,
-    out: &mut Renderer<W>,
-    decode_errors: &mut u64,
-) -> Result<bool> {
-    while let Some(item) = ring.next() {
-        let ev = match events::decode(&item) {
-            Ok(ev) => ev,
-            Err(_) => {
-                *decode_errors += 1;
-                continue;
-            }
-        };
-        drop(item);
-        for o in tracker.on_event(&ev) {
-            if !keep_going(out.observation(&o))? {
-                return Ok(false);
-            }
-        }
-    }
-    Ok(true)
+#[derive(Serialize)]
+struct HooksBody<'a> {
+    hooks: &'a [HookStatus],
 }

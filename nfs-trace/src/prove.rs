@@ -1,0 +1,240 @@
+//! `nfs-trace prove --mount PATH`: forces reconnects of one mount's
+//! transport, traces them, and says whether the source port was reused.
+//! Exit 0 when every reconnect got a new port, 3 when any reused one.
+//!
+//! Forcing: rewriting the transport's sysfs `dstaddr` with its own value
+//! (5.14+: xprt_force_disconnect) where the kernel has it, else aborting the
+//! socket through sock_diag as `ss -K` does. A statfs on the mount then makes
+//! the client reconnect at once.
+use std::{
+    ffi::CString,
+    io::{BufRead, IsTerminal, Write as _},
+    net::IpAddr,
+    path::Path,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde::Serialize;
+
+use crate::{
+    cli::ProveArgs,
+    diag::{self, TcpSock},
+    nfsmounts::{self, MountView},
+    session::{Obs, Session},
+    sunrpc_sysfs,
+    tracker::{Observation, Outcome},
+};
+
+/// Exit status when a reconnect reused its source port.
+pub const REUSED: u8 = 3;
+
+#[derive(Serialize, Debug)]
+struct Round {
+    round: u32,
+    method: &'static str,
+    before: u16,
+    after: u16,
+    reused: bool,
+    /// From forcing the disconnect to the new connection.
+    reconnect_ms: f64,
+    /// The new port as `ss` (sock_diag) sees it: the tracer's independent check.
+    ss_after: Vec<u16>,
+}
+
+fn statfs_in_background(mount: &Path) {
+    // A statfs always goes to the server (no client cache), so it makes a
+    // dropped transport reconnect now rather than at the next user I/O.
+    let Ok(c) = CString::new(mount.as_os_str().as_encoded_bytes()) else { return };
+    std::thread::spawn(move || {
+        // SAFETY: a zeroed statvfs is a valid out-buffer; c is NUL-terminated.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    });
+}
+
+fn established(server: IpAddr, port: u16) -> Result<Vec<TcpSock>> {
+    Ok(diag::sockets_to(server, port)?.into_iter().filter(|s| s.state == 1).collect())
+}
+
+/// The socket of this mount's transport among those to its server.
+fn mount_socket(view: &MountView, all: &[MountView], socks: &[TcpSock]) -> Result<TcpSock> {
+    if let Some(s) = socks.iter().find(|s| view.remembered_ports.iter().any(|&p| p != 0 && p == s.lport)) {
+        return Ok(s.clone());
+    }
+    // Ports other mounts remember are theirs.
+    let others: Vec<u16> = all
+        .iter()
+        .filter(|v| v.mountpoint != view.mountpoint)
+        .flat_map(|v| v.remembered_ports.iter().copied())
+        .filter(|&p| p != 0)
+        .collect();
+    let mine: Vec<&TcpSock> = socks.iter().filter(|s| !others.contains(&s.lport)).collect();
+    match mine.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => bail!("no connected transport to {}:{} for {}", view.server, view.port, view.mountpoint),
+        many => bail!(
+            "{} connections to {}:{} could be {}'s (ports {}): cannot tell which; prove a mount that is alone on its server",
+            many.len(),
+            view.server,
+            view.port,
+            view.mountpoint,
+            many.iter().map(|s| s.lport.to_string()).collect::<Vec<_>>().join(",")
+        ),
+    }
+}
+
+fn confirm(args: &ProveArgs, view: &MountView) -> Result<()> {
+    if args.yes {
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("prove disconnects {}'s transport: confirm with --yes when not on a terminal", view.mountpoint);
+    }
+    eprint!(
+        "This forces {} reconnect(s) of {} (server {}:{}); I/O on it pauses while it reconnects. Continue? [y/N] ",
+        args.reconnects, view.mountpoint, view.server, view.port
+    );
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    if !matches!(line.trim(), "y" | "Y" | "yes") {
+        bail!("not confirmed: nothing was done");
+    }
+    Ok(())
+}
+
+pub fn run(args: ProveArgs) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let want = args.mount.to_string_lossy().trim_end_matches('/').to_string();
+    let want = if want.is_empty() { "/".to_string() } else { want };
+    let views = nfsmounts::read(&args.proc_root, &args.sys_root).context("cannot read the mounts")?;
+    let view = views
+        .iter()
+        .find(|v| v.mountpoint == want)
+        .ok_or_else(|| anyhow!("{want} is not an NFS mount (`nfs-trace check` lists them)"))?
+        .clone();
+    let server: IpAddr = view.server.parse().map_err(|_| anyhow!("server {} of {want} is not an IP address", view.server))?;
+    confirm(&args, &view)?;
+
+    let mut s = Session::start(&[view.port], &args.paths, nfs_trace_common::DEFAULT_RINGBUF_BYTES, t0)?;
+    s.poll_sunrpc();
+    // Make sure the transport is up before the first round.
+    statfs_in_background(&args.mount);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sock = loop {
+        match established(server, view.port).and_then(|socks| mount_socket(&view, &views, &socks)) {
+            Ok(sock) => break sock,
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let mut rounds = Vec::new();
+    for round in 1..=args.reconnects {
+        let before = sock.lport;
+        s.drain(|_| Ok(true))?; // forget what came before this round
+        let sys = sunrpc_sysfs::transports(&args.sys_root);
+        let sysx = sys.iter().find(|x| {
+            x.proto == "tcp" && x.src_port == Some(before) && x.dstaddr.as_deref().and_then(|a| a.parse().ok()) == Some(server)
+        });
+        let forced = Instant::now();
+        let method = match sysx {
+            Some(x) => {
+                std::fs::write(x.dir.join("dstaddr"), format!("{}\n", view.server))
+                    .with_context(|| format!("cannot rewrite {}", x.dir.join("dstaddr").display()))?;
+                "sysfs dstaddr"
+            }
+            None => {
+                diag::destroy(&sock)?;
+                "socket destroy (sock_diag)"
+            }
+        };
+        statfs_in_background(&args.mount);
+        let after = wait_reconnect(&mut s, server, view.port, Duration::from_secs_f64(args.timeout), &args.mount)?
+            .ok_or_else(|| anyhow!("no reconnect of {} within {} s (round {round})", view.mountpoint, args.timeout))?;
+        let reconnect_ms = forced.elapsed().as_secs_f64() * 1e3;
+        let socks = established(server, view.port)?;
+        let ss_after: Vec<u16> = socks.iter().map(|s| s.lport).collect();
+        rounds.push(Round { round, method, before, after, reused: before == after, reconnect_ms, ss_after });
+        sock = socks.into_iter().find(|s| s.lport == after).ok_or_else(|| {
+            anyhow!("the tracer saw a reconnect from port {after} but the kernel lists no such connection")
+        })?;
+    }
+    let reused = rounds.iter().filter(|r| r.reused).count();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({"v": 1, "type": "prove", "mount": view, "rounds": rounds, "reused": reused, "reconnects": rounds.len()}),
+        )?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{} (server {}:{}, vers={}{}): {} forced reconnect(s)",
+            view.mountpoint,
+            view.server,
+            view.port,
+            view.vers.as_deref().unwrap_or("?"),
+            if view.noresvport { ",noresvport" } else { "" },
+            rounds.len()
+        )?;
+        writeln!(out, "{:>5}  {:<27} {:>7} {:>7}  {:<8} {:>10}", "ROUND", "HOW", "BEFORE", "AFTER", "REUSED", "RECONNECT")?;
+        for r in &rounds {
+            writeln!(
+                out,
+                "{:>5}  {:<27} {:>7} {:>7}  {:<8} {:>8.1} ms",
+                r.round,
+                r.method,
+                r.before,
+                r.after,
+                if r.reused { "YES" } else { "no" },
+                r.reconnect_ms
+            )?;
+        }
+        let verdict = if reused == 0 {
+            "every reconnect got a new source port: a middlebox still holding the old flow would not stall this mount".to_string()
+        } else {
+            format!(
+                "{reused} of {} reconnects reused the source port: a stateful middlebox still holding the old flow would drop their SYNs",
+                rounds.len()
+            )
+        };
+        writeln!(out, "Verdict on this kernel: {verdict}.")?;
+    }
+    out.flush()?;
+    Ok(if reused > 0 { ExitCode::from(REUSED) } else { ExitCode::SUCCESS })
+}
+
+/// Waits for the next established connect to `server:port` and returns its
+/// source port. Retries the statfs once a second: an RPC issued while the
+/// transport was still closing may not be the one that reconnects it.
+fn wait_reconnect(s: &mut Session, server: IpAddr, port: u16, timeout: Duration, mount: &Path) -> Result<Option<u16>> {
+    let deadline = Instant::now() + timeout;
+    let mut nudge = Instant::now();
+    while Instant::now() < deadline {
+        let mut got = None;
+        s.drain(|o| {
+            match o {
+                Obs::Tcp(Observation::Connect(a))
+                    if a.who.dest.raddr == server && a.who.dest.dport == port && a.outcome == Outcome::Established =>
+                {
+                    got = Some(a.who.sport);
+                }
+                _ => {}
+            }
+            Ok(got.is_none())
+        })?;
+        if got.is_some() {
+            return Ok(got);
+        }
+        if nudge.elapsed() >= Duration::from_secs(1) {
+            statfs_in_background(mount);
+            nudge = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(None)
+}

@@ -1,0 +1,134 @@
+//! A tracing session: checks, loads and attaches the kernel programs, then
+//! drains the ring buffer through the decoder and both trackers. `watch`
+//! renders what it yields; `prove` waits in it for the reconnects it forces.
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray, RingBuf},
+};
+use nfs_trace_common::{MAP_COUNTERS, MAP_EVENTS, counter};
+
+use crate::{
+    btf::KernelBtf,
+    cli::{KernelPaths, check_ports},
+    events::{self, Record},
+    kernel,
+    probes::{self, HookStatus},
+    report::Lost,
+    tracker::{Observation, Tracker},
+    xprt::{XprtObservation, XprtTracker},
+};
+
+/// What one record meant, for whoever consumes the session.
+pub enum Obs<'a> {
+    Tcp(&'a Observation),
+    Xprt(&'a XprtObservation),
+}
+
+pub struct Session {
+    pub env: kernel::Env,
+    pub ports: Vec<u16>,
+    /// One status per row of `probes::HOOKS`.
+    pub hooks: Vec<HookStatus>,
+    /// Start to attached.
+    pub attach_ms: f64,
+    pub tracker: Tracker,
+    pub xtracker: XprtTracker,
+    pub decode_errors: u64,
+    btf: KernelBtf,
+    ring: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    // Last: dropping it detaches every program.
+    ebpf: Ebpf,
+}
+
+/// Whether any SunRPC hook is attached.
+pub fn sunrpc_attached(hooks: &[HookStatus]) -> bool {
+    hooks.iter().skip(probes::FIRST_SUNRPC_HOOK).any(|h| h.attached)
+}
+
+impl Session {
+    /// Preflight, config from this kernel's formats and BTF, load, attach.
+    pub fn start(ports: &[u16], paths: &KernelPaths, ringbuf_bytes: u32, t0: Instant) -> Result<Session> {
+        let ports = check_ports(ports).map_err(|e| anyhow!("bad --port: {e}"))?;
+        let env = kernel::preflight(paths.tracefs.as_deref(), paths.btf.as_deref())?;
+        kernel::raise_memlock();
+        let btf = KernelBtf::from_file(&env.btf)?;
+        let config = probes::build_config(&ports, &env.tracefs, &btf)?;
+        let (mut ebpf, hooks) = probes::load_and_attach(&config, ringbuf_bytes, &btf)?;
+        let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).context("events map missing")?)
+            .map_err(|e| anyhow!("events map: {e}"))?;
+        let counters = PerCpuArray::try_from(ebpf.take_map(MAP_COUNTERS).context("counters map missing")?)
+            .map_err(|e| anyhow!("counters map: {e}"))?;
+        let xtracker = XprtTracker::new(!sunrpc_attached(&hooks));
+        Ok(Session {
+            env,
+            ports,
+            hooks,
+            attach_ms,
+            tracker: Tracker::new(),
+            xtracker,
+            decode_errors: 0,
+            btf,
+            ring,
+            counters,
+            ebpf,
+        })
+    }
+
+    /// Drains every record, handing what each means to `f`; stops early
+    /// (returning false) when `f` returns false.
+    pub fn drain(&mut self, mut f: impl FnMut(Obs) -> Result<bool>) -> Result<bool> {
+        while let Some(item) = self.ring.next() {
+            let rec = events::decode(&item);
+            drop(item);
+            match rec {
+                Ok(Record::Tcp(ev)) => {
+                    for o in self.tracker.on_event(&ev) {
+                        if !f(Obs::Tcp(&o))? {
+                            return Ok(false);
+                        }
+                    }
+                    for o in self.xtracker.on_tcp(&ev) {
+                        if !f(Obs::Xprt(&o))? {
+                            return Ok(false);
+                        }
+                    }
+                }
+                Ok(Record::Xprt(r)) => {
+                    for o in self.xtracker.on_xprt(&r) {
+                        if !f(Obs::Xprt(&o))? {
+                            return Ok(false);
+                        }
+                    }
+                }
+                Err(_) => self.decode_errors += 1,
+            }
+        }
+        Ok(true)
+    }
+
+    /// Records and sockets the kernel could not record, so far.
+    pub fn lost(&self) -> Lost {
+        let sum = |i: u32| self.counters.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
+        Lost { events: sum(counter::LOST_EVENTS), sockets: sum(counter::LOST_SOCKETS) }
+    }
+
+    /// Attaches the SunRPC hooks if sunrpc was loaded since; returns
+    /// (attached, of) when it just did.
+    pub fn poll_sunrpc(&mut self) -> Option<(usize, usize)> {
+        if sunrpc_attached(&self.hooks) || !probes::sunrpc_loaded() {
+            return None;
+        }
+        let st = probes::attach_sunrpc(&mut self.ebpf, &self.btf)?;
+        let on = st.iter().filter(|h| h.attached).count();
+        let of = st.len();
+        self.hooks.truncate(probes::FIRST_SUNRPC_HOOK);
+        self.hooks.extend(st);
+        self.xtracker.from_tcp = !sunrpc_attached(&self.hooks);
+        Some((on, of))
+    }
+}

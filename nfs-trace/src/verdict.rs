@@ -1,0 +1,172 @@
+//! A verdict per mount: what was observed of its reconnects in this run, and
+//! what would change it, backed by what other mounts on this host showed.
+//! Never folklore: no claim about what a kernel or option "should" do.
+use serde::Serialize;
+
+use crate::{
+    nfsmounts::{self, MountView},
+    report::port_range,
+    xprt::XprtTracker,
+};
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Verdict {
+    pub mountpoint: String,
+    pub server: String,
+    pub vers: Option<String>,
+    pub noresvport: bool,
+    /// Transports (xprt addresses) attributed to the mount.
+    pub transports: Vec<String>,
+    pub reconnects: u64,
+    pub reused: u64,
+    /// "reserved", "ephemeral", "mixed" or "none".
+    pub port_range: &'static str,
+    /// One sentence: what was seen.
+    pub observed: String,
+    /// One sentence: what would change it here, or why nothing needs to.
+    pub suggestion: String,
+}
+
+fn describe(v: &Verdict) -> String {
+    format!(
+        "{} (vers={}{})",
+        v.mountpoint,
+        v.vers.as_deref().unwrap_or("?"),
+        if v.noresvport { ",noresvport" } else { "" }
+    )
+}
+
+/// Verdicts for every mount that transports were attributed to.
+pub fn verdicts(views: &[MountView], x: &XprtTracker) -> Vec<Verdict> {
+    let mut out: Vec<Verdict> = views
+        .iter()
+        .map(|m| Verdict {
+            mountpoint: m.mountpoint.clone(),
+            server: format!("{}:{}", m.server, m.port),
+            vers: m.vers.clone(),
+            noresvport: m.noresvport,
+            transports: Vec::new(),
+            reconnects: 0,
+            reused: 0,
+            port_range: "none",
+            observed: String::new(),
+            suggestion: String::new(),
+        })
+        .collect();
+    let mut ports: Vec<Vec<u16>> = vec![Vec::new(); out.len()];
+    for (xprt, s) in x.all() {
+        let Some(raddr) = s.raddr else { continue };
+        for m in nfsmounts::attribute(views, raddr, s.dport, s.srcport) {
+            let i = views.iter().position(|v| std::ptr::eq(v, m)).expect("attribute returns members of views");
+            out[i].transports.push(format!("{xprt:#x}"));
+            out[i].reconnects += s.reconnects;
+            out[i].reused += s.reuses;
+            ports[i].extend(&s.ports);
+        }
+    }
+    for (v, p) in out.iter_mut().zip(&ports) {
+        v.port_range = port_range(p);
+    }
+    // Mounts here that reconnected and never reused: the evidence for a suggestion.
+    let changers: Vec<String> = out.iter().filter(|v| v.reconnects > 0 && v.reused == 0).map(describe).collect();
+    for v in &mut out {
+        if v.transports.is_empty() {
+            v.observed = "no transport of this mount was seen connecting".into();
+            v.suggestion = "nothing to judge yet: keep watching, or force reconnects with `nfs-trace prove`".into();
+            continue;
+        }
+        if v.reconnects == 0 {
+            v.observed = format!("connected from {} ports; no reconnect seen", v.port_range);
+            v.suggestion = "nothing to judge yet: `nfs-trace prove --mount` forces reconnects".into();
+            continue;
+        }
+        v.observed = format!(
+            "reused its source port on {} of {} reconnects ({} ports)",
+            v.reused, v.reconnects, v.port_range
+        );
+        v.suggestion = if v.reused == 0 {
+            "a new port on every reconnect: a middlebox still holding the old flow does not stall it".into()
+        } else {
+            let others: Vec<&String> = changers.iter().filter(|c| !c.starts_with(&format!("{} ", v.mountpoint))).collect();
+            if others.is_empty() {
+                "no mount here was seen reconnecting from a new port; try `nfs-trace prove` on a test mount with other options (vers=, noresvport) to see what this kernel does".into()
+            } else {
+                format!(
+                    "on this kernel {} got a new port on every reconnect: mounting with those options would change it",
+                    others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                )
+            }
+        };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{XprtRecord, XprtWhat};
+
+    fn view(mnt: &str, vers: &str, noresv: bool, remembered: u16) -> MountView {
+        MountView {
+            mountpoint: mnt.into(),
+            server: "10.99.0.1".into(),
+            port: 2049,
+            vers: Some(vers.into()),
+            noresvport: noresv,
+            nconnect: 1,
+            remembered_ports: vec![remembered],
+            live_ports: vec![],
+            connects: 0,
+            reuse: None,
+        }
+    }
+
+    fn connect(t: &mut XprtTracker, xprt: u64, sport: u16, srcport: u16) {
+        t.on_xprt(&XprtRecord {
+            what: XprtWhat::Connect,
+            ts_ns: 1,
+            xprt,
+            sk: 1,
+            pid: 1,
+            comm: "k".into(),
+            laddr: "10.99.0.2".parse().unwrap(),
+            sport,
+            raddr: "10.99.0.1".parse().unwrap(),
+            dport: 2049,
+            srcport,
+            sk_state: 0,
+            sock_state: 0,
+            error: 0,
+            sk_err: 0,
+        });
+    }
+
+    #[test]
+    fn suggestions_cite_what_other_mounts_showed() {
+        let views = vec![view("/mnt/v40", "4.0", true, 723), view("/mnt/v41", "4.1", false, 0)];
+        let mut t = XprtTracker::new(false);
+        for _ in 0..3 {
+            connect(&mut t, 1, 723, 723);
+        }
+        for p in [900, 901, 902] {
+            connect(&mut t, 2, p, 0);
+        }
+        let v = verdicts(&views, &t);
+        assert_eq!((v[0].reconnects, v[0].reused, v[0].port_range), (2, 2, "reserved"));
+        assert!(v[0].observed.contains("2 of 2"));
+        assert!(v[0].suggestion.contains("/mnt/v41 (vers=4.1)"), "{}", v[0].suggestion);
+        assert_eq!((v[1].reconnects, v[1].reused), (2, 0));
+        assert!(v[1].suggestion.contains("new port on every reconnect"));
+    }
+
+    #[test]
+    fn no_evidence_no_claim() {
+        let views = vec![view("/mnt/a", "3", false, 790), view("/mnt/idle", "4.2", false, 0)];
+        let mut t = XprtTracker::new(false);
+        connect(&mut t, 1, 790, 790);
+        connect(&mut t, 1, 790, 790);
+        let v = verdicts(&views, &t);
+        assert!(v[0].suggestion.contains("prove"), "{}", v[0].suggestion);
+        assert!(v[1].observed.contains("no transport"));
+    }
+}

@@ -1,0 +1,413 @@
+//! Per-transport tracking: a pure state machine over SunRPC records (and, when
+//! the SunRPC hooks are not attached, TCP connects tagged with their xprt).
+//!
+//! A transport (`struct rpc_xprt *`) keeps its identity across reconnects;
+//! each connect after the first is a reconnect, with the previous and new
+//! source port, whether the port was reused, why the previous connection
+//! dropped and how long the transport stayed down. Pointers are recycled
+//! after xprt_destroy, so a destroy ends the entry.
+use std::{collections::HashMap, net::IpAddr};
+
+use nfs_trace_common::tcp_state;
+
+use crate::events::{Event, XprtRecord, XprtWhat, errno_name};
+
+/// Why a transport's connection went away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// rpc_socket_error / sk_err: the errno (positive).
+    Error(i32),
+    /// The server closed it (the socket went to CLOSE_WAIT).
+    ServerClosed,
+    /// The client closed it (rpc_socket_close / shutdown).
+    ClientClosed,
+    /// xprt_disconnect_force (e.g. sysfs dstaddr change, a fatal RPC error).
+    Forced,
+    /// xprt_disconnect_auto (idle autoclose).
+    Idle,
+    /// The socket reached CLOSE with no reason recorded.
+    Closed,
+}
+
+impl DropReason {
+    pub fn name(&self) -> String {
+        match self {
+            DropReason::Error(e) => match errno_name(*e) {
+                Some(n) => format!("error {n}"),
+                None => format!("error {e}"),
+            },
+            DropReason::ServerClosed => "server closed".into(),
+            DropReason::ClientClosed => "client closed".into(),
+            DropReason::Forced => "forced disconnect".into(),
+            DropReason::Idle => "idle disconnect".into(),
+            DropReason::Closed => "closed".into(),
+        }
+    }
+
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            DropReason::Error(e) => Some(*e),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dropped {
+    pub ts_ns: u64,
+    pub reason: DropReason,
+}
+
+/// A connect of a transport, the first one or a reconnect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XprtConnect {
+    pub xprt: u64,
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub laddr: IpAddr,
+    pub sport: u16,
+    pub raddr: IpAddr,
+    pub dport: u16,
+    /// The port the transport remembers for rebinding (0: none).
+    pub srcport: u16,
+    /// 1-based count of connects of this transport seen.
+    pub connects: u64,
+    /// The source port of its previous connection (None on the first).
+    pub prev_sport: Option<u16>,
+    pub reused: bool,
+    /// How the previous connection went away, when seen.
+    pub dropped: Option<Dropped>,
+    /// The connect's own result (negative errno; -EINPROGRESS is normal).
+    pub error: i32,
+}
+
+impl XprtConnect {
+    pub fn is_reconnect(&self) -> bool {
+        self.prev_sport.is_some()
+    }
+
+    pub fn down_ns(&self) -> Option<u64> {
+        self.dropped.as_ref().map(|d| self.ts_ns.saturating_sub(d.ts_ns))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum XprtObservation {
+    Connect(XprtConnect),
+    Drop { xprt: u64, ts_ns: u64, sport: u16, raddr: IpAddr, dport: u16, reason: DropReason },
+    Destroyed { xprt: u64, ts_ns: u64 },
+}
+
+/// What is known of one transport.
+#[derive(Clone, Debug, Default)]
+pub struct XprtStats {
+    pub raddr: Option<IpAddr>,
+    pub dport: u16,
+    pub connects: u64,
+    pub reconnects: u64,
+    pub reuses: u64,
+    pub ports: Vec<u16>,
+    pub srcport: u16,
+    last_sport: Option<u16>,
+    dropped: Option<Dropped>,
+    last_active_ns: u64,
+}
+
+pub const MAX_XPRTS: usize = 4096;
+const MAX_PORTS_KEPT: usize = 64;
+
+#[derive(Default)]
+pub struct XprtTracker {
+    xprts: HashMap<u64, XprtStats>,
+    /// Transports that ended (xprt_destroy) or were evicted, kept for the
+    /// summary: a run that outlives a mount still reports it.
+    pub finished: Vec<(u64, XprtStats)>,
+    /// Take connects from TCP records tagged with their xprt (when the
+    /// SunRPC hooks are not attached).
+    pub from_tcp: bool,
+}
+
+impl XprtTracker {
+    pub fn new(from_tcp: bool) -> Self {
+        XprtTracker { from_tcp, ..Default::default() }
+    }
+
+    fn entry(&mut self, xprt: u64) -> &mut XprtStats {
+        if !self.xprts.contains_key(&xprt) && self.xprts.len() >= MAX_XPRTS {
+            if let Some(old) = self.xprts.iter().min_by_key(|(_, s)| s.last_active_ns).map(|(k, _)| *k) {
+                if let Some(s) = self.xprts.remove(&old) {
+                    self.keep_finished(old, s);
+                }
+            }
+        }
+        self.xprts.entry(xprt).or_default()
+    }
+
+    fn keep_finished(&mut self, xprt: u64, s: XprtStats) {
+        if s.connects > 0 {
+            self.finished.push((xprt, s));
+            if self.finished.len() > MAX_XPRTS {
+                self.finished.remove(0);
+            }
+        }
+    }
+
+    /// A SunRPC record.
+    pub fn on_xprt(&mut self, r: &XprtRecord) -> Vec<XprtObservation> {
+        match r.what {
+            XprtWhat::Connect if !self.from_tcp => {
+                vec![XprtObservation::Connect(self.connect(r.xprt, r.ts_ns, r.pid, &r.comm, r.laddr, r.sport, r.raddr, r.dport, r.srcport, r.error))]
+            }
+            XprtWhat::Destroy => {
+                if let Some(s) = self.xprts.remove(&r.xprt) {
+                    self.keep_finished(r.xprt, s);
+                }
+                vec![XprtObservation::Destroyed { xprt: r.xprt, ts_ns: r.ts_ns }]
+            }
+            _ => {
+                let reason = match r.what {
+                    XprtWhat::Error | XprtWhat::ResetConnection if r.error != 0 => Some(DropReason::Error(-r.error)),
+                    XprtWhat::StateChange if r.sk_state == tcp_state::CLOSE_WAIT => Some(DropReason::ServerClosed),
+                    XprtWhat::StateChange if r.sk_state == tcp_state::CLOSE => {
+                        Some(if r.sk_err != 0 { DropReason::Error(r.sk_err) } else { DropReason::Closed })
+                    }
+                    XprtWhat::DisconnectForce => Some(DropReason::Forced),
+                    XprtWhat::DisconnectAuto => Some(DropReason::Idle),
+                    XprtWhat::Close | XprtWhat::Shutdown => Some(DropReason::ClientClosed),
+                    _ => None,
+                };
+                let Some(reason) = reason else { return Vec::new() };
+                let s = self.entry(r.xprt);
+                s.last_active_ns = r.ts_ns;
+                // The first reason after a connect is the cause; what follows
+                // (close, disconnect_done) is the consequence.
+                if s.connects == 0 || s.dropped.is_some() {
+                    return Vec::new();
+                }
+                s.dropped = Some(Dropped { ts_ns: r.ts_ns, reason: reason.clone() });
+                vec![XprtObservation::Drop {
+                    xprt: r.xprt,
+                    ts_ns: r.ts_ns,
+                    sport: s.last_sport.unwrap_or(r.sport),
+                    raddr: r.raddr,
+                    dport: r.dport,
+                    reason,
+                }]
+            }
+        }
+    }
+
+    /// A TCP connect record: counts as the transport's connect when the
+    /// SunRPC hooks are absent; its failures are drop reasons either way.
+    pub fn on_tcp(&mut self, e: &Event) -> Vec<XprtObservation> {
+        if e.xprt == 0 || !self.from_tcp {
+            return Vec::new();
+        }
+        match e.kind {
+            crate::events::Kind::ConnectDone => {
+                vec![XprtObservation::Connect(self.connect(e.xprt, e.start_ns, e.pid, &e.comm, e.laddr, e.sport, e.raddr, e.dport, 0, -e.err))]
+            }
+            crate::events::Kind::Closed => {
+                let s = self.entry(e.xprt);
+                if s.dropped.is_some() || s.connects == 0 {
+                    return Vec::new();
+                }
+                let reason = match e.err {
+                    0 if e.first_exit == tcp_state::CLOSE_WAIT => DropReason::ServerClosed,
+                    0 => DropReason::ClientClosed,
+                    err => DropReason::Error(err),
+                };
+                s.dropped = Some(Dropped { ts_ns: e.ts_ns, reason: reason.clone() });
+                vec![XprtObservation::Drop { xprt: e.xprt, ts_ns: e.ts_ns, sport: e.sport, raddr: e.raddr, dport: e.dport, reason }]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn connect(
+        &mut self,
+        xprt: u64,
+        ts_ns: u64,
+        pid: u32,
+        comm: &str,
+        laddr: IpAddr,
+        sport: u16,
+        raddr: IpAddr,
+        dport: u16,
+        srcport: u16,
+        error: i32,
+    ) -> XprtConnect {
+        let s = self.entry(xprt);
+        s.last_active_ns = ts_ns;
+        s.raddr = Some(raddr);
+        s.dport = dport;
+        s.srcport = srcport;
+        s.connects += 1;
+        let prev = s.last_sport;
+        let reused = matches!(prev, Some(p) if p == sport && p != 0);
+        if prev.is_some() {
+            s.reconnects += 1;
+        }
+        if reused {
+            s.reuses += 1;
+        }
+        if !s.ports.contains(&sport) && s.ports.len() < MAX_PORTS_KEPT {
+            s.ports.push(sport);
+        }
+        s.last_sport = Some(sport);
+        let dropped = s.dropped.take();
+        XprtConnect {
+            xprt,
+            ts_ns,
+            pid,
+            comm: comm.to_string(),
+            laddr,
+            sport,
+            raddr,
+            dport,
+            srcport,
+            connects: s.connects,
+            prev_sport: prev,
+            reused,
+            dropped,
+            error,
+        }
+    }
+
+    /// Every transport seen, live and finished, for the summary.
+    pub fn all(&self) -> Vec<(u64, &XprtStats)> {
+        let mut v: Vec<(u64, &XprtStats)> =
+            self.finished.iter().map(|(k, s)| (*k, s)).chain(self.xprts.iter().map(|(k, s)| (*k, s))).collect();
+        v.retain(|(_, s)| s.connects > 0);
+        v.sort_by_key(|(k, s)| (s.raddr, s.dport, *k));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn rec(what: XprtWhat, ts_ms: u64, xprt: u64, sport: u16) -> XprtRecord {
+        XprtRecord {
+            what,
+            ts_ns: ts_ms * MS,
+            xprt,
+            sk: 0xffff_0000 + sport as u64,
+            pid: 99,
+            comm: "kworker/u2:1".into(),
+            laddr: "10.99.0.2".parse().unwrap(),
+            sport,
+            raddr: "10.99.0.1".parse().unwrap(),
+            dport: 2049,
+            srcport: 0,
+            sk_state: 0,
+            sock_state: 0,
+            error: 0,
+            sk_err: 0,
+        }
+    }
+
+    fn connects(obs: &[XprtObservation]) -> Vec<&XprtConnect> {
+        obs.iter()
+            .filter_map(|o| match o {
+                XprtObservation::Connect(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reconnect_from_the_same_port_after_an_abort() {
+        let mut t = XprtTracker::new(false);
+        let mut obs = Vec::new();
+        obs.extend(t.on_xprt(&rec(XprtWhat::Connect, 10, 1, 875)));
+        let mut err = rec(XprtWhat::Error, 1000, 1, 875);
+        err.error = -libc::ECONNABORTED;
+        obs.extend(t.on_xprt(&err));
+        let mut close = rec(XprtWhat::StateChange, 1001, 1, 875);
+        close.sk_state = tcp_state::CLOSE;
+        obs.extend(t.on_xprt(&close));
+        obs.extend(t.on_xprt(&rec(XprtWhat::DisconnectDone, 1002, 1, 875)));
+        obs.extend(t.on_xprt(&rec(XprtWhat::Connect, 1500, 1, 875)));
+        let c = connects(&obs);
+        assert_eq!(c.len(), 2);
+        assert!(!c[0].is_reconnect());
+        assert!(c[1].is_reconnect());
+        assert_eq!((c[1].prev_sport, c[1].sport, c[1].reused), (Some(875), 875, true));
+        let d = c[1].dropped.as_ref().unwrap();
+        assert_eq!(d.reason, DropReason::Error(libc::ECONNABORTED), "the first reason wins");
+        assert_eq!(c[1].down_ns(), Some(500 * MS));
+        let (_, s) = t.all()[0];
+        assert_eq!((s.connects, s.reconnects, s.reuses), (2, 1, 1));
+    }
+
+    #[test]
+    fn new_port_each_reconnect_and_server_close() {
+        let mut t = XprtTracker::new(false);
+        t.on_xprt(&rec(XprtWhat::Connect, 10, 7, 40000));
+        let mut cw = rec(XprtWhat::StateChange, 20, 7, 40000);
+        cw.sk_state = tcp_state::CLOSE_WAIT;
+        let drops = t.on_xprt(&cw);
+        assert!(matches!(drops.as_slice(), [XprtObservation::Drop { reason: DropReason::ServerClosed, sport: 40000, .. }]));
+        let obs = t.on_xprt(&rec(XprtWhat::Connect, 30, 7, 40002));
+        let c = connects(&obs);
+        assert_eq!((c[0].prev_sport, c[0].reused), (Some(40000), false));
+        assert_eq!(t.all()[0].1.ports, vec![40000, 40002]);
+    }
+
+    #[test]
+    fn transports_are_apart_and_destroy_ends_one() {
+        let mut t = XprtTracker::new(false);
+        t.on_xprt(&rec(XprtWhat::Connect, 1, 1, 800));
+        t.on_xprt(&rec(XprtWhat::Connect, 2, 2, 800));
+        let obs = t.on_xprt(&rec(XprtWhat::Connect, 3, 1, 800));
+        assert!(connects(&obs)[0].reused);
+        t.on_xprt(&rec(XprtWhat::Destroy, 4, 1, 0));
+        // The pointer is recycled: a new transport, not a reconnect.
+        let obs = t.on_xprt(&rec(XprtWhat::Connect, 5, 1, 800));
+        assert!(!connects(&obs)[0].is_reconnect());
+        assert_eq!(t.all().len(), 3, "the destroyed one stays in the summary");
+    }
+
+    #[test]
+    fn tcp_records_drive_transports_without_sunrpc_hooks() {
+        use crate::events::{Event, Kind};
+        let ev = |kind, ts_ms: u64, sport: u16, err: i32| Event {
+            kind,
+            ts_ns: ts_ms * MS,
+            sk: 1,
+            pid: 1,
+            comm: "k".into(),
+            laddr: "10.0.0.2".parse().unwrap(),
+            sport,
+            raddr: "10.0.0.1".parse().unwrap(),
+            dport: 2049,
+            start_ns: ts_ms * MS,
+            syn_ns: 0,
+            established_ns: 0,
+            xprt: 0xabc,
+            err,
+            syn_retrans: 0,
+            oldstate: 0,
+            newstate: 0,
+            first_exit: tcp_state::CLOSE,
+        };
+        let mut off = XprtTracker::new(false);
+        assert!(off.on_tcp(&ev(Kind::ConnectDone, 1, 700, 0)).is_empty(), "SunRPC hooks own connects");
+        let mut t = XprtTracker::new(true);
+        t.on_tcp(&ev(Kind::ConnectDone, 1, 700, 0));
+        let d = t.on_tcp(&ev(Kind::Closed, 2, 700, libc::ECONNABORTED));
+        assert!(matches!(d.as_slice(), [XprtObservation::Drop { reason: DropReason::Error(e), .. }] if *e == libc::ECONNABORTED));
+        let c = t.on_tcp(&ev(Kind::ConnectDone, 3, 700, 0));
+        assert!(connects(&c)[0].reused);
+        // Sockets with no xprt are not transports.
+        let mut plain = ev(Kind::ConnectDone, 4, 1, 0);
+        plain.xprt = 0;
+        assert!(t.on_tcp(&plain).is_empty());
+    }
+}
