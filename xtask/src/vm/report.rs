@@ -58,23 +58,34 @@ fn agrees(result: &Value) -> &'static str {
     }
 }
 
+/// "n of m" hooks attached (the reasons for the others are listed below the
+/// table: they are the same for every scenario of a kernel and too long for a cell).
 fn hooks(result: &Value) -> String {
     let h = &result["hooks"];
     if h.is_null() {
         return "—".into();
     }
     let yes = h["attached"].as_array().map_or(0, Vec::len);
-    let no: Vec<String> = h["not_attached"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|n| format!("{} ({})", n["hook"].as_str().unwrap_or("?"), n["detail"].as_str().unwrap_or("?")))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut s = format!("{yes} of {}", yes + no.len());
-    if !no.is_empty() {
-        s += &format!("; not: {}", no.join(", "));
+    let no = h["not_attached"].as_array().map_or(0, Vec::len);
+    format!("{yes} of {}", yes + no)
+}
+
+/// Per kernel: each hook the tracer left out, with its reason.
+pub fn hooks_not_attached(runs: &[KernelRun]) -> String {
+    let mut s = String::new();
+    for run in runs {
+        let mut seen: Vec<String> = Vec::new();
+        for r in &run.results {
+            for n in r["hooks"]["not_attached"].as_array().into_iter().flatten() {
+                let line = format!("{}: {}", n["hook"].as_str().unwrap_or("?"), n["detail"].as_str().unwrap_or("?"));
+                if !seen.contains(&line) {
+                    seen.push(line);
+                }
+            }
+        }
+        if !seen.is_empty() {
+            let _ = writeln!(s, "- {} ({}): {}", run.line, run.release, seen.join("; "));
+        }
     }
     s
 }
@@ -157,6 +168,11 @@ pub fn write_matrix(dir: &Path, runs: &[KernelRun], date: &str) -> Result<()> {
          same ports, and a `reuse` exactly when the port was the same.\n\n"
     );
     md += &table(runs);
+    let not = hooks_not_attached(runs);
+    if !not.is_empty() {
+        md += "\n## Hooks the tracer did not attach, and why (from its `attached` record)\n\n";
+        md += &not;
+    }
     md += "\n## Kernels and wall time\n\n";
     md += &timings(runs);
     let probs = problems(runs);
