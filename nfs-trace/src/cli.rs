@@ -42,6 +42,9 @@ pub struct CompletionsArgs {
 pub struct ManpageArgs {
     /// The page of this subcommand (nfs-trace-SUBCOMMAND.1) instead of the main one.
     pub subcommand: Option<String>,
+    /// Write every page (main and each subcommand's) into this directory instead.
+    #[arg(long, value_name = "DIR", conflicts_with = "subcommand")]
+    pub out_dir: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -10,8 +10,6 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::cmd;
 
-/// Man pages: the main one and one per (visible) subcommand.
-const PAGES: &[Option<&str>] = &[None, Some("watch"), Some("probes")];
 /// (shell, file name the shell's completion loader looks for).
 const SHELLS: &[(&str, &str)] = &[("bash", "nfs-trace"), ("zsh", "_nfs-trace"), ("fish", "nfs-trace.fish")];
 
@@ -34,19 +32,16 @@ pub fn main() -> Result<()> {
         bail!("{} --version printed {version:?}", bin.display());
     }
 
-    for page in PAGES {
-        let mut c = Command::new(&bin);
-        c.arg("manpage");
-        let name = match page {
-            Some(sub) => {
-                c.arg(sub);
-                format!("nfs-trace-{sub}.1")
-            }
-            None => "nfs-trace.1".into(),
-        };
-        let path = dist.join("man/man1").join(&name);
-        std::fs::write(&path, stdout_of(&mut c)?)?;
-        check_man(&path)?;
+    // The binary knows its own subcommands: it writes one page each.
+    let man_dir = dist.join("man/man1");
+    cmd::run(Command::new(&bin).arg("manpage").arg("--out-dir").arg(&man_dir))?;
+    let mut pages: Vec<_> = std::fs::read_dir(&man_dir)?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    pages.sort();
+    if !pages.iter().any(|p| p.ends_with("nfs-trace.1")) || pages.len() < 2 {
+        bail!("nfs-trace manpage --out-dir wrote {} pages, expected the main one and one per subcommand", pages.len());
+    }
+    for p in &pages {
+        check_man(p)?;
     }
     for (shell, file) in SHELLS {
         let path = dist.join("completions").join(shell).join(file);
