@@ -107,7 +107,9 @@ fn ip_of(family: u8, raw: &[u8]) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
     } else {
         let a: [u8; 16] = raw[..16].try_into().expect("16 bytes");
-        IpAddr::V6(Ipv6Addr::from(a))
+        let v6 = Ipv6Addr::from(a);
+        // As the tracer shows them: IPv4 over an IPv6 socket is IPv4.
+        v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
     }
 }
 
@@ -169,11 +171,7 @@ fn dump_family(family: u8) -> Result<Vec<TcpSock>> {
 pub fn sockets_to(raddr: IpAddr, rport: u16) -> Result<Vec<TcpSock>> {
     let mut v = dump_family(libc::AF_INET as u8)?;
     v.extend(dump_family(libc::AF_INET6 as u8)?);
-    let v4_mapped = |a: IpAddr| match a {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(a),
-        a => a,
-    };
-    v.retain(|s| v4_mapped(s.raddr) == raddr && s.rport == rport);
+    v.retain(|s| s.raddr == raddr && s.rport == rport);
     Ok(v)
 }
 
@@ -235,4 +233,60 @@ mod tests {
             assert_eq!(err.raw_os_error(), Some(libc::ECONNABORTED));
         }
     }
+}
+
+/// Network namespaces on this host, one path each: every process's and the
+/// named ones (`ip netns add`). NFS transports live in the namespace their
+/// mount was made in, which may have no process left in it.
+fn netns_paths() -> Vec<std::path::PathBuf> {
+    use std::collections::HashSet;
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut consider = |p: std::path::PathBuf| {
+        if let Ok(meta) = std::fs::metadata(&p) {
+            use std::os::unix::fs::MetadataExt;
+            if seen.insert((meta.dev(), meta.ino())) {
+                out.push(p);
+            }
+        }
+    };
+    consider("/proc/self/ns/net".into());
+    if let Ok(rd) = std::fs::read_dir("/run/netns") {
+        for e in rd.flatten() {
+            consider(e.path());
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+                consider(e.path().join("ns/net"));
+            }
+        }
+    }
+    out
+}
+
+/// Established TCP sockets toward `ports` in every network namespace. A
+/// thread enters each namespace (setns affects only the calling thread).
+pub fn established_everywhere(ports: &[u16]) -> Vec<TcpSock> {
+    let mut out = Vec::new();
+    for ns in netns_paths() {
+        let ports = ports.to_vec();
+        let found = std::thread::spawn(move || -> Result<Vec<TcpSock>> {
+            let f = std::fs::File::open(&ns)?;
+            // SAFETY: a valid namespace fd; only this short-lived thread moves.
+            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error().into());
+            }
+            let mut v = dump_family(libc::AF_INET as u8)?;
+            v.extend(dump_family(libc::AF_INET6 as u8)?);
+            v.retain(|s| s.state == 1 && ports.contains(&s.rport));
+            Ok(v)
+        })
+        .join();
+        if let Ok(Ok(v)) = found {
+            out.extend(v);
+        }
+    }
+    out
 }

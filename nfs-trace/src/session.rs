@@ -12,12 +12,13 @@ use nfs_trace_common::{MAP_COUNTERS, MAP_EVENTS, counter};
 
 use crate::{
     btf::KernelBtf,
+    diag,
     cli::{KernelPaths, check_ports},
     events::{self, Record},
     kernel,
     probes::{self, HookStatus},
     report::Lost,
-    tracker::{Observation, Tracker},
+    tracker::{DestKey, Observation, Tracker},
     xprt::{XprtObservation, XprtTracker},
 };
 
@@ -57,19 +58,27 @@ impl Session {
         kernel::raise_memlock();
         let btf = KernelBtf::from_file(&env.btf)?;
         let config = probes::build_config(&ports, &env.tracefs, &btf)?;
+        // Connections already up, in every namespace, listed before attaching:
+        // a reconnect from the same port after this point is a real reuse.
+        let existing = diag::established_everywhere(&ports);
         let (mut ebpf, hooks) = probes::load_and_attach(&config, ringbuf_bytes, &btf)?;
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
         let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).context("events map missing")?)
             .map_err(|e| anyhow!("events map: {e}"))?;
         let counters = PerCpuArray::try_from(ebpf.take_map(MAP_COUNTERS).context("counters map missing")?)
             .map_err(|e| anyhow!("counters map: {e}"))?;
-        let xtracker = XprtTracker::new(!sunrpc_attached(&hooks));
+        let mut tracker = Tracker::new();
+        let mut xtracker = XprtTracker::new(!sunrpc_attached(&hooks));
+        for sk in &existing {
+            tracker.seed(DestKey { laddr: sk.laddr, raddr: sk.raddr, dport: sk.rport }, sk.lport);
+            xtracker.seed(sk.laddr, sk.raddr, sk.rport, sk.lport);
+        }
         Ok(Session {
             env,
             ports,
             hooks,
             attach_ms,
-            tracker: Tracker::new(),
+            tracker,
             xtracker,
             decode_errors: 0,
             btf,

@@ -229,6 +229,15 @@ impl Tracker {
         Tracker { dests: HashMap::new(), evicted: 0, max_dests: max_dests.max(1) }
     }
 
+    /// Records a connection that was already established when tracing began
+    /// (from sock_diag), so the first reconnect after start is judged
+    /// against it: that reconnect is often the one an SRE is waiting for.
+    pub fn seed(&mut self, dest: DestKey, sport: u16) {
+        let d = self.dest_mut(dest);
+        d.ports.insert(sport);
+        d.last = Some(Last { sk: 0, sport, outcome: Outcome::Established, end_ns: None, streak: 0 });
+    }
+
     /// Feeds one event; returns what it means, in order.
     pub fn on_event(&mut self, ev: &Event) -> Vec<Observation> {
         match ev.kind {
@@ -558,6 +567,20 @@ mod tests {
             }
             o => panic!("unexpected {o:?}"),
         }
+    }
+
+    #[test]
+    fn a_connection_seen_at_start_is_the_previous_one() {
+        let mut t = Tracker::new();
+        let dest = DestKey { laddr: ip("10.0.0.2"), raddr: ip("10.0.0.1"), dport: 2049 };
+        t.seed(dest, 966);
+        let obs = run(&mut t, &[connected(10, 1, 966), connected(20, 2, 966)]);
+        let r = reuses(&obs);
+        assert_eq!(r.len(), 2, "the first connect after start reuses the seeded port");
+        assert_eq!((r[0].streak, r[0].gap_ns), (1, None));
+        assert_eq!(r[1].streak, 2);
+        let (_, d) = t.destinations()[0];
+        assert_eq!(d.connects, 2, "the seed is no connect of this run");
     }
 
     #[test]

@@ -126,11 +126,21 @@ pub struct XprtTracker {
     /// Take connects from TCP records tagged with their xprt (when the
     /// SunRPC hooks are not attached).
     pub from_tcp: bool,
+    /// Connections established before tracing began, by (local address,
+    /// server, port): the previous port of a transport first seen
+    /// reconnecting. Used only where exactly one such connection matches.
+    seeds: Vec<(IpAddr, IpAddr, u16, u16)>,
 }
 
 impl XprtTracker {
     pub fn new(from_tcp: bool) -> Self {
         XprtTracker { from_tcp, ..Default::default() }
+    }
+
+    /// Records a connection already established at start (laddr, raddr,
+    /// dport, sport).
+    pub fn seed(&mut self, laddr: IpAddr, raddr: IpAddr, dport: u16, sport: u16) {
+        self.seeds.push((laddr, raddr, dport, sport));
     }
 
     fn entry(&mut self, xprt: u64) -> &mut XprtStats {
@@ -239,7 +249,27 @@ impl XprtTracker {
         srcport: u16,
         error: i32,
     ) -> XprtConnect {
+        let is_new = !self.xprts.contains_key(&xprt);
+        let seeded = if is_new {
+            let m: Vec<usize> = (0..self.seeds.len())
+                .filter(|&i| {
+                    let (l, r, p, _) = self.seeds[i];
+                    l == laddr && r == raddr && p == dport
+                })
+                .collect();
+            match m.as_slice() {
+                [i] => Some(self.seeds.remove(*i).3),
+                _ => None,
+            }
+        } else {
+            None
+        };
         let s = self.entry(xprt);
+        if let Some(p) = seeded {
+            // Not counted as a connect of this run, but its port is the previous one.
+            s.last_sport = Some(p);
+            s.ports.push(p);
+        }
         s.last_active_ns = ts_ns;
         s.raddr = Some(raddr);
         s.dport = dport;
@@ -358,6 +388,21 @@ mod tests {
         let c = connects(&obs);
         assert_eq!((c[0].prev_sport, c[0].reused), (Some(40000), false));
         assert_eq!(t.all()[0].1.ports, vec![40000, 40002]);
+    }
+
+    #[test]
+    fn a_transport_connected_before_start_reconnects_from_its_seeded_port() {
+        let mut t = XprtTracker::new(false);
+        t.seed("10.99.0.2".parse().unwrap(), "10.99.0.1".parse().unwrap(), 2049, 966);
+        let obs = t.on_xprt(&rec(XprtWhat::Connect, 10, 5, 966));
+        let c = connects(&obs);
+        assert_eq!((c[0].prev_sport, c[0].reused), (Some(966), true));
+        // Ambiguous seeds are not used.
+        let mut t = XprtTracker::new(false);
+        t.seed("10.99.0.2".parse().unwrap(), "10.99.0.1".parse().unwrap(), 2049, 966);
+        t.seed("10.99.0.2".parse().unwrap(), "10.99.0.1".parse().unwrap(), 2049, 967);
+        let obs = t.on_xprt(&rec(XprtWhat::Connect, 10, 5, 966));
+        assert_eq!(connects(&obs)[0].prev_sport, None);
     }
 
     #[test]

@@ -237,3 +237,28 @@ fn sigterm_and_duration_end_with_a_summary() {
     let v: Value = serde_json::from_str(&last).unwrap();
     assert_eq!(v["type"], "summary");
 }
+
+/// A connection up before the tracer started (known only from the kernel's
+/// socket list) is the previous one for the first reconnect after start:
+/// an SRE starts the tracer on a host whose mounts are already connected.
+#[test]
+fn a_connection_from_before_start_is_the_previous_one() {
+    let _srv = Server::start("127.0.1.9:2049");
+    let dst: SocketAddr = "127.0.1.9:2049".parse().unwrap();
+    let early = client_socket(&dst, Some("127.0.1.9:41009".parse().unwrap()));
+    early.connect(&SockAddr::from(dst)).unwrap();
+    let tracer = Tracer::start(&[]);
+    early.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(early);
+    let p = connect_and_abort("127.0.1.9:2049", Some("127.0.1.9:41009"));
+    let q = connect_and_abort("127.0.1.9:2049", None);
+    let recs = tracer.stop();
+    assert_eq!(p, 41009);
+    let c = recs.to("connect", "127.0.1.9", 2049);
+    assert_eq!(ports_of(&c), vec![41009, q as u64], "the early connect itself is not reported");
+    assert_eq!(c[0]["reused"], true);
+    let r = recs.to("reuse", "127.0.1.9", 2049);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["sport"], 41009);
+    assert!(r[0]["gap_ms"].is_null(), "its close was not traced");
+}
