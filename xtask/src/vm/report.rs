@@ -70,21 +70,24 @@ fn hooks(result: &Value) -> String {
     format!("{yes} of {}", yes + no)
 }
 
-/// Per kernel: each hook the tracer left out, with its reason.
+/// Per kernel: the hooks the tracer left out, grouped by its reason.
 pub fn hooks_not_attached(runs: &[KernelRun]) -> String {
     let mut s = String::new();
     for run in runs {
-        let mut seen: Vec<String> = Vec::new();
+        // (reason, hooks) in first-seen order.
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
         for r in &run.results {
             for n in r["hooks"]["not_attached"].as_array().into_iter().flatten() {
-                let line = format!("{}: {}", n["hook"].as_str().unwrap_or("?"), n["detail"].as_str().unwrap_or("?"));
-                if !seen.contains(&line) {
-                    seen.push(line);
+                let (hook, why) = (n["hook"].as_str().unwrap_or("?"), n["detail"].as_str().unwrap_or("?"));
+                match groups.iter_mut().find(|(w, _)| w == why) {
+                    Some((_, hooks)) if !hooks.iter().any(|h| h == hook) => hooks.push(hook.to_string()),
+                    Some(_) => {}
+                    None => groups.push((why.to_string(), vec![hook.to_string()])),
                 }
             }
         }
-        if !seen.is_empty() {
-            let _ = writeln!(s, "- {} ({}): {}", run.line, run.release, seen.join("; "));
+        for (why, hooks) in groups {
+            let _ = writeln!(s, "- {} ({}): {} — {why}", run.line, run.release, hooks.join(", "));
         }
     }
     s
