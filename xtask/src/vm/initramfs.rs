@@ -79,8 +79,7 @@ impl Archive {
     /// The uncompressed newc stream.
     pub fn to_cpio(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut ino = 1u32;
-        for (name, e) in &self.entries {
+        for (ino, (name, e)) in (1u32..).zip(&self.entries) {
             let (mode, data, rdev): (u32, &[u8], (u32, u32)) = match e {
                 Entry::Dir => (0o040755, &[], (0, 0)),
                 Entry::File { data, mode } => (0o100000 | mode, data, (0, 0)),
@@ -91,7 +90,6 @@ impl Archive {
             write_header(&mut out, ino, mode, nlink, data.len() as u32, rdev, name);
             out.extend_from_slice(data);
             pad4(&mut out);
-            ino += 1;
         }
         write_header(&mut out, 0, 0, 1, 0, (0, 0), "TRAILER!!!");
         out
@@ -124,7 +122,7 @@ fn write_header(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, size: u32, r
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }

@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn natural_order() {
-        let mut v = vec!["6.12.10+deb12-cloud-amd64", "6.12.9+deb12-cloud-amd64", "6.12.41+deb12-cloud-amd64"];
+        let mut v = ["6.12.10+deb12-cloud-amd64", "6.12.9+deb12-cloud-amd64", "6.12.41+deb12-cloud-amd64"];
         v.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(v.last().unwrap(), &"6.12.41+deb12-cloud-amd64");
         assert!(natural_cmp("5.10.0-9-cloud-amd64", "5.10.0-32-cloud-amd64").is_lt());

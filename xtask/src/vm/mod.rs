@@ -161,10 +161,10 @@ fn run_kernel(cache: &Path, line: &'static kernels::Line, init: &Path, tracer: O
         r["kernel"] = json!(line.name);
         r["kernel_release"] = json!(k.abi);
         r["kernel_package"] = json!(k.version);
-        if r["ok"] != json!(true) {
-            if let Some(err) = rep.tracer_stderr.get(name) {
-                r["tracer_stderr"] = json!(err.iter().rev().take(20).rev().collect::<Vec<_>>());
-            }
+        if r["ok"] != json!(true)
+            && let Some(err) = rep.tracer_stderr.get(name)
+        {
+            r["tracer_stderr"] = json!(err.iter().rev().take(20).rev().collect::<Vec<_>>());
         }
         results.push(r);
     }

@@ -84,10 +84,10 @@ fn index(moddir: &Path) -> Result<HashMap<String, PathBuf>> {
             let p = e?.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if let Some(n) = p.file_name().map(|n| n.to_string_lossy().into_owned()) {
-                if let Some((stem, _)) = n.split_once(".ko") {
-                    out.insert(normal(stem), p);
-                }
+            } else if let Some(n) = p.file_name().map(|n| n.to_string_lossy().into_owned())
+                && let Some((stem, _)) = n.split_once(".ko")
+            {
+                out.insert(normal(stem), p);
             }
         }
     }
@@ -194,7 +194,7 @@ mod tests {
         f.extend_from_slice(shstr);
         let mi_off = f.len();
         f.extend_from_slice(modinfo);
-        while f.len() % 8 != 0 {
+        while !f.len().is_multiple_of(8) {
             f.push(0);
         }
         let shoff = f.len();

@@ -193,12 +193,11 @@ fn judge_reconnect(lines: &[Value], server: &str, before: u64, after: u64, t0: u
             format!("the tracer reported a reuse, ss saw a new port ({before} -> {after})")
         });
     }
-    if let Some((_, c)) = matching {
-        if let Some(flag) = c["reused"].as_bool() {
-            if flag != truth_reuse {
-                problems.push(format!("connect record says reused={flag}, ss saw {before} -> {after}"));
-            }
-        }
+    if let Some((_, c)) = matching
+        && let Some(flag) = c["reused"].as_bool()
+        && flag != truth_reuse
+    {
+        problems.push(format!("connect record says reused={flag}, ss saw {before} -> {after}"));
     }
     ReconnectVerdict { ports, reuse, problems }
 }
