@@ -220,27 +220,33 @@ pub fn attach_sunrpc(ebpf: &mut Ebpf, btf: &KernelBtf) -> Option<Vec<HookStatus>
         return None;
     }
     let hooks = &HOOKS[FIRST_SUNRPC_HOOK..];
-    let offsets = match xprt_offsets(btf) {
-        Ok(o) => o,
-        Err(e) => {
-            let why = format!("sunrpc BTF: {e:#}");
-            return Some(hooks.iter().map(|h| not_attached(h, why.clone())).collect());
+    // Without the module's BTF (e.g. 5.10 kernels have none) the socket
+    // events still work from vmlinux offsets; only the destination of
+    // socket-less events and the remembered port are unknown.
+    let partial = match xprt_offsets(btf) {
+        Ok(offsets) => {
+            let stored = ebpf
+                .map_mut(MAP_XPRT_OFFSETS)
+                .ok_or_else(|| anyhow!("map {MAP_XPRT_OFFSETS} missing"))
+                .and_then(|m| Array::<_, XprtOffsets>::try_from(m).map_err(|e| anyhow!("{e}")))
+                .and_then(|mut a| a.set(0, offsets, 0).map_err(|e| anyhow!("{e}")));
+            stored.err().map(|e| format!("cannot store sunrpc offsets: {e:#}"))
         }
+        Err(e) => Some(format!("no sunrpc BTF ({e:#})")),
     };
-    let stored = ebpf
-        .map_mut(MAP_XPRT_OFFSETS)
-        .ok_or_else(|| anyhow!("map {MAP_XPRT_OFFSETS} missing"))
-        .and_then(|m| Array::<_, XprtOffsets>::try_from(m).map_err(|e| anyhow!("{e}")))
-        .and_then(|mut a| a.set(0, offsets, 0).map_err(|e| anyhow!("{e}")));
-    if let Err(e) = stored {
-        let why = format!("cannot store sunrpc offsets: {e:#}");
-        return Some(hooks.iter().map(|h| not_attached(h, why.clone())).collect());
-    }
     Some(
         hooks
             .iter()
             .map(|h| match attach_raw_tracepoint(ebpf, h) {
-                Ok(()) => attached(h),
+                Ok(()) => match &partial {
+                    None => attached(h),
+                    Some(why) => HookStatus {
+                        name: h.target.into(),
+                        kind: h.kind,
+                        attached: true,
+                        detail: format!("attached; {why}: the remembered port and socket-less events' server are unknown"),
+                    },
+                },
                 Err(e) => not_attached(h, format!("{e:#}")),
             })
             .collect(),
