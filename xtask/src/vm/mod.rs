@@ -72,7 +72,7 @@ pub fn main(args: VmArgs) -> Result<()> {
     }
     if args.matrix {
         let docs = crate::cmd::workspace_root().join("docs");
-        report::write_matrix(&docs, &runs, &today()?)?;
+        report::write_matrix(&docs, &runs, &today()?, &source_revision())?;
         eprintln!("xtask vm: wrote {}/vm-matrix.md and vm-matrix.json", docs.display());
     }
     verdict(&runs)
@@ -194,6 +194,24 @@ fn verdict(runs: &[report::KernelRun]) -> Result<()> {
         bail!("VM lab failed on {}", bad.join(", "));
     }
     Ok(())
+}
+
+/// The commit the tracer was built from, and whether the tree had edits in
+/// the crates that make it (so a matrix can be traced to its code).
+fn source_revision() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(crate::cmd::workspace_root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else { return "an unknown commit".into() };
+    let dirty = git(&["status", "--porcelain", "--", "nfs-trace", "nfs-trace-ebpf", "nfs-trace-common"])
+        .is_some_and(|s| !s.is_empty());
+    format!("commit {head}{}", if dirty { " with uncommitted changes" } else { "" })
 }
 
 /// Today's date (UTC) for the matrix header, from `date`.
