@@ -9,6 +9,7 @@ mod clock;
 mod diag;
 mod events;
 mod kernel;
+mod kmsg;
 mod mounts;
 mod mountstats;
 mod nfsmounts;

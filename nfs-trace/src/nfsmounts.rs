@@ -16,6 +16,9 @@ use crate::{
 #[derive(Clone, Debug, Serialize)]
 pub struct MountView {
     pub mountpoint: String,
+    /// `server:/path` as mounted (the kernel's log names the server so).
+    pub source: String,
+    /// The server's address (`addr=`), else the host part of the source.
     pub server: String,
     pub port: u16,
     /// "3", "4.0", "4.1", "4.2".
@@ -33,6 +36,12 @@ pub struct MountView {
 }
 
 impl MountView {
+    /// The host part of `source` (a name or an address, IPv6 unbracketed).
+    pub fn source_host(&self) -> &str {
+        let s = self.source.strip_prefix('[').map_or(self.source.as_str(), |r| r.split(']').next().unwrap_or(r));
+        s.rsplit_once(":/").map_or(s, |(h, _)| h)
+    }
+
     pub fn reuse_prone(&self) -> bool {
         self.reuse.is_some()
     }
@@ -74,6 +83,7 @@ pub fn join(mounts: &[NfsMount], stats: &[MountStats], sys: &[SysXprt]) -> Vec<M
             });
             MountView {
                 mountpoint: m.mountpoint.clone(),
+                source: m.source.clone(),
                 server: m.server.clone(),
                 port,
                 vers: vers_of(m, st),

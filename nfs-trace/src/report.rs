@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::{
     clock::Clock,
     events::errno_name,
-    tracker::{DestKey, Observation, Outcome, Tracker, Who},
+    tracker::{DestKey, Observation, Outcome, Stall, Tracker, Who},
     nfsmounts::{self, MountView},
     verdict::Verdict,
     xprt::{XprtConnect, XprtObservation, XprtTracker},
@@ -142,6 +142,21 @@ struct RetransBody {
 }
 
 #[derive(Serialize)]
+pub struct StallBody {
+    /// When the first stalled attempt entered SYN_SENT.
+    pub start: String,
+    pub end: Option<String>,
+    pub duration_s: f64,
+    pub retransmits: u32,
+    pub failed_attempts: u32,
+    /// When the flow whose port was reused ended (null if not seen).
+    pub prev_end: Option<String>,
+    /// The port that finally connected.
+    pub end_sport: Option<u16>,
+    pub kernel_said: Vec<String>,
+}
+
+#[derive(Serialize)]
 struct CloseBody {
     how: &'static str,
     errno: Option<i32>,
@@ -171,6 +186,18 @@ struct SummaryBody {
     destinations: Vec<DestSummary>,
     transports: Vec<XprtSummary>,
     mounts: Vec<Verdict>,
+    stalls: Vec<StallSummary>,
+}
+
+#[derive(Serialize)]
+struct StallSummary {
+    laddr: String,
+    sport: u16,
+    raddr: String,
+    dport: u16,
+    ongoing: bool,
+    #[serde(flatten)]
+    body: StallBody,
 }
 
 #[derive(Serialize)]
@@ -240,6 +267,19 @@ impl<W: Write> Renderer<W> {
         match self.format {
             Format::Human { color: true } => s,
             _ => "",
+        }
+    }
+
+    fn stall_body(&self, st: &Stall) -> StallBody {
+        StallBody {
+            start: self.clock.rfc3339(st.start_ns),
+            end: st.end_ns.map(|t| self.clock.rfc3339(t)),
+            duration_s: (st.duration_ns() as f64 / 1e6).round() / 1e3,
+            retransmits: st.retransmits,
+            failed_attempts: st.failed_attempts,
+            prev_end: st.prev_end_ns.map(|t| self.clock.rfc3339(t)),
+            end_sport: st.end_sport,
+            kernel_said: st.kernel_said.clone(),
         }
     }
 
@@ -316,6 +356,11 @@ impl<W: Write> Renderer<W> {
                 let body = RetransBody { retransmits: *retransmits, elapsed_ms: ms3(*elapsed_ns) };
                 self.json_sock("syn_retransmit", who, *ts_ns, body)
             }
+            Observation::Stall { stall, ended } => {
+                let body = self.stall_body(stall);
+                let kind = if *ended { "stall_end" } else { "stall" };
+                self.json_sock(kind, &stall.who, stall.end_ns.unwrap_or(stall.last_ns), body)
+            }
             Observation::Close { who, ts_ns, how, errno, lifetime_ns } => {
                 let body = CloseBody {
                     how: how.name(),
@@ -376,6 +421,35 @@ impl<W: Write> Renderer<W> {
                     self.style(YELLOW),
                     self.style(RESET),
                     human_duration(*elapsed_ns)
+                );
+            }
+            Observation::Stall { stall, ended: false } => {
+                let prev = match stall.prev_end_ns {
+                    Some(e) => format!(" from a flow closed {} ago", human_duration(stall.last_ns.saturating_sub(e))),
+                    None => String::new(),
+                };
+                let _ = write!(
+                    line,
+                    "{}  {}STALLED {}, SYN retransmits {}, port {} reused{prev}{}",
+                    self.prefix(&stall.who, stall.last_ns),
+                    self.style(RED_BOLD),
+                    human_duration(stall.duration_ns()),
+                    stall.retransmits,
+                    stall.who.sport,
+                    self.style(RESET)
+                );
+            }
+            Observation::Stall { stall, ended: true } => {
+                let _ = write!(
+                    line,
+                    "{}  {}stall ended after {}{}: connected from port {} ({} SYN retransmits, {} failed attempts)",
+                    self.prefix(&stall.who, stall.end_ns.unwrap_or(stall.last_ns)),
+                    self.style(YELLOW),
+                    human_duration(stall.duration_ns()),
+                    self.style(RESET),
+                    stall.end_sport.unwrap_or(0),
+                    stall.retransmits,
+                    stall.failed_attempts
                 );
             }
             Observation::Close { who, ts_ns, how, errno, lifetime_ns } => {
@@ -496,6 +570,20 @@ impl<W: Write> Renderer<W> {
         lost: Lost,
         duration_ns: u64,
     ) -> io::Result<()> {
+        let stalls: Vec<StallSummary> = t
+            .stalls
+            .iter()
+            .map(|st| (st, false))
+            .chain(t.open_stalls().into_iter().map(|st| (st, true)))
+            .map(|(st, ongoing)| StallSummary {
+                laddr: st.who.dest.laddr.to_string(),
+                sport: st.who.sport,
+                raddr: st.who.dest.raddr.to_string(),
+                dport: st.who.dest.dport,
+                ongoing,
+                body: self.stall_body(st),
+            })
+            .collect();
         let transports: Vec<XprtSummary> = x
             .all()
             .into_iter()
@@ -536,6 +624,7 @@ impl<W: Write> Renderer<W> {
                     destinations: dests,
                     transports,
                     mounts: verdicts,
+                    stalls,
                 },
             ),
             Format::Human { .. } => {
@@ -577,6 +666,23 @@ impl<W: Write> Renderer<W> {
                             s,
                             "{:<20} {:<28} {:>8} {:>10} {:>6}  {:<9} {}",
                             x.xprt, server, x.connects, x.reconnects, x.reuses, x.port_range, ports.join(",")
+                        );
+                    }
+                }
+                if !stalls.is_empty() {
+                    let _ = writeln!(s, "\n{}Stalls (a reused source port stuck in SYN_SENT):{}", self.style(RED_BOLD), self.style(RESET));
+                    for st in &stalls {
+                        let _ = writeln!(
+                            s,
+                            "  {} → {}  from {}  {:.1} s{}, {} SYN retransmits, {} failed attempts{}",
+                            endpoint(st.laddr.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), st.sport),
+                            endpoint(st.raddr.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), st.dport),
+                            st.body.start,
+                            st.body.duration_s,
+                            if st.ongoing { " and still going" } else { "" },
+                            st.body.retransmits,
+                            st.body.failed_attempts,
+                            if st.body.kernel_said.is_empty() { String::new() } else { format!("; kernel: {}", st.body.kernel_said.join(" | ")) }
                         );
                     }
                 }

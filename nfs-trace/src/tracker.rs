@@ -172,10 +172,43 @@ pub struct Reuse {
     pub gap_ns: Option<u64>,
 }
 
+/// A stall: connects to a destination stuck in SYN_SENT, retransmitting
+/// SYNs, that began from the source port its previous connection used (what
+/// a middlebox still holding the old flow does to a reconnect). It lasts
+/// until a connect to that destination is established.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stall {
+    pub who: Who,
+    /// SYN_SENT start of the first stalled attempt.
+    pub start_ns: u64,
+    /// The latest event of the episode.
+    pub last_ns: u64,
+    /// SYN retransmits over all its attempts so far.
+    pub retransmits: u32,
+    /// Attempts that ended without a connection.
+    pub failed_attempts: u32,
+    /// When the flow whose port was reused ended, if seen.
+    pub prev_end_ns: Option<u64>,
+    /// Set when it ended: the time and the port that finally connected.
+    pub end_ns: Option<u64>,
+    pub end_sport: Option<u16>,
+    /// Lines the kernel logged meanwhile ("nfs: server … not responding").
+    pub kernel_said: Vec<String>,
+    retrans_done: u32,
+}
+
+impl Stall {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns.unwrap_or(self.last_ns).saturating_sub(self.start_ns)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
     Connect(Attempt),
     Reuse(Reuse),
+    /// A stall goes on (`ended` false, at each SYN retransmit) or ended.
+    Stall { stall: Stall, ended: bool },
     SynRetransmit { who: Who, ts_ns: u64, retransmits: u32, elapsed_ns: u64 },
     Close { who: Who, ts_ns: u64, how: CloseHow, errno: i32, lifetime_ns: u64 },
 }
@@ -201,6 +234,7 @@ pub struct DestStats {
     pub syn_retransmits: u64,
     last: Option<Last>,
     last_active_ns: u64,
+    stall: Option<Stall>,
 }
 
 impl DestStats {
@@ -212,9 +246,14 @@ impl DestStats {
 /// Bound on destinations kept (memory stays flat under churn).
 pub const MAX_DESTINATIONS: usize = 4096;
 
+/// Ended stalls kept for the summary.
+pub const MAX_STALLS_KEPT: usize = 1024;
+
 #[derive(Default)]
 pub struct Tracker {
     dests: HashMap<DestKey, DestStats>,
+    /// Stalls that ended, oldest first (bounded).
+    pub stalls: Vec<Stall>,
     /// Destinations dropped to stay within the bound.
     pub evicted: u64,
     max_dests: usize,
@@ -226,7 +265,7 @@ impl Tracker {
     }
 
     pub fn with_capacity(max_dests: usize) -> Self {
-        Tracker { dests: HashMap::new(), evicted: 0, max_dests: max_dests.max(1) }
+        Tracker { dests: HashMap::new(), stalls: Vec::new(), evicted: 0, max_dests: max_dests.max(1) }
     }
 
     /// Records a connection that was already established when tracing began
@@ -244,14 +283,39 @@ impl Tracker {
             Kind::ConnectDone => self.on_connect_done(ev),
             Kind::SynRetransmit => {
                 // Counted into the summary when the attempt ends (the kernel's
-                // own count rides on that record); here it is only shown live.
-                self.dest_mut(DestKey { laddr: ev.laddr, raddr: ev.raddr, dport: ev.dport }).last_active_ns = ev.ts_ns;
-                vec![Observation::SynRetransmit {
-                    who: Who::of(ev),
+                // own count rides on that record); here it is shown live.
+                let who = Who::of(ev);
+                let d = self.dest_mut(who.dest);
+                d.last_active_ns = ev.ts_ns;
+                let mut out = vec![Observation::SynRetransmit {
+                    who: who.clone(),
                     ts_ns: ev.ts_ns,
                     retransmits: ev.syn_retrans,
                     elapsed_ns: ev.ts_ns.saturating_sub(ev.start_ns),
-                }]
+                }];
+                if d.stall.is_none() {
+                    if let Some(prev) = d.last.as_ref().filter(|l| l.sport == ev.sport && ev.sport != 0) {
+                        d.stall = Some(Stall {
+                            who: who.clone(),
+                            start_ns: ev.start_ns,
+                            last_ns: ev.ts_ns,
+                            retransmits: 0,
+                            failed_attempts: 0,
+                            prev_end_ns: prev.end_ns,
+                            end_ns: None,
+                            end_sport: None,
+                            kernel_said: Vec::new(),
+                            retrans_done: 0,
+                        });
+                    }
+                }
+                if let Some(st) = d.stall.as_mut() {
+                    st.who = who;
+                    st.last_ns = ev.ts_ns;
+                    st.retransmits = st.retrans_done + ev.syn_retrans;
+                    out.push(Observation::Stall { stall: st.clone(), ended: false });
+                }
+                out
             }
             Kind::Closed => self.on_closed(ev),
         }
@@ -321,7 +385,48 @@ impl Tracker {
         if let Some(r) = reuse {
             out.push(Observation::Reuse(r));
         }
+        let mut ended = None;
+        if let Some(st) = d.stall.as_mut() {
+            st.last_ns = ev.ts_ns;
+            if outcome.failed() {
+                // Another attempt lost; the stall goes on until one connects.
+                st.retrans_done += ev.syn_retrans;
+                st.retransmits = st.retrans_done;
+                st.failed_attempts += 1;
+            } else {
+                st.retransmits = st.retrans_done + ev.syn_retrans;
+                st.end_ns = Some(ev.ts_ns);
+                st.end_sport = Some(ev.sport);
+                let st = d.stall.take().expect("checked above");
+                out.push(Observation::Stall { stall: st.clone(), ended: true });
+                ended = Some(st);
+            }
+        }
+        if let Some(st) = ended {
+            self.stalls.push(st);
+            if self.stalls.len() > MAX_STALLS_KEPT {
+                self.stalls.remove(0);
+            }
+        }
         out
+    }
+
+    /// A kernel log line about a server ("nfs: server X not responding"):
+    /// joined to the stalls going on toward that server.
+    pub fn on_kernel_line(&mut self, server: std::net::IpAddr, line: &str) -> bool {
+        let mut joined = false;
+        for d in self.dests.values_mut() {
+            if let Some(st) = d.stall.as_mut().filter(|st| st.who.dest.raddr == server) {
+                st.kernel_said.push(line.to_string());
+                joined = true;
+            }
+        }
+        joined
+    }
+
+    /// Stalls still going on (for the summary at exit).
+    pub fn open_stalls(&self) -> Vec<&Stall> {
+        self.dests.values().filter_map(|d| d.stall.as_ref()).collect()
     }
 
     fn on_closed(&mut self, ev: &Event) -> Vec<Observation> {
@@ -581,6 +686,78 @@ mod tests {
         assert_eq!(r[1].streak, 2);
         let (_, d) = t.destinations()[0];
         assert_eq!(d.connects, 2, "the seed is no connect of this run");
+    }
+
+    fn retransmit(ts_ms: u64, sk: u64, sport: u16, start_ms: u64, n: u32) -> Event {
+        let mut e = ev(Kind::SynRetransmit, ts_ms, sk, "10.0.0.2", sport, "10.0.0.1", 2049);
+        e.start_ns = start_ms * MS;
+        e.syn_retrans = n;
+        e.newstate = SYN_SENT;
+        e
+    }
+
+    fn stalls(obs: &[Observation]) -> Vec<(&Stall, bool)> {
+        obs.iter()
+            .filter_map(|o| match o {
+                Observation::Stall { stall, ended } => Some((stall, *ended)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_reused_port_stuck_in_syn_sent_is_a_stall_until_a_connect_succeeds() {
+        let mut t = Tracker::new();
+        let mut timed_out = failed(8_000, 2, 999, libc::ETIMEDOUT);
+        timed_out.start_ns = 1_000 * MS;
+        timed_out.syn_retrans = 3;
+        let mut ok = connected(12_500, 3, 999);
+        ok.start_ns = 9_000 * MS;
+        ok.syn_retrans = 2;
+        let obs = run(
+            &mut t,
+            &[
+                connected(100, 1, 999),
+                closed(900, 1, 999, CLOSE, libc::ECONNABORTED),
+                retransmit(2_000, 2, 999, 1_000, 1),
+                retransmit(4_000, 2, 999, 1_000, 2),
+                retransmit(8_000, 2, 999, 1_000, 3),
+                timed_out,
+                retransmit(10_000, 3, 999, 9_000, 1),
+                retransmit(12_000, 3, 999, 9_000, 2),
+                ok,
+            ],
+        );
+        let s = stalls(&obs);
+        assert_eq!(s.len(), 6, "one live update per retransmit, then the end");
+        assert!(s[..5].iter().all(|(_, ended)| !ended));
+        assert_eq!(s[0].0.retransmits, 1);
+        assert_eq!(s[0].0.prev_end_ns, Some(900 * MS));
+        assert_eq!(s[3].0.retransmits, 4, "3 of the lost attempt + 1");
+        let (end, ended) = s[5];
+        assert!(ended);
+        assert_eq!(end.start_ns, 1_000 * MS);
+        assert_eq!(end.duration_ns(), 11_500 * MS);
+        assert_eq!((end.retransmits, end.failed_attempts, end.end_sport), (5, 1, Some(999)));
+        assert_eq!(t.stalls.len(), 1);
+        assert!(t.open_stalls().is_empty());
+    }
+
+    #[test]
+    fn retransmits_from_a_new_port_are_no_stall() {
+        let mut t = Tracker::new();
+        let obs = run(&mut t, &[connected(100, 1, 999), retransmit(2_000, 2, 1000, 1_000, 1), connected(2_500, 2, 1000)]);
+        assert!(stalls(&obs).is_empty());
+        assert!(t.stalls.is_empty());
+    }
+
+    #[test]
+    fn kernel_lines_join_the_stall_toward_their_server() {
+        let mut t = Tracker::new();
+        run(&mut t, &[connected(100, 1, 999), retransmit(2_000, 2, 999, 1_000, 1)]);
+        assert!(t.on_kernel_line(ip("10.0.0.1"), "nfs: server 10.0.0.1 not responding, still trying"));
+        assert!(!t.on_kernel_line(ip("10.9.9.9"), "nfs: server 10.9.9.9 not responding"));
+        assert_eq!(t.open_stalls()[0].kernel_said.len(), 1);
     }
 
     #[test]

@@ -109,6 +109,7 @@ mod tests {
     fn view(mnt: &str, vers: &str, noresv: bool, remembered: u16) -> MountView {
         MountView {
             mountpoint: mnt.into(),
+            source: "10.99.0.1:/".into(),
             server: "10.99.0.1".into(),
             port: 2049,
             vers: Some(vers.into()),

@@ -149,6 +149,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let mut lost = Lost::default();
     let mut last_lost_check = Instant::now();
 
+    let mut kmsg = crate::kmsg::Kmsg::open();
     let mut open = true;
     while open {
         let stop = tokio::select! {
@@ -161,6 +162,20 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             Obs::Tcp(o) => keep_going(out.observation(o)),
             Obs::Xprt(o) => keep_going(out.xprt_observation(o, &views)),
         })?;
+        if let Some(k) = kmsg.as_mut() {
+            for l in k.poll() {
+                // The kernel names the server as mounted; map it to an address.
+                let ip = l.server.parse().ok().or_else(|| {
+                    views.iter().find(|v| v.server == l.server || v.source_host() == l.server).and_then(|v| v.server.parse().ok())
+                });
+                let joined = ip.is_some_and(|ip| s.tracker.on_kernel_line(ip, &l.text));
+                if format == Format::Json {
+                    open = open && keep_going(out.json_line("kernel", KernelBody { text: &l.text, server: &l.server, not_responding: l.not_responding, joined_stall: joined }))?;
+                } else {
+                    eprintln!("nfs-trace: kernel said: {}", l.text);
+                }
+            }
+        }
         if open && (stop || last_lost_check.elapsed() >= LOST_EVERY) {
             last_lost_check = Instant::now();
             views = read_views();
@@ -199,6 +214,14 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     // Dropping the session detaches every program.
     drop(s);
     Ok(())
+}
+
+#[derive(Serialize)]
+struct KernelBody<'a> {
+    text: &'a str,
+    server: &'a str,
+    not_responding: bool,
+    joined_stall: bool,
 }
 
 #[derive(Serialize)]

@@ -262,3 +262,42 @@ fn a_connection_from_before_start_is_the_previous_one() {
     assert_eq!(r[0]["sport"], 41009);
     assert!(r[0]["gap_ms"].is_null(), "its close was not traced");
 }
+
+/// The failure the project exists for, in miniature: a reconnect from the
+/// port of the previous connection whose SYNs a filter drops. The tracer
+/// reports the stall while it happens and its duration when a SYN finally
+/// passes; the ground truth is how long the test's own connect() blocked.
+#[test]
+fn a_stalled_reconnect_from_a_reused_port_is_reported_live_and_timed() {
+    let tracer = Tracer::start(&[]);
+    let blocked = in_new_netns(|| {
+        let _srv = Server::start("127.0.2.10:2049");
+        connect_and_abort("127.0.2.10:2049", Some("127.0.2.10:41010"));
+        nft("table inet nfstrace_stall {\n chain out {\n  type filter hook output priority 0;\n  ip daddr 127.0.2.10 tcp dport 2049 tcp flags & (syn | ack) == syn drop\n }\n}\n");
+        let t = std::thread::spawn(|| {
+            let dst: SocketAddr = "127.0.2.10:2049".parse().unwrap();
+            let s = client_socket(&dst, Some("127.0.2.10:41010".parse().unwrap()));
+            let start = std::time::Instant::now();
+            s.connect(&SockAddr::from(dst)).expect("connects once the filter is gone");
+            start.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(2500));
+        nft("delete table inet nfstrace_stall\n");
+        t.join().unwrap()
+    });
+    let recs = tracer.stop();
+    let live = recs.to("stall", "127.0.2.10", 2049);
+    assert!(!live.is_empty(), "reported while it happens: {:?}", recs.all);
+    assert!(live.iter().all(|r| r["sport"] == 41010));
+    assert!(live[0]["prev_end"].is_string(), "the reused flow's end was traced");
+    let end = recs.to("stall_end", "127.0.2.10", 2049);
+    assert_eq!(end.len(), 1, "{:?}", recs.all);
+    let dur = end[0]["duration_s"].as_f64().unwrap();
+    let truth = blocked.as_secs_f64();
+    assert!((dur - truth).abs() < 0.5, "tracer says {dur} s, connect() blocked {truth} s");
+    assert!(truth >= 2.0, "the filter held the connect for 2.5 s");
+    assert_eq!(end[0]["end_sport"], 41010);
+    assert!(end[0]["retransmits"].as_u64().unwrap() >= 2);
+    let st = recs.summary()["stalls"].as_array().unwrap().iter().find(|s| s["raddr"] == "127.0.2.10").cloned().unwrap();
+    assert_eq!(st["ongoing"], false);
+}
