@@ -64,6 +64,8 @@ pub fn main(args: VmArgs) -> Result<()> {
         timeout: Duration::from_secs(args.timeout),
         verbose: args.verbose,
     };
+    // Taken before the build: the tree may change while the VMs run.
+    let source = source_revision();
     let runs = run_lines(&lines, &plan)?;
     summarise(&runs);
     if let Some(path) = &args.json {
@@ -72,7 +74,7 @@ pub fn main(args: VmArgs) -> Result<()> {
     }
     if args.matrix {
         let docs = crate::cmd::workspace_root().join("docs");
-        report::write_matrix(&docs, &runs, &today()?, &source_revision())?;
+        report::write_matrix(&docs, &runs, &today()?, &source)?;
         eprintln!("xtask vm: wrote {}/vm-matrix.md and vm-matrix.json", docs.display());
     }
     verdict(&runs)
