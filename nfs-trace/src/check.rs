@@ -58,8 +58,8 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     } else {
         writeln!(
             out,
-            "{:<24} {:<24} {:<5} {:<10} {:>4} {:<12} {:<12} {:>9}  {}",
-            "MOUNT", "SERVER", "VERS", "PORTS", "NCON", "REMEMBERED", "LIVE", "CONNECTS", "RECONNECT FROM"
+            "{:<24} {:<24} {:<5} {:<10} {:>4} {:<12} {:<12} {:>9}  RECONNECT FROM",
+            "MOUNT", "SERVER", "VERS", "PORTS", "NCON", "REMEMBERED", "LIVE", "CONNECTS"
         )?;
         for r in &rows {
             let v = r.view;

@@ -55,11 +55,10 @@ pub fn unescape(s: &str) -> String {
 
 /// The server part of `server:/path`; IPv6 servers come bracketed.
 fn server_of(source: &str) -> String {
-    if let Some(rest) = source.strip_prefix('[') {
-        if let Some(end) = rest.find(']') {
+    if let Some(rest) = source.strip_prefix('[')
+        && let Some(end) = rest.find(']') {
             return rest[..end].to_string();
         }
-    }
     match source.rfind(":/") {
         Some(i) => source[..i].to_string(),
         None => source.split(':').next().unwrap_or(source).to_string(),

@@ -108,7 +108,7 @@ pub fn read(proc_root: &Path, sys_root: &Path) -> std::io::Result<Vec<MountView>
 
 /// The mounts a transport serves: same server and port; where several
 /// match, those whose remembered port equals the transport's.
-pub fn attribute<'a>(views: &'a [MountView], raddr: IpAddr, dport: u16, srcport: u16) -> Vec<&'a MountView> {
+pub fn attribute(views: &[MountView], raddr: IpAddr, dport: u16, srcport: u16) -> Vec<&MountView> {
     let same_server: Vec<&MountView> =
         views.iter().filter(|v| v.port == dport && v.server.parse::<IpAddr>().ok() == Some(raddr)).collect();
     if same_server.len() <= 1 {

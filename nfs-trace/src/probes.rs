@@ -167,8 +167,8 @@ pub fn build_config(ports: &[u16], tracefs: &Path, btf: &KernelBtf) -> Result<Co
         protocol_size: protocol.size,
     };
     // Optional: without it the retransmit program is simply not attached.
-    if let Ok(r) = Format::read(tracefs, "tcp", "tcp_retransmit_skb") {
-        if let (Ok(sk), Ok(sp), Ok(dp), Ok(s6), Ok(d6)) =
+    if let Ok(r) = Format::read(tracefs, "tcp", "tcp_retransmit_skb")
+        && let (Ok(sk), Ok(sp), Ok(dp), Ok(s6), Ok(d6)) =
             (r.field("skaddr"), r.field("sport"), r.field("dport"), r.field("saddr_v6"), r.field("daddr_v6"))
         {
             c.retransmit = RetransmitOffsets {
@@ -180,7 +180,6 @@ pub fn build_config(ports: &[u16], tracefs: &Path, btf: &KernelBtf) -> Result<Co
                 _pad: [0; 3],
             };
         }
-    }
     // NO_OFFSET where this kernel's BTF lacks a field: it is then not read
     // (an outcome shows as "closed" rather than its reason, say).
     let off = |s: &str, m: &str| btf.member_offset(s, m).unwrap_or(NO_OFFSET);

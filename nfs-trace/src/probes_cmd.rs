@@ -60,7 +60,7 @@ pub fn run(args: ProbesArgs) -> Result<()> {
         writeln!(out)?;
     } else {
         writeln!(out, "Hooks on kernel {release}:")?;
-        writeln!(out, "{:<28} {:<14} {:<9} {:<34} {}", "HOOK", "KIND", "ATTACHED", "KERNELS", "FALLBACK / WHY NOT")?;
+        writeln!(out, "{:<28} {:<14} {:<9} {:<34} FALLBACK / WHY NOT", "HOOK", "KIND", "ATTACHED", "KERNELS")?;
         for r in &rows {
             let state = if r.attached { "yes" } else { "no" };
             let why = if r.attached { r.fallback.to_string() } else { format!("{} — without it: {}", r.detail, r.fallback) };

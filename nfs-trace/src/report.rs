@@ -656,8 +656,8 @@ impl<W: Write> Renderer<W> {
                 if !transports.is_empty() {
                     let _ = writeln!(
                         s,
-                        "\n{:<20} {:<28} {:>8} {:>10} {:>6}  {:<9} {}",
-                        "TRANSPORT", "SERVER", "CONNECTS", "RECONNECTS", "REUSES", "PORTS", "SOURCE PORTS"
+                        "\n{:<20} {:<28} {:>8} {:>10} {:>6}  {:<9} SOURCE PORTS",
+                        "TRANSPORT", "SERVER", "CONNECTS", "RECONNECTS", "REUSES", "PORTS"
                     );
                     for x in &transports {
                         let server = x.raddr.as_deref().map(|a| endpoint(a.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), x.dport)).unwrap_or_default();

@@ -23,7 +23,7 @@ impl Format {
         Ok(Self::parse(&text))
     }
 
-    /// Parses lines like `field:__u16 sport;	offset:24;	size:2;	signed:0;`.
+    /// Parses lines like `field:__u16 sport;<TAB>offset:24;<TAB>size:2;<TAB>signed:0;`.
     pub fn parse(text: &str) -> Self {
         let mut fields = HashMap::new();
         for line in text.lines() {

@@ -293,8 +293,8 @@ impl Tracker {
                     retransmits: ev.syn_retrans,
                     elapsed_ns: ev.ts_ns.saturating_sub(ev.start_ns),
                 }];
-                if d.stall.is_none() {
-                    if let Some(prev) = d.last.as_ref().filter(|l| l.sport == ev.sport && ev.sport != 0) {
+                if d.stall.is_none()
+                    && let Some(prev) = d.last.as_ref().filter(|l| l.sport == ev.sport && ev.sport != 0) {
                         d.stall = Some(Stall {
                             who: who.clone(),
                             start_ns: ev.start_ns,
@@ -308,7 +308,6 @@ impl Tracker {
                             retrans_done: 0,
                         });
                     }
-                }
                 if let Some(st) = d.stall.as_mut() {
                     st.who = who;
                     st.last_ns = ev.ts_ns;
@@ -322,12 +321,11 @@ impl Tracker {
     }
 
     fn dest_mut(&mut self, key: DestKey) -> &mut DestStats {
-        if !self.dests.contains_key(&key) && self.dests.len() >= self.max_dests {
-            if let Some(oldest) = self.dests.iter().min_by_key(|(_, d)| d.last_active_ns).map(|(k, _)| *k) {
+        if !self.dests.contains_key(&key) && self.dests.len() >= self.max_dests
+            && let Some(oldest) = self.dests.iter().min_by_key(|(_, d)| d.last_active_ns).map(|(k, _)| *k) {
                 self.dests.remove(&oldest);
                 self.evicted += 1;
             }
-        }
         self.dests.entry(key).or_default()
     }
 

@@ -144,13 +144,11 @@ impl XprtTracker {
     }
 
     fn entry(&mut self, xprt: u64) -> &mut XprtStats {
-        if !self.xprts.contains_key(&xprt) && self.xprts.len() >= MAX_XPRTS {
-            if let Some(old) = self.xprts.iter().min_by_key(|(_, s)| s.last_active_ns).map(|(k, _)| *k) {
-                if let Some(s) = self.xprts.remove(&old) {
+        if !self.xprts.contains_key(&xprt) && self.xprts.len() >= MAX_XPRTS
+            && let Some(old) = self.xprts.iter().min_by_key(|(_, s)| s.last_active_ns).map(|(k, _)| *k)
+                && let Some(s) = self.xprts.remove(&old) {
                     self.keep_finished(old, s);
                 }
-            }
-        }
         self.xprts.entry(xprt).or_default()
     }
 
