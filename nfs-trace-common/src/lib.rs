@@ -24,8 +24,11 @@ pub mod counter {
     pub const LOST_EVENTS: u32 = 0;
     /// Sockets whose state could not be stored (their outcome is lost).
     pub const LOST_SOCKETS: u32 = 1;
+    /// Of the lost records, those that reported a connect attempt (leaving
+    /// SYN_SENT): connects made = connects seen + this, exactly.
+    pub const LOST_CONNECTS: u32 = 2;
     /// Number of counters.
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// What a record on the ring buffer says. One connect costs two records

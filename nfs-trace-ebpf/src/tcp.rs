@@ -123,6 +123,9 @@ fn emit(
     let o = cfg.set_state;
     let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
         count(counter::LOST_EVENTS);
+        if ev_kind == kind::CONNECT_DONE {
+            count(counter::LOST_CONNECTS);
+        }
         return Ok(());
     };
     let ev = entry.as_mut_ptr();

@@ -31,6 +31,8 @@ pub enum Format {
 pub struct Lost {
     pub events: u64,
     pub sockets: u64,
+    /// Of `events`, connect attempts (so connects made = seen + this).
+    pub connects: u64,
 }
 
 pub struct Renderer<W: Write> {
@@ -182,6 +184,7 @@ struct SummaryBody {
     duration_s: f64,
     lost_events: u64,
     lost_sockets: u64,
+    lost_connects: u64,
     evicted_destinations: u64,
     destinations: Vec<DestSummary>,
     transports: Vec<XprtSummary>,
@@ -553,9 +556,10 @@ impl<W: Write> Renderer<W> {
             Format::Json => self.json_line("lost", lost),
             Format::Human { .. } => writeln!(
                 self.out,
-                "{}LOST: {} events, {} sockets could not be recorded so far (ring buffer full: try --ringbuf-kb){}",
+                "{}LOST: {} events ({} of them connects), {} sockets could not be recorded so far (ring buffer full: try a larger --ringbuf-kb){}",
                 self.style(RED_BOLD),
                 lost.events,
+                lost.connects,
                 lost.sockets,
                 self.style(RESET)
             ),
@@ -620,6 +624,7 @@ impl<W: Write> Renderer<W> {
                     duration_s: (duration_ns as f64 / 1e6).round() / 1e3,
                     lost_events: lost.events,
                     lost_sockets: lost.sockets,
+                    lost_connects: lost.connects,
                     evicted_destinations: t.evicted,
                     destinations: dests,
                     transports,
@@ -706,7 +711,11 @@ impl<W: Write> Renderer<W> {
                 }
                 let lost_style = if lost.events + lost.sockets > 0 { self.style(RED_BOLD) } else { "" };
                 let reset = if lost.events + lost.sockets > 0 { self.style(RESET) } else { "" };
-                let _ = writeln!(s, "{lost_style}lost events: {}, lost sockets: {}{reset}", lost.events, lost.sockets);
+                let _ = writeln!(
+                    s,
+                    "{lost_style}lost events: {} ({} connects), lost sockets: {}{reset}",
+                    lost.events, lost.connects, lost.sockets
+                );
                 if t.evicted > 0 {
                     let _ = writeln!(s, "destinations evicted to bound memory: {}", t.evicted);
                 }
@@ -757,7 +766,7 @@ mod tests {
                 r.observation(&o).unwrap();
             }
         }
-        r.summary(&t, &XprtTracker::new(false), Vec::new(), Lost { events: 3, sockets: 0 }, 1_000_000_000).unwrap();
+        r.summary(&t, &XprtTracker::new(false), Vec::new(), Lost { events: 3, sockets: 0, connects: 1 }, 1_000_000_000).unwrap();
         String::from_utf8(r.out).unwrap()
     }
 

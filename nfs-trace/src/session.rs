@@ -123,7 +123,11 @@ impl Session {
     /// Records and sockets the kernel could not record, so far.
     pub fn lost(&self) -> Lost {
         let sum = |i: u32| self.counters.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
-        Lost { events: sum(counter::LOST_EVENTS), sockets: sum(counter::LOST_SOCKETS) }
+        Lost {
+            events: sum(counter::LOST_EVENTS),
+            sockets: sum(counter::LOST_SOCKETS),
+            connects: sum(counter::LOST_CONNECTS),
+        }
     }
 
     /// Attaches the SunRPC hooks if sunrpc was loaded since; returns

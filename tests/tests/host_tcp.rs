@@ -301,3 +301,27 @@ fn a_stalled_reconnect_from_a_reused_port_is_reported_live_and_timed() {
     let st = recs.summary()["stalls"].as_array().unwrap().iter().find(|s| s["raddr"] == "127.0.2.10").cloned().unwrap();
     assert_eq!(st["ongoing"], false);
 }
+
+/// An undersized ring buffer under a connect storm: records are lost, and
+/// every lost one is counted, so connects made = connects seen + lost, exactly.
+/// A port of its own keeps other tests' traffic out of the counts.
+#[test]
+fn lost_connects_are_counted_exactly_under_a_storm() {
+    let _srv = Server::start("127.0.3.1:3999");
+    let tracer = Tracer::start(&["--port", "3999", "--ringbuf-kb", "4"]);
+    const PER_THREAD: usize = 1500;
+    let made: usize = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| sc.spawn(|| (0..PER_THREAD).map(|_| connect_and_abort("127.0.3.1:3999", None)).count()))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let recs = tracer.stop();
+    let seen = recs.to("connect", "127.0.3.1", 3999).len();
+    let sum = recs.summary();
+    let lost = sum["lost_connects"].as_u64().unwrap() as usize;
+    assert!(lost > 0, "a 4 KiB ring buffer must overflow under {made} connects (seen {seen})");
+    assert_eq!(seen + lost, made, "seen {seen} + lost {lost} != made {made}");
+    assert!(sum["lost_events"].as_u64().unwrap() >= lost as u64);
+    assert!(recs.all.iter().any(|r| r["type"] == "lost"), "loss is reported as it happens, not only at the end");
+}
