@@ -26,6 +26,9 @@ mod verdict;
 mod watch;
 mod xprt;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::process::ExitCode;
 
 use clap::Parser as _;
