@@ -85,8 +85,19 @@ pub struct WatchArgs {
     /// Read mounts from this /proc instead of the host's.
     #[arg(long, value_name = "DIR", default_value = "/proc")]
     pub proc_root: PathBuf,
+    /// Serve Prometheus metrics on ADDR:PORT, or PORT on loopback (port 0: any free one).
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub paths: KernelPaths,
+}
+
+/// `9949` → 127.0.0.1:9949 (loopback unless an address is given).
+fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse().map_err(|_| format!("'{s}' is not PORT or ADDR:PORT"))
 }
 
 #[derive(Args, Debug)]

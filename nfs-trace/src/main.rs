@@ -10,6 +10,7 @@ mod diag;
 mod events;
 mod kernel;
 mod kmsg;
+mod metrics;
 mod mounts;
 mod mountstats;
 mod nfsmounts;

@@ -36,6 +36,8 @@ struct AttachedBody<'a> {
     hooks: &'a [HookStatus],
     mounts: &'a [NfsMount],
     tracefs_mounted_by_us: bool,
+    /// Where metrics are served, if asked.
+    metrics: Option<String>,
 }
 
 fn stdout_is_tty() -> bool {
@@ -118,6 +120,16 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut s = Session::start(&args.ports, &args.paths, args.ringbuf_kb * 1024, t0)?;
+    let metrics = match args.metrics {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a).await.map_err(|e| anyhow!("cannot serve metrics on {a}: {e}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(a) = metrics_addr {
+        eprintln!("nfs-trace: Prometheus metrics on http://{a}/metrics");
+    }
 
     let mounts = mounts::nfs_mounts(&args.proc_root).unwrap_or_default();
     let clock = Clock::new();
@@ -132,6 +144,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             hooks: &s.hooks,
             mounts: &mounts,
             tracefs_mounted_by_us: s.env.mounted_tracefs,
+            metrics: metrics_addr.map(|a| a.to_string()),
         };
         if !keep_going(out.json_line("attached", body).and_then(|_| out.flush()))? {
             return Ok(());
@@ -154,6 +167,14 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     while open {
         let stop = tokio::select! {
             _ = tick.tick() => false,
+            conn = async { metrics.as_ref().unwrap().accept().await }, if metrics.is_some() => {
+                if let Ok((conn, _)) = conn {
+                    let attached = s.hooks.iter().filter(|h| h.attached).count();
+                    let body = crate::metrics::render(&s.tracker, &s.xtracker, &views, s.lost(), attached);
+                    tokio::spawn(serve_metrics(conn, body));
+                }
+                false
+            }
             _ = sigint.recv() => true,
             _ = sigterm.recv() => true,
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => true,
@@ -214,6 +235,21 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     // Dropping the session detaches every program.
     drop(s);
     Ok(())
+}
+
+/// Answers one HTTP request with the metrics (any path: it is the only thing served).
+async fn serve_metrics(mut conn: tokio::net::TcpStream, body: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut req = [0u8; 1024];
+    // The request itself does not matter; read it so the client sees a clean reply.
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut req)).await;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = conn.write_all(head.as_bytes()).await;
+    let _ = conn.write_all(body.as_bytes()).await;
+    let _ = conn.shutdown().await;
 }
 
 #[derive(Serialize)]

@@ -325,3 +325,46 @@ fn lost_connects_are_counted_exactly_under_a_storm() {
     assert!(sum["lost_events"].as_u64().unwrap() >= lost as u64);
     assert!(recs.all.iter().any(|r| r["type"] == "lost"), "loss is reported as it happens, not only at the end");
 }
+
+/// `--metrics` serves Prometheus text that a real parser accepts
+/// (`promtool check metrics`), with counters equal to what the test did.
+#[test]
+fn metrics_pass_promtool_and_count_what_happened() {
+    use std::io::{Read, Write};
+    let _srv = Server::start("127.0.1.11:2049");
+    let tracer = Tracer::start(&["--metrics", "0"]);
+    let addr = tracer.attached["metrics"].as_str().expect("attached says where metrics are").to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "loopback by default: {addr}");
+    connect_and_abort("127.0.1.11:2049", Some("127.0.1.11:41011"));
+    connect_and_abort("127.0.1.11:2049", Some("127.0.1.11:41011"));
+    std::thread::sleep(Duration::from_millis(200)); // one drain tick
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    let recs = tracer.stop();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP reply");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"));
+    let mut p = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (apt install prometheus; cargo xtask setup does)");
+    p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    assert!(out.status.success(), "promtool rejects the metrics: {}{}\n{body}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let line = |name: &str| {
+        body.lines()
+            .find(|l| l.starts_with(name) && l.contains("raddr=\"127.0.1.11\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    assert_eq!(line("nfs_trace_connects_total{"), Some(2), "{body}");
+    assert_eq!(line("nfs_trace_source_port_reuses_total{"), Some(1));
+    assert_eq!(line("nfs_trace_connect_failures_total{"), Some(0));
+    assert!(body.contains("nfs_trace_lost_events_total 0"));
+    assert_eq!(recs.to("reuse", "127.0.1.11", 2049).len(), 1);
+}

@@ -17,6 +17,8 @@ const APT_PACKAGES: &[&str] = &[
     "cpio",
     "xz-utils",
     "zstd",
+    // promtool, the real parser that validates `watch --metrics` in the tests.
+    "prometheus",
 ];
 
 pub fn ensure_all() -> Result<()> {

@@ -1,0 +1,120 @@
+//! Prometheus text exposition (format 0.0.4) of what a session has seen, for
+//! fleets: per destination, per transport (with the mounts it serves), stalls
+//! and lost records. Served by `watch --metrics ADDR`.
+use std::fmt::Write as _;
+
+use crate::{
+    nfsmounts::{self, MountView},
+    report::Lost,
+    tracker::Tracker,
+    xprt::XprtTracker,
+};
+
+/// Escapes a label value: backslash, double quote and newline.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: impl std::fmt::Display) {
+        let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", esc(v))).collect();
+        if l.is_empty() {
+            let _ = writeln!(self.out, "{name} {v}");
+        } else {
+            let _ = writeln!(self.out, "{name}{{{}}} {v}", l.join(","));
+        }
+    }
+}
+
+pub fn render(t: &Tracker, x: &XprtTracker, views: &[MountView], lost: Lost, hooks_attached: usize) -> String {
+    let mut out = String::new();
+    let mut f = Family { out: &mut out };
+    let dests = t.destinations();
+    let per_dest: [(&str, &str, fn(&crate::tracker::DestStats) -> u64); 4] = [
+        ("nfs_trace_connects_total", "TCP connect attempts toward a watched port.", |d| d.connects),
+        ("nfs_trace_connect_failures_total", "Connect attempts that did not reach ESTABLISHED.", |d| d.failed),
+        ("nfs_trace_source_port_reuses_total", "Connect attempts from the same source port as the previous one to that destination.", |d| d.reuses),
+        ("nfs_trace_syn_retransmits_total", "SYN retransmits of finished connect attempts.", |d| d.syn_retransmits),
+    ];
+    for (name, help, get) in per_dest {
+        f.head(name, "counter", help);
+        for (k, d) in &dests {
+            let (l, r, p) = (k.laddr.to_string(), k.raddr.to_string(), k.dport.to_string());
+            f.sample(name, &[("laddr", &l), ("raddr", &r), ("dport", &p)], get(d));
+        }
+    }
+
+    let stalls: Vec<_> = t.stalls.iter().chain(t.open_stalls()).collect();
+    f.head("nfs_trace_stalls_total", "counter", "Stalls: reconnects stuck in SYN_SENT from the previous connection port.");
+    let mut by_dest: std::collections::BTreeMap<(String, String), (u64, f64, u64)> = Default::default();
+    for s in &stalls {
+        let e = by_dest.entry((s.who.dest.raddr.to_string(), s.who.dest.dport.to_string())).or_default();
+        e.0 += 1;
+        e.1 += s.duration_ns() as f64 / 1e9;
+        e.2 += u64::from(s.end_ns.is_none());
+    }
+    for ((r, p), (n, _, _)) in &by_dest {
+        f.sample("nfs_trace_stalls_total", &[("raddr", r), ("dport", p)], n);
+    }
+    f.head("nfs_trace_stall_seconds_total", "counter", "Time spent in stalls, ongoing ones so far.");
+    for ((r, p), (_, secs, _)) in &by_dest {
+        f.sample("nfs_trace_stall_seconds_total", &[("raddr", r), ("dport", p)], format!("{secs:.3}"));
+    }
+    f.head("nfs_trace_stalls_ongoing", "gauge", "Stalls going on now.");
+    for ((r, p), (_, _, open)) in &by_dest {
+        f.sample("nfs_trace_stalls_ongoing", &[("raddr", r), ("dport", p)], open);
+    }
+
+    let xs = x.all();
+    for (name, help, is_reuse) in [
+        ("nfs_trace_transport_reconnects_total", "Reconnects of a SunRPC transport.", false),
+        ("nfs_trace_transport_port_reuses_total", "Reconnects of a SunRPC transport from its previous source port.", true),
+    ] {
+        f.head(name, "counter", help);
+        for (k, s) in &xs {
+            let Some(raddr) = s.raddr else { continue };
+            let mounts: Vec<String> =
+                nfsmounts::attribute(views, raddr, s.dport, s.srcport).iter().map(|m| m.mountpoint.clone()).collect();
+            let (xp, r, p, m) = (format!("{k:#x}"), raddr.to_string(), s.dport.to_string(), mounts.join(","));
+            f.sample(name, &[("xprt", &xp), ("raddr", &r), ("dport", &p), ("mount", &m)], if is_reuse { s.reuses } else { s.reconnects });
+        }
+    }
+
+    for (name, help, v) in [
+        ("nfs_trace_lost_events_total", "Ring buffer records that could not be reserved.", lost.events),
+        ("nfs_trace_lost_connects_total", "Of those, connect attempts.", lost.connects),
+        ("nfs_trace_lost_sockets_total", "Sockets whose state could not be stored.", lost.sockets),
+    ] {
+        f.head(name, "counter", help);
+        f.sample(name, &[], v);
+    }
+    f.head("nfs_trace_hooks_attached", "gauge", "Kernel hooks attached now.");
+    f.sample("nfs_trace_hooks_attached", &[], hooks_attached);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_label_values() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn renders_families_with_help_and_type() {
+        let out = render(&Tracker::new(), &XprtTracker::new(false), &[], Lost { events: 2, sockets: 0, connects: 1 }, 3);
+        assert!(out.contains("# TYPE nfs_trace_lost_events_total counter\nnfs_trace_lost_events_total 2\n"));
+        assert!(out.contains("nfs_trace_hooks_attached 3"));
+        assert!(out.lines().all(|l| l.starts_with('#') || l.starts_with("nfs_trace_")));
+    }
+}
