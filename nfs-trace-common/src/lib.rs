@@ -18,6 +18,10 @@ pub const DEFAULT_RINGBUF_BYTES: u32 = 1 << 20;
 /// watched port). An LRU map: an evicted socket loses only its close event.
 pub const SOCKS_MAX_ENTRIES: u32 = 16384;
 
+/// Size of the kernel's per-socket state (a SOCKS map value); userspace
+/// only counts entries, reading values as this many bytes.
+pub const SOCK_STATE_BYTES: usize = 64;
+
 /// Indexes into the per-CPU `COUNTERS` array.
 pub mod counter {
     /// Records that could not be reserved on the ring buffer (lost events).

@@ -54,6 +54,9 @@ pub struct SockState {
     pub _pad: [u8; 6],
 }
 
+// Userspace reads SOCKS values as SOCK_STATE_BYTES bytes.
+const _: () = assert!(core::mem::size_of::<SockState>() == nfs_trace_common::SOCK_STATE_BYTES);
+
 #[inline(always)]
 pub fn count(idx: u32) {
     if let Some(p) = COUNTERS.get_ptr_mut(idx) {

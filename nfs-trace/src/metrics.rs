@@ -34,7 +34,12 @@ impl Family<'_> {
     }
 }
 
-pub fn render(t: &Tracker, x: &XprtTracker, views: &[MountView], lost: Lost, hooks_attached: usize) -> String {
+/// Sizes of the tracer's own state: bounded, and expiring, by design.
+pub struct StateSizes {
+    pub kernel_sockets: usize,
+}
+
+pub fn render(t: &Tracker, x: &XprtTracker, views: &[MountView], lost: Lost, hooks_attached: usize, sizes: &StateSizes) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
     let dests = t.destinations();
@@ -98,6 +103,14 @@ pub fn render(t: &Tracker, x: &XprtTracker, views: &[MountView], lost: Lost, hoo
     }
     f.head("nfs_trace_hooks_attached", "gauge", "Kernel hooks attached now.");
     f.sample("nfs_trace_hooks_attached", &[], hooks_attached);
+    for (name, help, v) in [
+        ("nfs_trace_tracked_destinations", "Destinations the tracker holds (bounded).", dests.len()),
+        ("nfs_trace_tracked_transports", "Transports the tracker holds, live and ended (bounded).", xs.len()),
+        ("nfs_trace_kernel_tracked_sockets", "Sockets the kernel programs hold state for (LRU map).", sizes.kernel_sockets),
+    ] {
+        f.head(name, "gauge", help);
+        f.sample(name, &[], v);
+    }
     out
 }
 
@@ -112,7 +125,15 @@ mod tests {
 
     #[test]
     fn renders_families_with_help_and_type() {
-        let out = render(&Tracker::new(), &XprtTracker::new(false), &[], Lost { events: 2, sockets: 0, connects: 1 }, 3);
+        let out = render(
+            &Tracker::new(),
+            &XprtTracker::new(false),
+            &[],
+            Lost { events: 2, sockets: 0, connects: 1 },
+            3,
+            &StateSizes { kernel_sockets: 5 },
+        );
+        assert!(out.contains("nfs_trace_kernel_tracked_sockets 5"));
         assert!(out.contains("# TYPE nfs_trace_lost_events_total counter\nnfs_trace_lost_events_total 2\n"));
         assert!(out.contains("nfs_trace_hooks_attached 3"));
         assert!(out.lines().all(|l| l.starts_with('#') || l.starts_with("nfs_trace_")));

@@ -130,6 +130,17 @@ impl Session {
         }
     }
 
+    /// Sockets the kernel programs hold state for now (the SOCKS map): for
+    /// soak runs, which check that state stays bounded. One syscall per key.
+    pub fn kernel_sockets(&self) -> usize {
+        // The value is the kernel's SockState, read as plain bytes.
+        self.ebpf
+            .map(nfs_trace_common::MAP_SOCKS)
+            .and_then(|m| aya::maps::HashMap::<_, u64, [u8; nfs_trace_common::SOCK_STATE_BYTES]>::try_from(m).ok())
+            .map(|h| h.keys().filter(|k| k.is_ok()).count())
+            .unwrap_or(0)
+    }
+
     /// Attaches the SunRPC hooks if sunrpc was loaded since; returns
     /// (attached, of) when it just did.
     pub fn poll_sunrpc(&mut self) -> Option<(usize, usize)> {

@@ -170,7 +170,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             conn = async { metrics.as_ref().unwrap().accept().await }, if metrics.is_some() => {
                 if let Ok((conn, _)) = conn {
                     let attached = s.hooks.iter().filter(|h| h.attached).count();
-                    let body = crate::metrics::render(&s.tracker, &s.xtracker, &views, s.lost(), attached);
+                    let sizes = crate::metrics::StateSizes { kernel_sockets: s.kernel_sockets() };
+                    let body = crate::metrics::render(&s.tracker, &s.xtracker, &views, s.lost(), attached, &sizes);
                     tokio::spawn(serve_metrics(conn, body));
                 }
                 false

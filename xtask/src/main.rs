@@ -6,6 +6,7 @@ mod bench;
 mod cmd;
 mod dist;
 mod setup;
+mod soak;
 mod vm;
 
 use std::process::ExitCode;
@@ -53,6 +54,8 @@ enum Task {
     /// Release artefacts in target/dist: static musl binary, man pages,
     /// shell completions.
     Dist,
+    /// Reconnect churn under `nfs-trace watch` for N minutes; RSS and state sizes must stay flat.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Task::Vm(args) => setup::ensure_all().and_then(|_| vm::main(args)),
         Task::Bench(args) => setup::ensure_all().and_then(|_| bench::main(args)),
         Task::Dist => setup::ensure_all().and_then(|_| dist::main()),
+        Task::Soak(args) => setup::ensure_all().and_then(|_| soak::main(args)),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
