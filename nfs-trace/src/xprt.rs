@@ -189,8 +189,9 @@ impl XprtTracker {
                 let s = self.entry(r.xprt);
                 s.last_active_ns = r.ts_ns;
                 // The first reason after a connect is the cause; what follows
-                // (close, disconnect_done) is the consequence.
-                if s.connects == 0 || s.dropped.is_some() {
+                // (close, disconnect_done) is the consequence. A transport
+                // connected before we started drops too: keep that reason.
+                if s.dropped.is_some() {
                     return Vec::new();
                 }
                 s.dropped = Some(Dropped { ts_ns: r.ts_ns, reason: reason.clone() });
@@ -247,7 +248,9 @@ impl XprtTracker {
         srcport: u16,
         error: i32,
     ) -> XprtConnect {
-        let is_new = !self.xprts.contains_key(&xprt);
+        // Its first connect seen (a drop may have come first): the
+        // connection it had before we started is the previous one.
+        let is_new = self.xprts.get(&xprt).is_none_or(|s| s.connects == 0);
         let seeded = if is_new {
             let m: Vec<usize> = (0..self.seeds.len())
                 .filter(|&i| {
@@ -392,9 +395,16 @@ mod tests {
     fn a_transport_connected_before_start_reconnects_from_its_seeded_port() {
         let mut t = XprtTracker::new(false);
         t.seed("10.99.0.2".parse().unwrap(), "10.99.0.1".parse().unwrap(), 2049, 966);
+        // The abort of the old connection arrives before the reconnect.
+        let mut err = rec(XprtWhat::Error, 5, 5, 966);
+        err.error = -libc::ECONNABORTED;
+        let drop = t.on_xprt(&err);
+        assert!(matches!(drop.as_slice(), [XprtObservation::Drop { .. }]), "the pre-existing connection's drop is kept");
         let obs = t.on_xprt(&rec(XprtWhat::Connect, 10, 5, 966));
         let c = connects(&obs);
         assert_eq!((c[0].prev_sport, c[0].reused), (Some(966), true));
+        assert_eq!(c[0].dropped.as_ref().map(|d| d.reason.clone()), Some(DropReason::Error(libc::ECONNABORTED)));
+        assert_eq!(t.all()[0].1.reconnects, 1);
         // Ambiguous seeds are not used.
         let mut t = XprtTracker::new(false);
         t.seed("10.99.0.2".parse().unwrap(), "10.99.0.1".parse().unwrap(), 2049, 966);
