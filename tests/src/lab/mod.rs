@@ -11,4 +11,5 @@ pub mod nfsd;
 pub mod out;
 pub mod scenario;
 pub mod sys;
+pub mod tools;
 pub mod tracer;

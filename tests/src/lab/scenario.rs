@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{
     cmd,
     net::{self, ClientNs, SERVER},
-    out, sys,
+    out, sys, tools,
     tracer::Tracer,
 };
 
@@ -95,6 +95,7 @@ pub fn run(ns: &ClientNs, sc: &Scenario, with_tracer: bool) -> bool {
         "vers": sc.vers,
         "options": sc.option,
         "mount_options": opts,
+        "mountpoint": mnt,
         "server": SERVER,
         "client": net::CLIENT,
         "ports": [],
@@ -170,6 +171,11 @@ fn run_inner(
         // time to print the last reconnect before it is told to stop.
         std::thread::sleep(Duration::from_millis(500));
         *tracer_out = Some(t.stop());
+    }
+    // After the tracer: prove's reconnects are not the scenario's.
+    if with_tracer && result.is_ok() {
+        truth["check"] = tools::check(ns).unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+        truth["prove"] = tools::prove(ns, mnt).unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
     }
     result
 }

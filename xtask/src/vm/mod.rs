@@ -9,6 +9,7 @@ mod apt;
 mod image;
 mod initramfs;
 mod kernels;
+mod layers;
 mod modules;
 mod qemu;
 mod report;

@@ -58,6 +58,25 @@ fn agrees(result: &Value) -> &'static str {
     }
 }
 
+/// A mount command's cell: what it said, and ✔/✘ against the ground truth.
+fn tool(result: &Value, key: &str) -> String {
+    let t = &result[key];
+    let mark = match t["agree"].as_bool() {
+        Some(true) => "✔",
+        Some(false) => "✘",
+        None => return "—".into(),
+    };
+    let said = match key {
+        "check" => match t["flagged"].as_bool() {
+            Some(true) => "flagged".to_string(),
+            Some(false) => "not flagged".to_string(),
+            None => "no entry".to_string(),
+        },
+        _ => t["exit"].as_i64().map_or("no exit".to_string(), |c| format!("exit {c}")),
+    };
+    format!("{said} {mark}")
+}
+
 /// "n of m" hooks attached (the reasons for the others are listed below the
 /// table: they are the same for every scenario of a kernel and too long for a cell).
 fn hooks(result: &Value) -> String {
@@ -103,14 +122,14 @@ fn ports(result: &Value) -> String {
 /// The Markdown table (also printed after every run).
 pub fn table(runs: &[KernelRun]) -> String {
     let mut s = String::from(
-        "| Kernel | NFS | Option | ss -K reconnects | sysfs dstaddr reconnect | Range | Ports (ss) | Tracer agrees | Hooks attached |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| Kernel | NFS | Option | ss -K reconnects | sysfs dstaddr reconnect | Range | Ports (ss) | Tracer agrees | SunRPC agrees | check | prove | Hooks attached |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for run in runs {
         for r in &run.results {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 run.line,
                 r["vers"].as_str().unwrap_or("?"),
                 r["options"].as_str().unwrap_or("?"),
@@ -119,6 +138,13 @@ pub fn table(runs: &[KernelRun]) -> String {
                 r["port_range"].as_str().unwrap_or("?"),
                 ports(r),
                 agrees(r),
+                match r["sunrpc"]["agree"].as_bool() {
+                    Some(true) => "✔",
+                    Some(false) => "✘",
+                    None => "—",
+                },
+                tool(r, "check"),
+                tool(r, "prove"),
                 hooks(r),
             );
         }
@@ -168,7 +194,12 @@ pub fn write_matrix(dir: &Path, runs: &[KernelRun], date: &str, source: &str) ->
          transport's `dstaddr`. *Same port* / *new port* compare the client's source port (from `ss`)\n\
          before and after each reconnect; *Range* says whether the ports were reserved (< 1024) or\n\
          ephemeral. *Tracer agrees* means `nfs-trace watch --json` reported every reconnect with the\n\
-         same ports, and a `reuse` exactly when the port was the same.\n\n"
+         same ports, and a `reuse` exactly when the port was the same. *SunRPC agrees*: one\n\
+         `xprt_reconnect` for the mount per reconnect, with ss's ports and `reused` iff the same.\n\
+         *check*: `nfs-trace check --json` in the guest flags the mount (exit 2) iff the `ss -K`\n\
+         reconnects reused the port. *prove*: `nfs-trace prove -n 2` in the client namespace exits 3\n\
+         iff the ground truth for its way of forcing (sysfs or socket destroy) shows reuse, and its\n\
+         rounds start and end at the ports `ss` saw before and after it.\n\n"
     );
     md += &table(runs);
     let not = hooks_not_attached(runs);

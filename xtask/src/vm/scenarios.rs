@@ -118,6 +118,19 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
     if with_tracer && truth["tracer"]["ran"] == json!(true) && attached.is_none() {
         problems.push("the tracer printed no `attached` record".into());
     }
+    let tcp_agrees = problems.is_empty();
+    // The transport layer and the mount commands (issue 4).
+    let (mut sunrpc, mut check, mut prove) = (Value::Null, Value::Null, Value::Null);
+    if with_tracer && truth["error"].is_null() {
+        for (slot, (v, ps)) in [
+            (&mut sunrpc, super::layers::sunrpc(truth, lines)),
+            (&mut check, super::layers::check(truth)),
+            (&mut prove, super::layers::prove(truth)),
+        ] {
+            *slot = v;
+            problems.extend(ps);
+        }
+    }
     let class = match (ports.iter().all(|p| *p < 1024), ports.iter().all(|p| *p >= 1024)) {
         _ if ports.is_empty() => "unknown",
         (true, _) => "reserved",
@@ -135,7 +148,11 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
         "reconnects": recs,
         "hooks": hooks,
         "tracer_exit": truth["tracer"]["exit"],
-        "agree": if with_tracer { json!(problems.is_empty()) } else { Value::Null },
+        "sunrpc": sunrpc,
+        "check": check,
+        "prove": prove,
+        // TCP level: the mount commands and the SunRPC layer have their own.
+        "agree": if with_tracer { json!(tcp_agrees) } else { Value::Null },
         "ok": problems.is_empty(),
         "problems": problems,
     })
@@ -229,7 +246,7 @@ mod tests {
     #[test]
     fn agrees_on_reuse() {
         let v = judge(&truth(700, 700), Some(&vec![attached(), connect(700, 150, true), reuse(700, 150)]), true);
-        assert_eq!(v["agree"], json!(true), "{v}");
+        assert_eq!(v["reconnects"][0]["agree"], json!(true), "{v}");
         assert_eq!(v["port_range"], "reserved");
         assert_eq!(v["hooks"]["not_attached"][0]["hook"], json!("? b"));
         assert_eq!(v["hooks"]["attached"], json!(["? a"]));
@@ -238,23 +255,23 @@ mod tests {
     #[test]
     fn missing_reuse_is_a_disagreement() {
         let v = judge(&truth(700, 700), Some(&vec![attached(), connect(700, 150, false)]), true);
-        assert_eq!(v["agree"], json!(false));
+        assert_eq!(v["reconnects"][0]["agree"], json!(false));
     }
 
     #[test]
     fn false_reuse_is_a_disagreement() {
         let v = judge(&truth(40000, 40001), Some(&vec![attached(), connect(40001, 150, false), reuse(40001, 150)]), true);
-        assert_eq!(v["agree"], json!(false));
+        assert_eq!(v["reconnects"][0]["agree"], json!(false));
     }
 
     #[test]
     fn wrong_port_or_outside_window_is_a_disagreement() {
         let v = judge(&truth(40000, 40001), Some(&vec![attached(), connect(40002, 150, false)]), true);
-        assert_eq!(v["agree"], json!(false));
+        assert_eq!(v["reconnects"][0]["agree"], json!(false));
         let v = judge(&truth(40000, 40001), Some(&vec![attached(), connect(40001, 250, false)]), true);
-        assert_eq!(v["agree"], json!(false));
+        assert_eq!(v["reconnects"][0]["agree"], json!(false));
         let v = judge(&truth(40000, 40001), Some(&vec![attached(), connect(40001, 150, false)]), true);
-        assert_eq!(v["agree"], json!(true), "{v}");
+        assert_eq!(v["reconnects"][0]["agree"], json!(true), "{v}");
         assert_eq!(v["port_range"], "ephemeral");
     }
 
@@ -266,7 +283,16 @@ mod tests {
         let lines = vec![attached(), connect(700, 150, false), connect(700, 300, true), reuse(700, 300)];
         let v = judge(&t, Some(&lines), true);
         assert_eq!(v["reconnects"][0]["tracer_reuse"], json!(false), "{v}");
-        assert_eq!(v["agree"], json!(false));
+        assert_eq!(v["reconnects"][0]["agree"], json!(false));
+    }
+
+    #[test]
+    fn the_mount_commands_are_judged_too() {
+        // A scenario without check and prove records fails (they must run).
+        let v = judge(&truth(700, 700), Some(&vec![attached(), connect(700, 150, true), reuse(700, 150)]), true);
+        assert_eq!(v["reconnects"][0]["agree"], json!(true));
+        assert_eq!(v["ok"], json!(false), "{v}");
+        assert!(v["problems"].to_string().contains("check did not run"));
     }
 
     #[test]
