@@ -155,11 +155,20 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
         let after = wait_reconnect(&mut s, server, view.port, Duration::from_secs_f64(args.timeout), &args.mount)?
             .ok_or_else(|| anyhow!("no reconnect of {} within {} s (round {round})", view.mountpoint, args.timeout))?;
         let reconnect_ms = forced.elapsed().as_secs_f64() * 1e3;
-        let socks = established(server, view.port)?;
+        // The tracer sees ESTABLISHED as the state changes, a moment before
+        // the socket is listed (seen on 7.2): look again for up to 2 s.
+        let listed = Instant::now() + Duration::from_secs(2);
+        let socks = loop {
+            let socks = established(server, view.port)?;
+            if socks.iter().any(|s| s.lport == after) || Instant::now() >= listed {
+                break socks;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         let ss_after: Vec<u16> = socks.iter().map(|s| s.lport).collect();
         rounds.push(Round { round, method, before, after, reused: before == after, reconnect_ms, ss_after });
         sock = socks.into_iter().find(|s| s.lport == after).ok_or_else(|| {
-            anyhow!("the tracer saw a reconnect from port {after} but the kernel lists no such connection")
+            anyhow!("the tracer saw a reconnect from port {after} but the kernel lists no such connection after 2 s")
         })?;
     }
     let reused = rounds.iter().filter(|r| r.reused).count();
