@@ -59,6 +59,15 @@ pub fn endpoint(a: IpAddr, port: u16) -> String {
 }
 
 /// Durations for people: µs, ms or s, whichever reads best.
+/// " (mount /mnt/a, /mnt/b)" for a stall's destination, or nothing.
+fn mounts_suffix(views: &[MountView], st: &Stall) -> String {
+    let m: Vec<&str> = nfsmounts::attribute(views, st.who.dest.raddr, st.who.dest.dport, st.who.sport)
+        .iter()
+        .map(|m| m.mountpoint.as_str())
+        .collect();
+    if m.is_empty() { String::new() } else { format!(" (mount {})", m.join(", ")) }
+}
+
 pub fn human_duration(ns: u64) -> String {
     if ns < 1_000_000 {
         format!("{:.0} µs", ns as f64 / 1e3)
@@ -156,6 +165,10 @@ pub struct StallBody {
     /// The port that finally connected.
     pub end_sport: Option<u16>,
     pub kernel_said: Vec<String>,
+    /// The mounts served by that server and port (mount points).
+    pub mounts: Vec<String>,
+    /// One sentence: what this episode shows.
+    pub verdict: String,
 }
 
 #[derive(Serialize)]
@@ -273,8 +286,11 @@ impl<W: Write> Renderer<W> {
         }
     }
 
-    fn stall_body(&self, st: &Stall) -> StallBody {
+    fn stall_body(&self, st: &Stall, views: &[MountView]) -> StallBody {
+        let mounts: Vec<&MountView> = nfsmounts::attribute(views, st.who.dest.raddr, st.who.dest.dport, st.who.sport);
         StallBody {
+            mounts: mounts.iter().map(|m| m.mountpoint.clone()).collect(),
+            verdict: crate::verdict::stall_verdict(st, &mounts),
             start: self.clock.rfc3339(st.start_ns),
             end: st.end_ns.map(|t| self.clock.rfc3339(t)),
             duration_s: (st.duration_ns() as f64 / 1e6).round() / 1e3,
@@ -324,14 +340,15 @@ impl<W: Write> Renderer<W> {
         )
     }
 
-    pub fn observation(&mut self, o: &Observation) -> io::Result<()> {
+    /// One observation; `views` attribute stalls to mounts.
+    pub fn observation(&mut self, o: &Observation, views: &[MountView]) -> io::Result<()> {
         match self.format {
-            Format::Json => self.observation_json(o),
-            Format::Human { .. } => self.observation_human(o),
+            Format::Json => self.observation_json(o, views),
+            Format::Human { .. } => self.observation_human(o, views),
         }
     }
 
-    fn observation_json(&mut self, o: &Observation) -> io::Result<()> {
+    fn observation_json(&mut self, o: &Observation, views: &[MountView]) -> io::Result<()> {
         match o {
             Observation::Connect(a) => {
                 let failed = a.outcome.failed();
@@ -360,7 +377,7 @@ impl<W: Write> Renderer<W> {
                 self.json_sock("syn_retransmit", who, *ts_ns, body)
             }
             Observation::Stall { stall, ended } => {
-                let body = self.stall_body(stall);
+                let body = self.stall_body(stall, views);
                 let kind = if *ended { "stall_end" } else { "stall" };
                 self.json_sock(kind, &stall.who, stall.end_ns.unwrap_or(stall.last_ns), body)
             }
@@ -376,7 +393,7 @@ impl<W: Write> Renderer<W> {
         }
     }
 
-    fn observation_human(&mut self, o: &Observation) -> io::Result<()> {
+    fn observation_human(&mut self, o: &Observation, views: &[MountView]) -> io::Result<()> {
         let mut line = String::new();
         match o {
             Observation::Connect(a) => {
@@ -433,26 +450,28 @@ impl<W: Write> Renderer<W> {
                 };
                 let _ = write!(
                     line,
-                    "{}  {}STALLED {}, SYN retransmits {}, port {} reused{prev}{}",
+                    "{}  {}STALLED {}, SYN retransmits {}, port {} reused{prev}{}{}",
                     self.prefix(&stall.who, stall.last_ns),
                     self.style(RED_BOLD),
                     human_duration(stall.duration_ns()),
                     stall.retransmits,
                     stall.who.sport,
-                    self.style(RESET)
+                    self.style(RESET),
+                    mounts_suffix(views, stall)
                 );
             }
             Observation::Stall { stall, ended: true } => {
                 let _ = write!(
                     line,
-                    "{}  {}stall ended after {}{}: connected from port {} ({} SYN retransmits, {} failed attempts)",
+                    "{}  {}stall ended after {}{}: connected from port {} ({} SYN retransmits, {} failed attempts){}",
                     self.prefix(&stall.who, stall.end_ns.unwrap_or(stall.last_ns)),
                     self.style(YELLOW),
                     human_duration(stall.duration_ns()),
                     self.style(RESET),
                     stall.end_sport.unwrap_or(0),
                     stall.retransmits,
-                    stall.failed_attempts
+                    stall.failed_attempts,
+                    mounts_suffix(views, stall)
                 );
             }
             Observation::Close { who, ts_ns, how, errno, lifetime_ns } => {
@@ -570,6 +589,7 @@ impl<W: Write> Renderer<W> {
         &mut self,
         t: &Tracker,
         x: &XprtTracker,
+        views: &[MountView],
         verdicts: Vec<Verdict>,
         lost: Lost,
         duration_ns: u64,
@@ -585,7 +605,7 @@ impl<W: Write> Renderer<W> {
                 raddr: st.who.dest.raddr.to_string(),
                 dport: st.who.dest.dport,
                 ongoing,
-                body: self.stall_body(st),
+                body: self.stall_body(st, views),
             })
             .collect();
         let transports: Vec<XprtSummary> = x
@@ -677,9 +697,10 @@ impl<W: Write> Renderer<W> {
                 if !stalls.is_empty() {
                     let _ = writeln!(s, "\n{}Stalls (a reused source port stuck in SYN_SENT):{}", self.style(RED_BOLD), self.style(RESET));
                     for st in &stalls {
+                        let mounts = if st.body.mounts.is_empty() { String::new() } else { format!("  [{}]", st.body.mounts.join(", ")) };
                         let _ = writeln!(
                             s,
-                            "  {} → {}  from {}  {:.1} s{}, {} SYN retransmits, {} failed attempts{}",
+                            "  {} → {}{mounts}  from {}  {:.1} s{}, {} SYN retransmits, {} failed attempts{}",
                             endpoint(st.laddr.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), st.sport),
                             endpoint(st.raddr.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), st.dport),
                             st.body.start,
@@ -759,15 +780,71 @@ mod tests {
     }
 
     fn render(format: Format, evs: &[Event]) -> String {
+        render_with(format, evs, &[])
+    }
+
+    fn render_with(format: Format, evs: &[Event], views: &[MountView]) -> String {
         let mut t = Tracker::new();
         let mut r = Renderer::new(Vec::new(), format, Clock::fixed(0));
         for e in evs {
             for o in t.on_event(e) {
-                r.observation(&o).unwrap();
+                r.observation(&o, views).unwrap();
             }
         }
-        r.summary(&t, &XprtTracker::new(false), Vec::new(), Lost { events: 3, sockets: 0, connects: 1 }, 1_000_000_000).unwrap();
+        r.summary(&t, &XprtTracker::new(false), views, Vec::new(), Lost { events: 3, sockets: 0, connects: 1 }, 1_000_000_000)
+            .unwrap();
         String::from_utf8(r.out).unwrap()
+    }
+
+    /// A reconnect from the old port that retransmits its SYN for 20 s, then connects.
+    fn stalled_reconnect() -> Vec<Event> {
+        let first = connect(10, 1, 871);
+        let mut closed = connect(1_000, 1, 871);
+        closed.kind = Kind::Closed;
+        closed.oldstate = ESTABLISHED;
+        closed.newstate = nfs_trace_common::tcp_state::CLOSE;
+        let mut rtx = connect(2_000, 2, 871);
+        rtx.kind = Kind::SynRetransmit;
+        rtx.start_ns = 1_500_000_000;
+        rtx.syn_retrans = 1;
+        let mut done = connect(21_500, 2, 871);
+        done.start_ns = 1_500_000_000;
+        done.syn_retrans = 9;
+        vec![first, closed, rtx, done]
+    }
+
+    #[test]
+    fn a_stall_names_its_mount_and_says_what_it_shows() {
+        let view = MountView {
+            mountpoint: "/mnt/data".into(),
+            source: "127.0.0.1:/".into(),
+            server: "127.0.0.1".into(),
+            port: 2049,
+            vers: Some("4.0".into()),
+            noresvport: false,
+            nconnect: 1,
+            remembered_ports: vec![871],
+            live_ports: vec![],
+            connects: 0,
+            reuse: None,
+        };
+        let out = render_with(Format::Json, &stalled_reconnect(), std::slice::from_ref(&view));
+        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let end = lines.iter().find(|l| l["type"] == "stall_end").expect("a stall_end record");
+        assert_eq!(end["duration_s"], 20.0);
+        assert_eq!(end["retransmits"], 9);
+        assert_eq!(end["mounts"], serde_json::json!(["/mnt/data"]));
+        let verdict = end["verdict"].as_str().unwrap();
+        assert!(verdict.contains("port 871") && verdict.contains("20.0 s") && verdict.contains("/mnt/data (vers=4.0)"), "{verdict}");
+        let live = lines.iter().find(|l| l["type"] == "stall").expect("a live stall record");
+        assert_eq!(live["end"], serde_json::Value::Null);
+        let summary = &lines.last().unwrap()["stalls"][0];
+        assert_eq!(summary["mounts"], serde_json::json!(["/mnt/data"]));
+        assert_eq!(summary["duration_s"], 20.0);
+        assert_eq!(summary["ongoing"], false);
+        let human = render_with(Format::Human { color: false }, &stalled_reconnect(), &[view]);
+        assert!(human.contains("stall ended after 20.0s") || human.contains("stall ended after 20.0 s"), "{human}");
+        assert!(human.contains("(mount /mnt/data)") && human.contains("[/mnt/data]"), "{human}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::{
     nfsmounts::{self, MountView},
     report::port_range,
+    tracker::Stall,
     xprt::XprtTracker,
 };
 
@@ -99,6 +100,35 @@ pub fn verdicts(views: &[MountView], x: &XprtTracker) -> Vec<Verdict> {
         };
     }
     out
+}
+
+/// One sentence on a stall: what was seen, in this run's numbers, and which
+/// mounts it held up. The cause is named as what fits the evidence (the
+/// same port stuck in SYN_SENT), not asserted.
+pub fn stall_verdict(st: &Stall, mounts: &[&MountView]) -> String {
+    let secs = st.duration_ns() as f64 / 1e9;
+    let since = st
+        .prev_end_ns
+        .map(|e| format!(" (its previous flow ended {:.1} s before)", st.start_ns.saturating_sub(e) as f64 / 1e9))
+        .unwrap_or_default();
+    let how = match (st.end_ns, st.end_sport) {
+        (Some(_), Some(p)) if p == st.who.sport => format!("until port {p} finally connected"),
+        (Some(_), Some(p)) => format!("until a connect from port {p} succeeded"),
+        _ => "and is still stuck".to_string(),
+    };
+    let held = if mounts.is_empty() {
+        String::new()
+    } else {
+        let m: Vec<String> = mounts
+            .iter()
+            .map(|m| format!("{} (vers={}{})", m.mountpoint, m.vers.as_deref().unwrap_or("?"), if m.noresvport { ",noresvport" } else { "" }))
+            .collect();
+        format!("; it held up {}", m.join(", "))
+    };
+    format!(
+        "a reconnect from port {}{since} sat in SYN_SENT {secs:.1} s with {} SYN retransmits {how}: consistent with a middlebox or firewall still holding the old flow and dropping its SYNs{held}",
+        st.who.sport, st.retransmits
+    )
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => true,
         };
         open = s.drain(|o| match o {
-            Obs::Tcp(o) => keep_going(out.observation(o)),
+            Obs::Tcp(o) => keep_going(out.observation(o, &views)),
             Obs::Xprt(o) => keep_going(out.xprt_observation(o, &views)),
         })?;
         if let Some(k) = kmsg.as_mut() {
@@ -227,8 +227,9 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     }
     let lost = s.lost();
     let dur = Clock::mono_now_ns().saturating_sub(started_mono);
-    let verdicts = verdict::verdicts(&read_views(), &s.xtracker);
-    if keep_going(out.summary(&s.tracker, &s.xtracker, verdicts, lost, dur).and_then(|_| out.flush()))?
+    let views = read_views();
+    let verdicts = verdict::verdicts(&views, &s.xtracker);
+    if keep_going(out.summary(&s.tracker, &s.xtracker, &views, verdicts, lost, dur).and_then(|_| out.flush()))?
         && s.decode_errors > 0
     {
         eprintln!("nfs-trace: {} records could not be decoded", s.decode_errors);
