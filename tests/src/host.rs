@@ -80,6 +80,11 @@ impl Tracer {
         Tracer { child, rx, attached: first, stderr }
     }
 
+    /// The tracer's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn signal(&self, sig: i32) {
         // SAFETY: kill on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, sig) };
@@ -244,4 +249,53 @@ pub fn netns_syn_retrans() -> u64 {
     let names = rows[0].split_whitespace();
     let values = rows[1].split_whitespace();
     names.zip(values).find(|(n, _)| *n == "TCPSynRetrans").and_then(|(_, v)| v.parse().ok()).expect("TCPSynRetrans")
+}
+
+/// The BPF programs and maps a process holds open, by kernel id (from
+/// /proc/PID/fdinfo: `prog_id:` / `map_id:` lines of its bpf fds).
+#[derive(Debug, Default)]
+pub struct BpfObjects {
+    pub progs: Vec<u32>,
+    pub maps: Vec<u32>,
+}
+
+pub fn bpf_objects_of(pid: u32) -> BpfObjects {
+    let mut out = BpfObjects::default();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return out };
+    for fd in fds.flatten() {
+        let Ok(link) = std::fs::read_link(fd.path()) else { continue };
+        let link = link.to_string_lossy().to_string();
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy())).unwrap_or_default();
+        let id = |key: &str| info.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse::<u32>().ok());
+        if link == "anon_inode:bpf-prog" {
+            out.progs.extend(id("prog_id:"));
+        } else if link == "anon_inode:bpf-map" {
+            out.maps.extend(id("map_id:"));
+        }
+    }
+    out.progs.sort_unstable();
+    out.progs.dedup();
+    out.maps.sort_unstable();
+    out.maps.dedup();
+    out
+}
+
+/// Whether the kernel still has a BPF program (`map` false) or map with
+/// this id: BPF_PROG_GET_FD_BY_ID / BPF_MAP_GET_FD_BY_ID answer ENOENT once
+/// it is freed.
+pub fn bpf_object_exists(id: u32, map: bool) -> bool {
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
+    // union bpf_attr for these commands: the id, next_id, open_flags.
+    let attr: [u32; 3] = [id, 0, 0];
+    let cmd = if map { BPF_MAP_GET_FD_BY_ID } else { BPF_PROG_GET_FD_BY_ID };
+    // SAFETY: bpf(2) reads size_of_val(&attr) bytes from a live array; a
+    // returned fd is closed at once.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_ptr(), std::mem::size_of_val(&attr) as u32) };
+    if fd >= 0 {
+        // SAFETY: fd was just returned to us and is not used elsewhere.
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
 }

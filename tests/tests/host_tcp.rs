@@ -1,6 +1,9 @@
 //! The TCP reconnect tracer on the host kernel, against real sockets. The
 //! ground truth is each test socket's own `local_addr()` and connect result.
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use nfs_trace_tests::host::*;
 use serde_json::Value;
@@ -367,4 +370,37 @@ fn metrics_pass_promtool_and_count_what_happened() {
     assert_eq!(line("nfs_trace_connect_failures_total{"), Some(0));
     assert!(body.contains("nfs_trace_lost_events_total 0"));
     assert_eq!(recs.to("reuse", "127.0.1.11", 2049).len(), 1);
+}
+
+/// SIGINT and SIGTERM end with a summary and a clean detach: every BPF
+/// program and map the tracer held is gone from the kernel afterwards
+/// (nothing pinned, nothing left attached).
+#[test]
+fn signals_detach_every_program_and_map() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let tracer = Tracer::start(&[]);
+        let held = bpf_objects_of(tracer.pid());
+        assert!(held.progs.len() >= 2, "the tracer holds its tracepoint programs: {held:?}");
+        assert!(!held.maps.is_empty(), "the tracer holds its maps: {held:?}");
+        assert!(held.progs.iter().all(|id| bpf_object_exists(*id, false)), "ids read from fdinfo resolve: {held:?}");
+        let recs = tracer.stop_with(sig);
+        assert_eq!(recs.all.last().map(|r| r["type"].clone()), Some("summary".into()), "signal {sig}: summary last");
+        // The kernel frees them when the last reference goes (an RCU grace
+        // period or a work item later): allow it a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let left = loop {
+            let left: Vec<String> = held
+                .progs
+                .iter()
+                .filter(|id| bpf_object_exists(**id, false))
+                .map(|id| format!("prog {id}"))
+                .chain(held.maps.iter().filter(|id| bpf_object_exists(**id, true)).map(|id| format!("map {id}")))
+                .collect();
+            if left.is_empty() || Instant::now() > deadline {
+                break left;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(left.is_empty(), "after signal {sig} these are still in the kernel: {left:?}");
+    }
 }
