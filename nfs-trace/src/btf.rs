@@ -311,13 +311,26 @@ impl KernelBtf {
     /// First STRUCT or UNION named `name`, base first then module. Only
     /// those records' names are read.
     fn find_composite(&self, name: &str) -> Result<Option<Ty<'_>>> {
+        self.find_kind(name, |k| k == kind::STRUCT || k == kind::UNION)
+    }
+
+    /// Type id of the kernel function `name` (a BTF FUNC record): what a
+    /// BPF_PROG_TYPE_TRACING program names as its `attach_btf_id`. None if
+    /// this BTF has no such function.
+    pub fn func_id(&self, name: &str) -> Result<Option<u32>> {
+        Ok(self.find_kind(name, |k| k == kind::FUNC)?.map(|t| t.id))
+    }
+
+    /// First record whose kind passes `want_kind` and whose name is `name`,
+    /// base first then module; only matching kinds' names are read.
+    fn find_kind(&self, name: &str, want_kind: impl Fn(u32) -> bool) -> Result<Option<Ty<'_>>> {
         let want = name.as_bytes();
         for layer in &self.layers {
             let t = layer.type_section();
             for (i, &off) in layer.offsets.iter().enumerate() {
                 let off = off as usize;
                 let k = (u32_at(t, off + 4) >> 24) & 0x1f;
-                if (k == kind::STRUCT || k == kind::UNION) && self.str_at(u32_at(t, off))? == want {
+                if want_kind(k) && self.str_at(u32_at(t, off))? == want {
                     return self.get(layer.first_id + i as u32).map(Some);
                 }
             }

@@ -105,3 +105,22 @@ pub fn raise_memlock() {
     // SAFETY: a valid rlimit struct; failure is harmless on memcg-accounting kernels.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
 }
+
+/// Keeps large heap blocks out of glibc's main heap, so the peak RSS is what
+/// is live rather than what the allocator keeps. Startup briefly holds
+/// several-MB buffers (our BTF, then aya's parse of vmlinux BTF, ~17 MB, see
+/// `probes::load_and_attach_tcp`). By default glibc raises its mmap threshold
+/// to the largest block freed so far: after our BTF buffer is freed, aya's
+/// growing type vector lands in the brk heap, where each doubling copies
+/// (old and new live together) and the freed space is not given back. A
+/// fixed threshold keeps blocks from 128 KiB up in their own mappings,
+/// grown in place by mremap and unmapped on free.
+pub fn tame_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes allocator parameters; called before the
+    // large allocations it is meant for.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 * 1024);
+    }
+}

@@ -263,9 +263,26 @@ pub fn sunrpc_absent() -> Vec<HookStatus> {
 /// Loads the object with `config` and attaches every hook it can. The
 /// statuses follow [`HOOKS`] row by row.
 pub fn load_and_attach(config: &Config, ringbuf_bytes: u32, btf: &KernelBtf) -> Result<(Ebpf, Vec<HookStatus>)> {
+    let (mut ebpf, mut status) = load_and_attach_tcp(config, ringbuf_bytes, fentry_func_id(btf))?;
+    status.extend(attach_sunrpc(&mut ebpf, btf).unwrap_or_else(sunrpc_absent));
+    Ok((ebpf, status))
+}
+
+/// The BTF id of the fentry hook's target, for [`load_and_attach_tcp`].
+pub fn fentry_func_id(btf: &KernelBtf) -> Option<u32> {
+    btf.func_id(HOOKS[3].target).ok().flatten()
+}
+
+/// Loads the object and attaches the TCP hooks (the rows of [`HOOKS`]
+/// before [`FIRST_SUNRPC_HOOK`]). It needs nothing from the kernel's BTF
+/// but `fentry_id` (see [`fentry_func_id`]), so a caller can free its BTF
+/// before aya's loader, which parses all of vmlinux's BTF itself (see below):
+/// the two would otherwise add up in the peak memory.
+pub fn load_and_attach_tcp(config: &Config, ringbuf_bytes: u32, fentry_id: Option<u32>) -> Result<(Ebpf, Vec<HookStatus>)> {
     // No kernel BTF for the loader: these programs carry no CO-RE
-    // relocations (offsets come in CONFIG), and aya's parse of vmlinux costs
-    // ~100 ms and ~18 MB of peak memory. Only an fentry attempt needs it.
+    // relocations (offsets come in CONFIG). aya 0.14's EbpfLoader::new()
+    // still parses vmlinux BTF (~17 MB of peak memory) before `.btf(None)`
+    // drops it; there is no constructor without it.
     let mut ebpf = EbpfLoader::new()
         .btf(None)
         .override_global(GLOBAL_CONFIG, config, true)
@@ -297,15 +314,33 @@ pub fn load_and_attach(config: &Config, ringbuf_bytes: u32, btf: &KernelBtf) -> 
         }
         Err(ke) => {
             status.push(not_attached(kprobe, format!("{ke:#}")));
-            status.push(match attach_fentry(&mut ebpf, fentry) {
-                Ok(()) => attached(fentry),
-                Err(fe) => not_attached(fentry, format!("{fe:#}")),
+            // aya's fentry path parses all of vmlinux's BTF again (~17 MB of
+            // peak memory, ~100 ms): first ask the kernel, for the price of
+            // one tiny program, whether it loads fentry programs at all.
+            status.push(match fentry_id.and_then(|id| fentry_refused(id, fentry.target)) {
+                Some(why) => not_attached(fentry, why),
+                None => match attach_fentry(&mut ebpf, fentry) {
+                    Ok(()) => attached(fentry),
+                    Err(fe) => not_attached(fentry, format!("{fe:#}")),
+                },
             });
         }
     }
-    let sunrpc = attach_sunrpc(&mut ebpf, btf).unwrap_or_else(sunrpc_absent);
-    status.extend(sunrpc);
+    debug_assert_eq!(status.len(), FIRST_SUNRPC_HOOK);
     Ok((ebpf, status))
+}
+
+/// [`attach_sunrpc`] reading the kernel's BTF from `btf_path` only when the
+/// sunrpc module is loaded (its offsets need it); statuses as there, with the
+/// read error as every hook's reason if the BTF cannot be read.
+pub fn attach_sunrpc_from(ebpf: &mut Ebpf, btf_path: &Path) -> Option<Vec<HookStatus>> {
+    if !sunrpc_loaded() {
+        return None;
+    }
+    match KernelBtf::from_file(btf_path) {
+        Ok(btf) => attach_sunrpc(ebpf, &btf),
+        Err(e) => Some(HOOKS[FIRST_SUNRPC_HOOK..].iter().map(|h| not_attached(h, format!("{e:#}"))).collect()),
+    }
 }
 
 fn attached(h: &Hook) -> HookStatus {
@@ -352,6 +387,86 @@ fn attach_fentry(ebpf: &mut Ebpf, h: &Hook) -> Result<()> {
     let fe: &mut FEntry = program(ebpf, h.program)?;
     fe.load(h.target, &btf).map_err(|e| anyhow!("load: {}", explain(&e.to_string())))?;
     fe.attach().map_err(|e| anyhow!("attach: {}", explain(&e.to_string())))?;
+    Ok(())
+}
+
+/// Whether this kernel refuses fentry programs on `func`, asked with a raw
+/// `BPF_PROG_LOAD` of the smallest fentry program there is (`r0 = 0; exit`)
+/// attached by the BTF id our own reader finds. Some(reason) only when the
+/// kernel answered EPERM, the answer that also refuses the real program
+/// (e.g. kernels built without BPF trampolines): then aya's BTF parse is
+/// skipped. Any other outcome (loaded, another errno, no such function in
+/// BTF) is None: aya's own attempt decides and reports, as before.
+fn fentry_refused(id: u32, func: &str) -> Option<String> {
+    match probe_fentry_load(id) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Some(format!(
+            "load: {}",
+            explain(&format!(
+                "a minimal fentry program on {func} (BTF id {id}) was refused by BPF_PROG_LOAD: {e}"
+            ))
+        )),
+        _ => None,
+    }
+}
+
+/// `union bpf_attr` for BPF_PROG_LOAD, up to `attach_btf_obj_fd` (5.11+;
+/// older kernels accept the larger size as long as the tail is zero).
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    attach_btf_id: u32,
+    attach_btf_obj_fd: u32,
+    _pad: u32,
+}
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TYPE_TRACING: u32 = 26;
+const BPF_TRACE_FENTRY: u32 = 24;
+
+/// Loads `r0 = 0; exit` as an fentry program on vmlinux BTF function
+/// `btf_id`, and unloads it at once.
+fn probe_fentry_load(btf_id: u32) -> std::io::Result<()> {
+    // BPF_MOV64_IMM(R0, 0); BPF_EXIT_INSN().
+    let insns: [u64; 2] = [u64::from_le_bytes([0xb7, 0, 0, 0, 0, 0, 0, 0]), u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0])];
+    let license = c"GPL";
+    let attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_TRACING,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        expected_attach_type: BPF_TRACE_FENTRY,
+        attach_btf_id: btf_id,
+        ..Default::default()
+    };
+    // SAFETY: bpf(2) reads `size` bytes of a valid, zero-padded attr whose
+    // pointers (insns, license) outlive the call.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &attr as *const ProgLoadAttr, size_of::<ProgLoadAttr>() as u32)
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a program fd the kernel just gave us and nobody else holds.
+    unsafe { libc::close(fd as i32) };
     Ok(())
 }
 

@@ -38,7 +38,6 @@ pub struct Session {
     pub tracker: Tracker,
     pub xtracker: XprtTracker,
     pub decode_errors: u64,
-    btf: KernelBtf,
     ring: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
     // Last: dropping it detaches every program.
@@ -56,12 +55,19 @@ impl Session {
         let ports = check_ports(ports).map_err(|e| anyhow!("bad --port: {e}"))?;
         let env = kernel::preflight(paths.tracefs.as_deref(), paths.btf.as_deref())?;
         kernel::raise_memlock();
+        kernel::tame_heap();
+        // Our BTF (~6 MB) is freed before aya's loader parses its own copy
+        // (~17 MB): they would add up in the peak RSS. The SunRPC offsets,
+        // needed only with the module loaded, read it again.
         let btf = KernelBtf::from_file(&env.btf)?;
         let config = probes::build_config(&ports, &env.tracefs, &btf)?;
+        let fentry_id = probes::fentry_func_id(&btf);
+        drop(btf);
         // Connections already up, in every namespace, listed before attaching:
         // a reconnect from the same port after this point is a real reuse.
         let existing = diag::established_everywhere(&ports);
-        let (mut ebpf, hooks) = probes::load_and_attach(&config, ringbuf_bytes, &btf)?;
+        let (mut ebpf, mut hooks) = probes::load_and_attach_tcp(&config, ringbuf_bytes, fentry_id)?;
+        hooks.extend(probes::attach_sunrpc_from(&mut ebpf, &env.btf).unwrap_or_else(probes::sunrpc_absent));
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
         let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).context("events map missing")?)
             .map_err(|e| anyhow!("events map: {e}"))?;
@@ -81,7 +87,6 @@ impl Session {
             tracker,
             xtracker,
             decode_errors: 0,
-            btf,
             ring,
             counters,
             ebpf,
@@ -147,7 +152,7 @@ impl Session {
         if sunrpc_attached(&self.hooks) || !probes::sunrpc_loaded() {
             return None;
         }
-        let st = probes::attach_sunrpc(&mut self.ebpf, &self.btf)?;
+        let st = probes::attach_sunrpc_from(&mut self.ebpf, &self.env.btf)?;
         let on = st.iter().filter(|h| h.attached).count();
         let of = st.len();
         self.hooks.truncate(probes::FIRST_SUNRPC_HOOK);

@@ -163,6 +163,22 @@ fn nested_paths_anonymous_members_and_typedef_chains() {
 }
 
 #[test]
+fn func_ids_are_found_by_name_and_kind() {
+    let mut b = Builder::new();
+    let int = b.int("int", 4, 32);
+    b.noise(int); // has FUNC "f" and a FWD "sock"
+    let proto = b.head("", kind::FUNC_PROTO, 0, false, int);
+    // A struct of the same name comes first: only the FUNC counts.
+    b.strukt("tcp_connect", 4, &[("x", int, 0, 0)]);
+    let f = b.refer(kind::FUNC, "tcp_connect", proto);
+    let btf = KernelBtf::from_bytes(b.finish()).unwrap();
+    assert_eq!(btf.func_id("tcp_connect").unwrap(), Some(f));
+    assert!(btf.func_id("f").unwrap().is_some());
+    assert_eq!(btf.func_id("sock").unwrap(), None);
+    assert_eq!(btf.func_id("int").unwrap(), None);
+}
+
+#[test]
 fn lookup_errors_are_clear() {
     let (_, btf) = sock_like();
     let err = |s, p| format!("{:#}", btf.member_offset(s, p).unwrap_err());
@@ -388,6 +404,11 @@ fn host_btf_matches_btf_rs() {
     }
     assert!(checked > 100, "only {checked} members checked");
     println!("cross-checked {} named members against btf-rs", checked + wanted.len());
+
+    // The FUNC id a tracing program attaches to, as btf-rs resolves it.
+    let ids = reference.resolve_ids_by_name("tcp_connect").unwrap();
+    let func = ids.into_iter().filter(|&id| matches!(reference.resolve_type_by_id(id), Ok(btf_rs::Type::Func(_)))).min();
+    assert_eq!(ours.func_id("tcp_connect").unwrap(), func, "tcp_connect FUNC id");
 
     // Module split BTF, where the kernel has any (not on every host).
     for module in ["sunrpc", "nfs"] {
