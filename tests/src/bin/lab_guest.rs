@@ -6,7 +6,7 @@
 mod lab;
 
 use anyhow::{Context as _, Result};
-use lab::{net, nfsd, out, scenario::Scenario, sys};
+use lab::{late, middlebox::Middlebox, net, nfsd, out, scenario::Scenario, stall, sys};
 use serde_json::json;
 
 fn main() {
@@ -33,9 +33,9 @@ fn run() -> Result<(usize, Vec<String>)> {
     unsafe { std::env::set_var("PATH", "/sbin:/usr/sbin:/bin:/usr/bin") };
     let cmdline = std::fs::read_to_string("/proc/cmdline").context("cannot read /proc/cmdline")?;
     let arg = |k: &str| cmdline.split_whitespace().find_map(|a| a.strip_prefix(k)).map(str::to_string);
-    let scenarios = match arg("lab.scenarios=").as_deref() {
-        None | Some("all") => Scenario::all(),
-        Some(list) => list.split(',').map(Scenario::parse).collect::<Result<Vec<_>>>()?,
+    let jobs = match arg("lab.scenarios=").as_deref() {
+        None | Some("all") => Job::all(),
+        Some(list) => list.split(',').map(Job::parse).collect::<Result<Vec<_>>>()?,
     };
     let with_tracer = arg("lab.tracer=").as_deref() != Some("0");
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -46,17 +46,71 @@ fn run() -> Result<(usize, Vec<String>)> {
         "tracer": with_tracer,
         "btf": std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
     }));
+    // late-sunrpc: its tracer starts before any module is loaded.
+    let late = jobs.iter().any(|j| matches!(j, Job::LateSunrpc)).then(|| late::begin(with_tracer));
     load_modules()?;
     let ns = net::setup()?;
     nfsd::start(arg("lab.nfsdcld=").as_deref() == Some("1"))?;
     let mut failed = Vec::new();
-    for sc in &scenarios {
-        if !lab::scenario::run(&ns, sc, with_tracer) {
-            failed.push(sc.name.clone());
+    if let Some((tracer, truth)) = late
+        && !late::finish(&ns, tracer, truth)
+    {
+        failed.push(late::NAME.to_string());
+    }
+    // Built on first use: the other scenarios run without it.
+    let mut middlebox: Option<Middlebox> = None;
+    for job in &jobs {
+        let ok = match job {
+            Job::LateSunrpc => continue,
+            Job::Reconnect(sc) => lab::scenario::run(&ns, sc, with_tracer),
+            Job::Stall(vers) => {
+                if middlebox.is_none() {
+                    middlebox = Some(Middlebox::setup().context("building the middlebox")?);
+                }
+                stall::run(middlebox.as_ref().expect("set above"), vers, with_tracer)
+            }
+        };
+        if !ok {
+            failed.push(job.name());
         }
     }
     out::log(format!("done, uptime {:.1} s", sys::uptime()));
-    Ok((scenarios.len(), failed))
+    Ok((jobs.len(), failed))
+}
+
+/// One scenario: the tracer started before sunrpc loads, a reconnect
+/// scenario, or a stall through the middlebox.
+enum Job {
+    LateSunrpc,
+    Reconnect(Scenario),
+    Stall(&'static str),
+}
+
+impl Job {
+    fn all() -> Vec<Job> {
+        let mut v = vec![Job::LateSunrpc];
+        v.extend(Scenario::all().into_iter().map(Job::Reconnect));
+        v.extend(stall::VERSIONS.iter().map(|s| Job::Stall(s)));
+        v
+    }
+
+    fn parse(name: &str) -> Result<Job> {
+        if name == late::NAME {
+            return Ok(Job::LateSunrpc);
+        }
+        match stall::parse(name) {
+            Some(v) => Ok(Job::Stall(v)),
+            None => Scenario::parse(name).map(Job::Reconnect),
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Job::LateSunrpc => late::NAME.to_string(),
+            Job::Reconnect(sc) => sc.name.clone(),
+            Job::Stall(v) => format!("stall-v{v}"),
+        }
+    }
 }
 
 fn early_mounts() -> Result<()> {

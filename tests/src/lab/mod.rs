@@ -6,10 +6,13 @@
 //! Only the bin `lab_guest` uses it (included by path, so the test crate's
 //! library stays as it is).
 pub mod cmd;
+pub mod late;
+pub mod middlebox;
 pub mod net;
 pub mod nfsd;
 pub mod out;
 pub mod scenario;
+pub mod stall;
 pub mod sys;
 pub mod tools;
 pub mod tracer;

@@ -28,6 +28,12 @@ pub struct ClientNs {
 }
 
 impl ClientNs {
+    /// Opens a namespace made with `ip netns add <name>`.
+    pub fn open(name: &str) -> Result<ClientNs> {
+        let fd = File::open(format!("/run/netns/{name}")).with_context(|| format!("cannot open network namespace {name}"))?;
+        Ok(ClientNs { fd })
+    }
+
     /// A command that runs in the client namespace. `setns` in a pre_exec
     /// hook keeps the mount namespace (unlike `ip netns exec`, which would
     /// hide the NFS mount made inside it).
@@ -44,7 +50,7 @@ impl ClientNs {
 }
 
 /// `ip` from iproute2 by full path (busybox has an `ip` applet too).
-fn ip(args: &[&str]) -> Result<()> {
+pub fn ip(args: &[&str]) -> Result<()> {
     cmd::run(Command::new("/sbin/ip").args(args), T).map(|_| ())
 }
 
@@ -59,8 +65,7 @@ pub fn setup() -> Result<ClientNs> {
     ip(&["-n", NETNS, "link", "set", "lo", "up"])?;
     ip(&["-n", NETNS, "addr", "add", &format!("{CLIENT}/24"), "dev", "v1"])?;
     ip(&["-n", NETNS, "link", "set", "v1", "up"])?;
-    let fd = File::open(format!("/run/netns/{NETNS}")).context("cannot open the client namespace")?;
-    let ns = ClientNs { fd };
+    let ns = ClientNs::open(NETNS)?;
     mount_client_sysfs(&ns)?;
     Ok(ns)
 }
@@ -104,30 +109,40 @@ pub fn parse_ss(text: &str) -> Result<Vec<Sock>> {
     Ok(out)
 }
 
-/// The client's TCP sockets to the server's NFS port.
-pub fn nfs_sockets(ns: &ClientNs) -> Result<Vec<Sock>> {
-    let text = cmd::run(
-        ns.command("/sbin/ss").args(["-tnaeH", "dst", SERVER, "dport", "=", &format!(":{NFS_PORT}")]),
-        T,
-    )?;
-    parse_ss(&text)
-}
-
 /// The single ESTABLISHED one, None while there is none.
 pub fn established(ns: &ClientNs) -> Result<Option<Sock>> {
-    let est: Vec<Sock> = nfs_sockets(ns)?.into_iter().filter(|s| s.state == "ESTAB").collect();
-    match est.len() {
-        0 => Ok(None),
-        1 => Ok(est.into_iter().next()),
-        _ => bail!("more than one ESTAB connection to {SERVER}:{NFS_PORT}: {est:?}"),
-    }
+    established_to(ns, SERVER)
 }
 
 /// `ss -K`: destroys the client's connections to the NFS port. Returns what
 /// ss listed as killed.
 pub fn kill_nfs_connections(ns: &ClientNs) -> Result<Vec<Sock>> {
+    kill_to(ns, SERVER)
+}
+
+/// The sockets in `ns` to `server`'s NFS port.
+pub fn sockets_to(ns: &ClientNs, server: &str) -> Result<Vec<Sock>> {
     let text = cmd::run(
-        ns.command("/sbin/ss").args(["-K", "-tnaeH", "dst", SERVER, "dport", "=", &format!(":{NFS_PORT}")]),
+        ns.command("/sbin/ss").args(["-tnaeH", "dst", server, "dport", "=", &format!(":{NFS_PORT}")]),
+        T,
+    )?;
+    parse_ss(&text)
+}
+
+/// The single ESTABLISHED socket in `ns` to `server`'s NFS port.
+pub fn established_to(ns: &ClientNs, server: &str) -> Result<Option<Sock>> {
+    let est: Vec<Sock> = sockets_to(ns, server)?.into_iter().filter(|s| s.state == "ESTAB").collect();
+    match est.len() {
+        0 => Ok(None),
+        1 => Ok(est.into_iter().next()),
+        _ => bail!("more than one ESTAB connection to {server}:{NFS_PORT}: {est:?}"),
+    }
+}
+
+/// `ss -K` of the sockets in `ns` to `server`'s NFS port.
+pub fn kill_to(ns: &ClientNs, server: &str) -> Result<Vec<Sock>> {
+    let text = cmd::run(
+        ns.command("/sbin/ss").args(["-K", "-tnaeH", "dst", server, "dport", "=", &format!(":{NFS_PORT}")]),
         T,
     )?;
     parse_ss(&text)

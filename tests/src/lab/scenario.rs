@@ -296,18 +296,23 @@ fn rewrite_dstaddr() -> Result<usize> {
 /// Unmounts and waits until the client has no connection to the NFS port
 /// left, so the next scenario starts clean.
 fn unmount(ns: &ClientNs, mnt: &Path) -> Result<()> {
+    unmount_from(ns, mnt, SERVER)
+}
+
+/// [`unmount`] of a mount of `server` made in `ns`.
+pub fn unmount_from(ns: &ClientNs, mnt: &Path, server: &str) -> Result<()> {
     let m = mnt.to_string_lossy().to_string();
     if let Err(e) = cmd::run(std::process::Command::new("/bin/busybox").args(["umount", &m]), MOUNT_LIMIT) {
         out::log(format!("umount {m}: {e:#}; detaching"));
         sys::umount_detach(&m)?;
     }
     for _ in 0..50 {
-        if net::nfs_sockets(ns)?.iter().all(|s| s.state != "ESTAB") {
+        if net::sockets_to(ns, server)?.iter().all(|s| s.state != "ESTAB") {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let left = net::kill_nfs_connections(ns)?;
+    let left = net::kill_to(ns, server)?;
     out::log(format!("after umount {m}: connections left, killed: {left:?}"));
     Ok(())
 }

@@ -4,16 +4,19 @@
 //! `kernels` fetches kernels through a private apt view, `modules`,
 //! `userland` and `initramfs` build the guest's initramfs (`image` puts them
 //! together), `qemu` boots it, `scenarios` judges the console output and
-//! `report` writes results. The guest half is `tests/src/lab`.
+//! `report` writes results; `stall` judges the middlebox scenarios. The guest
+//! half is `tests/src/lab`.
 mod apt;
 mod image;
 mod initramfs;
 mod kernels;
+mod late;
 mod layers;
 mod modules;
 mod qemu;
 mod report;
 mod scenarios;
+mod stall;
 mod userland;
 
 use std::{
@@ -35,7 +38,8 @@ pub struct VmArgs {
     /// Write one JSON record per scenario to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Only these scenarios (repeatable), e.g. v3-default, v4.1-noresvport.
+    /// Only these scenarios (repeatable), e.g. v3-default, v4.1-noresvport,
+    /// stall-v4.0, late-sunrpc; `stall` means every stall scenario.
     #[arg(long)]
     scenario: Vec<String>,
     /// Ground truth only: do not put nfs-trace in the guest.
@@ -54,13 +58,19 @@ pub fn cache_dir() -> PathBuf {
 }
 
 pub fn main(args: VmArgs) -> Result<()> {
-    for s in &args.scenario {
+    // `stall`: the stall scenarios (issue 5), one per NFS version.
+    let wanted: Vec<String> = args
+        .scenario
+        .iter()
+        .flat_map(|s| if s == "stall" { stall::names() } else { vec![s.clone()] })
+        .collect();
+    for s in &wanted {
         scenarios::check_name(s)?;
     }
     let lines: Vec<&'static kernels::Line> =
         if args.matrix { kernels::LINES.iter().collect() } else { vec![kernels::line(&args.kernel)?] };
     let plan = Plan {
-        scenarios: args.scenario.clone(),
+        scenarios: wanted,
         with_tracer: !args.no_tracer,
         timeout: Duration::from_secs(args.timeout),
         verbose: args.verbose,
@@ -157,6 +167,8 @@ fn run_kernel(cache: &Path, line: &'static kernels::Line, init: &Path, tracer: O
     let mut results = Vec::new();
     for name in &wanted {
         let mut r = match rep.truths.iter().find(|t| t["scenario"] == name.as_str()) {
+            Some(t) if stall::is_stall(name) => stall::judge(t, rep.tracer.get(name), tracer.is_some()),
+            Some(t) if name == late::NAME => late::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) => scenarios::judge(t, rep.tracer.get(name), tracer.is_some()),
             None => json!({"scenario": name, "ok": false, "agree": null,
                            "problems": [format!("no result from the guest ({end})")]}),
@@ -185,6 +197,11 @@ fn run_kernel(cache: &Path, line: &'static kernels::Line, init: &Path, tracer: O
 
 fn summarise(runs: &[report::KernelRun]) {
     println!("{}", report::table(runs));
+    let stalls = report::stall_table(runs);
+    if !stalls.is_empty() {
+        println!("{stalls}");
+    }
+    print!("{}", report::late_lines(runs));
     println!("{}", report::timings(runs));
     for p in report::problems(runs) {
         println!("✘ {p}");

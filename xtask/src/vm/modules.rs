@@ -11,8 +11,10 @@ use anyhow::{Context as _, Result, bail};
 
 /// What the guest loads: the NFS server and client (v3 is not requested by
 /// the kernel on its own without modprobe), `ss -K` (inet_diag + tcp_diag),
-/// and veth.
-pub const WANTED: &[&str] = &["nfsd", "nfsv4", "nfsv3", "inet_diag", "tcp_diag", "veth"];
+/// veth, and for the stall lab's middlebox connection tracking with
+/// nftables (`ct state` needs nft_ct).
+pub const WANTED: &[&str] =
+    &["nfsd", "nfsv4", "nfsv3", "inet_diag", "tcp_diag", "veth", "nf_conntrack", "nf_tables", "nft_ct"];
 
 /// A module ready for the initramfs.
 pub struct Module {

@@ -126,7 +126,8 @@ pub fn table(runs: &[KernelRun]) -> String {
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for run in runs {
-        for r in &run.results {
+        // The reconnect scenarios; stall and late-sunrpc records have their own `kind`.
+        for r in run.results.iter().filter(|r| r["kind"].is_null()) {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -146,6 +147,68 @@ pub fn table(runs: &[KernelRun]) -> String {
                 tool(r, "check"),
                 tool(r, "prove"),
                 hooks(r),
+            );
+        }
+    }
+    s
+}
+
+/// "804 → (804) → 990": before, the ports seen in SYN-SENT, after.
+fn stall_ports(r: &Value) -> String {
+    let p = |i: usize| r["truth_ports"][i].as_u64().map_or("?".to_string(), |p| p.to_string());
+    let syn: Vec<String> = r["syn_sent_ports"].as_array().into_iter().flatten().map(|p| p.to_string()).collect();
+    let mid = if syn.is_empty() { String::new() } else { format!(" → ({})", syn.join(", ")) };
+    format!("{}{mid} → {}", p(0), p(1))
+}
+
+/// The stall scenarios (issue 5): the write's block against the tracer's
+/// stall. Empty when none ran.
+pub fn stall_table(runs: &[KernelRun]) -> String {
+    let rows: Vec<(&KernelRun, &Value)> =
+        runs.iter().flat_map(|run| run.results.iter().filter(|r| r["kind"] == "stall").map(move |r| (run, r))).collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "| Kernel | NFS | Ports (ss: before → SYN-SENT → after) | SYNs dropped by the middlebox | Write blocked (truth) | Tracer's stall | Tracer's SYN retransmits | Agrees |\n\
+         |---|---|---|---:|---:|---:|---:|---|\n",
+    );
+    let secs = |v: &Value| v.as_f64().map_or("—".to_string(), |x| format!("{x:.1} s"));
+    for (run, r) in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            run.line,
+            r["vers"].as_str().unwrap_or("?"),
+            stall_ports(r),
+            r["syn_drops"],
+            secs(&r["block_s"]),
+            if r["tracer_stall_s"].is_null() { "none".to_string() } else { secs(&r["tracer_stall_s"]) },
+            if r["tracer_retransmits"].is_null() { "—".to_string() } else { r["tracer_retransmits"].to_string() },
+            agrees(r),
+        );
+    }
+    s
+}
+
+/// One line per kernel for `late-sunrpc` (the tracer started before the
+/// sunrpc module loaded). Empty when it did not run.
+pub fn late_lines(runs: &[KernelRun]) -> String {
+    let mut s = String::new();
+    for run in runs {
+        for r in run.results.iter().filter(|r| r["kind"] == "late") {
+            let _ = writeln!(
+                s,
+                "- {} ({}): sunrpc absent at start: {}; SunRPC hooks waiting at start: {}, attached after the load: {}; \
+                 xprt_connect from port {} (ss: {}) {}",
+                run.line,
+                run.release,
+                r["sunrpc_absent_at_start"],
+                r["hooks_waiting_at_start"],
+                r["hooks_attached_later"],
+                r["tracer_xprt_port"],
+                r["truth_port"],
+                agrees(r)
             );
         }
     }
@@ -202,6 +265,25 @@ pub fn write_matrix(dir: &Path, runs: &[KernelRun], date: &str, source: &str) ->
          rounds start and end at the ports `ss` saw before and after it.\n\n"
     );
     md += &table(runs);
+    let stalls = stall_table(runs);
+    if !stalls.is_empty() {
+        md += "\n## Stall lab: a middlebox that still holds the old flow\n\n\
+               The client mounts through a router namespace that tracks connections (nftables, conntrack,\n\
+               tracked-entry timeout shortened) and drops a SYN matching a still-ESTABLISHED entry. The\n\
+               client's connection is aborted with `ss -K` while the router drops that RST, so router and\n\
+               server keep the old flow; then one write is timed. *Agrees*: the tracer reported one stall\n\
+               exactly when the write blocked, its duration within 2 s of the block, from the old port,\n\
+               attributed to the mount, and the same in its summary; no stall when the write did not block.\n\n";
+        md += &stalls;
+    }
+    let late = late_lines(runs);
+    if !late.is_empty() {
+        md += "\n## The tracer started before sunrpc was loaded (`late-sunrpc`)\n\n\
+               The tracer starts before the guest loads any module; it must report the SunRPC hooks as\n\
+               waiting, attach them when sunrpc loads, and then see the transport of a v4.1 mount made\n\
+               afterwards, from the port `ss` saw.\n\n";
+        md += &late;
+    }
     let not = hooks_not_attached(runs);
     if !not.is_empty() {
         md += "\n## Hooks the tracer did not attach, and why (from its `attached` record)\n\n";

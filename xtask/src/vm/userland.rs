@@ -1,7 +1,8 @@
 //! The guest's user space besides our own programs: nfs-utils and rpcbind
 //! from Debian packages of this machine's release (their libraries then match
 //! the host's, which are copied alongside), `ss` and `ip` from the host's
-//! iproute2, and busybox (static) for umount and for debugging by hand.
+//! iproute2, nft from the host's nftables, and busybox (static) for umount
+//! and for debugging by hand.
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
@@ -26,7 +27,9 @@ const FROM_DEBS: &[(&str, &[&str])] = &[
 ];
 
 /// Host tools: (path in the guest, program name looked up on the host).
-const FROM_HOST: &[(&str, &str)] = &[("/sbin/ss", "ss"), ("/sbin/ip", "ip"), ("/bin/busybox", "busybox")];
+/// nft builds the stall lab's middlebox.
+const FROM_HOST: &[(&str, &str)] =
+    &[("/sbin/ss", "ss"), ("/sbin/ip", "ip"), ("/usr/sbin/nft", "nft"), ("/bin/busybox", "busybox")];
 
 /// Configuration files the RPC tools read.
 const HOST_ETC: &[&str] = &["/etc/netconfig", "/etc/services", "/etc/protocols", "/etc/rpc"];

@@ -1,0 +1,155 @@
+//! A stateful middlebox between a second client namespace and the server
+//! (issue 5): a router namespace forwarding with netfilter connection
+//! tracking, modelled on what cloud connection tracking does to a client
+//! that reconnects from the port of a flow it still holds
+//! (../shared/FINDINGS.md §6):
+//!
+//! - a SYN that matches a still-tracked ESTABLISHED entry is dropped
+//!   (`tcp flags & (syn|ack) == syn ct state established`), and dropped
+//!   SYNs do not refresh the entry, so it expires after the router's
+//!   `nf_conntrack_tcp_timeout_established`;
+//! - the client's abort RST never reaches the tracker: a raw-priority
+//!   prerouting chain (before conntrack) drops it, only around the abort —
+//!   a permanent rule would also eat the RST that ends the stall.
+//!
+//! server (initial ns) s0 10.98.0.1 ── r0 10.98.0.2 [rtr] r1 10.98.1.1 ── c1 10.98.1.2 [mbcli]
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+
+use super::{
+    cmd,
+    net::{self, ClientNs},
+};
+
+/// The server as the client behind the middlebox reaches it.
+pub const SERVER: &str = "10.98.0.1";
+pub const CLIENT: &str = "10.98.1.2";
+const ROUTER_NS: &str = "rtr";
+const CLIENT_NS: &str = "mbcli";
+/// Seconds the router keeps an idle ESTABLISHED entry: short, so a stall
+/// lasts well under a minute instead of the 5 days of the default (on 6.12
+/// with 25 s a v3 stall lasted 69 s: the SYN after expiry meets the
+/// server's stale socket, the client resets it and connects at its next
+/// SYN slot), and longer than a kernel may take to give up on the old port
+/// by itself (6.12 gave up a v4.0 reconnect after 10 s), so either end shows.
+pub const TRACKED_TIMEOUT_S: u32 = 14;
+
+const T: Duration = Duration::from_secs(20);
+
+/// The namespaces of the middlebox topology.
+pub struct Middlebox {
+    pub client: ClientNs,
+    router: ClientNs,
+}
+
+/// The forwarding rules: permanent for the life of the topology.
+const FORWARD_RULES: &str = "\
+table ip middlebox {
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        tcp flags & (syn | ack) == syn ct state established counter drop
+    }
+}
+";
+
+/// Drops the client's RSTs before conntrack sees them (raw runs at -300,
+/// conntrack at -200).
+const RST_RULES: &str = "\
+table ip abort {
+    chain pre {
+        type filter hook prerouting priority raw; policy accept;
+        iifname \"r1\" tcp flags & rst == rst counter drop
+    }
+}
+";
+
+fn sysctl(ns: &ClientNs, key: &str, value: &str) -> Result<()> {
+    cmd::run(ns.command("/bin/busybox").args(["sysctl", "-w", &format!("{key}={value}")]), T).map(|_| ())
+}
+
+fn nft(ns: &ClientNs, args: &[&str]) -> Result<String> {
+    cmd::run(ns.command("/usr/sbin/nft").args(args), T)
+}
+
+/// Loads an nft ruleset from text (nft reads the file; the guest has /tmp).
+fn nft_load(ns: &ClientNs, name: &str, rules: &str) -> Result<()> {
+    let path = format!("/tmp/{name}.nft");
+    std::fs::write(&path, rules).with_context(|| format!("cannot write {path}"))?;
+    nft(ns, &["-f", &path]).map(|_| ())
+}
+
+impl Middlebox {
+    /// Builds the topology and the forwarding rules.
+    pub fn setup() -> Result<Middlebox> {
+        let ip = net::ip;
+        ip(&["netns", "add", ROUTER_NS])?;
+        ip(&["netns", "add", CLIENT_NS])?;
+        ip(&["link", "add", "s0", "type", "veth", "peer", "name", "r0"])?;
+        ip(&["link", "add", "r1", "type", "veth", "peer", "name", "c1"])?;
+        ip(&["link", "set", "r0", "netns", ROUTER_NS])?;
+        ip(&["link", "set", "r1", "netns", ROUTER_NS])?;
+        ip(&["link", "set", "c1", "netns", CLIENT_NS])?;
+        ip(&["addr", "add", &format!("{SERVER}/24"), "dev", "s0"])?;
+        ip(&["link", "set", "s0", "up"])?;
+        ip(&["route", "add", "10.98.1.0/24", "via", "10.98.0.2"])?;
+        ip(&["-n", ROUTER_NS, "link", "set", "lo", "up"])?;
+        ip(&["-n", ROUTER_NS, "addr", "add", "10.98.0.2/24", "dev", "r0"])?;
+        ip(&["-n", ROUTER_NS, "addr", "add", "10.98.1.1/24", "dev", "r1"])?;
+        ip(&["-n", ROUTER_NS, "link", "set", "r0", "up"])?;
+        ip(&["-n", ROUTER_NS, "link", "set", "r1", "up"])?;
+        ip(&["-n", CLIENT_NS, "link", "set", "lo", "up"])?;
+        ip(&["-n", CLIENT_NS, "addr", "add", &format!("{CLIENT}/24"), "dev", "c1"])?;
+        ip(&["-n", CLIENT_NS, "link", "set", "c1", "up"])?;
+        ip(&["-n", CLIENT_NS, "route", "add", "default", "via", "10.98.1.1"])?;
+        let mb = Middlebox { client: ClientNs::open(CLIENT_NS)?, router: ClientNs::open(ROUTER_NS)? };
+        sysctl(&mb.router, "net.ipv4.ip_forward", "1")?;
+        // The ct expression makes the router's namespace track connections;
+        // the timeout sysctl exists once nf_conntrack is loaded.
+        nft_load(&mb.router, "middlebox", FORWARD_RULES).context("loading the middlebox's forward rules")?;
+        sysctl(&mb.router, "net.netfilter.nf_conntrack_tcp_timeout_established", &TRACKED_TIMEOUT_S.to_string())?;
+        Ok(mb)
+    }
+
+    /// Aborts the client's connections to the server (`ss -K`) while the
+    /// router drops the abort's RST, so the router and the server keep the
+    /// old flow ESTABLISHED. Returns what ss killed.
+    pub fn abort_unseen(&self) -> Result<Vec<net::Sock>> {
+        nft_load(&self.router, "abort", RST_RULES).context("loading the RST drop")?;
+        let killed = net::kill_to(&self.client, SERVER);
+        // The RST leaves within the ss call; give it a moment on the veth.
+        std::thread::sleep(Duration::from_millis(200));
+        let dropped = nft(&self.router, &["list", "table", "ip", "abort"]).unwrap_or_default();
+        nft(&self.router, &["delete", "table", "ip", "abort"]).context("removing the RST drop")?;
+        let killed = killed?;
+        super::out::log(format!("middlebox: abort RST rule: {}", counter_of(&dropped).unwrap_or("?".into())));
+        Ok(killed)
+    }
+
+    /// SYNs the router has dropped so far (the forward rule's counter):
+    /// shows the middlebox, not the client, held the reconnect back.
+    pub fn forward_drops(&self) -> Result<u64> {
+        let text = nft(&self.router, &["list", "table", "ip", "middlebox"])?;
+        Ok(counter_of(&text).and_then(|c| c.split_whitespace().nth(1).and_then(|n| n.parse().ok())).unwrap_or(0))
+    }
+}
+
+/// "packets N bytes M" from an nft listing with one counter.
+fn counter_of(listing: &str) -> Option<String> {
+    let i = listing.find("packets ")?;
+    let rest = &listing[i..];
+    let end = rest.find(" drop").unwrap_or(rest.len());
+    Some(rest[..end].trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_counter_of_a_listing() {
+        let l = "table ip middlebox {\n chain forward {\n  tcp flags & (syn | ack) == syn ct state established counter packets 7 bytes 420 drop\n }\n}\n";
+        assert_eq!(counter_of(l).as_deref(), Some("packets 7 bytes 420"));
+        assert_eq!(counter_of("table ip x {}").as_deref(), None);
+    }
+}
