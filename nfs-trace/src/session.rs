@@ -114,6 +114,11 @@ impl Session {
                 }
                 Ok(Record::Xprt(r)) => {
                     for o in self.xtracker.on_xprt(&r) {
+                        // The transport's drop dates the flow a reconnect may
+                        // reuse where TCP did not see it close.
+                        if let XprtObservation::Drop { ts_ns, sport, raddr, dport, .. } = &o {
+                            self.tracker.on_flow_end(*raddr, *dport, *sport, *ts_ns);
+                        }
                         if !f(Obs::Xprt(&o))? {
                             return Ok(false);
                         }

@@ -422,6 +422,21 @@ impl Tracker {
         joined
     }
 
+    /// Another layer (the SunRPC transport) saw the flow from `sport` to
+    /// `raddr:dport` end at `ts_ns`: where the TCP close was not seen (the
+    /// connection predates the tracer, so its kernel state was never kept),
+    /// this is when the flow that a reconnect may reuse ended.
+    pub fn on_flow_end(&mut self, raddr: std::net::IpAddr, dport: u16, sport: u16, ts_ns: u64) {
+        for (k, d) in self.dests.iter_mut() {
+            if k.raddr != raddr || k.dport != dport {
+                continue;
+            }
+            if let Some(last) = d.last.as_mut().filter(|l| l.sport == sport && l.end_ns.is_none() && !l.outcome.failed()) {
+                last.end_ns = Some(ts_ns);
+            }
+        }
+    }
+
     /// Stalls still going on (for the summary at exit).
     pub fn open_stalls(&self) -> Vec<&Stall> {
         self.dests.values().filter_map(|d| d.stall.as_ref()).collect()
@@ -739,6 +754,22 @@ mod tests {
         assert_eq!((end.retransmits, end.failed_attempts, end.end_sport), (5, 1, Some(999)));
         assert_eq!(t.stalls.len(), 1);
         assert!(t.open_stalls().is_empty());
+    }
+
+    #[test]
+    fn a_flow_end_seen_by_another_layer_dates_the_reused_flow() {
+        // Seeded (connected before the tracer), its close seen only by SunRPC.
+        let mut t = Tracker::new();
+        let dest = DestKey { laddr: "10.0.0.2".parse().unwrap(), raddr: "10.0.0.1".parse().unwrap(), dport: 2049 };
+        t.seed(dest, 999);
+        t.on_flow_end("10.0.0.9".parse().unwrap(), 2049, 999, 500_000_000); // another server: ignored
+        t.on_flow_end("10.0.0.1".parse().unwrap(), 2049, 998, 500_000_000); // another port: ignored
+        t.on_flow_end("10.0.0.1".parse().unwrap(), 2049, 999, 1_000_000_000);
+        t.on_flow_end("10.0.0.1".parse().unwrap(), 2049, 999, 1_500_000_000); // the first end stands
+        let obs = t.on_event(&retransmit(3000, 8, 999, 2000, 1));
+        let s = stalls(&obs);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].0.prev_end_ns, Some(1_000_000_000));
     }
 
     #[test]
