@@ -130,6 +130,10 @@ fn judge_stall(problems: &mut Vec<String>, st: &Value, mount: &str, live: &[&Val
     if end["end_sport"] != st["after"] {
         problems.push(format!("the stall ended with port {}, ss saw {} connected", end["end_sport"], st["after"]));
     }
+    // "port P reused from a flow closed T s ago": the abort must be dated.
+    if end["prev_end"].is_null() {
+        problems.push("stall_end does not say when the reused flow ended (prev_end null)".into());
+    }
     if !end["mounts"].as_array().is_some_and(|m| m.iter().any(|m| m == mount)) {
         problems.push(format!("stall_end names mounts {}, not {mount}", end["mounts"]));
     }
@@ -166,7 +170,7 @@ mod tests {
             json!({"type": "attached"}),
             rec("stall", 2_000_000_000, json!({"duration_s": 1.0})),
             rec("stall_end", 30_000_000_000, json!({"duration_s": duration, "end_sport": 871, "retransmits": 8,
-                                                    "mounts": ["/mnt/stall-v4.0"]})),
+                                                    "mounts": ["/mnt/stall-v4.0"], "prev_end": "2026-11-23T22:06:51.9Z"})),
             json!({"type": "summary", "stalls": [{"raddr": "10.98.0.1", "dport": 2049, "duration_s": duration, "ongoing": false}]}),
         ]
     }
