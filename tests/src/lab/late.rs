@@ -48,14 +48,7 @@ pub fn finish(ns: &ClientNs, tracer: Option<Tracer>, mut truth: Value) -> bool {
     if let Some(t) = tracer {
         std::thread::sleep(Duration::from_millis(500));
         let f = t.stop();
-        for l in &f.stdout {
-            let line = serde_json::from_str::<Value>(l).unwrap_or_else(|_| Value::String(l.clone()));
-            out::emit(&json!({"kind": "tracer", "scenario": NAME, "line": line}));
-        }
-        for l in &f.stderr {
-            out::emit(&json!({"kind": "tracer_stderr", "scenario": NAME, "text": l}));
-        }
-        truth["tracer"] = json!({"ran": true, "exit": f.exit, "lines": f.stdout.len()});
+        truth["tracer"] = f.emit(NAME);
     }
     if let Err(e) = res {
         truth["error"] = json!(format!("{e:#}"));

@@ -106,14 +106,7 @@ pub fn run(ns: &ClientNs, sc: &Scenario, with_tracer: bool) -> bool {
     let mut tracer_out = None;
     let res = run_inner(ns, sc, &mnt, &src, &opts, with_tracer, &mut truth, &mut tracer_out);
     if let Some(f) = tracer_out {
-        for l in &f.stdout {
-            let line = serde_json::from_str::<Value>(l).unwrap_or_else(|_| Value::String(l.clone()));
-            out::emit(&json!({"kind": "tracer", "scenario": sc.name, "line": line}));
-        }
-        for l in &f.stderr {
-            out::emit(&json!({"kind": "tracer_stderr", "scenario": sc.name, "text": l}));
-        }
-        truth["tracer"] = json!({"ran": true, "exit": f.exit, "lines": f.stdout.len()});
+        truth["tracer"] = f.emit(&sc.name);
     }
     let ok = res.is_ok();
     if let Err(e) = res {

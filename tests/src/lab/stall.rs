@@ -57,14 +57,7 @@ pub fn run(mb: &Middlebox, vers: &str, with_tracer: bool) -> bool {
     let mut finished = None;
     let res = run_inner(mb, &mnt, &opts, with_tracer, &mut truth, &mut finished);
     if let Some(f) = finished {
-        for l in &f.stdout {
-            let line = serde_json::from_str::<Value>(l).unwrap_or_else(|_| Value::String(l.clone()));
-            out::emit(&json!({"kind": "tracer", "scenario": name, "line": line}));
-        }
-        for l in &f.stderr {
-            out::emit(&json!({"kind": "tracer_stderr", "scenario": name, "text": l}));
-        }
-        truth["tracer"] = json!({"ran": true, "exit": f.exit, "lines": f.stdout.len()});
+        truth["tracer"] = f.emit(&name);
     }
     let ok = res.is_ok();
     if let Err(e) = res {

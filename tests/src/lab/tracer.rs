@@ -112,6 +112,22 @@ impl Tracer {
     }
 }
 
+impl Finished {
+    /// Puts everything the tracer printed on the console for the host (as
+    /// `tracer` / `tracer_stderr` records of `scenario`); returns the
+    /// truth record's `tracer` field.
+    pub fn emit(&self, scenario: &str) -> serde_json::Value {
+        for l in &self.stdout {
+            let line = serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|_| serde_json::Value::String(l.clone()));
+            super::out::emit(&serde_json::json!({"kind": "tracer", "scenario": scenario, "line": line}));
+        }
+        for l in &self.stderr {
+            super::out::emit(&serde_json::json!({"kind": "tracer_stderr", "scenario": scenario, "text": l}));
+        }
+        serde_json::json!({"ran": true, "exit": self.exit, "lines": self.stdout.len()})
+    }
+}
+
 fn is_attached(line: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(line)
         .ok()
