@@ -57,17 +57,20 @@ fn run() -> Result<(usize, Vec<String>)> {
     {
         failed.push(late::NAME.to_string());
     }
-    // Built on first use: the other scenarios run without it.
-    let mut middlebox: Option<Middlebox> = None;
+    // Built on first use: the other scenarios run without it. If it cannot be
+    // built, each stall scenario fails with that reason; the others still run.
+    let mut middlebox: Option<Result<Middlebox, String>> = None;
     for job in &jobs {
         let ok = match job {
             Job::LateSunrpc => continue,
             Job::Reconnect(sc) => lab::scenario::run(&ns, sc, with_tracer),
             Job::Stall(vers) => {
-                if middlebox.is_none() {
-                    middlebox = Some(Middlebox::setup().context("building the middlebox")?);
+                let mb = middlebox
+                    .get_or_insert_with(|| Middlebox::setup().context("building the middlebox").map_err(|e| format!("{e:#}")));
+                match mb {
+                    Ok(mb) => stall::run(mb, vers, with_tracer),
+                    Err(e) => stall::cannot_run(vers, e),
                 }
-                stall::run(middlebox.as_ref().expect("set above"), vers, with_tracer)
             }
         };
         if !ok {

@@ -27,6 +27,13 @@ pub fn parse(name: &str) -> Option<&'static str> {
     VERSIONS.iter().copied().find(|x| *x == v)
 }
 
+/// The scenario's truth record when the middlebox could not be built.
+pub fn cannot_run(vers: &str, why: &str) -> bool {
+    out::emit(&json!({"kind": "truth", "scenario": format!("stall-v{vers}"), "vers": vers, "stall": null,
+                      "tracer": {"ran": false}, "error": why}));
+    false
+}
+
 const MOUNT_LIMIT: Duration = Duration::from_secs(60);
 /// Longer than any stall this model makes (tracked timeout plus SYN backoff,
 /// or the NFSv4 lease that ends it): the write is given up after this.

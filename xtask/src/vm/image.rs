@@ -32,7 +32,7 @@ pub fn build(cache: &Path, k: &Kernel, init: &Path, tracer: Option<&Path>) -> Re
         a.copy("/bin/nfs-trace", t)?;
     }
     userland::add(&mut a, cache)?;
-    let mods = modules::load_order(&k.moddir, modules::WANTED)
+    let mods = modules::load_order(&k.moddir, modules::WANTED, modules::IF_PRESENT)
         .with_context(|| format!("modules of {}", k.abi))?;
     let order: Vec<String> = mods.iter().map(|m| m.name.clone()).collect();
     for m in mods {

@@ -16,19 +16,26 @@ use anyhow::{Context as _, Result, bail};
 pub const WANTED: &[&str] =
     &["nfsd", "nfsv4", "nfsv3", "inet_diag", "tcp_diag", "veth", "nf_conntrack", "nf_tables", "nft_ct"];
 
+/// Loaded where the kernel has them as modules; elsewhere they are part of
+/// another module: nft's `counter` is its own module on 5.10 and part of
+/// nf_tables on the later lines here.
+pub const IF_PRESENT: &[&str] = &["nft_counter"];
+
 /// A module ready for the initramfs.
 pub struct Module {
     pub name: String,
     pub data: Vec<u8>,
 }
 
-/// Resolves `wanted` and their dependencies, dependencies first.
-pub fn load_order(moddir: &Path, wanted: &[&str]) -> Result<Vec<Module>> {
+/// Resolves `wanted` and their dependencies, dependencies first, then those
+/// of `if_present` that this kernel has as modules.
+pub fn load_order(moddir: &Path, wanted: &[&str], if_present: &[&str]) -> Result<Vec<Module>> {
     let index = index(moddir)?;
     let builtin = builtin(moddir);
     let mut out = Vec::new();
     let mut seen = HashSet::new();
-    for w in wanted {
+    let present = if_present.iter().filter(|m| index.contains_key(&normal(m)));
+    for w in wanted.iter().chain(present) {
         visit(&normal(w), &index, builtin.as_ref(), &mut seen, &mut out, &mut Vec::new())?;
     }
     Ok(out)
