@@ -57,25 +57,31 @@ pub fn render(t: &Tracker, x: &XprtTracker, views: &[MountView], lost: Lost, hoo
         }
     }
 
+    // Per server and mount: the mount is what an operator pages on.
     let stalls: Vec<_> = t.stalls.iter().chain(t.open_stalls()).collect();
-    f.head("nfs_trace_stalls_total", "counter", "Stalls: reconnects stuck in SYN_SENT from the previous connection port.");
-    let mut by_dest: std::collections::BTreeMap<(String, String), (u64, f64, u64)> = Default::default();
+    let mut by_dest: std::collections::BTreeMap<(String, String, String), (u64, f64, u64)> = Default::default();
     for s in &stalls {
-        let e = by_dest.entry((s.who.dest.raddr.to_string(), s.who.dest.dport.to_string())).or_default();
+        let d = &s.who.dest;
+        let mounts: Vec<&str> = nfsmounts::attribute(views, d.raddr, d.dport, s.who.sport).iter().map(|m| m.mountpoint.as_str()).collect();
+        let e = by_dest.entry((d.raddr.to_string(), d.dport.to_string(), mounts.join(","))).or_default();
         e.0 += 1;
         e.1 += s.duration_ns() as f64 / 1e9;
         e.2 += u64::from(s.end_ns.is_none());
     }
-    for ((r, p), (n, _, _)) in &by_dest {
-        f.sample("nfs_trace_stalls_total", &[("raddr", r), ("dport", p)], n);
-    }
-    f.head("nfs_trace_stall_seconds_total", "counter", "Time spent in stalls, ongoing ones so far.");
-    for ((r, p), (_, secs, _)) in &by_dest {
-        f.sample("nfs_trace_stall_seconds_total", &[("raddr", r), ("dport", p)], format!("{secs:.3}"));
-    }
-    f.head("nfs_trace_stalls_ongoing", "gauge", "Stalls going on now.");
-    for ((r, p), (_, _, open)) in &by_dest {
-        f.sample("nfs_trace_stalls_ongoing", &[("raddr", r), ("dport", p)], open);
+    for (name, kind, help) in [
+        ("nfs_trace_stalls_total", "counter", "Stalls: reconnects stuck in SYN_SENT from the previous connection port."),
+        ("nfs_trace_stall_seconds_total", "counter", "Time spent in stalls, ongoing ones so far."),
+        ("nfs_trace_stalls_ongoing", "gauge", "Stalls going on now."),
+    ] {
+        f.head(name, kind, help);
+        for ((r, p, m), (n, secs, open)) in &by_dest {
+            let v = match name {
+                "nfs_trace_stalls_total" => n.to_string(),
+                "nfs_trace_stall_seconds_total" => format!("{secs:.3}"),
+                _ => open.to_string(),
+            };
+            f.sample(name, &[("raddr", r), ("dport", p), ("mount", m)], v);
+        }
     }
 
     let xs = x.all();
@@ -121,6 +127,54 @@ mod tests {
     #[test]
     fn escapes_label_values() {
         assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn stalls_are_counted_per_server_and_mount() {
+        use crate::events::{Event, Kind};
+        use nfs_trace_common::tcp_state::{ESTABLISHED, SYN_SENT};
+        let ev = |kind, ts_ms: u64, sk, retrans| Event {
+            kind,
+            ts_ns: ts_ms * 1_000_000,
+            sk,
+            pid: 1,
+            comm: "kworker".into(),
+            laddr: "10.0.0.2".parse().unwrap(),
+            sport: 871,
+            raddr: "10.0.0.1".parse().unwrap(),
+            dport: 2049,
+            start_ns: if sk == 1 { 0 } else { 2_000_000_000 },
+            syn_ns: 0,
+            established_ns: 0,
+            xprt: 0,
+            err: 0,
+            syn_retrans: retrans,
+            oldstate: SYN_SENT,
+            newstate: ESTABLISHED,
+            first_exit: 0,
+        };
+        let mut t = Tracker::new();
+        for e in [ev(Kind::ConnectDone, 10, 1, 0), ev(Kind::SynRetransmit, 3_000, 2, 1), ev(Kind::ConnectDone, 12_000, 2, 4)] {
+            t.on_event(&e);
+        }
+        let view = MountView {
+            mountpoint: "/mnt/data".into(),
+            source: "10.0.0.1:/".into(),
+            server: "10.0.0.1".into(),
+            port: 2049,
+            vers: Some("3".into()),
+            noresvport: false,
+            nconnect: 1,
+            remembered_ports: vec![871],
+            live_ports: vec![],
+            connects: 0,
+            reuse: None,
+        };
+        let out = render(&t, &XprtTracker::new(false), &[view], Lost::default(), 3, &StateSizes { kernel_sockets: 0 });
+        let labels = r#"{raddr="10.0.0.1",dport="2049",mount="/mnt/data"}"#;
+        assert!(out.contains(&format!("nfs_trace_stalls_total{labels} 1\n")), "{out}");
+        assert!(out.contains(&format!("nfs_trace_stall_seconds_total{labels} 10.000\n")), "{out}");
+        assert!(out.contains(&format!("nfs_trace_stalls_ongoing{labels} 0\n")), "{out}");
     }
 
     #[test]
