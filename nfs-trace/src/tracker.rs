@@ -195,6 +195,8 @@ pub struct Stall {
     /// Lines the kernel logged meanwhile ("nfs: server … not responding").
     pub kernel_said: Vec<String>,
     retrans_done: u32,
+    /// When it was last reported live (an event or a [`Tracker::tick`]).
+    reported_ns: u64,
 }
 
 impl Stall {
@@ -306,11 +308,13 @@ impl Tracker {
                             end_sport: None,
                             kernel_said: Vec::new(),
                             retrans_done: 0,
+                            reported_ns: 0,
                         });
                     }
                 if let Some(st) = d.stall.as_mut() {
                     st.who = who;
                     st.last_ns = ev.ts_ns;
+                    st.reported_ns = ev.ts_ns;
                     st.retransmits = st.retrans_done + ev.syn_retrans;
                     out.push(Observation::Stall { stall: st.clone(), ended: false });
                 }
@@ -435,6 +439,21 @@ impl Tracker {
                 last.end_ns = Some(ts_ns);
             }
         }
+    }
+
+    /// Stalls going on with nothing reported for `every_ns`: reported again
+    /// as of `now_ns`. SYN retransmits back off to tens of seconds apart;
+    /// someone watching a hung mount should still see it grow.
+    pub fn tick(&mut self, now_ns: u64, every_ns: u64) -> Vec<Observation> {
+        let mut out = Vec::new();
+        for d in self.dests.values_mut() {
+            if let Some(st) = d.stall.as_mut().filter(|st| now_ns >= st.reported_ns.saturating_add(every_ns)) {
+                st.last_ns = st.last_ns.max(now_ns);
+                st.reported_ns = now_ns;
+                out.push(Observation::Stall { stall: st.clone(), ended: false });
+            }
+        }
+        out
     }
 
     /// Stalls still going on (for the summary at exit).
@@ -770,6 +789,26 @@ mod tests {
         let s = stalls(&obs);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].0.prev_end_ns, Some(1_000_000_000));
+    }
+
+    #[test]
+    fn a_quiet_stall_is_reported_again_on_ticks() {
+        let mut t = Tracker::new();
+        t.on_event(&connected(1_000, 7, 999));
+        t.on_event(&retransmit(3_000, 8, 999, 2_000, 1));
+        assert!(t.tick(5_000_000_000, 5_000_000_000).is_empty(), "reported at 3 s: not yet");
+        let obs = t.tick(8_000_000_000, 5_000_000_000);
+        let s = stalls(&obs);
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].0.duration_ns(), s[0].1), (6_000_000_000, false));
+        assert!(t.tick(9_000_000_000, 5_000_000_000).is_empty());
+        // The connect that ends it: the duration runs to the connect, not the tick.
+        let mut done = connected(10_000, 8, 999);
+        done.start_ns = 2_000 * MS;
+        let obs = t.on_event(&done);
+        let s = stalls(&obs);
+        assert_eq!((s[0].0.duration_ns(), s[0].1), (8_000_000_000, true));
+        assert!(t.tick(30_000_000_000, 5_000_000_000).is_empty(), "no stall left to report");
     }
 
     #[test]

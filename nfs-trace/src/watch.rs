@@ -27,6 +27,9 @@ use crate::{
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
 /// How often the lost counters are checked.
 const LOST_EVERY: Duration = Duration::from_secs(1);
+/// A stall with no SYN retransmit for this long is reported again (its
+/// retransmits back off to tens of seconds apart).
+const STALL_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Serialize)]
 struct AttachedBody<'a> {
@@ -207,6 +210,9 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                 if format == Format::Json {
                     open = keep_going(out.json_line("hooks", HooksBody { hooks: &s.hooks }))?;
                 }
+            }
+            for o in s.tracker.tick(Clock::mono_now_ns(), STALL_EVERY.as_nanos() as u64) {
+                open = open && keep_going(out.observation(&o, &views))?;
             }
             let now = s.lost();
             if open && now != lost {

@@ -27,6 +27,8 @@ pub const TOLERANCE_S: f64 = 2.0;
 /// A write that blocks longer than this was held back: an unhindered
 /// reconnect and write take well under it even under TCG.
 pub const BLOCKED_S: f64 = 5.0;
+/// Longest silence allowed between live `stall` records.
+pub const MAX_QUIET_S: f64 = 8.0;
 
 pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> Value {
     let server = truth["server"].as_str().unwrap_or_default();
@@ -118,6 +120,13 @@ fn judge_stall(problems: &mut Vec<String>, st: &Value, mount: &str, live: &[&Val
         problems.push("no live `stall` record while the write blocked".into());
     } else if !live.iter().any(|l| l["mono_ns"].as_u64().is_some_and(|t| t > w0 && t < w1)) {
         problems.push("no live `stall` record fell inside the write's block".into());
+    }
+    // Reported again at least every 5 s while nothing else happens (SYN
+    // retransmits back off to 16 s apart); the 1 s check and TCG add slack.
+    let mut times: Vec<u64> = live.iter().filter_map(|l| l["mono_ns"].as_u64()).collect();
+    times.sort_unstable();
+    if let Some(gap) = times.windows(2).map(|w| w[1] - w[0]).max().filter(|g| *g as f64 / 1e9 > MAX_QUIET_S) {
+        problems.push(format!("live stall records {:.1} s apart (want at most {MAX_QUIET_S} s)", gap as f64 / 1e9));
     }
     let Some(end) = ends.first() else { return };
     let d = end["duration_s"].as_f64().unwrap_or(-1.0);
@@ -217,6 +226,14 @@ mod tests {
         let v = judge(&truth(true, 0.5), Some(&vec![json!({"type": "attached"})]), true);
         assert_eq!(v["ok"], json!(false));
         assert!(v["problems"].to_string().contains("did not hold"), "{v}");
+    }
+
+    #[test]
+    fn a_stall_that_goes_quiet_for_long_fails() {
+        let mut lines = stalled(28.0);
+        lines.insert(2, rec("stall", 20_000_000_000, json!({"duration_s": 19.0})));
+        let v = judge(&truth(true, 28.0), Some(&lines), true);
+        assert!(v["problems"].to_string().contains("apart"), "{v}");
     }
 
     #[test]
