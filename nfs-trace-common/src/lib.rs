@@ -195,6 +195,24 @@ pub struct SetStateOffsets {
     pub protocol_size: u16,
 }
 
+/// The `sock:inet_sock_set_state` layout compiled into the program's fast
+/// path: 6.18's, the same on every kernel since `protocol` became __u16
+/// (MPTCP). The loader compares a kernel's format file with it field by field.
+pub const SET_STATE_DIRECT: SetStateOffsets = SetStateOffsets {
+    skaddr: 8,
+    oldstate: 16,
+    newstate: 20,
+    sport: 24,
+    dport: 26,
+    family: 28,
+    protocol: 30,
+    saddr: 32,
+    daddr: 36,
+    saddr_v6: 40,
+    daddr_v6: 56,
+    protocol_size: 2,
+};
+
 /// Byte offsets of the `tcp:tcp_retransmit_skb` fields we read.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -257,7 +275,12 @@ pub struct Config {
     /// Destination ports to trace, host order; the first `nports` count.
     pub ports: [u16; MAX_PORTS],
     pub nports: u32,
-    pub _pad: u32,
+    /// Non-zero when this kernel's `sock:inet_sock_set_state` record has
+    /// exactly the [`SET_STATE_DIRECT`] layout: the program then reads its
+    /// fields with plain loads at those constant offsets instead of one
+    /// bpf_probe_read_kernel call per field (the verifier only allows
+    /// constant offsets into a tracepoint's context).
+    pub set_state_direct: u32,
     pub sock: SockOffsets,
     pub set_state: SetStateOffsets,
     pub retransmit: RetransmitOffsets,
@@ -285,7 +308,7 @@ impl Config {
     pub const ZERO: Self = Config {
         ports: [0; MAX_PORTS],
         nports: 0,
-        _pad: 0,
+        set_state_direct: 0,
         sock: SockOffsets::ZERO,
         set_state: SetStateOffsets {
             skaddr: 0,

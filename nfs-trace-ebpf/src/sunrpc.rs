@@ -54,7 +54,7 @@ fn xprt_dest(xprt: u64, xo: &XprtOffsets) -> (u16, u16, [u8; 16]) {
 #[inline(always)]
 fn try_socket_event(ctx: &RawTracePointContext, what: u8, has_error: bool) -> Result<u32, i64> {
     let cfg = config();
-    let so = cfg.sock;
+    let so = &cfg.sock;
     let xo = xprt_offsets();
     let xprt: u64 = ctx.arg(0);
     let socket: u64 = ctx.arg(1);

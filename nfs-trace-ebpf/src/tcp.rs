@@ -9,9 +9,10 @@ use aya_ebpf::{
     macros::{fentry, kprobe, tracepoint},
     programs::{FEntryContext, ProbeContext, TracePointContext},
 };
+use aya_ebpf::EbpfContext as _;
 use nfs_trace_common::{
-    ConnEvent, IPPROTO_TCP, counter, kind,
-    tcp_state::{CLOSE, ESTABLISHED, SYN_SENT},
+    ConnEvent, IPPROTO_TCP, SET_STATE_DIRECT, SetStateOffsets, counter, kind,
+    tcp_state::{CLOSE, ESTABLISHED, LISTEN, SYN_RECV, SYN_SENT},
 };
 
 use crate::maps::{EVENTS, SOCKS, SockState, config, count, read_at};
@@ -29,28 +30,92 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     try_inet_sock_set_state(&ctx).unwrap_or(0)
 }
 
+/// The fields of one `sock:inet_sock_set_state` record. Where the kernel's
+/// layout is [`SET_STATE_DIRECT`] (`direct`, a load-time constant, so the
+/// verifier drops the other branch) a field is one plain load from the
+/// context; elsewhere one bpf_probe_read_kernel at the offset from this
+/// kernel's format file. Every state change of every TCP socket on the host
+/// runs this program, so this is its fixed cost.
+#[derive(Clone, Copy)]
+struct SetState<'a> {
+    ctx: &'a TracePointContext,
+    o: &'a SetStateOffsets,
+    direct: bool,
+}
+
+impl SetState<'_> {
+    /// `T` at `direct_off` (aligned to its size, as the verifier wants for
+    /// context loads) or, probed, at `off`.
+    #[inline(always)]
+    fn get<T: Copy + Default>(&self, direct_off: u16, off: u16) -> T {
+        if self.direct {
+            // SAFETY: a constant, size-aligned offset inside the record, in
+            // the layout the loader checked this kernel has.
+            unsafe { core::ptr::read_volatile(self.ctx.as_ptr().cast::<u8>().add(direct_off as usize).cast::<T>()) }
+        } else {
+            // SAFETY: offsets come from this kernel's format file for this
+            // tracepoint; read_at copies through the checked helper.
+            unsafe { self.ctx.read_at::<T>(off as usize) }.unwrap_or_default()
+        }
+    }
+
+    #[inline(always)]
+    fn sk(&self) -> u64 {
+        self.get(SET_STATE_DIRECT.skaddr, self.o.skaddr)
+    }
+    #[inline(always)]
+    fn oldstate(&self) -> u8 {
+        self.get::<i32>(SET_STATE_DIRECT.oldstate, self.o.oldstate) as u8
+    }
+    #[inline(always)]
+    fn newstate(&self) -> u8 {
+        self.get::<i32>(SET_STATE_DIRECT.newstate, self.o.newstate) as u8
+    }
+    #[inline(always)]
+    fn protocol(&self) -> u16 {
+        if !self.direct && self.o.protocol_size == 1 {
+            return self.get::<u8>(0, self.o.protocol) as u16;
+        }
+        self.get(SET_STATE_DIRECT.protocol, self.o.protocol)
+    }
+    #[inline(always)]
+    fn sport(&self) -> u16 {
+        self.get(SET_STATE_DIRECT.sport, self.o.sport)
+    }
+    #[inline(always)]
+    fn dport(&self) -> u16 {
+        self.get(SET_STATE_DIRECT.dport, self.o.dport)
+    }
+    #[inline(always)]
+    fn family(&self) -> u16 {
+        self.get(SET_STATE_DIRECT.family, self.o.family)
+    }
+    /// A 16-byte address as two u64 halves (two aligned loads, no memcpy).
+    /// The v6 fields hold IPv4 as v4-mapped (TP_STORE_ADDRS), so one read
+    /// covers both families.
+    #[inline(always)]
+    fn addr(&self, direct_off: u16, off: u16) -> [u64; 2] {
+        if self.direct {
+            [self.get(direct_off, 0), self.get(direct_off + 8, 0)]
+        } else {
+            self.get(0, off)
+        }
+    }
+}
+
 fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
     let cfg = config();
-    let o = cfg.set_state;
-    // SAFETY (every read_at below): offsets come from this kernel's format
-    // file for this tracepoint; read_at bounds-checks through the helper.
-    let protocol: u16 = if o.protocol_size == 1 {
-        unsafe { ctx.read_at::<u8>(o.protocol as usize) }.map_err(|e| e as i64)? as u16
-    } else {
-        unsafe { ctx.read_at::<u16>(o.protocol as usize) }.map_err(|e| e as i64)?
-    };
-    if protocol != IPPROTO_TCP as u16 {
-        return Ok(0);
-    }
-    let sk: u64 = unsafe { ctx.read_at(o.skaddr as usize) }.map_err(|e| e as i64)?;
-    let newstate = unsafe { ctx.read_at::<i32>(o.newstate as usize) }.map_err(|e| e as i64)? as u8;
+    let f = SetState { ctx, o: &cfg.set_state, direct: cfg.set_state_direct != 0 };
+    let newstate = f.newstate();
 
     if newstate == SYN_SENT {
-        // An active open starts: only destinations we watch get state.
-        let dport: u16 = unsafe { ctx.read_at(o.dport as usize) }.map_err(|e| e as i64)?;
-        if !cfg.watches(dport) {
+        // An active open starts: only TCP toward destinations we watch gets
+        // state. (Only here is the protocol checked: the map holds nothing
+        // else, so every later lookup by socket implies TCP.)
+        if f.protocol() != IPPROTO_TCP as u16 || !cfg.watches(f.dport()) {
             return Ok(0);
         }
+        let sk = f.sk();
         // A SunRPC transport's socket points back at its rpc_xprt
         // (xs_tcp_finish_connecting sets sk_user_data before connecting).
         let xprt = read_at::<u64>(sk, cfg.sock.sk_user_data) & SK_USER_DATA_PTRMASK;
@@ -72,14 +137,25 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
 
+    let oldstate = f.oldstate();
+    // Changes no socket we track can make, dropped before the map lookup:
+    // listeners, and the passive side (a listener's child goes
+    // LISTEN→SYN_RECV→ESTABLISHED). A tracked socket reaches SYN_RECV only
+    // from SYN_SENT (simultaneous open, which is reported below); its later
+    // SYN_RECV→ESTABLISHED would only have updated `state`, which is read
+    // nowhere but as "still SYN_SENT?".
+    if newstate == LISTEN || oldstate == LISTEN || oldstate == SYN_RECV || (newstate == SYN_RECV && oldstate != SYN_SENT) {
+        return Ok(0);
+    }
+
     // Every other change matters only for sockets we saw start.
+    let sk = f.sk();
     let Some(stp) = SOCKS.get_ptr_mut(sk) else {
         return Ok(0);
     };
     // SAFETY: a live map value; one socket's state changes are serialised by
     // the socket lock, so no other program writes this entry concurrently.
     let st = unsafe { &mut *stp };
-    let oldstate = unsafe { ctx.read_at::<i32>(o.oldstate as usize) }.map_err(|e| e as i64)? as u8;
     let now = unsafe { bpf_ktime_get_ns() };
     st.state = newstate;
 
@@ -101,17 +177,37 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
         st.first_exit = CLOSE;
     }
 
-    emit(ctx, &cfg, sk, st, ev_kind, oldstate, newstate, now)?;
+    emit(&f, cfg, sk, st, ev_kind, oldstate, newstate, now);
     if newstate == CLOSE {
         let _ = SOCKS.remove(sk);
     }
     Ok(0)
 }
 
+/// Copies 16 bytes as two u64s: a plain array copy becomes a call to the
+/// object's memmove subprogram.
+#[inline(always)]
+unsafe fn put16(dst: *mut [u8; 16], v: [u64; 2]) {
+    // SAFETY: the caller's `dst` is 8-aligned (ConnEvent and SockState keep
+    // their 16-byte arrays at multiples of 8).
+    unsafe {
+        let d = dst.cast::<u64>();
+        d.write(v[0]);
+        d.add(1).write(v[1]);
+    }
+}
+
+#[inline(always)]
+fn get16(src: &[u8; 16]) -> [u64; 2] {
+    let s = (src as *const [u8; 16]).cast::<u64>();
+    // SAFETY: 8-aligned (see put16), 16 readable bytes.
+    unsafe { [s.read(), s.add(1).read()] }
+}
+
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn emit(
-    ctx: &TracePointContext,
+    f: &SetState,
     cfg: &nfs_trace_common::Config,
     sk: u64,
     st: &SockState,
@@ -119,14 +215,13 @@ fn emit(
     oldstate: u8,
     newstate: u8,
     now: u64,
-) -> Result<(), i64> {
-    let o = cfg.set_state;
+) {
     let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
         count(counter::LOST_EVENTS);
         if ev_kind == kind::CONNECT_DONE {
             count(counter::LOST_CONNECTS);
         }
-        return Ok(());
+        return;
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points at a reserved, exclusively owned ring buffer slot of
@@ -138,7 +233,7 @@ fn emit(
         (*ev).syn_ns = st.syn_ns;
         (*ev).established_ns = st.established_ns;
         (*ev).xprt = st.xprt;
-        (*ev).comm = st.comm;
+        put16(&raw mut (*ev).comm, get16(&st.comm));
         (*ev).pid = st.pid;
         (*ev).syn_retrans = st.syn_retrans;
         (*ev).kind = ev_kind;
@@ -147,16 +242,13 @@ fn emit(
         (*ev).first_exit = st.first_exit;
         (*ev)._pad = 0;
         (*ev).err = read_at::<i32>(sk, cfg.sock.sk_err);
-        (*ev).sport = ctx.read_at::<u16>(o.sport as usize).unwrap_or(0);
-        (*ev).dport = ctx.read_at::<u16>(o.dport as usize).unwrap_or(0);
-        (*ev).family = ctx.read_at::<u16>(o.family as usize).unwrap_or(0);
-        // The v6 fields hold IPv4 as v4-mapped (TP_STORE_ADDRS), so one read
-        // covers both families.
-        (*ev).saddr = ctx.read_at::<[u8; 16]>(o.saddr_v6 as usize).unwrap_or([0; 16]);
-        (*ev).daddr = ctx.read_at::<[u8; 16]>(o.daddr_v6 as usize).unwrap_or([0; 16]);
+        (*ev).sport = f.sport();
+        (*ev).dport = f.dport();
+        (*ev).family = f.family();
+        put16(&raw mut (*ev).saddr, f.addr(SET_STATE_DIRECT.saddr_v6, f.o.saddr_v6));
+        put16(&raw mut (*ev).daddr, f.addr(SET_STATE_DIRECT.daddr_v6, f.o.daddr_v6));
     }
     entry.submit(BPF_RB_NO_WAKEUP);
-    Ok(())
 }
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
@@ -166,7 +258,7 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 
 fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<u32, i64> {
     let cfg = config();
-    let o = cfg.retransmit;
+    let o = &cfg.retransmit;
     // SAFETY: offsets from this kernel's format file of tcp_retransmit_skb.
     let sk: u64 = unsafe { ctx.read_at(o.skaddr as usize) }.map_err(|e| e as i64)?;
     let Some(stp) = SOCKS.get_ptr_mut(sk) else {

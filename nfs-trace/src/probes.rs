@@ -12,8 +12,8 @@ use aya::{
     programs::{FEntry, KProbe, RawTracePoint, TracePoint},
 };
 use nfs_trace_common::{
-    Config, GLOBAL_CONFIG, MAP_EVENTS, MAP_XPRT_OFFSETS, NO_OFFSET, RetransmitOffsets, SetStateOffsets, SockOffsets,
-    XprtOffsets,
+    Config, GLOBAL_CONFIG, MAP_EVENTS, MAP_XPRT_OFFSETS, NO_OFFSET, RetransmitOffsets, SET_STATE_DIRECT, SetStateOffsets,
+    SockOffsets, XprtOffsets,
 };
 use serde::Serialize;
 
@@ -166,6 +166,7 @@ pub fn build_config(ports: &[u16], tracefs: &Path, btf: &KernelBtf) -> Result<Co
         daddr_v6: off("daddr_v6")?,
         protocol_size: protocol.size,
     };
+    c.set_state_direct = u32::from(c.set_state == SET_STATE_DIRECT);
     // Optional: without it the retransmit program is simply not attached.
     if let Ok(r) = Format::read(tracefs, "tcp", "tcp_retransmit_skb")
         && let (Ok(sk), Ok(sp), Ok(dp), Ok(s6), Ok(d6)) =
@@ -501,5 +502,51 @@ pub fn require_attached(status: &[HookStatus]) -> Result<()> {
         Some(s) if s.attached => Ok(()),
         Some(s) => bail!("{} not attached: {}", s.name, s.detail),
         None => bail!("no hooks"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tracepoint program of the object passes this kernel's verifier
+    /// with this kernel's config, including the SunRPC ones, which are
+    /// otherwise only loaded where sunrpc is (loading a raw tracepoint
+    /// program needs no tracepoint). Needs root; skipped otherwise.
+    #[test]
+    fn tracepoint_programs_pass_the_verifier() {
+        let Ok(env) = crate::kernel::preflight(None, None) else {
+            eprintln!("SKIPPED tracepoint_programs_pass_the_verifier: needs root, tracefs and BTF");
+            return;
+        };
+        crate::kernel::raise_memlock();
+        let btf = KernelBtf::from_file(&env.btf).unwrap();
+        let config = build_config(&[2049], &env.tracefs, &btf).unwrap();
+        let mut ebpf = EbpfLoader::new()
+            .btf(None)
+            .override_global(GLOBAL_CONFIG, &config, true)
+            .load(EBPF_OBJECT)
+            .unwrap();
+        for h in HOOKS {
+            match h.kind {
+                HookKind::Tracepoint => {
+                    let tp: &mut TracePoint = program(&mut ebpf, h.program).unwrap();
+                    tp.load().unwrap_or_else(|e| panic!("{}: {e}", h.program));
+                }
+                HookKind::RawTracepoint => {
+                    let tp: &mut RawTracePoint = program(&mut ebpf, h.program).unwrap();
+                    tp.load().unwrap_or_else(|e| panic!("{}: {e}", h.program));
+                }
+                HookKind::Kprobe | HookKind::Fentry => {}
+            }
+        }
+    }
+
+    #[test]
+    fn fast_field_path_only_for_its_exact_layout() {
+        let mut o = SET_STATE_DIRECT;
+        assert_eq!(u32::from(o == SET_STATE_DIRECT), 1);
+        o.protocol_size = 1;
+        assert_ne!(o, SET_STATE_DIRECT, "a __u8 protocol must take the probed path");
     }
 }
