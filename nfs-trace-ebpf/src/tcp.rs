@@ -138,13 +138,18 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
     }
 
     let oldstate = f.oldstate();
-    // Changes no socket we track can make, dropped before the map lookup:
-    // listeners, and the passive side (a listener's child goes
-    // LISTEN→SYN_RECV→ESTABLISHED). A tracked socket reaches SYN_RECV only
-    // from SYN_SENT (simultaneous open, which is reported below); its later
-    // SYN_RECV→ESTABLISHED would only have updated `state`, which is read
-    // nowhere but as "still SYN_SENT?".
-    if newstate == LISTEN || oldstate == LISTEN || oldstate == SYN_RECV || (newstate == SYN_RECV && oldstate != SYN_SENT) {
+    // Changes that need no map lookup, dropped first: listeners, and the
+    // passive side (a listener's child goes LISTEN→SYN_RECV→ESTABLISHED: the
+    // server half of every connect). A tracked socket reaches SYN_RECV only
+    // from SYN_SENT (simultaneous open, reported below); leaving SYN_RECV
+    // other than to CLOSE would only update `state`, which is read nowhere
+    // but as "still SYN_SENT?". SYN_RECV→CLOSE still looks the socket up: a
+    // tracked one gets its CLOSED record.
+    if newstate == LISTEN
+        || oldstate == LISTEN
+        || (oldstate == SYN_RECV && newstate != CLOSE)
+        || (newstate == SYN_RECV && oldstate != SYN_SENT)
+    {
         return Ok(0);
     }
 
