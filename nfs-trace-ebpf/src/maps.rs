@@ -56,7 +56,9 @@ pub struct SockState {
     pub state: u8,
     /// The first state after ESTABLISHED (0 until it leaves ESTABLISHED).
     pub first_exit: u8,
-    pub _pad: [u8; 6],
+    /// Padding as scalars: a zeroed byte array would be a memset call.
+    pub _pad0: u16,
+    pub _pad1: u32,
 }
 
 // Userspace reads SOCKS values as SOCK_STATE_BYTES bytes.

@@ -5,7 +5,7 @@
 //! move between kernels. `tcp:tcp_retransmit_skb` counts SYN retransmits. The
 //! optional `tcp_connect` kprobe/fentry stamps when the first SYN leaves.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
     macros::{fentry, kprobe, tracepoint},
     programs::{FEntryContext, ProbeContext, TracePointContext},
 };
@@ -119,17 +119,29 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
         // A SunRPC transport's socket points back at its rpc_xprt
         // (xs_tcp_finish_connecting sets sk_user_data before connecting).
         let xprt = read_at::<u64>(sk, cfg.sock.sk_user_data) & SK_USER_DATA_PTRMASK;
-        let st = SockState {
-            start_ns: unsafe { bpf_ktime_get_ns() },
-            syn_ns: 0,
-            established_ns: 0,
-            xprt,
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-            pid: (bpf_get_current_pid_tgid() >> 32) as u32,
-            syn_retrans: 0,
-            state: SYN_SENT,
-            first_exit: 0,
-            _pad: [0; 6],
+        // Built field by field with scalar stores: aya's bpf_get_current_comm
+        // wrapper and the byte arrays cost four memset calls and ~40 byte
+        // copies here.
+        let mut st = core::mem::MaybeUninit::<SockState>::uninit();
+        let p = st.as_mut_ptr();
+        // SAFETY: every field of the stack value is written before it is
+        // read; the helper writes at most 16 bytes into `comm` (zeroing it
+        // on failure).
+        let st = unsafe {
+            (*p).start_ns = bpf_ktime_get_ns();
+            // Volatile: LLVM would merge adjacent zero stores into a memset call.
+            core::ptr::write_volatile(&raw mut (*p).syn_ns, 0);
+            core::ptr::write_volatile(&raw mut (*p).established_ns, 0);
+            (*p).xprt = xprt;
+            put16(&raw mut (*p).comm, [0, 0]);
+            generated::bpf_get_current_comm((&raw mut (*p).comm).cast(), 16);
+            (*p).pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            (*p).syn_retrans = 0;
+            (*p).state = SYN_SENT;
+            (*p).first_exit = 0;
+            (*p)._pad0 = 0;
+            (*p)._pad1 = 0;
+            st.assume_init_ref()
         };
         if SOCKS.insert(sk, st, 0).is_err() {
             count(counter::LOST_SOCKETS);
@@ -196,9 +208,10 @@ unsafe fn put16(dst: *mut [u8; 16], v: [u64; 2]) {
     // SAFETY: the caller's `dst` is 8-aligned (ConnEvent and SockState keep
     // their 16-byte arrays at multiples of 8).
     unsafe {
+        // Volatile, or LLVM turns a zero pair into a memset call.
         let d = dst.cast::<u64>();
-        d.write(v[0]);
-        d.add(1).write(v[1]);
+        d.write_volatile(v[0]);
+        d.add(1).write_volatile(v[1]);
     }
 }
 
