@@ -38,6 +38,11 @@ impl Clock {
         rfc3339(self.unix_ns(mono_ns))
     }
 
+    /// [`Clock::rfc3339`] for writing straight into JSON.
+    pub fn stamp(&self, mono_ns: u64) -> Rfc3339 {
+        Rfc3339(self.unix_ns(mono_ns))
+    }
+
     /// Local time of day for live lines: 19:20:01.123456 (UTC).
     pub fn time_of_day(&self, mono_ns: u64) -> String {
         let s = rfc3339(self.unix_ns(mono_ns));
@@ -46,17 +51,57 @@ impl Clock {
 }
 
 pub fn rfc3339(unix_ns: i128) -> String {
-    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
-    let micros = (unix_ns.rem_euclid(1_000_000_000) / 1000) as u32;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
+    Rfc3339(unix_ns).to_string()
+}
+
+/// A Unix time in nanoseconds that displays as RFC 3339 (UTC, microseconds)
+/// without allocating: JSON records write it straight into their output.
+#[derive(Clone, Copy, Debug)]
+pub struct Rfc3339(pub i128);
+
+/// The fields of an [`Rfc3339`] time.
+pub struct Parts {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub micros: u32,
+}
+
+impl Rfc3339 {
+    pub fn parts(&self) -> Parts {
+        let secs = self.0.div_euclid(1_000_000_000) as i64;
+        let sod = secs.rem_euclid(86_400) as u32;
+        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+        Parts {
+            year,
+            month,
+            day,
+            hour: sod / 3600,
+            minute: (sod % 3600) / 60,
+            second: sod % 60,
+            micros: (self.0.rem_euclid(1_000_000_000) / 1000) as u32,
+        }
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = self.parts();
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            p.year, p.month, p.day, p.hour, p.minute, p.second, p.micros
+        )
+    }
+}
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian

@@ -8,6 +8,8 @@ mod cli;
 mod clock;
 mod diag;
 mod events;
+mod fasthash;
+mod jsonline;
 mod kernel;
 mod kmsg;
 mod metrics;

@@ -9,9 +9,10 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    clock::Clock,
+    clock::{Clock, Rfc3339},
+    jsonline::Line,
     events::errno_name,
-    tracker::{DestKey, Observation, Outcome, Stall, Tracker, Who},
+    tracker::{Attempt, CloseHow, DestKey, Observation, Outcome, Stall, Tracker, Who},
     nfsmounts::{self, MountView},
     verdict::Verdict,
     xprt::{XprtConnect, XprtObservation, XprtTracker},
@@ -39,6 +40,8 @@ pub struct Renderer<W: Write> {
     out: W,
     format: Format,
     clock: Clock,
+    /// Reused for the hot records (see `jsonline`).
+    line: Vec<u8>,
 }
 
 fn ms(ns: u64) -> f64 {
@@ -105,15 +108,26 @@ const RESET: &str = "\x1b[0m";
 
 #[derive(Serialize)]
 struct SockFields<'a> {
-    time: String,
+    // Written into the output as they are (no String per field): two
+    // records per connect under a storm make this the tracer's hot path.
+    time: Rfc3339,
     mono_ns: u64,
     pid: u32,
     comm: &'a str,
-    laddr: String,
+    laddr: IpAddr,
     sport: u16,
-    raddr: String,
+    raddr: IpAddr,
     dport: u16,
-    sk: String,
+    sk: Hex,
+}
+
+/// `0x…` in JSON, written without an intermediate String.
+struct Hex(u64);
+
+impl Serialize for Hex {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:#x}", self.0))
+    }
 }
 
 #[derive(Serialize)]
@@ -127,6 +141,30 @@ struct Record<'a, T: Serialize> {
     body: T,
 }
 
+fn connect_body(a: &Attempt) -> ConnectBody {
+    let failed = a.outcome.failed();
+    ConnectBody {
+        outcome: a.outcome.name(),
+        errno: failed.then_some(a.errno).filter(|e| *e != 0),
+        errno_name: if failed { errno_name(a.errno) } else { None },
+        syn_sent_us: a.syn_sent_ns / 1000,
+        syn_retransmits: a.syn_retrans,
+        attempt: a.attempt,
+        reused: a.reused,
+    }
+}
+
+fn close_body(how: CloseHow, errno: i32, lifetime_ns: u64) -> CloseBody {
+    CloseBody {
+        how: how.name(),
+        errno: Some(errno).filter(|e| *e != 0),
+        errno_name: errno_name(errno),
+        lifetime_ms: ms3(lifetime_ns),
+    }
+}
+
+/// The schema of `connect` (written by `Renderer::sock_line`; serialised
+/// through serde in the tests that prove both agree).
 #[derive(Serialize)]
 struct ConnectBody {
     outcome: &'static str,
@@ -276,7 +314,7 @@ struct XprtDropBody {
 
 impl<W: Write> Renderer<W> {
     pub fn new(out: W, format: Format, clock: Clock) -> Self {
-        Renderer { out, format, clock }
+        Renderer { out, format, clock, line: Vec::with_capacity(512) }
     }
 
     fn style(&self, s: &'static str) -> &'static str {
@@ -304,15 +342,15 @@ impl<W: Write> Renderer<W> {
 
     fn sock_fields<'a>(&self, who: &'a Who, ts_ns: u64) -> SockFields<'a> {
         SockFields {
-            time: self.clock.rfc3339(ts_ns),
+            time: self.clock.stamp(ts_ns),
             mono_ns: ts_ns,
             pid: who.pid,
             comm: &who.comm,
-            laddr: who.dest.laddr.to_string(),
+            laddr: who.dest.laddr,
             sport: who.sport,
-            raddr: who.dest.raddr.to_string(),
+            raddr: who.dest.raddr,
             dport: who.dest.dport,
-            sk: format!("{:#x}", who.sk),
+            sk: Hex(who.sk),
         }
     }
 
@@ -327,6 +365,30 @@ impl<W: Write> Renderer<W> {
         let rec = Record { v: SCHEMA_VERSION, kind, sock: Some(self.sock_fields(who, ts_ns)), body };
         serde_json::to_writer(&mut self.out, &rec)?;
         self.out.write_all(b"\n")
+    }
+
+    /// The hot records: the same fields and bytes as [`Self::json_sock`],
+    /// written straight into one buffer (`jsonline`).
+    fn sock_line(&mut self, kind: &str, who: &Who, ts_ns: u64, body: impl FnOnce(&mut Line)) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.line);
+        buf.clear();
+        let mut l = Line::new(&mut buf);
+        l.value("v", &SCHEMA_VERSION)
+            .plain("type", kind)
+            .time("time", self.clock.stamp(ts_ns))
+            .value("mono_ns", &ts_ns)
+            .value("pid", &who.pid)
+            .value("comm", who.comm.as_str())
+            .addr("laddr", who.dest.laddr)
+            .value("sport", &who.sport)
+            .addr("raddr", who.dest.raddr)
+            .value("dport", &who.dest.dport)
+            .hex("sk", who.sk);
+        body(&mut l);
+        l.end();
+        let r = self.out.write_all(&buf);
+        self.line = buf;
+        r
     }
 
     fn prefix(&self, who: &Who, ts_ns: u64) -> String {
@@ -351,17 +413,16 @@ impl<W: Write> Renderer<W> {
     fn observation_json(&mut self, o: &Observation, views: &[MountView]) -> io::Result<()> {
         match o {
             Observation::Connect(a) => {
-                let failed = a.outcome.failed();
-                let body = ConnectBody {
-                    outcome: a.outcome.name(),
-                    errno: failed.then_some(a.errno).filter(|e| *e != 0),
-                    errno_name: if failed { errno_name(a.errno) } else { None },
-                    syn_sent_us: a.syn_sent_ns / 1000,
-                    syn_retransmits: a.syn_retrans,
-                    attempt: a.attempt,
-                    reused: a.reused,
-                };
-                self.json_sock("connect", &a.who, a.ts_ns, body)
+                let b = connect_body(a);
+                self.sock_line("connect", &a.who, a.ts_ns, |l| {
+                    l.plain("outcome", b.outcome)
+                        .value("errno", &b.errno)
+                        .value("errno_name", &b.errno_name)
+                        .value("syn_sent_us", &b.syn_sent_us)
+                        .value("syn_retransmits", &b.syn_retransmits)
+                        .value("attempt", &b.attempt)
+                        .value("reused", &b.reused);
+                })
             }
             Observation::Reuse(r) => {
                 let body = ReuseBody {
@@ -382,13 +443,13 @@ impl<W: Write> Renderer<W> {
                 self.json_sock(kind, &stall.who, stall.end_ns.unwrap_or(stall.last_ns), body)
             }
             Observation::Close { who, ts_ns, how, errno, lifetime_ns } => {
-                let body = CloseBody {
-                    how: how.name(),
-                    errno: Some(*errno).filter(|e| *e != 0),
-                    errno_name: errno_name(*errno),
-                    lifetime_ms: ms3(*lifetime_ns),
-                };
-                self.json_sock("close", who, *ts_ns, body)
+                let b = close_body(*how, *errno, *lifetime_ns);
+                self.sock_line("close", who, *ts_ns, |l| {
+                    l.plain("how", b.how)
+                        .value("errno", &b.errno)
+                        .value("errno_name", &b.errno_name)
+                        .value("lifetime_ms", &b.lifetime_ms);
+                })
             }
         }
     }
@@ -811,6 +872,51 @@ mod tests {
         done.start_ns = 1_500_000_000;
         done.syn_retrans = 9;
         vec![first, closed, rtx, done]
+    }
+
+    /// The hand-written hot records are byte for byte what serde writes.
+    #[test]
+    fn fast_connect_and_close_lines_equal_the_serde_ones() {
+        let who = |laddr: &str, raddr: &str, comm: &str| Who {
+            dest: DestKey { laddr: laddr.parse().unwrap(), raddr: raddr.parse().unwrap(), dport: 2049 },
+            sport: 871,
+            pid: 4242,
+            comm: comm.into(),
+            sk: 0xffff_8881_0234_5678,
+        };
+        let whos = [
+            who("10.0.0.2", "10.0.0.1", "mount.nfs"),
+            who("fd00::2", "fd00::1", "we\"ird\u{1}\\name"),
+        ];
+        let outcomes = [Outcome::Established, Outcome::Refused, Outcome::Error(libc::EHOSTUNREACH)];
+        for w in &whos {
+            for (i, outcome) in outcomes.iter().enumerate() {
+                let a = Attempt {
+                    who: w.clone(),
+                    ts_ns: 1_234_567_891_234,
+                    outcome: *outcome,
+                    errno: if i == 1 { libc::ECONNREFUSED } else { 0 },
+                    syn_sent_ns: 1_500_321,
+                    syn_retrans: 2,
+                    attempt: 7,
+                    reused: i == 0,
+                };
+                let close = Observation::Close { who: w.clone(), ts_ns: 9_000_000_001, how: [CloseHow::LocalAbort, CloseHow::Reset, CloseHow::Error(110)][i], errno: [0, 104, 110][i], lifetime_ns: 12_345_678 };
+                for o in [Observation::Connect(a.clone()), close] {
+                    let mut fast = Renderer::new(Vec::new(), Format::Json, Clock::fixed(1_700_000_000_000_000_000));
+                    fast.observation(&o, &[]).unwrap();
+                    let mut slow = Renderer::new(Vec::new(), Format::Json, Clock::fixed(1_700_000_000_000_000_000));
+                    match &o {
+                        Observation::Connect(a) => slow.json_sock("connect", &a.who, a.ts_ns, connect_body(a)).unwrap(),
+                        Observation::Close { who, ts_ns, how, errno, lifetime_ns } => {
+                            slow.json_sock("close", who, *ts_ns, close_body(*how, *errno, *lifetime_ns)).unwrap()
+                        }
+                        _ => unreachable!(),
+                    }
+                    assert_eq!(String::from_utf8(fast.out).unwrap(), String::from_utf8(slow.out).unwrap());
+                }
+            }
+        }
     }
 
     #[test]

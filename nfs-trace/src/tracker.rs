@@ -6,12 +6,11 @@
 //! I/O and knows no clock but the events' own timestamps, so it is tested with
 //! synthetic sequences. State is bounded: destinations beyond the limit evict
 //! the least recently active one.
-use std::{
-    collections::{HashMap, HashSet},
-    net::IpAddr,
-};
+use std::net::IpAddr;
 
 use nfs_trace_common::tcp_state;
+
+use crate::fasthash::{FastMap, FastSet};
 
 use crate::events::{Event, Kind};
 
@@ -229,7 +228,7 @@ struct Last {
 #[derive(Clone, Debug, Default)]
 pub struct DestStats {
     pub connects: u64,
-    pub ports: HashSet<u16>,
+    pub ports: FastSet<u16>,
     pub reuses: u64,
     pub failed: u64,
     pub max_syn_sent_ns: u64,
@@ -253,7 +252,7 @@ pub const MAX_STALLS_KEPT: usize = 1024;
 
 #[derive(Default)]
 pub struct Tracker {
-    dests: HashMap<DestKey, DestStats>,
+    dests: FastMap<DestKey, DestStats>,
     /// Stalls that ended, oldest first (bounded).
     pub stalls: Vec<Stall>,
     /// Destinations dropped to stay within the bound.
@@ -267,7 +266,7 @@ impl Tracker {
     }
 
     pub fn with_capacity(max_dests: usize) -> Self {
-        Tracker { dests: HashMap::new(), stalls: Vec::new(), evicted: 0, max_dests: max_dests.max(1) }
+        Tracker { dests: FastMap::default(), stalls: Vec::new(), evicted: 0, max_dests: max_dests.max(1) }
     }
 
     /// Records a connection that was already established when tracing began

@@ -6,7 +6,9 @@
 //! source port, whether the port was reused, why the previous connection
 //! dropped and how long the transport stayed down. Pointers are recycled
 //! after xprt_destroy, so a destroy ends the entry.
-use std::{collections::HashMap, net::IpAddr};
+use std::net::IpAddr;
+
+use crate::fasthash::FastMap;
 
 use nfs_trace_common::tcp_state;
 
@@ -119,7 +121,7 @@ const MAX_PORTS_KEPT: usize = 64;
 
 #[derive(Default)]
 pub struct XprtTracker {
-    xprts: HashMap<u64, XprtStats>,
+    xprts: FastMap<u64, XprtStats>,
     /// Transports that ended (xprt_destroy) or were evicted, kept for the
     /// summary: a run that outlives a mount still reports it.
     pub finished: Vec<(u64, XprtStats)>,
