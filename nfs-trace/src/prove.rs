@@ -54,6 +54,25 @@ fn statfs_in_background(mount: &Path) {
     });
 }
 
+/// Writes a sysfs file in a thread, giving up after `limit`: the kernel
+/// takes the transport's lock for a `dstaddr` write and waits for it, so
+/// the write blocks as long as an RPC holds that lock.
+fn write_within(path: &Path, text: String, limit: Duration) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::write(&p, text));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(r) => r.with_context(|| format!("cannot rewrite {}", path.display())),
+        Err(_) => Err(anyhow!(
+            "writing {} blocked for {:.0} s: the kernel waits for the transport's lock, held by a stuck RPC; try again, or --timeout",
+            path.display(),
+            limit.as_secs_f64()
+        )),
+    }
+}
+
 fn established(server: IpAddr, port: u16) -> Result<Vec<TcpSock>> {
     Ok(diag::sockets_to(server, port)?.into_iter().filter(|s| s.state == 1).collect())
 }
@@ -142,11 +161,12 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
         let forced = Instant::now();
         let method = match sysx {
             Some(x) => {
-                std::fs::write(x.dir.join("dstaddr"), format!("{}\n", view.server))
-                    .with_context(|| format!("cannot rewrite {}", x.dir.join("dstaddr").display()))?;
+                eprintln!("nfs-trace: round {round}: rewriting {}/dstaddr (port {before})", x.dir.display());
+                write_within(&x.dir.join("dstaddr"), format!("{}\n", view.server), Duration::from_secs_f64(args.timeout))?;
                 "sysfs dstaddr"
             }
             None => {
+                eprintln!("nfs-trace: round {round}: destroying the socket from port {before} (sock_diag)");
                 diag::destroy(&sock)?;
                 "socket destroy (sock_diag)"
             }
@@ -155,6 +175,7 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
         let after = wait_reconnect(&mut s, server, view.port, Duration::from_secs_f64(args.timeout), &args.mount)?
             .ok_or_else(|| anyhow!("no reconnect of {} within {} s (round {round})", view.mountpoint, args.timeout))?;
         let reconnect_ms = forced.elapsed().as_secs_f64() * 1e3;
+        eprintln!("nfs-trace: round {round}: reconnected from port {after} in {reconnect_ms:.0} ms");
         // The tracer sees ESTABLISHED as the state changes, a moment before
         // the socket is listed (seen on 7.2): look again for up to 2 s.
         let listed = Instant::now() + Duration::from_secs(2);

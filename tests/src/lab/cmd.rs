@@ -44,7 +44,10 @@ pub fn output(cmd: &mut Command, limit: Duration) -> Result<Output> {
         if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("{what} did not finish within {} s", limit.as_secs());
+            // What it said before it was killed tells where it hung.
+            let err = t_err.join().unwrap_or_default();
+            let tail: Vec<&str> = err.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+            bail!("{what} did not finish within {} s; its last stderr lines: {tail:?}", limit.as_secs());
         }
         std::thread::sleep(Duration::from_millis(20));
     };
