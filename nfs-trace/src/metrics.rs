@@ -157,19 +157,7 @@ mod tests {
         for e in [ev(Kind::ConnectDone, 10, 1, 0), ev(Kind::SynRetransmit, 3_000, 2, 1), ev(Kind::ConnectDone, 12_000, 2, 4)] {
             t.on_event(&e);
         }
-        let view = MountView {
-            mountpoint: "/mnt/data".into(),
-            source: "10.0.0.1:/".into(),
-            server: "10.0.0.1".into(),
-            port: 2049,
-            vers: Some("3".into()),
-            noresvport: false,
-            nconnect: 1,
-            remembered_ports: vec![871],
-            live_ports: vec![],
-            connects: 0,
-            reuse: None,
-        };
+        let view = MountView::for_test("/mnt/data", "10.0.0.1", "3", false, 871);
         let out = render(&t, &XprtTracker::new(false), &[view], Lost::default(), 3, &StateSizes { kernel_sockets: 0 });
         let labels = r#"{raddr="10.0.0.1",dport="2049",mount="/mnt/data"}"#;
         assert!(out.contains(&format!("nfs_trace_stalls_total{labels} 1\n")), "{out}");

@@ -36,6 +36,24 @@ pub struct MountView {
 }
 
 impl MountView {
+    /// A mount of `server:/` on port 2049 for unit tests.
+    #[cfg(test)]
+    pub fn for_test(mountpoint: &str, server: &str, vers: &str, noresvport: bool, remembered: u16) -> MountView {
+        MountView {
+            mountpoint: mountpoint.into(),
+            source: format!("{server}:/"),
+            server: server.into(),
+            port: 2049,
+            vers: Some(vers.into()),
+            noresvport,
+            nconnect: 1,
+            remembered_ports: vec![remembered],
+            live_ports: vec![],
+            connects: 0,
+            reuse: None,
+        }
+    }
+
     /// The host part of `source` (a name or an address, IPv6 unbracketed).
     pub fn source_host(&self) -> &str {
         let s = self.source.strip_prefix('[').map_or(self.source.as_str(), |r| r.split(']').next().unwrap_or(r));

@@ -921,19 +921,7 @@ mod tests {
 
     #[test]
     fn a_stall_names_its_mount_and_says_what_it_shows() {
-        let view = MountView {
-            mountpoint: "/mnt/data".into(),
-            source: "127.0.0.1:/".into(),
-            server: "127.0.0.1".into(),
-            port: 2049,
-            vers: Some("4.0".into()),
-            noresvport: false,
-            nconnect: 1,
-            remembered_ports: vec![871],
-            live_ports: vec![],
-            connects: 0,
-            reuse: None,
-        };
+        let view = MountView::for_test("/mnt/data", "127.0.0.1", "4.0", false, 871);
         let out = render_with(Format::Json, &stalled_reconnect(), std::slice::from_ref(&view));
         let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let end = lines.iter().find(|l| l["type"] == "stall_end").expect("a stall_end record");

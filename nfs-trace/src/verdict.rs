@@ -137,19 +137,7 @@ mod tests {
     use crate::events::{XprtRecord, XprtWhat};
 
     fn view(mnt: &str, vers: &str, noresv: bool, remembered: u16) -> MountView {
-        MountView {
-            mountpoint: mnt.into(),
-            source: "10.99.0.1:/".into(),
-            server: "10.99.0.1".into(),
-            port: 2049,
-            vers: Some(vers.into()),
-            noresvport: noresv,
-            nconnect: 1,
-            remembered_ports: vec![remembered],
-            live_ports: vec![],
-            connects: 0,
-            reuse: None,
-        }
+        MountView::for_test(mnt, "10.99.0.1", vers, noresv, remembered)
     }
 
     fn connect(t: &mut XprtTracker, xprt: u64, sport: u16, srcport: u16) {
