@@ -6,12 +6,11 @@
 //! `ss` gives the mount's source port.
 use std::{path::Path, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde_json::{Value, json};
 
 use super::{
-    cmd,
-    net::{self, ClientNs, SERVER},
+    net::{ClientNs, SERVER},
     out, scenario,
     tracer::Tracer,
 };
@@ -59,17 +58,11 @@ pub fn finish(ns: &ClientNs, tracer: Option<Tracer>, mut truth: Value) -> bool {
 }
 
 fn mount_once(ns: &ClientNs, mnt: &Path, truth: &mut Value) -> Result<()> {
-    std::fs::create_dir_all(mnt).with_context(|| format!("cannot create {}", mnt.display()))?;
-    let src = format!("{SERVER}:/");
-    cmd::run(ns.command("/sbin/mount.nfs").arg(&src).arg(mnt).args(["-o", "vers=4.1"]), Duration::from_secs(60))
-        .with_context(|| format!("mount {src} -o vers=4.1"))?;
-    let res = (|| {
-        std::fs::read_to_string(mnt.join("hello")).context("cannot read a file on the fresh mount")?;
-        let s = net::established(ns)?.context("no ESTAB connection to the server after mounting")?;
+    let (src, opts) = scenario::mount_args(SERVER, "4.1");
+    let res = scenario::mount_fresh(ns, SERVER, &src, &opts, mnt).map(|s| {
         truth["port"] = json!(s.local_port);
         out::log(format!("{NAME}: mounted, port {}", s.local_port));
-        Ok(())
-    })();
+    });
     if let Err(e) = scenario::unmount_from(ns, mnt, SERVER) {
         out::log(format!("{NAME}: {e:#}"));
     }

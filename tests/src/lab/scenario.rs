@@ -46,21 +46,35 @@ impl Scenario {
         Ok(Scenario { name: name.to_string(), vers: v.to_string(), option: o.to_string() })
     }
 
-    /// `mount.nfs` source and options. v3 mounts the export's path (the
-    /// export is also the v4 pseudo-root, fsid=0, so v4 mounts `/`); v3 runs
-    /// without the lock manager (no statd in the guest) and with MOUNT over TCP.
     fn mount_args(&self) -> (String, String) {
-        let mut opts = if self.vers == "3" {
-            "vers=3,proto=tcp,mountproto=tcp,nolock".to_string()
-        } else {
-            format!("vers={}", self.vers)
-        };
+        let (src, mut opts) = mount_args(SERVER, &self.vers);
         if self.option != "default" {
             opts += &format!(",{}", self.option);
         }
-        let src = if self.vers == "3" { format!("{SERVER}:/export") } else { format!("{SERVER}:/") };
         (src, opts)
     }
+}
+
+/// `mount.nfs` source and options for `vers` from `server`. v3 mounts the
+/// export's path (the export is also the v4 pseudo-root, fsid=0, so v4
+/// mounts `/`); v3 runs without the lock manager (no statd in the guest)
+/// and with MOUNT over TCP.
+pub fn mount_args(server: &str, vers: &str) -> (String, String) {
+    if vers == "3" {
+        (format!("{server}:/export"), "vers=3,proto=tcp,mountproto=tcp,nolock".to_string())
+    } else {
+        (format!("{server}:/"), format!("vers={vers}"))
+    }
+}
+
+/// Mounts `src` on `mnt` from `ns`, reads a file through it, and returns
+/// the one ESTABLISHED connection to `server`'s NFS port that `ss` then lists.
+pub fn mount_fresh(ns: &ClientNs, server: &str, src: &str, opts: &str, mnt: &Path) -> Result<net::Sock> {
+    std::fs::create_dir_all(mnt).with_context(|| format!("cannot create {}", mnt.display()))?;
+    cmd::run(ns.command("/sbin/mount.nfs").arg(src).arg(mnt).args(["-o", opts]), MOUNT_LIMIT)
+        .with_context(|| format!("mount {src} -o {opts}"))?;
+    std::fs::read_to_string(mnt.join("hello")).context("cannot read a file on the fresh mount")?;
+    net::established_to(ns, server)?.context("no ESTAB connection to the server after mounting")
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -130,12 +144,8 @@ fn run_inner(
     truth: &mut Value,
     tracer_out: &mut Option<super::tracer::Finished>,
 ) -> Result<()> {
-    std::fs::create_dir_all(mnt).with_context(|| format!("cannot create {}", mnt.display()))?;
     let t0 = Instant::now();
-    cmd::run(ns.command("/sbin/mount.nfs").arg(src).arg(mnt).args(["-o", opts]), MOUNT_LIMIT)
-        .with_context(|| format!("mount {src} -o {opts}"))?;
-    std::fs::read_to_string(mnt.join("hello")).context("cannot read a file on the fresh mount")?;
-    let first = net::established(ns)?.context("no ESTAB connection to the server after mounting")?;
+    let first = mount_fresh(ns, SERVER, src, opts, mnt)?;
     out::log(format!("{}: mounted in {:.1} s, port {}", sc.name, t0.elapsed().as_secs_f64(), first.local_port));
     truth["ports"].as_array_mut().expect("array").push(json!(first.local_port));
 

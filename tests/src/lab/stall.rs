@@ -13,7 +13,6 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use super::{
-    cmd,
     middlebox::{self, Middlebox},
     net, out, scenario, sys,
     tracer::{Finished, Tracer},
@@ -34,7 +33,6 @@ pub fn cannot_run(vers: &str, why: &str) -> bool {
     false
 }
 
-const MOUNT_LIMIT: Duration = Duration::from_secs(60);
 /// Longer than any stall this model makes (tracked timeout plus SYN backoff,
 /// or the NFSv4 lease that ends it): the write is given up after this.
 const WRITE_LIMIT: Duration = Duration::from_secs(180);
@@ -43,9 +41,7 @@ const WRITE_LIMIT: Duration = Duration::from_secs(180);
 pub fn run(mb: &Middlebox, vers: &str, with_tracer: bool) -> bool {
     let name = format!("stall-v{vers}");
     let mnt = PathBuf::from(format!("/mnt/{name}"));
-    // As in the reconnect scenarios: v3 mounts the export's path, without
-    // the lock manager (no statd here), MOUNT over TCP.
-    let opts = if vers == "3" { "vers=3,proto=tcp,mountproto=tcp,nolock".to_string() } else { format!("vers={vers}") };
+    let (src, opts) = scenario::mount_args(middlebox::SERVER, vers);
     let mut truth = json!({
         "kind": "truth",
         "scenario": name,
@@ -62,7 +58,7 @@ pub fn run(mb: &Middlebox, vers: &str, with_tracer: bool) -> bool {
         "error": null,
     });
     let mut finished = None;
-    let res = run_inner(mb, &mnt, &opts, with_tracer, &mut truth, &mut finished);
+    let res = run_inner(mb, &mnt, &src, &opts, with_tracer, &mut truth, &mut finished);
     if let Some(f) = finished {
         truth["tracer"] = f.emit(&name);
     }
@@ -80,18 +76,13 @@ pub fn run(mb: &Middlebox, vers: &str, with_tracer: bool) -> bool {
 fn run_inner(
     mb: &Middlebox,
     mnt: &Path,
+    src: &str,
     opts: &str,
     with_tracer: bool,
     truth: &mut Value,
     finished: &mut Option<Finished>,
 ) -> Result<()> {
-    let server = middlebox::SERVER;
-    std::fs::create_dir_all(mnt).with_context(|| format!("cannot create {}", mnt.display()))?;
-    let src = if truth_vers(truth) == "3" { format!("{server}:/export") } else { format!("{server}:/") };
-    cmd::run(mb.client.command("/sbin/mount.nfs").arg(&src).arg(mnt).args(["-o", opts]), MOUNT_LIMIT)
-        .with_context(|| format!("mount {src} -o {opts} through the middlebox"))?;
-    std::fs::read_to_string(mnt.join("hello")).context("cannot read a file on the fresh mount")?;
-    let before = net::established_to(&mb.client, server)?.context("no ESTAB connection to the server after mounting")?;
+    let before = scenario::mount_fresh(&mb.client, middlebox::SERVER, src, opts, mnt).context("through the middlebox")?;
     truth["ports"].as_array_mut().expect("array").push(json!(before.local_port));
 
     let tracer = if with_tracer { Some(Tracer::start()?) } else { None };
@@ -168,10 +159,6 @@ fn stall_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value)
         "syn_sent_ports": syn_ports,
     });
     Ok(())
-}
-
-fn truth_vers(truth: &Value) -> &str {
-    truth["vers"].as_str().unwrap_or_default()
 }
 
 #[cfg(test)]
