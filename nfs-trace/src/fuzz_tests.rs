@@ -3,7 +3,7 @@
 //! may panic. Inputs are mutations of real samples (byte flips, splices,
 //! truncations, repeated fields), from a fixed-seed generator so a failure
 //! reproduces.
-use crate::{events, kmsg, mounts, mountstats, sunrpc_sysfs, tracefs};
+use crate::{kernel::decode, host::kmsg, host::mountinfo, host::mountstats, host::sunrpc_sysfs, kernel::tracefs};
 
 const CASES: usize = 1_000_000;
 
@@ -89,7 +89,7 @@ fn mountinfo_parser_never_panics() {
         b"22 1 0:21 / /proc rw,nosuid - proc proc rw\n",
     ];
     fuzz(1, samples, |b| {
-        for m in mounts::parse_mountinfo(&text(b)) {
+        for m in mountinfo::parse_mountinfo(&text(b)) {
             let _ = (m.port(), m.has_flag("noresvport"));
         }
     });
@@ -145,6 +145,6 @@ fn ring_buffer_decoder_never_panics() {
     xprt[1] = nfs_trace_common::xprt_event::CONNECT;
     let samples: &[&[u8]] = &[&conn, &xprt];
     fuzz(5, samples, |b| {
-        let _ = events::decode(b);
+        let _ = decode::decode(b);
     });
 }

@@ -1,42 +1,13 @@
-//! nfs-trace: trace NFS client reconnects and flag TCP source-port reuse.
-//!
-//! Data flows one way: kernel programs → ring buffer → `events` (decode) →
-//! `tracker` (pure state) → `report` (people and machines).
-mod btf;
-mod check;
-mod cli;
-mod clock;
-mod diag;
-mod events;
-mod fasthash;
-mod jsonline;
-mod kernel;
-mod kmsg;
-mod metrics;
-mod mounts;
-mod mountstats;
-mod nfsmounts;
-mod packaging;
-mod probes;
-mod prove;
-mod probes_cmd;
-mod report;
-mod session;
-mod sunrpc_sysfs;
-mod tracefs;
-mod tracker;
-mod verdict;
-mod watch;
-mod xprt;
-
-#[cfg(test)]
-mod fuzz_tests;
-
+//! The `nfs-trace` binary: parses the command line and runs a subcommand
+//! (the library does the work; see its crate docs for the data flow).
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use cli::{Cli, Command};
+use nfs_trace::{
+    cli::{Cli, Command},
+    cmd::{check, packaging, probes, prove, watch},
+};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -67,7 +38,7 @@ fn main() -> ExitCode {
             Command::Check(a) => check::run(a),
             Command::Prove(a) => prove::run(a),
             Command::Watch(a) => ok(watch::run(a).await),
-            Command::Probes(a) => ok(probes_cmd::run(a)),
+            Command::Probes(a) => ok(probes::run(a)),
             Command::Completions(a) => ok(packaging::completions(a)),
             Command::Manpage(a) => ok(packaging::manpage(a)),
         }

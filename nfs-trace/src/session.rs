@@ -11,15 +11,15 @@ use aya::{
 use nfs_trace_common::{MAP_COUNTERS, MAP_EVENTS, counter};
 
 use crate::{
-    btf::KernelBtf,
-    diag,
+    kernel::btf::KernelBtf,
+    host::sock_diag,
     cli::{KernelPaths, check_ports},
-    events::{self, Record},
-    kernel,
-    probes::{self, HookStatus},
-    report::Lost,
-    tracker::{DestKey, Observation, Tracker},
-    xprt::{XprtObservation, XprtTracker},
+    kernel::decode::{self, Record},
+    kernel::env,
+    kernel::hooks::{self, HookStatus},
+    kernel::lost::Lost,
+    model::tcp::{DestKey, Observation, Tracker},
+    model::xprt::{XprtObservation, XprtTracker},
 };
 
 /// What one record meant, for whoever consumes the session.
@@ -29,9 +29,9 @@ pub enum Obs<'a> {
 }
 
 pub struct Session {
-    pub env: kernel::Env,
+    pub env: env::Env,
     pub ports: Vec<u16>,
-    /// One status per row of `probes::HOOKS`.
+    /// One status per row of `hooks::HOOKS`.
     pub hooks: Vec<HookStatus>,
     /// Start to attached.
     pub attach_ms: f64,
@@ -46,28 +46,28 @@ pub struct Session {
 
 /// Whether any SunRPC hook is attached.
 pub fn sunrpc_attached(hooks: &[HookStatus]) -> bool {
-    hooks.iter().skip(probes::FIRST_SUNRPC_HOOK).any(|h| h.attached)
+    hooks.iter().skip(hooks::FIRST_SUNRPC_HOOK).any(|h| h.attached)
 }
 
 impl Session {
     /// Preflight, config from this kernel's formats and BTF, load, attach.
     pub fn start(ports: &[u16], paths: &KernelPaths, ringbuf_bytes: u32, t0: Instant) -> Result<Session> {
         let ports = check_ports(ports).map_err(|e| anyhow!("bad --port: {e}"))?;
-        let env = kernel::preflight(paths.tracefs.as_deref(), paths.btf.as_deref())?;
-        kernel::raise_memlock();
-        kernel::tame_heap();
+        let env = env::preflight(paths.tracefs.as_deref(), paths.btf.as_deref())?;
+        env::raise_memlock();
+        env::tame_heap();
         // Our BTF (~6 MB) is freed before aya's loader parses its own copy
         // (~17 MB): they would add up in the peak RSS. The SunRPC offsets,
         // needed only with the module loaded, read it again.
         let btf = KernelBtf::from_file(&env.btf)?;
-        let config = probes::build_config(&ports, &env.tracefs, &btf)?;
-        let fentry_id = probes::fentry_func_id(&btf);
+        let config = hooks::build_config(&ports, &env.tracefs, &btf)?;
+        let fentry_id = hooks::fentry_func_id(&btf);
         drop(btf);
         // Connections already up, in every namespace, listed before attaching:
         // a reconnect from the same port after this point is a real reuse.
-        let existing = diag::established_everywhere(&ports);
-        let (mut ebpf, mut hooks) = probes::load_and_attach_tcp(&config, ringbuf_bytes, fentry_id)?;
-        hooks.extend(probes::attach_sunrpc_from(&mut ebpf, &env.btf).unwrap_or_else(probes::sunrpc_absent));
+        let existing = sock_diag::established_everywhere(&ports);
+        let (mut ebpf, mut hooks) = hooks::load_and_attach_tcp(&config, ringbuf_bytes, fentry_id)?;
+        hooks.extend(hooks::attach_sunrpc_from(&mut ebpf, &env.btf).unwrap_or_else(hooks::sunrpc_absent));
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
         let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).context("events map missing")?)
             .map_err(|e| anyhow!("events map: {e}"))?;
@@ -97,7 +97,7 @@ impl Session {
     /// (returning false) when `f` returns false.
     pub fn drain(&mut self, mut f: impl FnMut(Obs) -> Result<bool>) -> Result<bool> {
         while let Some(item) = self.ring.next() {
-            let rec = events::decode(&item);
+            let rec = decode::decode(&item);
             drop(item);
             match rec {
                 Ok(Record::Tcp(ev)) => {
@@ -154,13 +154,13 @@ impl Session {
     /// Attaches the SunRPC hooks if sunrpc was loaded since; returns
     /// (attached, of) when it just did.
     pub fn poll_sunrpc(&mut self) -> Option<(usize, usize)> {
-        if sunrpc_attached(&self.hooks) || !probes::sunrpc_loaded() {
+        if sunrpc_attached(&self.hooks) || !hooks::sunrpc_loaded() {
             return None;
         }
-        let st = probes::attach_sunrpc_from(&mut self.ebpf, &self.env.btf)?;
+        let st = hooks::attach_sunrpc_from(&mut self.ebpf, &self.env.btf)?;
         let on = st.iter().filter(|h| h.attached).count();
         let of = st.len();
-        self.hooks.truncate(probes::FIRST_SUNRPC_HOOK);
+        self.hooks.truncate(hooks::FIRST_SUNRPC_HOOK);
         self.hooks.extend(st);
         self.xtracker.from_tcp = !sunrpc_attached(&self.hooks);
         Some((on, of))

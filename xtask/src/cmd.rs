@@ -29,7 +29,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(workspace_root());
     c
@@ -80,32 +80,4 @@ pub fn run_watch(args: &[String]) -> Result<()> {
     c.arg("watch").args(args);
     let status = c.status().with_context(|| format!("cannot start {}", bin.display()))?;
     std::process::exit(status.code().unwrap_or(1));
-}
-
-/// `cargo xtask test`: unit tests, host integration tests (root), VM lab.
-pub fn test_all(with_vm: bool) -> Result<()> {
-    if !is_root() {
-        bail!("the test suite attaches BPF programs and makes network namespaces: run it as root");
-    }
-    let bin = build_nfs_trace(false, false)?;
-    let mut c = cargo();
-    c.args(["test"]).env("NFS_TRACE_BIN", &bin);
-    run(&mut c)?;
-    if with_vm {
-        // A closing line any CI reader understands, counted from the
-        // records the suite keeps (one per scenario, `ok` per scenario);
-        // an old file must not speak for a run that wrote none.
-        let path = crate::vm::cache_dir().join("test-suite-results.json");
-        let _ = std::fs::remove_file(&path);
-        let res = crate::vm::test_suite();
-        if let Some(recs) = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
-        {
-            let passed = recs.iter().filter(|r| r["ok"] == true).count();
-            println!("vmlab: {passed} passed, {} failed", recs.len() - passed);
-        }
-        res?;
-    }
-    Ok(())
 }

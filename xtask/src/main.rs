@@ -7,6 +7,7 @@ mod cmd;
 mod dist;
 mod setup;
 mod soak;
+mod test;
 mod vm;
 
 use std::process::ExitCode;
@@ -84,7 +85,7 @@ fn main() -> ExitCode {
             setup::ensure_all().and_then(|_| cmd::build_nfs_trace(release, musl).map(|_| ()))
         }
         Task::Run { args } => setup::ensure_all().and_then(|_| cmd::run_watch(&args)),
-        Task::Test { no_vm } => setup::ensure_all().and_then(|_| cmd::test_all(!no_vm)),
+        Task::Test { no_vm } => setup::ensure_all().and_then(|_| test::test_all(!no_vm)),
         Task::Vm(args) => setup::ensure_all().and_then(|_| vm::main(args)),
         Task::Bench(args) => setup::ensure_all().and_then(|_| bench::main(args)),
         Task::Dist => setup::ensure_all().and_then(|_| dist::main()),

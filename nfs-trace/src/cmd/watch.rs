@@ -11,14 +11,15 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::{Color, WatchArgs},
-    clock::Clock,
-    kernel,
-    mounts::{self, NfsMount},
-    nfsmounts::{self, MountView},
-    probes::{self, HookStatus},
-    report::{Format, Lost, Renderer},
+    output::clock::Clock,
+    kernel::env,
+    host::mountinfo::{self, NfsMount},
+    host::nfsmounts::{self, MountView},
+    kernel::hooks::{self, HookStatus},
+    kernel::lost::Lost,
+    output::render::{Format, Renderer},
     session::{Obs, Session},
-    verdict,
+    model::verdict,
 };
 
 /// How often the ring buffer is drained. Records are submitted without
@@ -61,8 +62,8 @@ pub fn format_for(json: bool, color: Color) -> Format {
 }
 
 /// One line for people on stderr: what is attached and which NFS mounts exist.
-fn start_line(env: &kernel::Env, ports: &[u16], hooks: &[HookStatus], mounts: &[NfsMount], attach_ms: f64) -> String {
-    let (tcp, sunrpc) = hooks.split_at(probes::FIRST_SUNRPC_HOOK.min(hooks.len()));
+fn start_line(env: &env::Env, ports: &[u16], hooks: &[HookStatus], mounts: &[NfsMount], attach_ms: f64) -> String {
+    let (tcp, sunrpc) = hooks.split_at(hooks::FIRST_SUNRPC_HOOK.min(hooks.len()));
     let on: Vec<String> = tcp.iter().filter(|h| h.attached).map(|h| format!("{} ({})", h.name, h.kind.name())).collect();
     let mut off: Vec<String> = tcp
         .iter()
@@ -94,7 +95,7 @@ fn start_line(env: &kernel::Env, ports: &[u16], hooks: &[HookStatus], mounts: &[
         format!("; optional, not attached: {} (`nfs-trace probes` says why)", off.join(", "))
     };
     let sunrpc_on = sunrpc.iter().filter(|h| h.attached).count();
-    let sunrpc = if !probes::sunrpc_loaded() {
+    let sunrpc = if !hooks::sunrpc_loaded() {
         "; SunRPC: sunrpc module not loaded, its hooks attach when it loads".to_string()
     } else {
         format!("; SunRPC: {sunrpc_on} of {} hooks attached", sunrpc.len())
@@ -134,7 +135,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         eprintln!("nfs-trace: Prometheus metrics on http://{a}/metrics");
     }
 
-    let mounts = mounts::nfs_mounts(&args.proc_root).unwrap_or_default();
+    let mounts = mountinfo::nfs_mounts(&args.proc_root).unwrap_or_default();
     let clock = Clock::new();
     let format = format_for(args.json, args.color);
     let mut out = Renderer::new(io::BufWriter::with_capacity(64 * 1024, io::stdout().lock()), format, clock);
@@ -165,7 +166,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let mut lost = Lost::default();
     let mut last_lost_check = Instant::now();
 
-    let mut kmsg = crate::kmsg::Kmsg::open();
+    let mut kmsg = crate::host::kmsg::Kmsg::open();
     let mut open = true;
     while open {
         let stop = tokio::select! {
@@ -173,8 +174,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             conn = async { metrics.as_ref().unwrap().accept().await }, if metrics.is_some() => {
                 if let Ok((conn, _)) = conn {
                     let attached = s.hooks.iter().filter(|h| h.attached).count();
-                    let sizes = crate::metrics::StateSizes { kernel_sockets: s.kernel_sockets() };
-                    let body = crate::metrics::render(&s.tracker, &s.xtracker, &views, s.lost(), attached, &sizes);
+                    let sizes = crate::output::metrics::StateSizes { kernel_sockets: s.kernel_sockets() };
+                    let body = crate::output::metrics::render(&s.tracker, &s.xtracker, &views, s.lost(), attached, &sizes);
                     tokio::spawn(serve_metrics(conn, body));
                 }
                 false

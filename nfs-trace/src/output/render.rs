@@ -9,13 +9,14 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    clock::{Clock, Rfc3339},
-    jsonline::Line,
-    events::errno_name,
-    tracker::{Attempt, CloseHow, DestKey, Observation, Outcome, Stall, Tracker, Who},
-    nfsmounts::{self, MountView},
-    verdict::Verdict,
-    xprt::{XprtConnect, XprtObservation, XprtTracker},
+    kernel::lost::Lost,
+    output::clock::{Clock, Rfc3339},
+    output::jsonline::Line,
+    kernel::decode::errno_name,
+    model::tcp::{Attempt, CloseHow, DestKey, Observation, Outcome, Stall, Tracker, Who},
+    host::nfsmounts::{self, MountView},
+    model::verdict::{Verdict, port_range},
+    model::xprt::{XprtConnect, XprtObservation, XprtTracker},
 };
 
 /// Version of the JSON lines schema (docs/json-schema.md).
@@ -25,15 +26,6 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub enum Format {
     Human { color: bool },
     Json,
-}
-
-/// Lost-record counters read from the kernel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Lost {
-    pub events: u64,
-    pub sockets: u64,
-    /// Of `events`, connect attempts (so connects made = seen + this).
-    pub connects: u64,
 }
 
 pub struct Renderer<W: Write> {
@@ -267,16 +259,6 @@ pub struct XprtSummary {
     pub port_range: &'static str,
 }
 
-/// Reserved (privileged, < 1024: the `resvport` range) or ephemeral ports.
-pub fn port_range(ports: &[u16]) -> &'static str {
-    match (ports.iter().all(|&p| p < 1024), ports.iter().all(|&p| p >= 1024)) {
-        (_, _) if ports.is_empty() => "none",
-        (true, _) => "reserved",
-        (_, true) => "ephemeral",
-        _ => "mixed",
-    }
-}
-
 #[derive(Serialize)]
 struct XprtConnectBody {
     xprt: String,
@@ -328,7 +310,7 @@ impl<W: Write> Renderer<W> {
         let mounts: Vec<&MountView> = nfsmounts::attribute(views, st.who.dest.raddr, st.who.dest.dport, st.who.sport);
         StallBody {
             mounts: mounts.iter().map(|m| m.mountpoint.clone()).collect(),
-            verdict: crate::verdict::stall_verdict(st, &mounts),
+            verdict: crate::model::verdict::stall_verdict(st, &mounts),
             start: self.clock.rfc3339(st.start_ns),
             end: st.end_ns.map(|t| self.clock.rfc3339(t)),
             duration_s: (st.duration_ns() as f64 / 1e6).round() / 1e3,
@@ -814,7 +796,7 @@ impl<W: Write> Renderer<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Event, Kind};
+    use crate::kernel::decode::{Event, Kind};
     use nfs_trace_common::tcp_state::{ESTABLISHED, SYN_SENT};
 
     fn connect(ts_ms: u64, sk: u64, sport: u16) -> Event {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::{
     cli::CheckArgs,
-    nfsmounts::{self, MountView},
+    host::nfsmounts::{self, MountView},
 };
 
 /// Exit status when a mount is flagged.

@@ -6,7 +6,7 @@
 //! one; the live one is in sysfs `xprt_info` (5.14+) or `ss`.
 use serde::Serialize;
 
-use crate::mounts::unescape;
+use crate::host::mountinfo::unescape;
 
 /// One `xprt:` line of a TCP transport.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

@@ -4,10 +4,10 @@
 use std::fmt::Write as _;
 
 use crate::{
-    nfsmounts::{self, MountView},
-    report::Lost,
-    tracker::Tracker,
-    xprt::XprtTracker,
+    host::nfsmounts::{self, MountView},
+    kernel::lost::Lost,
+    model::tcp::Tracker,
+    model::xprt::XprtTracker,
 };
 
 /// Escapes a label value: backslash, double quote and newline.
@@ -43,7 +43,7 @@ pub fn render(t: &Tracker, x: &XprtTracker, views: &[MountView], lost: Lost, hoo
     let mut out = String::new();
     let mut f = Family { out: &mut out };
     let dests = t.destinations();
-    let per_dest: [(&str, &str, fn(&crate::tracker::DestStats) -> u64); 4] = [
+    let per_dest: [(&str, &str, fn(&crate::model::tcp::DestStats) -> u64); 4] = [
         ("nfs_trace_connects_total", "TCP connect attempts toward a watched port.", |d| d.connects),
         ("nfs_trace_connect_failures_total", "Connect attempts that did not reach ESTABLISHED.", |d| d.failed),
         ("nfs_trace_source_port_reuses_total", "Connect attempts from the same source port as the previous one to that destination.", |d| d.reuses),
@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn stalls_are_counted_per_server_and_mount() {
-        use crate::events::{Event, Kind};
+        use crate::kernel::decode::{Event, Kind};
         use nfs_trace_common::tcp_state::{ESTABLISHED, SYN_SENT};
         let ev = |kind, ts_ms: u64, sk, retrans| Event {
             kind,

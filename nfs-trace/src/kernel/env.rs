@@ -109,7 +109,7 @@ pub fn raise_memlock() {
 /// Keeps large heap blocks out of glibc's main heap, so the peak RSS is what
 /// is live rather than what the allocator keeps. Startup briefly holds
 /// several-MB buffers (our BTF, then aya's parse of vmlinux BTF, ~17 MB, see
-/// `probes::load_and_attach_tcp`). By default glibc raises its mmap threshold
+/// `hooks::load_and_attach_tcp`). By default glibc raises its mmap threshold
 /// to the largest block freed so far: after our BTF buffer is freed, aya's
 /// growing type vector lands in the brk heap, where each doubling copies
 /// (old and new live together) and the freed space is not given back. A

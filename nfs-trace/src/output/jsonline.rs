@@ -6,7 +6,7 @@
 //! values that may need escaping (comm) still go through serde_json.
 use std::{io::Write as _, net::IpAddr};
 
-use crate::clock::Rfc3339;
+use crate::output::clock::Rfc3339;
 
 /// `v` in exactly `width` decimal digits (zero-padded; `v` must fit).
 fn digits(buf: &mut Vec<u8>, mut v: u64, width: usize) {

@@ -17,7 +17,7 @@ use nfs_trace_common::{
 };
 use serde::Serialize;
 
-use crate::{btf::KernelBtf, tracefs::Format};
+use crate::{kernel::btf::KernelBtf, kernel::tracefs::Format};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -515,11 +515,11 @@ mod tests {
     /// program needs no tracepoint). Needs root; skipped otherwise.
     #[test]
     fn tracepoint_programs_pass_the_verifier() {
-        let Ok(env) = crate::kernel::preflight(None, None) else {
+        let Ok(env) = crate::kernel::env::preflight(None, None) else {
             eprintln!("SKIPPED tracepoint_programs_pass_the_verifier: needs root, tracefs and BTF");
             return;
         };
-        crate::kernel::raise_memlock();
+        crate::kernel::env::raise_memlock();
         let btf = KernelBtf::from_file(&env.btf).unwrap();
         let config = build_config(&[2049], &env.tracefs, &btf).unwrap();
         let mut ebpf = EbpfLoader::new()

@@ -20,11 +20,11 @@ use serde::Serialize;
 
 use crate::{
     cli::ProveArgs,
-    diag::{self, TcpSock},
-    nfsmounts::{self, MountView},
+    host::sock_diag::{self, TcpSock},
+    host::nfsmounts::{self, MountView},
     session::{Obs, Session},
-    sunrpc_sysfs,
-    tracker::{Observation, Outcome},
+    host::sunrpc_sysfs,
+    model::tcp::{Observation, Outcome},
 };
 
 /// Exit status when a reconnect reused its source port.
@@ -74,7 +74,7 @@ fn write_within(path: &Path, text: String, limit: Duration) -> Result<()> {
 }
 
 fn established(server: IpAddr, port: u16) -> Result<Vec<TcpSock>> {
-    Ok(diag::sockets_to(server, port)?.into_iter().filter(|s| s.state == 1).collect())
+    Ok(sock_diag::sockets_to(server, port)?.into_iter().filter(|s| s.state == 1).collect())
 }
 
 /// The socket of this mount's transport among those to its server.
@@ -167,7 +167,7 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
             }
             None => {
                 eprintln!("nfs-trace: round {round}: destroying the socket from port {before} (sock_diag)");
-                diag::destroy(&sock)?;
+                sock_diag::destroy(&sock)?;
                 "socket destroy (sock_diag)"
             }
         };

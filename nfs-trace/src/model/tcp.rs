@@ -10,9 +10,9 @@ use std::net::IpAddr;
 
 use nfs_trace_common::tcp_state;
 
-use crate::fasthash::{FastMap, FastSet};
+use rustc_hash::{FxHashMap as FastMap, FxHashSet as FastSet};
 
-use crate::events::{Event, Kind};
+use crate::kernel::decode::{Event, Kind};
 
 /// Where connects go: what a middlebox tracks a flow by, minus the source port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -4,11 +4,20 @@
 use serde::Serialize;
 
 use crate::{
-    nfsmounts::{self, MountView},
-    report::port_range,
-    tracker::Stall,
-    xprt::XprtTracker,
+    host::nfsmounts::{self, MountView},
+    model::tcp::Stall,
+    model::xprt::XprtTracker,
 };
+
+/// Reserved (privileged, < 1024: the `resvport` range) or ephemeral ports.
+pub fn port_range(ports: &[u16]) -> &'static str {
+    match (ports.iter().all(|&p| p < 1024), ports.iter().all(|&p| p >= 1024)) {
+        (_, _) if ports.is_empty() => "none",
+        (true, _) => "reserved",
+        (_, true) => "ephemeral",
+        _ => "mixed",
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Verdict {
@@ -134,7 +143,7 @@ pub fn stall_verdict(st: &Stall, mounts: &[&MountView]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{XprtRecord, XprtWhat};
+    use crate::kernel::decode::{XprtRecord, XprtWhat};
 
     fn view(mnt: &str, vers: &str, noresv: bool, remembered: u16) -> MountView {
         MountView::for_test(mnt, "10.99.0.1", vers, noresv, remembered)

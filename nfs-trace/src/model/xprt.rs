@@ -8,11 +8,11 @@
 //! after xprt_destroy, so a destroy ends the entry.
 use std::net::IpAddr;
 
-use crate::fasthash::FastMap;
+use rustc_hash::FxHashMap as FastMap;
 
 use nfs_trace_common::tcp_state;
 
-use crate::events::{Event, XprtRecord, XprtWhat, errno_name};
+use crate::kernel::decode::{Event, XprtRecord, XprtWhat, errno_name};
 
 /// Why a transport's connection went away.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -216,10 +216,10 @@ impl XprtTracker {
             return Vec::new();
         }
         match e.kind {
-            crate::events::Kind::ConnectDone => {
+            crate::kernel::decode::Kind::ConnectDone => {
                 vec![XprtObservation::Connect(self.connect(e.xprt, e.start_ns, e.pid, &e.comm, e.laddr, e.sport, e.raddr, e.dport, 0, -e.err))]
             }
-            crate::events::Kind::Closed => {
+            crate::kernel::decode::Kind::Closed => {
                 let s = self.entry(e.xprt);
                 if s.dropped.is_some() || s.connects == 0 {
                     return Vec::new();
@@ -431,7 +431,7 @@ mod tests {
 
     #[test]
     fn tcp_records_drive_transports_without_sunrpc_hooks() {
-        use crate::events::{Event, Kind};
+        use crate::kernel::decode::{Event, Kind};
         let ev = |kind, ts_ms: u64, sport: u16, err: i32| Event {
             kind,
             ts_ns: ts_ms * MS,

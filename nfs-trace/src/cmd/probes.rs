@@ -5,10 +5,10 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::{
-    btf::KernelBtf,
+    kernel::btf::KernelBtf,
     cli::{ProbesArgs, check_ports},
-    kernel,
-    probes::{self, HOOKS, HookStatus},
+    kernel::env,
+    kernel::hooks::{self, HOOKS, HookStatus},
 };
 
 #[derive(Serialize)]
@@ -26,18 +26,18 @@ pub fn run(args: ProbesArgs) -> Result<()> {
     let ports = check_ports(&args.ports).map_err(|e| anyhow::anyhow!("bad --port: {e}"))?;
     // Without privileges the table is still worth showing: say why nothing was tried.
     let (status, release, err): (Vec<HookStatus>, String, Option<anyhow::Error>) =
-        match kernel::preflight(args.paths.tracefs.as_deref(), args.paths.btf.as_deref()) {
-            Err(e) => (probes::not_tried(&format!("not tried: {e}")), kernel::kernel_release(), Some(e)),
+        match env::preflight(args.paths.tracefs.as_deref(), args.paths.btf.as_deref()) {
+            Err(e) => (hooks::not_tried(&format!("not tried: {e}")), env::kernel_release(), Some(e)),
             Ok(env) => {
-                kernel::raise_memlock();
+                env::raise_memlock();
                 let btf = KernelBtf::from_file(&env.btf)?;
-                let config = probes::build_config(&ports, &env.tracefs, &btf)?;
-                match probes::load_and_attach(&config, nfs_trace_common::DEFAULT_RINGBUF_BYTES, &btf) {
+                let config = hooks::build_config(&ports, &env.tracefs, &btf)?;
+                match hooks::load_and_attach(&config, nfs_trace_common::DEFAULT_RINGBUF_BYTES, &btf) {
                     Ok((ebpf, status)) => {
                         drop(ebpf);
                         (status, env.release, None)
                     }
-                    Err(e) => (probes::not_tried(&format!("{e:#}")), env.release, Some(e)),
+                    Err(e) => (hooks::not_tried(&format!("{e:#}")), env.release, Some(e)),
                 }
             }
         };
@@ -70,6 +70,6 @@ pub fn run(args: ProbesArgs) -> Result<()> {
     out.flush()?;
     match err {
         Some(e) => Err(e),
-        None => probes::require_attached(&status),
+        None => hooks::require_attached(&status),
     }
 }

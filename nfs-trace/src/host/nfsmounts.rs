@@ -7,9 +7,9 @@ use std::{net::IpAddr, path::Path};
 use serde::Serialize;
 
 use crate::{
-    mounts::{self, NfsMount},
-    mountstats::{self, MountStats},
-    sunrpc_sysfs::{self, SysXprt},
+    host::mountinfo::{self, NfsMount},
+    host::mountstats::{self, MountStats},
+    host::sunrpc_sysfs::{self, SysXprt},
 };
 
 /// A mount with everything the host says about it.
@@ -118,7 +118,7 @@ pub fn join(mounts: &[NfsMount], stats: &[MountStats], sys: &[SysXprt]) -> Vec<M
 
 /// Reads and joins everything from a proc and a sys tree.
 pub fn read(proc_root: &Path, sys_root: &Path) -> std::io::Result<Vec<MountView>> {
-    let mounts = mounts::nfs_mounts(proc_root)?;
+    let mounts = mountinfo::nfs_mounts(proc_root)?;
     let stats = std::fs::read_to_string(proc_root.join("self/mountstats")).map(|t| mountstats::parse(&t)).unwrap_or_default();
     let sys = sunrpc_sysfs::transports(sys_root);
     Ok(join(&mounts, &stats, &sys))
@@ -163,7 +163,7 @@ device 10.99.0.1:/export mounted on /mnt/v3 with fstype nfs statvers=1.1
             SysXprt { proto: "tcp".into(), dstaddr: Some("10.99.0.1".into()), src_port: Some(723), dst_port: Some(2049), ..Default::default() },
             SysXprt { proto: "tcp".into(), dstaddr: Some("10.99.0.9".into()), src_port: Some(999), dst_port: Some(2049), ..Default::default() },
         ];
-        join(&mounts::parse_mountinfo(MOUNTINFO), &mountstats::parse(MOUNTSTATS), &sys)
+        join(&mountinfo::parse_mountinfo(MOUNTINFO), &mountstats::parse(MOUNTSTATS), &sys)
     }
 
     #[test]

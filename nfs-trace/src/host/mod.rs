@@ -1,0 +1,11 @@
+//! What the host tells without BPF: mounts (`mountinfo`), per-transport
+//! counters (`mountstats`), SunRPC transports in sysfs (`sunrpc_sysfs`), the
+//! kernel log (`kmsg`), the socket list (`sock_diag`), and the join of the
+//! first three into one view per NFS mount (`nfsmounts`). Parsers are pure
+//! functions over text so they are tested on fake trees.
+pub mod kmsg;
+pub mod mountinfo;
+pub mod mountstats;
+pub mod nfsmounts;
+pub mod sock_diag;
+pub mod sunrpc_sysfs;

@@ -1,0 +1,7 @@
+//! Observations out to people and machines: text lines and the summary,
+//! JSON lines (docs/json-schema.md), Prometheus metrics. Renderers read the
+//! model; nothing here changes it.
+pub mod clock;
+pub mod jsonline;
+pub mod metrics;
+pub mod render;
