@@ -1,0 +1,216 @@
+//! Lines for people: one per observation, times of day, colour on a TTY.
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+    net::IpAddr,
+};
+
+use super::Renderer;
+use crate::{
+    host::nfsmounts::{self, MountView},
+    kernel::decode::errno_name,
+    model::tcp::{Observation, Outcome, Stall, Who},
+    model::xprt::XprtObservation,
+};
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// `addr:port`, IPv6 bracketed.
+pub fn endpoint(a: IpAddr, port: u16) -> String {
+    match a {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+/// Durations for people: µs, ms or s, whichever reads best.
+/// " (mount /mnt/a, /mnt/b)" for a stall's destination, or nothing.
+fn mounts_suffix(views: &[MountView], st: &Stall) -> String {
+    let m: Vec<&str> = nfsmounts::attribute(views, st.who.dest.raddr, st.who.dest.dport, st.who.sport)
+        .iter()
+        .map(|m| m.mountpoint.as_str())
+        .collect();
+    if m.is_empty() { String::new() } else { format!(" (mount {})", m.join(", ")) }
+}
+
+pub fn human_duration(ns: u64) -> String {
+    if ns < 1_000_000 {
+        format!("{:.0} µs", ns as f64 / 1e3)
+    } else if ns < 10_000_000_000 {
+        format!("{:.1} ms", ms(ns))
+    } else {
+        format!("{:.1} s", ns as f64 / 1e9)
+    }
+}
+
+fn errno_text(e: i32) -> String {
+    match errno_name(e) {
+        Some(n) => n.to_string(),
+        None => format!("errno {e}"),
+    }
+}
+
+fn ordinal(n: u32) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+// ANSI styles, only when writing to a terminal.
+pub(super) const RED_BOLD: &str = "\x1b[1;31m";
+pub(super) const YELLOW: &str = "\x1b[33m";
+pub(super) const GREEN: &str = "\x1b[32m";
+pub(super) const DIM: &str = "\x1b[2m";
+pub(super) const RESET: &str = "\x1b[0m";
+
+impl<W: Write> Renderer<W> {
+    fn prefix(&self, who: &Who, ts_ns: u64) -> String {
+        format!(
+            "{} {:<16} {:>7}  {} → {}",
+            self.clock.time_of_day(ts_ns),
+            who.comm,
+            who.pid,
+            endpoint(who.dest.laddr, who.sport),
+            endpoint(who.dest.raddr, who.dest.dport)
+        )
+    }
+    pub(super) fn observation_human(&mut self, o: &Observation, views: &[MountView]) -> io::Result<()> {
+        let mut line = String::new();
+        match o {
+            Observation::Connect(a) => {
+                let (style, what) = match a.outcome {
+                    Outcome::Established => (GREEN, "SYN_SENT→ESTABLISHED".to_string()),
+                    Outcome::Error(e) => (YELLOW, format!("SYN_SENT→CLOSE error ({})", errno_text(e))),
+                    other => {
+                        let errno = if a.errno != 0 { format!(" ({})", errno_text(a.errno)) } else { String::new() };
+                        (YELLOW, format!("SYN_SENT→CLOSE {}{errno}", other.name().replace('_', " ")))
+                    }
+                };
+                let _ = write!(
+                    line,
+                    "{}  {}{what}{} in {}",
+                    self.prefix(&a.who, a.ts_ns),
+                    self.style(style),
+                    self.style(RESET),
+                    human_duration(a.syn_sent_ns)
+                );
+                if a.syn_retrans > 0 {
+                    let _ = write!(line, ", {} SYN retransmits", a.syn_retrans);
+                }
+                let _ = write!(line, "  {}#{}{}", self.style(DIM), a.attempt, self.style(RESET));
+            }
+            Observation::Reuse(r) => {
+                let prev = match r.gap_ns {
+                    Some(g) => format!("previous connection ({}) ended {} before", r.prev_outcome.name(), human_duration(g)),
+                    None => format!("previous connection: {}", r.prev_outcome.name()),
+                };
+                let _ = write!(
+                    line,
+                    "{}  {}REUSED source port {}{} ({} use in a row; {prev})",
+                    self.prefix(&r.who, r.ts_ns),
+                    self.style(RED_BOLD),
+                    r.who.sport,
+                    self.style(RESET),
+                    ordinal(r.streak + 1),
+                );
+            }
+            Observation::SynRetransmit { who, ts_ns, retransmits, elapsed_ns } => {
+                let _ = write!(
+                    line,
+                    "{}  {}SYN retransmit #{retransmits}{}, {} in SYN_SENT",
+                    self.prefix(who, *ts_ns),
+                    self.style(YELLOW),
+                    self.style(RESET),
+                    human_duration(*elapsed_ns)
+                );
+            }
+            Observation::Stall { stall, ended: false } => {
+                let prev = match stall.prev_end_ns {
+                    Some(e) => format!(" from a flow closed {} ago", human_duration(stall.last_ns.saturating_sub(e))),
+                    None => String::new(),
+                };
+                let _ = write!(
+                    line,
+                    "{}  {}STALLED {}, SYN retransmits {}, port {} reused{prev}{}{}",
+                    self.prefix(&stall.who, stall.last_ns),
+                    self.style(RED_BOLD),
+                    human_duration(stall.duration_ns()),
+                    stall.retransmits,
+                    stall.who.sport,
+                    self.style(RESET),
+                    mounts_suffix(views, stall)
+                );
+            }
+            Observation::Stall { stall, ended: true } => {
+                let _ = write!(
+                    line,
+                    "{}  {}stall ended after {}{}: connected from port {} ({} SYN retransmits, {} failed attempts){}",
+                    self.prefix(&stall.who, stall.end_ns.unwrap_or(stall.last_ns)),
+                    self.style(YELLOW),
+                    human_duration(stall.duration_ns()),
+                    self.style(RESET),
+                    stall.end_sport.unwrap_or(0),
+                    stall.retransmits,
+                    stall.failed_attempts,
+                    mounts_suffix(views, stall)
+                );
+            }
+            Observation::Close { who, ts_ns, how, errno, lifetime_ns } => {
+                let errno = if *errno != 0 { format!(" ({})", errno_text(*errno)) } else { String::new() };
+                let _ = write!(
+                    line,
+                    "{}  ESTABLISHED→CLOSE {}{errno} after {}",
+                    self.prefix(who, *ts_ns),
+                    how.name().replace('_', " "),
+                    human_duration(*lifetime_ns)
+                );
+            }
+        }
+        line.push('\n');
+        self.out.write_all(line.as_bytes())
+    }
+    pub(super) fn xprt_human(&mut self, o: &XprtObservation, views: &[MountView]) -> io::Result<()> {
+        match o {
+            XprtObservation::Destroyed { .. } => Ok(()),
+            XprtObservation::Connect(c) => {
+                let mounts: Vec<String> =
+                    nfsmounts::attribute(views, c.raddr, c.dport, c.srcport).iter().map(|m| m.mountpoint.clone()).collect();
+                let on = if mounts.is_empty() { String::new() } else { format!(" [{}]", mounts.join(",")) };
+                let who = format!(
+                    "{} xprt {:#x}{on}  {} → {}",
+                    self.clock.time_of_day(c.ts_ns),
+                    c.xprt,
+                    endpoint(c.laddr, c.sport),
+                    endpoint(c.raddr, c.dport)
+                );
+                let line = match c.prev_sport {
+                    None => format!("{who}  transport connected (first connect seen)\n"),
+                    Some(prev) => {
+                        let down = c.down_ns().map(|d| format!(", down {}", human_duration(d))).unwrap_or_default();
+                        let why = c.dropped.as_ref().map(|d| format!(" after {}", d.reason.name())).unwrap_or_default();
+                        let (style, what) = if c.reused {
+                            (RED_BOLD, format!("RECONNECT REUSED source port {prev}"))
+                        } else {
+                            (GREEN, format!("reconnect with a new source port ({prev} → {})", c.sport))
+                        };
+                        format!("{who}  {}{what}{}{why}{down}\n", self.style(style), self.style(RESET))
+                    }
+                };
+                self.out.write_all(line.as_bytes())
+            }
+            XprtObservation::Drop { xprt, ts_ns, sport, raddr, dport, reason } => writeln!(
+                self.out,
+                "{} xprt {xprt:#x}  :{sport} → {}  transport dropped: {}",
+                self.clock.time_of_day(*ts_ns),
+                endpoint(*raddr, *dport),
+                reason.name()
+            ),
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! JSON lines for machines (schema: docs/json-schema.md). The two records
+//! every connect costs (`connect`, `close`) are written by hand through
+//! `jsonline`; the rest go through serde.
+use std::{
+    io::{self, Write},
+    net::IpAddr,
+};
+
+use serde::Serialize;
+
+use super::{Renderer, SCHEMA_VERSION};
+use crate::{
+    host::nfsmounts::{self, MountView},
+    kernel::decode::errno_name,
+    model::tcp::{Attempt, CloseHow, Observation, Stall, Who},
+    model::xprt::{XprtConnect, XprtObservation},
+    output::clock::Rfc3339,
+    output::jsonline::Line,
+};
+
+/// Milliseconds, rounded to 3 decimals, for JSON.
+pub(super) fn ms3(ns: u64) -> f64 {
+    (ns as f64 / 1e3).round() / 1e3
+}
+
+#[derive(Serialize)]
+struct SockFields<'a> {
+    // Written into the output as they are (no String per field): two
+    // records per connect under a storm make this the tracer's hot path.
+    time: Rfc3339,
+    mono_ns: u64,
+    pid: u32,
+    comm: &'a str,
+    laddr: IpAddr,
+    sport: u16,
+    raddr: IpAddr,
+    dport: u16,
+    sk: Hex,
+}
+
+/// `0x…` in JSON, written without an intermediate String.
+struct Hex(u64);
+
+impl Serialize for Hex {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:#x}", self.0))
+    }
+}
+
+#[derive(Serialize)]
+struct Record<'a, T: Serialize> {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(flatten)]
+    sock: Option<SockFields<'a>>,
+    #[serde(flatten)]
+    body: T,
+}
+
+pub(super) fn connect_body(a: &Attempt) -> ConnectBody {
+    let failed = a.outcome.failed();
+    ConnectBody {
+        outcome: a.outcome.name(),
+        errno: failed.then_some(a.errno).filter(|e| *e != 0),
+        errno_name: if failed { errno_name(a.errno) } else { None },
+        syn_sent_us: a.syn_sent_ns / 1000,
+        syn_retransmits: a.syn_retrans,
+        attempt: a.attempt,
+        reused: a.reused,
+    }
+}
+
+pub(super) fn close_body(how: CloseHow, errno: i32, lifetime_ns: u64) -> CloseBody {
+    CloseBody {
+        how: how.name(),
+        errno: Some(errno).filter(|e| *e != 0),
+        errno_name: errno_name(errno),
+        lifetime_ms: ms3(lifetime_ns),
+    }
+}
+
+/// The schema of `connect` (written by `Renderer::sock_line`; serialised
+/// through serde in the tests that prove both agree).
+#[derive(Serialize)]
+pub(super) struct ConnectBody {
+    outcome: &'static str,
+    errno: Option<i32>,
+    errno_name: Option<&'static str>,
+    syn_sent_us: u64,
+    syn_retransmits: u32,
+    attempt: u64,
+    reused: bool,
+}
+
+#[derive(Serialize)]
+struct ReuseBody {
+    streak: u32,
+    prev_outcome: &'static str,
+    prev_end: Option<String>,
+    gap_ms: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct RetransBody {
+    retransmits: u32,
+    elapsed_ms: f64,
+}
+
+#[derive(Serialize)]
+pub struct StallBody {
+    /// When the first stalled attempt entered SYN_SENT.
+    pub start: String,
+    pub end: Option<String>,
+    pub duration_s: f64,
+    pub retransmits: u32,
+    pub failed_attempts: u32,
+    /// When the flow whose port was reused ended (null if not seen).
+    pub prev_end: Option<String>,
+    /// The port that finally connected.
+    pub end_sport: Option<u16>,
+    pub kernel_said: Vec<String>,
+    /// The mounts served by that server and port (mount points).
+    pub mounts: Vec<String>,
+    /// One sentence: what this episode shows.
+    pub verdict: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct CloseBody {
+    how: &'static str,
+    errno: Option<i32>,
+    errno_name: Option<&'static str>,
+    lifetime_ms: f64,
+}
+
+#[derive(Serialize)]
+struct XprtConnectBody {
+    xprt: String,
+    time: String,
+    mono_ns: u64,
+    pid: u32,
+    comm: String,
+    laddr: String,
+    sport: u16,
+    raddr: String,
+    dport: u16,
+    srcport: u16,
+    connects: u64,
+    prev_sport: Option<u16>,
+    reused: bool,
+    drop_reason: Option<String>,
+    drop_errno: Option<i32>,
+    down_ms: Option<f64>,
+    connect_error: Option<i32>,
+    /// Mount points this transport serves (from mountinfo/mountstats).
+    mounts: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct XprtDropBody {
+    xprt: String,
+    time: String,
+    mono_ns: u64,
+    sport: u16,
+    raddr: String,
+    dport: u16,
+    reason: String,
+    errno: Option<i32>,
+}
+
+impl<W: Write> Renderer<W> {
+    pub(super) fn stall_body(&self, st: &Stall, views: &[MountView]) -> StallBody {
+        let mounts: Vec<&MountView> = nfsmounts::attribute(views, st.who.dest.raddr, st.who.dest.dport, st.who.sport);
+        StallBody {
+            mounts: mounts.iter().map(|m| m.mountpoint.clone()).collect(),
+            verdict: crate::model::verdict::stall_verdict(st, &mounts),
+            start: self.clock.rfc3339(st.start_ns),
+            end: st.end_ns.map(|t| self.clock.rfc3339(t)),
+            duration_s: (st.duration_ns() as f64 / 1e6).round() / 1e3,
+            retransmits: st.retransmits,
+            failed_attempts: st.failed_attempts,
+            prev_end: st.prev_end_ns.map(|t| self.clock.rfc3339(t)),
+            end_sport: st.end_sport,
+            kernel_said: st.kernel_said.clone(),
+        }
+    }
+    fn sock_fields<'a>(&self, who: &'a Who, ts_ns: u64) -> SockFields<'a> {
+        SockFields {
+            time: self.clock.stamp(ts_ns),
+            mono_ns: ts_ns,
+            pid: who.pid,
+            comm: &who.comm,
+            laddr: who.dest.laddr,
+            sport: who.sport,
+            raddr: who.dest.raddr,
+            dport: who.dest.dport,
+            sk: Hex(who.sk),
+        }
+    }
+    /// Writes any serialisable value as one JSON line.
+    pub fn json_line<T: Serialize>(&mut self, kind: &str, body: T) -> io::Result<()> {
+        let rec = Record { v: SCHEMA_VERSION, kind, sock: None, body };
+        serde_json::to_writer(&mut self.out, &rec)?;
+        self.out.write_all(b"\n")
+    }
+
+    pub(super) fn json_sock<T: Serialize>(&mut self, kind: &str, who: &Who, ts_ns: u64, body: T) -> io::Result<()> {
+        let rec = Record { v: SCHEMA_VERSION, kind, sock: Some(self.sock_fields(who, ts_ns)), body };
+        serde_json::to_writer(&mut self.out, &rec)?;
+        self.out.write_all(b"\n")
+    }
+
+    /// The hot records: the same fields and bytes as [`Self::json_sock`],
+    /// written straight into one buffer (`jsonline`).
+    fn sock_line(&mut self, kind: &str, who: &Who, ts_ns: u64, body: impl FnOnce(&mut Line)) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.line);
+        buf.clear();
+        let mut l = Line::new(&mut buf);
+        l.value("v", &SCHEMA_VERSION)
+            .plain("type", kind)
+            .time("time", self.clock.stamp(ts_ns))
+            .value("mono_ns", &ts_ns)
+            .value("pid", &who.pid)
+            .value("comm", who.comm.as_str())
+            .addr("laddr", who.dest.laddr)
+            .value("sport", &who.sport)
+            .addr("raddr", who.dest.raddr)
+            .value("dport", &who.dest.dport)
+            .hex("sk", who.sk);
+        body(&mut l);
+        l.end();
+        let r = self.out.write_all(&buf);
+        self.line = buf;
+        r
+    }
+    pub(super) fn observation_json(&mut self, o: &Observation, views: &[MountView]) -> io::Result<()> {
+        match o {
+            Observation::Connect(a) => {
+                let b = connect_body(a);
+                self.sock_line("connect", &a.who, a.ts_ns, |l| {
+                    l.plain("outcome", b.outcome)
+                        .value("errno", &b.errno)
+                        .value("errno_name", &b.errno_name)
+                        .value("syn_sent_us", &b.syn_sent_us)
+                        .value("syn_retransmits", &b.syn_retransmits)
+                        .value("attempt", &b.attempt)
+                        .value("reused", &b.reused);
+                })
+            }
+            Observation::Reuse(r) => {
+                let body = ReuseBody {
+                    streak: r.streak,
+                    prev_outcome: r.prev_outcome.name(),
+                    prev_end: r.prev_end_ns.map(|t| self.clock.rfc3339(t)),
+                    gap_ms: r.gap_ns.map(ms3),
+                };
+                self.json_sock("reuse", &r.who, r.ts_ns, body)
+            }
+            Observation::SynRetransmit { who, ts_ns, retransmits, elapsed_ns } => {
+                let body = RetransBody { retransmits: *retransmits, elapsed_ms: ms3(*elapsed_ns) };
+                self.json_sock("syn_retransmit", who, *ts_ns, body)
+            }
+            Observation::Stall { stall, ended } => {
+                let body = self.stall_body(stall, views);
+                let kind = if *ended { "stall_end" } else { "stall" };
+                self.json_sock(kind, &stall.who, stall.end_ns.unwrap_or(stall.last_ns), body)
+            }
+            Observation::Close { who, ts_ns, how, errno, lifetime_ns } => {
+                let b = close_body(*how, *errno, *lifetime_ns);
+                self.sock_line("close", who, *ts_ns, |l| {
+                    l.plain("how", b.how)
+                        .value("errno", &b.errno)
+                        .value("errno_name", &b.errno_name)
+                        .value("lifetime_ms", &b.lifetime_ms);
+                })
+            }
+        }
+    }
+    pub(super) fn xprt_json(&mut self, o: &XprtObservation, views: &[MountView]) -> io::Result<()> {
+        match o {
+            XprtObservation::Destroyed { .. } => Ok(()),
+            XprtObservation::Connect(c) => {
+                let kind = if c.is_reconnect() { "xprt_reconnect" } else { "xprt_connect" };
+                let mut body = self.xprt_connect_body(c);
+                body.mounts = nfsmounts::attribute(views, c.raddr, c.dport, c.srcport).iter().map(|m| m.mountpoint.clone()).collect();
+                self.json_line(kind, body)
+            }
+            XprtObservation::Drop { xprt, ts_ns, sport, raddr, dport, reason } => {
+                let body = XprtDropBody {
+                    xprt: format!("{xprt:#x}"),
+                    time: self.clock.rfc3339(*ts_ns),
+                    mono_ns: *ts_ns,
+                    sport: *sport,
+                    raddr: raddr.to_string(),
+                    dport: *dport,
+                    reason: reason.name(),
+                    errno: reason.errno(),
+                };
+                self.json_line("xprt_drop", body)
+            }
+        }
+    }
+
+    fn xprt_connect_body(&self, c: &XprtConnect) -> XprtConnectBody {
+        XprtConnectBody {
+            xprt: format!("{:#x}", c.xprt),
+            time: self.clock.rfc3339(c.ts_ns),
+            mono_ns: c.ts_ns,
+            pid: c.pid,
+            comm: c.comm.clone(),
+            laddr: c.laddr.to_string(),
+            sport: c.sport,
+            raddr: c.raddr.to_string(),
+            dport: c.dport,
+            srcport: c.srcport,
+            connects: c.connects,
+            prev_sport: c.prev_sport,
+            reused: c.reused,
+            drop_reason: c.dropped.as_ref().map(|d| d.reason.name()),
+            drop_errno: c.dropped.as_ref().and_then(|d| d.reason.errno()),
+            down_ms: c.down_ns().map(ms3),
+            connect_error: Some(c.error).filter(|e| *e != 0),
+            mounts: Vec::new(),
+        }
+    }
+}

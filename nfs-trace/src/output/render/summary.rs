@@ -1,0 +1,234 @@
+//! The end-of-run summary: per destination, per transport, stalls and the
+//! verdict per mount, as a table for people or one JSON record.
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+    net::IpAddr,
+};
+
+use serde::Serialize;
+
+use super::{
+    Format, Renderer,
+    human::{RED_BOLD, RESET, endpoint, human_duration},
+    json::{StallBody, ms3},
+};
+use crate::{
+    host::nfsmounts::MountView,
+    kernel::lost::Lost,
+    model::tcp::{DestKey, Tracker},
+    model::verdict::{Verdict, port_range},
+    model::xprt::XprtTracker,
+};
+
+#[derive(Serialize)]
+pub struct DestSummary {
+    pub laddr: String,
+    pub raddr: String,
+    pub dport: u16,
+    pub connects: u64,
+    pub distinct_ports: usize,
+    pub reuses: u64,
+    pub failed: u64,
+    pub syn_retransmits: u64,
+    pub max_syn_sent_ms: f64,
+}
+
+#[derive(Serialize)]
+struct SummaryBody {
+    duration_s: f64,
+    lost_events: u64,
+    lost_sockets: u64,
+    lost_connects: u64,
+    evicted_destinations: u64,
+    destinations: Vec<DestSummary>,
+    transports: Vec<XprtSummary>,
+    mounts: Vec<Verdict>,
+    stalls: Vec<StallSummary>,
+}
+
+#[derive(Serialize)]
+struct StallSummary {
+    laddr: String,
+    sport: u16,
+    raddr: String,
+    dport: u16,
+    ongoing: bool,
+    #[serde(flatten)]
+    body: StallBody,
+}
+
+#[derive(Serialize)]
+pub struct XprtSummary {
+    pub xprt: String,
+    pub raddr: Option<String>,
+    pub dport: u16,
+    pub connects: u64,
+    pub reconnects: u64,
+    pub reuses: u64,
+    pub ports: Vec<u16>,
+    /// Ports the transport used, all below 1024 (resvport), none, or mixed.
+    pub port_range: &'static str,
+}
+
+impl<W: Write> Renderer<W> {
+    pub fn summary(
+        &mut self,
+        t: &Tracker,
+        x: &XprtTracker,
+        views: &[MountView],
+        verdicts: Vec<Verdict>,
+        lost: Lost,
+        duration_ns: u64,
+    ) -> io::Result<()> {
+        let stalls: Vec<StallSummary> = t
+            .stalls
+            .iter()
+            .map(|st| (st, false))
+            .chain(t.open_stalls().into_iter().map(|st| (st, true)))
+            .map(|(st, ongoing)| StallSummary {
+                laddr: st.who.dest.laddr.to_string(),
+                sport: st.who.sport,
+                raddr: st.who.dest.raddr.to_string(),
+                dport: st.who.dest.dport,
+                ongoing,
+                body: self.stall_body(st, views),
+            })
+            .collect();
+        let transports: Vec<XprtSummary> = x
+            .all()
+            .into_iter()
+            .map(|(k, s)| XprtSummary {
+                xprt: format!("{k:#x}"),
+                raddr: s.raddr.map(|a| a.to_string()),
+                dport: s.dport,
+                connects: s.connects,
+                reconnects: s.reconnects,
+                reuses: s.reuses,
+                ports: s.ports.clone(),
+                port_range: port_range(&s.ports),
+            })
+            .collect();
+        let dests: Vec<DestSummary> = t
+            .destinations()
+            .into_iter()
+            .map(|(k, d): (DestKey, _)| DestSummary {
+                laddr: k.laddr.to_string(),
+                raddr: k.raddr.to_string(),
+                dport: k.dport,
+                connects: d.connects,
+                distinct_ports: d.distinct_ports(),
+                reuses: d.reuses,
+                failed: d.failed,
+                syn_retransmits: d.syn_retransmits,
+                max_syn_sent_ms: ms3(d.max_syn_sent_ns),
+            })
+            .collect();
+        match self.format {
+            Format::Json => self.json_line(
+                "summary",
+                SummaryBody {
+                    duration_s: (duration_ns as f64 / 1e6).round() / 1e3,
+                    lost_events: lost.events,
+                    lost_sockets: lost.sockets,
+                    lost_connects: lost.connects,
+                    evicted_destinations: t.evicted,
+                    destinations: dests,
+                    transports,
+                    mounts: verdicts,
+                    stalls,
+                },
+            ),
+            Format::Human { .. } => {
+                let mut s = String::new();
+                let _ = writeln!(s, "\nSummary after {:.1} s", duration_ns as f64 / 1e9);
+                let _ = writeln!(
+                    s,
+                    "{:<44} {:>8} {:>6} {:>6} {:>6} {:>8} {:>13}",
+                    "LOCAL → REMOTE", "CONNECTS", "PORTS", "REUSES", "FAILED", "SYN RTX", "MAX SYN_SENT"
+                );
+                if dests.is_empty() {
+                    let _ = writeln!(s, "(no connects toward the watched ports)");
+                }
+                for d in &dests {
+                    let reuse_style = if d.reuses > 0 { self.style(RED_BOLD) } else { "" };
+                    let reset = if d.reuses > 0 { self.style(RESET) } else { "" };
+                    let _ = writeln!(
+                        s,
+                        "{:<44} {:>8} {:>6} {reuse_style}{:>6}{reset} {:>6} {:>8} {:>13}",
+                        format!("{} → {}", d.laddr, endpoint(d.raddr.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), d.dport)),
+                        d.connects,
+                        d.distinct_ports,
+                        d.reuses,
+                        d.failed,
+                        d.syn_retransmits,
+                        human_duration((d.max_syn_sent_ms * 1e6) as u64)
+                    );
+                }
+                if !transports.is_empty() {
+                    let _ = writeln!(
+                        s,
+                        "\n{:<20} {:<28} {:>8} {:>10} {:>6}  {:<9} SOURCE PORTS",
+                        "TRANSPORT", "SERVER", "CONNECTS", "RECONNECTS", "REUSES", "PORTS"
+                    );
+                    for x in &transports {
+                        let server = x.raddr.as_deref().map(|a| endpoint(a.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), x.dport)).unwrap_or_default();
+                        let ports: Vec<String> = x.ports.iter().map(u16::to_string).collect();
+                        let _ = writeln!(
+                            s,
+                            "{:<20} {:<28} {:>8} {:>10} {:>6}  {:<9} {}",
+                            x.xprt, server, x.connects, x.reconnects, x.reuses, x.port_range, ports.join(",")
+                        );
+                    }
+                }
+                if !stalls.is_empty() {
+                    let _ = writeln!(s, "\n{}Stalls (a reused source port stuck in SYN_SENT):{}", self.style(RED_BOLD), self.style(RESET));
+                    for st in &stalls {
+                        let mounts = if st.body.mounts.is_empty() { String::new() } else { format!("  [{}]", st.body.mounts.join(", ")) };
+                        let _ = writeln!(
+                            s,
+                            "  {} → {}{mounts}  from {}  {:.1} s{}, {} SYN retransmits, {} failed attempts{}",
+                            endpoint(st.laddr.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), st.sport),
+                            endpoint(st.raddr.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), st.dport),
+                            st.body.start,
+                            st.body.duration_s,
+                            if st.ongoing { " and still going" } else { "" },
+                            st.body.retransmits,
+                            st.body.failed_attempts,
+                            if st.body.kernel_said.is_empty() { String::new() } else { format!("; kernel: {}", st.body.kernel_said.join(" | ")) }
+                        );
+                    }
+                }
+                let judged: Vec<&Verdict> = verdicts.iter().filter(|v| !v.transports.is_empty()).collect();
+                if !judged.is_empty() {
+                    let _ = writeln!(s, "\nVerdict per mount (from what this run observed):");
+                    for v in judged {
+                        let style = if v.reused > 0 { self.style(RED_BOLD) } else { "" };
+                        let reset = if v.reused > 0 { self.style(RESET) } else { "" };
+                        let _ = writeln!(
+                            s,
+                            "  {} ({} vers={}{}): {style}{}{reset}\n    → {}",
+                            v.mountpoint,
+                            v.server,
+                            v.vers.as_deref().unwrap_or("?"),
+                            if v.noresvport { ",noresvport" } else { "" },
+                            v.observed,
+                            v.suggestion
+                        );
+                    }
+                }
+                let lost_style = if lost.events + lost.sockets > 0 { self.style(RED_BOLD) } else { "" };
+                let reset = if lost.events + lost.sockets > 0 { self.style(RESET) } else { "" };
+                let _ = writeln!(
+                    s,
+                    "{lost_style}lost events: {} ({} connects), lost sockets: {}{reset}",
+                    lost.events, lost.connects, lost.sockets
+                );
+                if t.evicted > 0 {
+                    let _ = writeln!(s, "destinations evicted to bound memory: {}", t.evicted);
+                }
+                self.out.write_all(s.as_bytes())
+            }
+        }
+    }
+}

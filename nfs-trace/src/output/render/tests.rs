@@ -1,0 +1,166 @@
+//! Renderer tests: the hand-written JSON equals serde's, and what people read.
+use super::{
+    Format, Renderer,
+    json::{close_body, connect_body},
+};
+use crate::{
+    host::nfsmounts::MountView,
+    kernel::lost::Lost,
+    model::tcp::{Attempt, CloseHow, DestKey, Observation, Outcome, Tracker, Who},
+    model::xprt::XprtTracker,
+    output::clock::Clock,
+};
+use crate::kernel::decode::{Event, Kind};
+use nfs_trace_common::tcp_state::{ESTABLISHED, SYN_SENT};
+
+fn connect(ts_ms: u64, sk: u64, sport: u16) -> Event {
+    Event {
+        kind: Kind::ConnectDone,
+        ts_ns: ts_ms * 1_000_000,
+        sk,
+        pid: 7,
+        comm: "mount.nfs".into(),
+        laddr: "127.0.0.1".parse().unwrap(),
+        sport,
+        raddr: "127.0.0.1".parse().unwrap(),
+        dport: 2049,
+        start_ns: ts_ms * 1_000_000 - 100_000,
+        syn_ns: 0,
+        established_ns: 0,
+        xprt: 0,
+        err: 0,
+        syn_retrans: 0,
+        oldstate: SYN_SENT,
+        newstate: ESTABLISHED,
+        first_exit: 0,
+    }
+}
+
+fn render(format: Format, evs: &[Event]) -> String {
+    render_with(format, evs, &[])
+}
+
+fn render_with(format: Format, evs: &[Event], views: &[MountView]) -> String {
+    let mut t = Tracker::new();
+    let mut r = Renderer::new(Vec::new(), format, Clock::fixed(0));
+    for e in evs {
+        for o in t.on_event(e) {
+            r.observation(&o, views).unwrap();
+        }
+    }
+    r.summary(&t, &XprtTracker::new(false), views, Vec::new(), Lost { events: 3, sockets: 0, connects: 1 }, 1_000_000_000)
+        .unwrap();
+    String::from_utf8(r.out).unwrap()
+}
+
+/// A reconnect from the old port that retransmits its SYN for 20 s, then connects.
+fn stalled_reconnect() -> Vec<Event> {
+    let first = connect(10, 1, 871);
+    let mut closed = connect(1_000, 1, 871);
+    closed.kind = Kind::Closed;
+    closed.oldstate = ESTABLISHED;
+    closed.newstate = nfs_trace_common::tcp_state::CLOSE;
+    let mut rtx = connect(2_000, 2, 871);
+    rtx.kind = Kind::SynRetransmit;
+    rtx.start_ns = 1_500_000_000;
+    rtx.syn_retrans = 1;
+    let mut done = connect(21_500, 2, 871);
+    done.start_ns = 1_500_000_000;
+    done.syn_retrans = 9;
+    vec![first, closed, rtx, done]
+}
+
+/// The hand-written hot records are byte for byte what serde writes.
+#[test]
+fn fast_connect_and_close_lines_equal_the_serde_ones() {
+    let who = |laddr: &str, raddr: &str, comm: &str| Who {
+        dest: DestKey { laddr: laddr.parse().unwrap(), raddr: raddr.parse().unwrap(), dport: 2049 },
+        sport: 871,
+        pid: 4242,
+        comm: comm.into(),
+        sk: 0xffff_8881_0234_5678,
+    };
+    let whos = [
+        who("10.0.0.2", "10.0.0.1", "mount.nfs"),
+        who("fd00::2", "fd00::1", "we\"ird\u{1}\\name"),
+    ];
+    let outcomes = [Outcome::Established, Outcome::Refused, Outcome::Error(libc::EHOSTUNREACH)];
+    for w in &whos {
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let a = Attempt {
+                who: w.clone(),
+                ts_ns: 1_234_567_891_234,
+                outcome: *outcome,
+                errno: if i == 1 { libc::ECONNREFUSED } else { 0 },
+                syn_sent_ns: 1_500_321,
+                syn_retrans: 2,
+                attempt: 7,
+                reused: i == 0,
+            };
+            let close = Observation::Close { who: w.clone(), ts_ns: 9_000_000_001, how: [CloseHow::LocalAbort, CloseHow::Reset, CloseHow::Error(110)][i], errno: [0, 104, 110][i], lifetime_ns: 12_345_678 };
+            for o in [Observation::Connect(a.clone()), close] {
+                let mut fast = Renderer::new(Vec::new(), Format::Json, Clock::fixed(1_700_000_000_000_000_000));
+                fast.observation(&o, &[]).unwrap();
+                let mut slow = Renderer::new(Vec::new(), Format::Json, Clock::fixed(1_700_000_000_000_000_000));
+                match &o {
+                    Observation::Connect(a) => slow.json_sock("connect", &a.who, a.ts_ns, connect_body(a)).unwrap(),
+                    Observation::Close { who, ts_ns, how, errno, lifetime_ns } => {
+                        slow.json_sock("close", who, *ts_ns, close_body(*how, *errno, *lifetime_ns)).unwrap()
+                    }
+                    _ => unreachable!(),
+                }
+                assert_eq!(String::from_utf8(fast.out).unwrap(), String::from_utf8(slow.out).unwrap());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_stall_names_its_mount_and_says_what_it_shows() {
+    let view = MountView::for_test("/mnt/data", "127.0.0.1", "4.0", false, 871);
+    let out = render_with(Format::Json, &stalled_reconnect(), std::slice::from_ref(&view));
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let end = lines.iter().find(|l| l["type"] == "stall_end").expect("a stall_end record");
+    assert_eq!(end["duration_s"], 20.0);
+    assert_eq!(end["retransmits"], 9);
+    assert_eq!(end["mounts"], serde_json::json!(["/mnt/data"]));
+    let verdict = end["verdict"].as_str().unwrap();
+    assert!(verdict.contains("port 871") && verdict.contains("20.0 s") && verdict.contains("/mnt/data (vers=4.0)"), "{verdict}");
+    let live = lines.iter().find(|l| l["type"] == "stall").expect("a live stall record");
+    assert_eq!(live["end"], serde_json::Value::Null);
+    let summary = &lines.last().unwrap()["stalls"][0];
+    assert_eq!(summary["mounts"], serde_json::json!(["/mnt/data"]));
+    assert_eq!(summary["duration_s"], 20.0);
+    assert_eq!(summary["ongoing"], false);
+    let human = render_with(Format::Human { color: false }, &stalled_reconnect(), &[view]);
+    assert!(human.contains("stall ended after 20.0s") || human.contains("stall ended after 20.0 s"), "{human}");
+    assert!(human.contains("(mount /mnt/data)") && human.contains("[/mnt/data]"), "{human}");
+}
+
+#[test]
+fn json_lines_carry_schema_and_reuse() {
+    let out = render(Format::Json, &[connect(10, 1, 999), connect(20, 2, 999)]);
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.iter().all(|l| l["v"] == 1));
+    let types: Vec<_> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["connect", "connect", "reuse", "summary"]);
+    assert_eq!(lines[1]["reused"], true);
+    assert_eq!(lines[2]["sport"], 999);
+    assert_eq!(lines[2]["streak"], 1);
+    assert_eq!(lines[0]["raddr"], "127.0.0.1");
+    assert_eq!(lines[0]["syn_sent_us"], 100);
+    assert_eq!(lines[3]["lost_events"], 3);
+    assert_eq!(lines[3]["destinations"][0]["reuses"], 1);
+    assert_eq!(lines[0]["time"], "1970-01-01T00:00:00.010000Z");
+}
+
+#[test]
+fn human_lines_mark_reuse_and_colour_only_on_request() {
+    let plain = render(Format::Human { color: false }, &[connect(10, 1, 999), connect(20, 2, 999)]);
+    assert!(plain.contains("REUSED source port 999 (2nd use in a row"), "{plain}");
+    assert!(plain.contains("127.0.0.1:999 → 127.0.0.1:2049"));
+    assert!(plain.contains("lost events: 3"));
+    assert!(!plain.contains('\x1b'));
+    let coloured = render(Format::Human { color: true }, &[connect(10, 1, 999), connect(20, 2, 999)]);
+    assert!(coloured.contains("\x1b[1;31mREUSED"));
+}
