@@ -7,6 +7,7 @@
 //! thin subcommands in `cmd`.
 pub mod cli;
 pub mod cmd;
+pub mod flow;
 pub mod host;
 pub mod kernel;
 pub mod model;

@@ -18,7 +18,8 @@ use crate::{
     kernel::env,
     kernel::hooks::{self, HookStatus},
     kernel::lost::Lost,
-    model::tcp::{DestKey, Observation, Tracker},
+    flow::Flow,
+    model::tcp::{Observation, Tracker},
     model::xprt::{XprtObservation, XprtTracker},
 };
 
@@ -76,8 +77,9 @@ impl Session {
         let mut tracker = Tracker::new();
         let mut xtracker = XprtTracker::new(!sunrpc_attached(&hooks));
         for sk in &existing {
-            tracker.seed(DestKey { laddr: sk.laddr, raddr: sk.raddr, dport: sk.rport }, sk.lport);
-            xtracker.seed(sk.laddr, sk.raddr, sk.rport, sk.lport);
+            let flow = Flow { laddr: sk.laddr, sport: sk.lport, raddr: sk.raddr, dport: sk.rport };
+            tracker.seed(flow);
+            xtracker.seed(flow);
         }
         Ok(Session {
             env,
@@ -116,8 +118,8 @@ impl Session {
                     for o in self.xtracker.on_xprt(&r) {
                         // The transport's drop dates the flow a reconnect may
                         // reuse where TCP did not see it close.
-                        if let XprtObservation::Drop { ts_ns, sport, raddr, dport, .. } = &o {
-                            self.tracker.on_flow_end(*raddr, *dport, *sport, *ts_ns);
+                        if let XprtObservation::Drop { ts_ns, flow, .. } = &o {
+                            self.tracker.on_flow_end(flow, *ts_ns);
                         }
                         if !f(Obs::Xprt(&o))? {
                             return Ok(false);

@@ -249,9 +249,9 @@ fn wait_reconnect(s: &mut Session, server: IpAddr, port: u16, timeout: Duration,
         s.drain(|o| {
             match o {
                 Obs::Tcp(Observation::Connect(a))
-                    if a.who.dest.raddr == server && a.who.dest.dport == port && a.outcome == Outcome::Established =>
+                    if a.who.flow.raddr == server && a.who.flow.dport == port && a.outcome == Outcome::Established =>
                 {
-                    got = Some(a.who.sport);
+                    got = Some(a.who.flow.sport);
                 }
                 _ => {}
             }

@@ -4,6 +4,8 @@ use std::net::{IpAddr, Ipv6Addr};
 use anyhow::{Result, bail};
 use nfs_trace_common::{ConnEvent, XprtEvent, kind, xprt_event};
 
+use crate::flow::{Flow, Task};
+
 /// A decoded kernel record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -11,12 +13,8 @@ pub struct Event {
     /// CLOCK_MONOTONIC of the record.
     pub ts_ns: u64,
     pub sk: u64,
-    pub pid: u32,
-    pub comm: String,
-    pub laddr: IpAddr,
-    pub sport: u16,
-    pub raddr: IpAddr,
-    pub dport: u16,
+    pub task: Task,
+    pub flow: Flow,
     /// When the socket entered SYN_SENT.
     pub start_ns: u64,
     /// When the first SYN left (0 where the tcp_connect hook is absent).
@@ -85,12 +83,8 @@ pub struct XprtRecord {
     pub ts_ns: u64,
     pub xprt: u64,
     pub sk: u64,
-    pub pid: u32,
-    pub comm: String,
-    pub laddr: IpAddr,
-    pub sport: u16,
-    pub raddr: IpAddr,
-    pub dport: u16,
+    pub task: Task,
+    pub flow: Flow,
     /// The port the transport remembers to rebind (0: none).
     pub srcport: u16,
     pub sk_state: u8,
@@ -121,12 +115,8 @@ fn xprt_from_raw(e: &XprtEvent) -> Result<XprtRecord> {
         ts_ns: e.ts_ns,
         xprt: e.xprt,
         sk: e.sk,
-        pid: e.pid,
-        comm: comm(&e.comm),
-        laddr: addr(e.saddr),
-        sport: e.sport,
-        raddr: addr(e.daddr),
-        dport: e.dport,
+        task: Task { pid: e.pid, comm: comm(&e.comm) },
+        flow: Flow { laddr: addr(e.saddr), sport: e.sport, raddr: addr(e.daddr), dport: e.dport },
         srcport: e.srcport,
         sk_state: e.sk_state,
         sock_state: e.sock_state,
@@ -166,12 +156,8 @@ pub fn from_raw(e: &ConnEvent) -> Result<Event> {
         kind: k,
         ts_ns: e.ts_ns,
         sk: e.sk,
-        pid: e.pid,
-        comm: comm(&e.comm),
-        laddr: addr(e.saddr),
-        sport: e.sport,
-        raddr: addr(e.daddr),
-        dport: e.dport,
+        task: Task { pid: e.pid, comm: comm(&e.comm) },
+        flow: Flow { laddr: addr(e.saddr), sport: e.sport, raddr: addr(e.daddr), dport: e.dport },
         start_ns: e.start_ns,
         syn_ns: e.syn_ns,
         established_ns: e.established_ns,
@@ -221,10 +207,10 @@ mod tests {
         };
         let Record::Tcp(e) = decode(bytes).unwrap() else { panic!("a TCP record") };
         assert_eq!(e.kind, Kind::ConnectDone);
-        assert_eq!(e.laddr, "127.0.0.1".parse::<IpAddr>().unwrap());
-        assert_eq!(e.raddr, "fd00::2".parse::<IpAddr>().unwrap());
-        assert_eq!((e.sport, e.dport), (999, 2049));
-        assert_eq!(e.comm, "test");
+        assert_eq!(e.flow.laddr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(e.flow.raddr, "fd00::2".parse::<IpAddr>().unwrap());
+        assert_eq!((e.flow.sport, e.flow.dport), (999, 2049));
+        assert_eq!(e.task.comm, "test");
         assert!(decode(&bytes[..10]).is_err());
         assert!(decode(&[]).is_err());
     }
@@ -245,8 +231,8 @@ mod tests {
         };
         let Record::Xprt(x) = decode(bytes).unwrap() else { panic!("an xprt record") };
         assert_eq!(x.what, XprtWhat::Connect);
-        assert_eq!((x.sport, x.srcport, x.dport, x.error), (875, 875, 2049, -115));
-        assert_eq!(x.raddr, "10.99.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!((x.flow.sport, x.srcport, x.flow.dport, x.error), (875, 875, 2049, -115));
+        assert_eq!(x.flow.raddr, "10.99.0.1".parse::<IpAddr>().unwrap());
         raw.what = 99;
         let bytes = unsafe {
             std::slice::from_raw_parts((&raw as *const XprtEvent).cast::<u8>(), std::mem::size_of::<XprtEvent>())

@@ -6,21 +6,14 @@
 //! I/O and knows no clock but the events' own timestamps, so it is tested with
 //! synthetic sequences. State is bounded: destinations beyond the limit evict
 //! the least recently active one.
-use std::net::IpAddr;
 
 use nfs_trace_common::tcp_state;
 
 use rustc_hash::{FxHashMap as FastMap, FxHashSet as FastSet};
 
 use crate::kernel::decode::{Event, Kind};
-
-/// Where connects go: what a middlebox tracks a flow by, minus the source port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DestKey {
-    pub laddr: IpAddr,
-    pub raddr: IpAddr,
-    pub dport: u16,
-}
+pub use crate::flow::DestKey;
+use crate::flow::{Flow, Task};
 
 /// How a connect attempt ended (left SYN_SENT).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,21 +117,13 @@ impl CloseHow {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Who {
     pub sk: u64,
-    pub pid: u32,
-    pub comm: String,
-    pub dest: DestKey,
-    pub sport: u16,
+    pub task: Task,
+    pub flow: Flow,
 }
 
 impl Who {
     fn of(ev: &Event) -> Self {
-        Who {
-            sk: ev.sk,
-            pid: ev.pid,
-            comm: ev.comm.clone(),
-            dest: DestKey { laddr: ev.laddr, raddr: ev.raddr, dport: ev.dport },
-            sport: ev.sport,
-        }
+        Who { sk: ev.sk, task: ev.task.clone(), flow: ev.flow }
     }
 }
 
@@ -272,8 +257,9 @@ impl Tracker {
     /// Records a connection that was already established when tracing began
     /// (from sock_diag), so the first reconnect after start is judged
     /// against it: that reconnect is often the one an SRE is waiting for.
-    pub fn seed(&mut self, dest: DestKey, sport: u16) {
-        let d = self.dest_mut(dest);
+    pub fn seed(&mut self, flow: Flow) {
+        let sport = flow.sport;
+        let d = self.dest_mut(flow.dest());
         d.ports.insert(sport);
         d.last = Some(Last { sk: 0, sport, outcome: Outcome::Established, end_ns: None, streak: 0 });
     }
@@ -286,7 +272,7 @@ impl Tracker {
                 // Counted into the summary when the attempt ends (the kernel's
                 // own count rides on that record); here it is shown live.
                 let who = Who::of(ev);
-                let d = self.dest_mut(who.dest);
+                let d = self.dest_mut(who.flow.dest());
                 d.last_active_ns = ev.ts_ns;
                 let mut out = vec![Observation::SynRetransmit {
                     who: who.clone(),
@@ -295,7 +281,7 @@ impl Tracker {
                     elapsed_ns: ev.ts_ns.saturating_sub(ev.start_ns),
                 }];
                 if d.stall.is_none()
-                    && let Some(prev) = d.last.as_ref().filter(|l| l.sport == ev.sport && ev.sport != 0) {
+                    && let Some(prev) = d.last.as_ref().filter(|l| l.sport == ev.flow.sport && ev.flow.sport != 0) {
                         d.stall = Some(Stall {
                             who: who.clone(),
                             start_ns: ev.start_ns,
@@ -336,10 +322,10 @@ impl Tracker {
         let who = Who::of(ev);
         let outcome = Outcome::of(ev);
         let syn_sent_ns = ev.ts_ns.saturating_sub(ev.start_ns);
-        let d = self.dest_mut(who.dest);
+        let d = self.dest_mut(who.flow.dest());
         d.connects += 1;
         d.last_active_ns = ev.ts_ns;
-        d.ports.insert(ev.sport);
+        d.ports.insert(ev.flow.sport);
         d.max_syn_sent_ns = d.max_syn_sent_ns.max(syn_sent_ns);
         d.syn_retransmits += u64::from(ev.syn_retrans);
         if outcome.failed() {
@@ -347,7 +333,7 @@ impl Tracker {
         }
         let mut out = Vec::with_capacity(2);
         let reuse = match &d.last {
-            Some(prev) if prev.sport == ev.sport && ev.sport != 0 => {
+            Some(prev) if prev.sport == ev.flow.sport && ev.flow.sport != 0 => {
                 let gap_ns = prev.end_ns.map(|e| ev.start_ns.saturating_sub(e));
                 Some(Reuse {
                     who: who.clone(),
@@ -366,7 +352,7 @@ impl Tracker {
         }
         d.last = Some(Last {
             sk: ev.sk,
-            sport: ev.sport,
+            sport: ev.flow.sport,
             outcome,
             // A failed attempt ends when it leaves SYN_SENT; an established
             // one when its CLOSE arrives.
@@ -397,7 +383,7 @@ impl Tracker {
             } else {
                 st.retransmits = st.retrans_done + ev.syn_retrans;
                 st.end_ns = Some(ev.ts_ns);
-                st.end_sport = Some(ev.sport);
+                st.end_sport = Some(ev.flow.sport);
                 let st = d.stall.take().expect("checked above");
                 out.push(Observation::Stall { stall: st.clone(), ended: true });
                 ended = Some(st);
@@ -417,7 +403,7 @@ impl Tracker {
     pub fn on_kernel_line(&mut self, server: std::net::IpAddr, line: &str) -> bool {
         let mut joined = false;
         for d in self.dests.values_mut() {
-            if let Some(st) = d.stall.as_mut().filter(|st| st.who.dest.raddr == server) {
+            if let Some(st) = d.stall.as_mut().filter(|st| st.who.flow.raddr == server) {
                 st.kernel_said.push(line.to_string());
                 joined = true;
             }
@@ -429,12 +415,14 @@ impl Tracker {
     /// `raddr:dport` end at `ts_ns`: where the TCP close was not seen (the
     /// connection predates the tracer, so its kernel state was never kept),
     /// this is when the flow that a reconnect may reuse ended.
-    pub fn on_flow_end(&mut self, raddr: std::net::IpAddr, dport: u16, sport: u16, ts_ns: u64) {
+    /// The local address is not compared: the transport's record may not
+    /// carry it (no socket at the drop).
+    pub fn on_flow_end(&mut self, flow: &Flow, ts_ns: u64) {
         for (k, d) in self.dests.iter_mut() {
-            if k.raddr != raddr || k.dport != dport {
+            if k.raddr != flow.raddr || k.dport != flow.dport {
                 continue;
             }
-            if let Some(last) = d.last.as_mut().filter(|l| l.sport == sport && l.end_ns.is_none() && !l.outcome.failed()) {
+            if let Some(last) = d.last.as_mut().filter(|l| l.sport == flow.sport && l.end_ns.is_none() && !l.outcome.failed()) {
                 last.end_ns = Some(ts_ns);
             }
         }
@@ -462,7 +450,7 @@ impl Tracker {
 
     fn on_closed(&mut self, ev: &Event) -> Vec<Observation> {
         let who = Who::of(ev);
-        if let Some(d) = self.dests.get_mut(&who.dest) {
+        if let Some(d) = self.dests.get_mut(&who.flow.dest()) {
             d.last_active_ns = ev.ts_ns;
             if let Some(last) = d.last.as_mut().filter(|l| l.sk == ev.sk) {
                 last.end_ns = Some(ev.ts_ns);
@@ -491,6 +479,8 @@ mod tests {
     use nfs_trace_common::tcp_state::{CLOSE, CLOSE_WAIT, ESTABLISHED, FIN_WAIT1, SYN_SENT};
 
     use super::*;
+    use std::net::IpAddr;
+    use crate::flow::{Flow, Task};
 
     const MS: u64 = 1_000_000;
 
@@ -504,12 +494,8 @@ mod tests {
             kind,
             ts_ns: ts_ms * MS,
             sk,
-            pid: 42,
-            comm: "kworker".into(),
-            laddr: ip(l),
-            sport,
-            raddr: ip(r),
-            dport,
+            task: Task { pid: 42, comm: "kworker".into() },
+            flow: Flow { laddr: ip(l), sport, raddr: ip(r), dport },
             start_ns: ts_ms.saturating_sub(1) * MS,
             syn_ns: 0,
             established_ns: 0,
@@ -571,7 +557,7 @@ mod tests {
         );
         let r = reuses(&obs);
         assert_eq!(r.len(), 2);
-        assert_eq!(r[0].who.sport, 999);
+        assert_eq!(r[0].who.flow.sport, 999);
         assert_eq!(r[0].streak, 1);
         assert_eq!(r[0].prev_end_ns, Some(200 * MS));
         // The second attempt started at 249 ms (start = ts - 1 ms).
@@ -609,7 +595,7 @@ mod tests {
             &[connected(1, 1, 700), connected(2, 2, 700), connected(3, 3, 701), connected(4, 4, 701)],
         );
         let r = reuses(&obs);
-        assert_eq!(r.iter().map(|r| (r.who.sport, r.streak)).collect::<Vec<_>>(), vec![(700, 1), (701, 1)]);
+        assert_eq!(r.iter().map(|r| (r.who.flow.sport, r.streak)).collect::<Vec<_>>(), vec![(700, 1), (701, 1)]);
     }
 
     #[test]
@@ -620,7 +606,7 @@ mod tests {
         let c = |ts, sk, sport| ev(Kind::ConnectDone, ts, sk, "10.0.0.2", sport, "10.0.0.1", 20049);
         let obs = run(&mut t, &[a(1, 1, 900), b(2, 2, 900), c(3, 3, 900), a(4, 4, 900), b(5, 5, 901), c(6, 6, 900)]);
         let r = reuses(&obs);
-        let dests: Vec<_> = r.iter().map(|r| (r.who.dest.raddr, r.who.dest.dport)).collect();
+        let dests: Vec<_> = r.iter().map(|r| (r.who.flow.raddr, r.who.flow.dport)).collect();
         assert_eq!(dests, vec![(ip("10.0.0.1"), 2049), (ip("10.0.0.1"), 20049)]);
         assert_eq!(t.destinations().len(), 3);
     }
@@ -632,7 +618,7 @@ mod tests {
         let obs = run(&mut t, &[v6(1, 1, 1001), v6(2, 2, 1001)]);
         let r = reuses(&obs);
         assert_eq!(r.len(), 1);
-        assert_eq!(r[0].who.dest.raddr, ip("fd00::1"));
+        assert_eq!(r[0].who.flow.raddr, ip("fd00::1"));
         assert_eq!(r[0].gap_ns, None, "the previous connection's close was not seen");
     }
 
@@ -699,7 +685,7 @@ mod tests {
         match t.on_event(&e).as_slice() {
             [Observation::SynRetransmit { retransmits: 2, elapsed_ns, who, .. }] => {
                 assert_eq!(*elapsed_ns, 1000 * MS);
-                assert_eq!(who.sport, 999);
+                assert_eq!(who.flow.sport, 999);
             }
             o => panic!("unexpected {o:?}"),
         }
@@ -709,7 +695,7 @@ mod tests {
     fn a_connection_seen_at_start_is_the_previous_one() {
         let mut t = Tracker::new();
         let dest = DestKey { laddr: ip("10.0.0.2"), raddr: ip("10.0.0.1"), dport: 2049 };
-        t.seed(dest, 966);
+        t.seed(Flow { laddr: dest.laddr, sport: 966, raddr: dest.raddr, dport: dest.dport });
         let obs = run(&mut t, &[connected(10, 1, 966), connected(20, 2, 966)]);
         let r = reuses(&obs);
         assert_eq!(r.len(), 2, "the first connect after start reuses the seeded port");
@@ -779,11 +765,11 @@ mod tests {
         // Seeded (connected before the tracer), its close seen only by SunRPC.
         let mut t = Tracker::new();
         let dest = DestKey { laddr: "10.0.0.2".parse().unwrap(), raddr: "10.0.0.1".parse().unwrap(), dport: 2049 };
-        t.seed(dest, 999);
-        t.on_flow_end("10.0.0.9".parse().unwrap(), 2049, 999, 500_000_000); // another server: ignored
-        t.on_flow_end("10.0.0.1".parse().unwrap(), 2049, 998, 500_000_000); // another port: ignored
-        t.on_flow_end("10.0.0.1".parse().unwrap(), 2049, 999, 1_000_000_000);
-        t.on_flow_end("10.0.0.1".parse().unwrap(), 2049, 999, 1_500_000_000); // the first end stands
+        t.seed(Flow { laddr: dest.laddr, sport: 999, raddr: dest.raddr, dport: dest.dport });
+        t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 999, raddr: ip("10.0.0.9"), dport: 2049 }, 500_000_000); // another server: ignored
+        t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 998, raddr: ip("10.0.0.1"), dport: 2049 }, 500_000_000); // another port: ignored
+        t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 999, raddr: ip("10.0.0.1"), dport: 2049 }, 1_000_000_000);
+        t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 999, raddr: ip("10.0.0.1"), dport: 2049 }, 1_500_000_000); // the first end stands
         let obs = t.on_event(&retransmit(3000, 8, 999, 2000, 1));
         let s = stalls(&obs);
         assert_eq!(s.len(), 1);

@@ -121,7 +121,7 @@ pub fn stall_verdict(st: &Stall, mounts: &[&MountView]) -> String {
         .map(|e| format!(" (its previous flow ended {:.1} s before)", st.start_ns.saturating_sub(e) as f64 / 1e9))
         .unwrap_or_default();
     let how = match (st.end_ns, st.end_sport) {
-        (Some(_), Some(p)) if p == st.who.sport => format!("until port {p} finally connected"),
+        (Some(_), Some(p)) if p == st.who.flow.sport => format!("until port {p} finally connected"),
         (Some(_), Some(p)) => format!("until a connect from port {p} succeeded"),
         _ => "and is still stuck".to_string(),
     };
@@ -136,13 +136,14 @@ pub fn stall_verdict(st: &Stall, mounts: &[&MountView]) -> String {
     };
     format!(
         "a reconnect from port {}{since} sat in SYN_SENT {secs:.1} s with {} SYN retransmits {how}: consistent with a middlebox or firewall still holding the old flow and dropping its SYNs{held}",
-        st.who.sport, st.retransmits
+        st.who.flow.sport, st.retransmits
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::{Flow, Task};
     use crate::kernel::decode::{XprtRecord, XprtWhat};
 
     fn view(mnt: &str, vers: &str, noresv: bool, remembered: u16) -> MountView {
@@ -155,12 +156,8 @@ mod tests {
             ts_ns: 1,
             xprt,
             sk: 1,
-            pid: 1,
-            comm: "k".into(),
-            laddr: "10.99.0.2".parse().unwrap(),
-            sport,
-            raddr: "10.99.0.1".parse().unwrap(),
-            dport: 2049,
+            task: Task { pid: 1, comm: "k".into() },
+            flow: Flow { laddr: "10.99.0.2".parse().unwrap(), sport, raddr: "10.99.0.1".parse().unwrap(), dport: 2049 },
             srcport,
             sk_state: 0,
             sock_state: 0,

@@ -12,7 +12,10 @@ use rustc_hash::FxHashMap as FastMap;
 
 use nfs_trace_common::tcp_state;
 
-use crate::kernel::decode::{Event, XprtRecord, XprtWhat, errno_name};
+use crate::{
+    flow::{Flow, Task},
+    kernel::decode::{Event, XprtRecord, XprtWhat, errno_name},
+};
 
 /// Why a transport's connection went away.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,12 +68,8 @@ pub struct Dropped {
 pub struct XprtConnect {
     pub xprt: u64,
     pub ts_ns: u64,
-    pub pid: u32,
-    pub comm: String,
-    pub laddr: IpAddr,
-    pub sport: u16,
-    pub raddr: IpAddr,
-    pub dport: u16,
+    pub task: Task,
+    pub flow: Flow,
     /// The port the transport remembers for rebinding (0: none).
     pub srcport: u16,
     /// 1-based count of connects of this transport seen.
@@ -97,7 +96,9 @@ impl XprtConnect {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum XprtObservation {
     Connect(XprtConnect),
-    Drop { xprt: u64, ts_ns: u64, sport: u16, raddr: IpAddr, dport: u16, reason: DropReason },
+    /// `flow` is the connection that went away (its source port is the last
+    /// one the transport connected from, where known).
+    Drop { xprt: u64, ts_ns: u64, flow: Flow, reason: DropReason },
     Destroyed { xprt: u64, ts_ns: u64 },
 }
 
@@ -131,7 +132,7 @@ pub struct XprtTracker {
     /// Connections established before tracing began, by (local address,
     /// server, port): the previous port of a transport first seen
     /// reconnecting. Used only where exactly one such connection matches.
-    seeds: Vec<(IpAddr, IpAddr, u16, u16)>,
+    seeds: Vec<Flow>,
 }
 
 impl XprtTracker {
@@ -139,10 +140,9 @@ impl XprtTracker {
         XprtTracker { from_tcp, ..Default::default() }
     }
 
-    /// Records a connection already established at start (laddr, raddr,
-    /// dport, sport).
-    pub fn seed(&mut self, laddr: IpAddr, raddr: IpAddr, dport: u16, sport: u16) {
-        self.seeds.push((laddr, raddr, dport, sport));
+    /// Records a connection already established at start.
+    pub fn seed(&mut self, flow: Flow) {
+        self.seeds.push(flow);
     }
 
     fn entry(&mut self, xprt: u64) -> &mut XprtStats {
@@ -167,7 +167,7 @@ impl XprtTracker {
     pub fn on_xprt(&mut self, r: &XprtRecord) -> Vec<XprtObservation> {
         match r.what {
             XprtWhat::Connect if !self.from_tcp => {
-                vec![XprtObservation::Connect(self.connect(r.xprt, r.ts_ns, r.pid, &r.comm, r.laddr, r.sport, r.raddr, r.dport, r.srcport, r.error))]
+                vec![XprtObservation::Connect(self.connect(r.xprt, r.ts_ns, &r.task, r.flow, r.srcport, r.error))]
             }
             XprtWhat::Destroy => {
                 if let Some(s) = self.xprts.remove(&r.xprt) {
@@ -197,14 +197,8 @@ impl XprtTracker {
                     return Vec::new();
                 }
                 s.dropped = Some(Dropped { ts_ns: r.ts_ns, reason: reason.clone() });
-                vec![XprtObservation::Drop {
-                    xprt: r.xprt,
-                    ts_ns: r.ts_ns,
-                    sport: s.last_sport.unwrap_or(r.sport),
-                    raddr: r.raddr,
-                    dport: r.dport,
-                    reason,
-                }]
+                let flow = Flow { sport: s.last_sport.unwrap_or(r.flow.sport), ..r.flow };
+                vec![XprtObservation::Drop { xprt: r.xprt, ts_ns: r.ts_ns, flow, reason }]
             }
         }
     }
@@ -217,7 +211,7 @@ impl XprtTracker {
         }
         match e.kind {
             crate::kernel::decode::Kind::ConnectDone => {
-                vec![XprtObservation::Connect(self.connect(e.xprt, e.start_ns, e.pid, &e.comm, e.laddr, e.sport, e.raddr, e.dport, 0, -e.err))]
+                vec![XprtObservation::Connect(self.connect(e.xprt, e.start_ns, &e.task, e.flow, 0, -e.err))]
             }
             crate::kernel::decode::Kind::Closed => {
                 let s = self.entry(e.xprt);
@@ -230,38 +224,21 @@ impl XprtTracker {
                     err => DropReason::Error(err),
                 };
                 s.dropped = Some(Dropped { ts_ns: e.ts_ns, reason: reason.clone() });
-                vec![XprtObservation::Drop { xprt: e.xprt, ts_ns: e.ts_ns, sport: e.sport, raddr: e.raddr, dport: e.dport, reason }]
+                vec![XprtObservation::Drop { xprt: e.xprt, ts_ns: e.ts_ns, flow: e.flow, reason }]
             }
             _ => Vec::new(),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn connect(
-        &mut self,
-        xprt: u64,
-        ts_ns: u64,
-        pid: u32,
-        comm: &str,
-        laddr: IpAddr,
-        sport: u16,
-        raddr: IpAddr,
-        dport: u16,
-        srcport: u16,
-        error: i32,
-    ) -> XprtConnect {
+    fn connect(&mut self, xprt: u64, ts_ns: u64, task: &Task, flow: Flow, srcport: u16, error: i32) -> XprtConnect {
+        let Flow { sport, raddr, dport, .. } = flow;
         // Its first connect seen (a drop may have come first): the
         // connection it had before we started is the previous one.
         let is_new = self.xprts.get(&xprt).is_none_or(|s| s.connects == 0);
         let seeded = if is_new {
-            let m: Vec<usize> = (0..self.seeds.len())
-                .filter(|&i| {
-                    let (l, r, p, _) = self.seeds[i];
-                    l == laddr && r == raddr && p == dport
-                })
-                .collect();
+            let m: Vec<usize> = (0..self.seeds.len()).filter(|&i| self.seeds[i].dest() == flow.dest()).collect();
             match m.as_slice() {
-                [i] => Some(self.seeds.remove(*i).3),
+                [i] => Some(self.seeds.remove(*i).sport),
                 _ => None,
             }
         } else {
@@ -294,12 +271,8 @@ impl XprtTracker {
         XprtConnect {
             xprt,
             ts_ns,
-            pid,
-            comm: comm.to_string(),
-            laddr,
-            sport,
-            raddr,
-            dport,
+            task: task.clone(),
+            flow,
             srcport,
             connects: s.connects,
             prev_sport: prev,
@@ -322,6 +295,7 @@ impl XprtTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::{Flow, Task};
 
     const MS: u64 = 1_000_000;
 
@@ -331,12 +305,8 @@ mod tests {
             ts_ns: ts_ms * MS,
             xprt,
             sk: 0xffff_0000 + sport as u64,
-            pid: 99,
-            comm: "kworker/u2:1".into(),
-            laddr: "10.99.0.2".parse().unwrap(),
-            sport,
-            raddr: "10.99.0.1".parse().unwrap(),
-            dport: 2049,
+            task: Task { pid: 99, comm: "kworker/u2:1".into() },
+            flow: Flow { laddr: "10.99.0.2".parse().unwrap(), sport, raddr: "10.99.0.1".parse().unwrap(), dport: 2049 },
             srcport: 0,
             sk_state: 0,
             sock_state: 0,
@@ -371,7 +341,7 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert!(!c[0].is_reconnect());
         assert!(c[1].is_reconnect());
-        assert_eq!((c[1].prev_sport, c[1].sport, c[1].reused), (Some(875), 875, true));
+        assert_eq!((c[1].prev_sport, c[1].flow.sport, c[1].reused), (Some(875), 875, true));
         let d = c[1].dropped.as_ref().unwrap();
         assert_eq!(d.reason, DropReason::Error(libc::ECONNABORTED), "the first reason wins");
         assert_eq!(c[1].down_ns(), Some(500 * MS));
@@ -386,7 +356,7 @@ mod tests {
         let mut cw = rec(XprtWhat::StateChange, 20, 7, 40000);
         cw.sk_state = tcp_state::CLOSE_WAIT;
         let drops = t.on_xprt(&cw);
-        assert!(matches!(drops.as_slice(), [XprtObservation::Drop { reason: DropReason::ServerClosed, sport: 40000, .. }]));
+        assert!(matches!(drops.as_slice(), [XprtObservation::Drop { reason: DropReason::ServerClosed, flow: Flow { sport: 40000, .. }, .. }]));
         let obs = t.on_xprt(&rec(XprtWhat::Connect, 30, 7, 40002));
         let c = connects(&obs);
         assert_eq!((c[0].prev_sport, c[0].reused), (Some(40000), false));
@@ -396,7 +366,7 @@ mod tests {
     #[test]
     fn a_transport_connected_before_start_reconnects_from_its_seeded_port() {
         let mut t = XprtTracker::new(false);
-        t.seed("10.99.0.2".parse().unwrap(), "10.99.0.1".parse().unwrap(), 2049, 966);
+        t.seed(Flow { laddr: "10.99.0.2".parse().unwrap(), sport: 966, raddr: "10.99.0.1".parse().unwrap(), dport: 2049 });
         // The abort of the old connection arrives before the reconnect.
         let mut err = rec(XprtWhat::Error, 5, 5, 966);
         err.error = -libc::ECONNABORTED;
@@ -409,8 +379,8 @@ mod tests {
         assert_eq!(t.all()[0].1.reconnects, 1);
         // Ambiguous seeds are not used.
         let mut t = XprtTracker::new(false);
-        t.seed("10.99.0.2".parse().unwrap(), "10.99.0.1".parse().unwrap(), 2049, 966);
-        t.seed("10.99.0.2".parse().unwrap(), "10.99.0.1".parse().unwrap(), 2049, 967);
+        t.seed(Flow { laddr: "10.99.0.2".parse().unwrap(), sport: 966, raddr: "10.99.0.1".parse().unwrap(), dport: 2049 });
+        t.seed(Flow { laddr: "10.99.0.2".parse().unwrap(), sport: 967, raddr: "10.99.0.1".parse().unwrap(), dport: 2049 });
         let obs = t.on_xprt(&rec(XprtWhat::Connect, 10, 5, 966));
         assert_eq!(connects(&obs)[0].prev_sport, None);
     }
@@ -436,12 +406,8 @@ mod tests {
             kind,
             ts_ns: ts_ms * MS,
             sk: 1,
-            pid: 1,
-            comm: "k".into(),
-            laddr: "10.0.0.2".parse().unwrap(),
-            sport,
-            raddr: "10.0.0.1".parse().unwrap(),
-            dport: 2049,
+            task: Task { pid: 1, comm: "k".into() },
+            flow: Flow { laddr: "10.0.0.2".parse().unwrap(), sport, raddr: "10.0.0.1".parse().unwrap(), dport: 2049 },
             start_ns: ts_ms * MS,
             syn_ns: 0,
             established_ns: 0,

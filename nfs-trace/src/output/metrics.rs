@@ -61,8 +61,8 @@ pub fn render(t: &Tracker, x: &XprtTracker, views: &[MountView], lost: Lost, hoo
     let stalls: Vec<_> = t.stalls.iter().chain(t.open_stalls()).collect();
     let mut by_dest: std::collections::BTreeMap<(String, String, String), (u64, f64, u64)> = Default::default();
     for s in &stalls {
-        let d = &s.who.dest;
-        let mounts: Vec<&str> = nfsmounts::attribute(views, d.raddr, d.dport, s.who.sport).iter().map(|m| m.mountpoint.as_str()).collect();
+        let d = s.who.flow.dest();
+        let mounts: Vec<&str> = nfsmounts::attribute(views, d.raddr, d.dport, s.who.flow.sport).iter().map(|m| m.mountpoint.as_str()).collect();
         let e = by_dest.entry((d.raddr.to_string(), d.dport.to_string(), mounts.join(","))).or_default();
         e.0 += 1;
         e.1 += s.duration_ns() as f64 / 1e9;
@@ -123,6 +123,7 @@ pub fn render(t: &Tracker, x: &XprtTracker, views: &[MountView], lost: Lost, hoo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::{Flow, Task};
 
     #[test]
     fn escapes_label_values() {
@@ -137,12 +138,8 @@ mod tests {
             kind,
             ts_ns: ts_ms * 1_000_000,
             sk,
-            pid: 1,
-            comm: "kworker".into(),
-            laddr: "10.0.0.2".parse().unwrap(),
-            sport: 871,
-            raddr: "10.0.0.1".parse().unwrap(),
-            dport: 2049,
+            task: Task { pid: 1, comm: "kworker".into() },
+            flow: Flow { laddr: "10.0.0.2".parse().unwrap(), sport: 871, raddr: "10.0.0.1".parse().unwrap(), dport: 2049 },
             start_ns: if sk == 1 { 0 } else { 2_000_000_000 },
             syn_ns: 0,
             established_ns: 0,

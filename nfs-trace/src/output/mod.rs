@@ -2,6 +2,7 @@
 //! JSON lines (docs/json-schema.md), Prometheus metrics. Renderers read the
 //! model; nothing here changes it.
 pub mod clock;
+pub mod escape;
 pub mod jsonline;
 pub mod metrics;
 pub mod render;

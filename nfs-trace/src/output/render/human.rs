@@ -7,6 +7,8 @@ use std::{
 
 use super::Renderer;
 use crate::{
+    flow::Flow,
+    output::escape::escape,
     host::nfsmounts::{self, MountView},
     kernel::decode::errno_name,
     model::tcp::{Observation, Outcome, Stall, Who},
@@ -25,16 +27,23 @@ pub fn endpoint(a: IpAddr, port: u16) -> String {
     }
 }
 
-/// Durations for people: µs, ms or s, whichever reads best.
-/// " (mount /mnt/a, /mnt/b)" for a stall's destination, or nothing.
-fn mounts_suffix(views: &[MountView], st: &Stall) -> String {
-    let m: Vec<&str> = nfsmounts::attribute(views, st.who.dest.raddr, st.who.dest.dport, st.who.sport)
+/// The mount points served by `flow`'s server and port through the transport
+/// that remembers `srcport`, escaped and comma-separated ("" when none).
+fn mount_list(views: &[MountView], flow: &Flow, srcport: u16, sep: &str) -> String {
+    let m: Vec<String> = nfsmounts::attribute(views, flow.raddr, flow.dport, srcport)
         .iter()
-        .map(|m| m.mountpoint.as_str())
+        .map(|m| escape(&m.mountpoint).into_owned())
         .collect();
-    if m.is_empty() { String::new() } else { format!(" (mount {})", m.join(", ")) }
+    m.join(sep)
 }
 
+/// " (mount /mnt/a, /mnt/b)" for a stall's destination, or nothing.
+fn mounts_suffix(views: &[MountView], st: &Stall) -> String {
+    let m = mount_list(views, &st.who.flow, st.who.flow.sport, ", ");
+    if m.is_empty() { String::new() } else { format!(" (mount {m})") }
+}
+
+/// Durations for people: µs, ms or s, whichever reads best.
 pub fn human_duration(ns: u64) -> String {
     if ns < 1_000_000 {
         format!("{:.0} µs", ns as f64 / 1e3)
@@ -74,10 +83,10 @@ impl<W: Write> Renderer<W> {
         format!(
             "{} {:<16} {:>7}  {} → {}",
             self.clock.time_of_day(ts_ns),
-            who.comm,
-            who.pid,
-            endpoint(who.dest.laddr, who.sport),
-            endpoint(who.dest.raddr, who.dest.dport)
+            escape(&who.task.comm),
+            who.task.pid,
+            endpoint(who.flow.laddr, who.flow.sport),
+            endpoint(who.flow.raddr, who.flow.dport)
         )
     }
     pub(super) fn observation_human(&mut self, o: &Observation, views: &[MountView]) -> io::Result<()> {
@@ -115,7 +124,7 @@ impl<W: Write> Renderer<W> {
                     "{}  {}REUSED source port {}{} ({} use in a row; {prev})",
                     self.prefix(&r.who, r.ts_ns),
                     self.style(RED_BOLD),
-                    r.who.sport,
+                    r.who.flow.sport,
                     self.style(RESET),
                     ordinal(r.streak + 1),
                 );
@@ -142,7 +151,7 @@ impl<W: Write> Renderer<W> {
                     self.style(RED_BOLD),
                     human_duration(stall.duration_ns()),
                     stall.retransmits,
-                    stall.who.sport,
+                    stall.who.flow.sport,
                     self.style(RESET),
                     mounts_suffix(views, stall)
                 );
@@ -179,15 +188,14 @@ impl<W: Write> Renderer<W> {
         match o {
             XprtObservation::Destroyed { .. } => Ok(()),
             XprtObservation::Connect(c) => {
-                let mounts: Vec<String> =
-                    nfsmounts::attribute(views, c.raddr, c.dport, c.srcport).iter().map(|m| m.mountpoint.clone()).collect();
-                let on = if mounts.is_empty() { String::new() } else { format!(" [{}]", mounts.join(",")) };
+                let mounts = mount_list(views, &c.flow, c.srcport, ",");
+                let on = if mounts.is_empty() { String::new() } else { format!(" [{mounts}]") };
                 let who = format!(
                     "{} xprt {:#x}{on}  {} → {}",
                     self.clock.time_of_day(c.ts_ns),
                     c.xprt,
-                    endpoint(c.laddr, c.sport),
-                    endpoint(c.raddr, c.dport)
+                    endpoint(c.flow.laddr, c.flow.sport),
+                    endpoint(c.flow.raddr, c.flow.dport)
                 );
                 let line = match c.prev_sport {
                     None => format!("{who}  transport connected (first connect seen)\n"),
@@ -197,18 +205,19 @@ impl<W: Write> Renderer<W> {
                         let (style, what) = if c.reused {
                             (RED_BOLD, format!("RECONNECT REUSED source port {prev}"))
                         } else {
-                            (GREEN, format!("reconnect with a new source port ({prev} → {})", c.sport))
+                            (GREEN, format!("reconnect with a new source port ({prev} → {})", c.flow.sport))
                         };
                         format!("{who}  {}{what}{}{why}{down}\n", self.style(style), self.style(RESET))
                     }
                 };
                 self.out.write_all(line.as_bytes())
             }
-            XprtObservation::Drop { xprt, ts_ns, sport, raddr, dport, reason } => writeln!(
+            XprtObservation::Drop { xprt, ts_ns, flow, reason } => writeln!(
                 self.out,
-                "{} xprt {xprt:#x}  :{sport} → {}  transport dropped: {}",
+                "{} xprt {xprt:#x}  :{} → {}  transport dropped: {}",
                 self.clock.time_of_day(*ts_ns),
-                endpoint(*raddr, *dport),
+                flow.sport,
+                endpoint(flow.raddr, flow.dport),
                 reason.name()
             ),
         }

@@ -1,15 +1,13 @@
 //! JSON lines for machines (schema: docs/json-schema.md). The two records
 //! every connect costs (`connect`, `close`) are written by hand through
 //! `jsonline`; the rest go through serde.
-use std::{
-    io::{self, Write},
-    net::IpAddr,
-};
+use std::io::{self, Write};
 
 use serde::Serialize;
 
 use super::{Renderer, SCHEMA_VERSION};
 use crate::{
+    flow::{Flow, Task},
     host::nfsmounts::{self, MountView},
     kernel::decode::errno_name,
     model::tcp::{Attempt, CloseHow, Observation, Stall, Who},
@@ -29,12 +27,10 @@ struct SockFields<'a> {
     // records per connect under a storm make this the tracer's hot path.
     time: Rfc3339,
     mono_ns: u64,
-    pid: u32,
-    comm: &'a str,
-    laddr: IpAddr,
-    sport: u16,
-    raddr: IpAddr,
-    dport: u16,
+    #[serde(flatten)]
+    task: &'a Task,
+    #[serde(flatten)]
+    flow: Flow,
     sk: Hex,
 }
 
@@ -135,16 +131,14 @@ pub(super) struct CloseBody {
 }
 
 #[derive(Serialize)]
-struct XprtConnectBody {
+struct XprtConnectBody<'a> {
     xprt: String,
     time: String,
     mono_ns: u64,
-    pid: u32,
-    comm: String,
-    laddr: String,
-    sport: u16,
-    raddr: String,
-    dport: u16,
+    #[serde(flatten)]
+    task: &'a Task,
+    #[serde(flatten)]
+    flow: Flow,
     srcport: u16,
     connects: u64,
     prev_sport: Option<u16>,
@@ -162,16 +156,15 @@ struct XprtDropBody {
     xprt: String,
     time: String,
     mono_ns: u64,
-    sport: u16,
-    raddr: String,
-    dport: u16,
+    #[serde(flatten)]
+    flow: Flow,
     reason: String,
     errno: Option<i32>,
 }
 
 impl<W: Write> Renderer<W> {
     pub(super) fn stall_body(&self, st: &Stall, views: &[MountView]) -> StallBody {
-        let mounts: Vec<&MountView> = nfsmounts::attribute(views, st.who.dest.raddr, st.who.dest.dport, st.who.sport);
+        let mounts: Vec<&MountView> = nfsmounts::attribute(views, st.who.flow.raddr, st.who.flow.dport, st.who.flow.sport);
         StallBody {
             mounts: mounts.iter().map(|m| m.mountpoint.clone()).collect(),
             verdict: crate::model::verdict::stall_verdict(st, &mounts),
@@ -189,12 +182,8 @@ impl<W: Write> Renderer<W> {
         SockFields {
             time: self.clock.stamp(ts_ns),
             mono_ns: ts_ns,
-            pid: who.pid,
-            comm: &who.comm,
-            laddr: who.dest.laddr,
-            sport: who.sport,
-            raddr: who.dest.raddr,
-            dport: who.dest.dport,
+            task: &who.task,
+            flow: who.flow,
             sk: Hex(who.sk),
         }
     }
@@ -221,12 +210,12 @@ impl<W: Write> Renderer<W> {
             .plain("type", kind)
             .time("time", self.clock.stamp(ts_ns))
             .value("mono_ns", &ts_ns)
-            .value("pid", &who.pid)
-            .value("comm", who.comm.as_str())
-            .addr("laddr", who.dest.laddr)
-            .value("sport", &who.sport)
-            .addr("raddr", who.dest.raddr)
-            .value("dport", &who.dest.dport)
+            .value("pid", &who.task.pid)
+            .value("comm", who.task.comm.as_str())
+            .addr("laddr", who.flow.laddr)
+            .value("sport", &who.flow.sport)
+            .addr("raddr", who.flow.raddr)
+            .value("dport", &who.flow.dport)
             .hex("sk", who.sk);
         body(&mut l);
         l.end();
@@ -283,17 +272,15 @@ impl<W: Write> Renderer<W> {
             XprtObservation::Connect(c) => {
                 let kind = if c.is_reconnect() { "xprt_reconnect" } else { "xprt_connect" };
                 let mut body = self.xprt_connect_body(c);
-                body.mounts = nfsmounts::attribute(views, c.raddr, c.dport, c.srcport).iter().map(|m| m.mountpoint.clone()).collect();
+                body.mounts = nfsmounts::attribute(views, c.flow.raddr, c.flow.dport, c.srcport).iter().map(|m| m.mountpoint.clone()).collect();
                 self.json_line(kind, body)
             }
-            XprtObservation::Drop { xprt, ts_ns, sport, raddr, dport, reason } => {
+            XprtObservation::Drop { xprt, ts_ns, flow, reason } => {
                 let body = XprtDropBody {
                     xprt: format!("{xprt:#x}"),
                     time: self.clock.rfc3339(*ts_ns),
                     mono_ns: *ts_ns,
-                    sport: *sport,
-                    raddr: raddr.to_string(),
-                    dport: *dport,
+                    flow: *flow,
                     reason: reason.name(),
                     errno: reason.errno(),
                 };
@@ -302,17 +289,13 @@ impl<W: Write> Renderer<W> {
         }
     }
 
-    fn xprt_connect_body(&self, c: &XprtConnect) -> XprtConnectBody {
+    fn xprt_connect_body<'a>(&self, c: &'a XprtConnect) -> XprtConnectBody<'a> {
         XprtConnectBody {
             xprt: format!("{:#x}", c.xprt),
             time: self.clock.rfc3339(c.ts_ns),
             mono_ns: c.ts_ns,
-            pid: c.pid,
-            comm: c.comm.clone(),
-            laddr: c.laddr.to_string(),
-            sport: c.sport,
-            raddr: c.raddr.to_string(),
-            dport: c.dport,
+            task: &c.task,
+            flow: c.flow,
             srcport: c.srcport,
             connects: c.connects,
             prev_sport: c.prev_sport,

@@ -14,7 +14,9 @@ use super::{
     json::{StallBody, ms3},
 };
 use crate::{
+    flow::Flow,
     host::nfsmounts::MountView,
+    output::escape::escape,
     kernel::lost::Lost,
     model::tcp::{DestKey, Tracker},
     model::verdict::{Verdict, port_range},
@@ -23,9 +25,8 @@ use crate::{
 
 #[derive(Serialize)]
 pub struct DestSummary {
-    pub laddr: String,
-    pub raddr: String,
-    pub dport: u16,
+    #[serde(flatten)]
+    pub dest: DestKey,
     pub connects: u64,
     pub distinct_ports: usize,
     pub reuses: u64,
@@ -49,10 +50,8 @@ struct SummaryBody {
 
 #[derive(Serialize)]
 struct StallSummary {
-    laddr: String,
-    sport: u16,
-    raddr: String,
-    dport: u16,
+    #[serde(flatten)]
+    flow: Flow,
     ongoing: bool,
     #[serde(flatten)]
     body: StallBody,
@@ -61,7 +60,7 @@ struct StallSummary {
 #[derive(Serialize)]
 pub struct XprtSummary {
     pub xprt: String,
-    pub raddr: Option<String>,
+    pub raddr: Option<IpAddr>,
     pub dport: u16,
     pub connects: u64,
     pub reconnects: u64,
@@ -87,10 +86,7 @@ impl<W: Write> Renderer<W> {
             .map(|st| (st, false))
             .chain(t.open_stalls().into_iter().map(|st| (st, true)))
             .map(|(st, ongoing)| StallSummary {
-                laddr: st.who.dest.laddr.to_string(),
-                sport: st.who.sport,
-                raddr: st.who.dest.raddr.to_string(),
-                dport: st.who.dest.dport,
+                flow: st.who.flow,
                 ongoing,
                 body: self.stall_body(st, views),
             })
@@ -100,7 +96,7 @@ impl<W: Write> Renderer<W> {
             .into_iter()
             .map(|(k, s)| XprtSummary {
                 xprt: format!("{k:#x}"),
-                raddr: s.raddr.map(|a| a.to_string()),
+                raddr: s.raddr,
                 dport: s.dport,
                 connects: s.connects,
                 reconnects: s.reconnects,
@@ -113,9 +109,7 @@ impl<W: Write> Renderer<W> {
             .destinations()
             .into_iter()
             .map(|(k, d): (DestKey, _)| DestSummary {
-                laddr: k.laddr.to_string(),
-                raddr: k.raddr.to_string(),
-                dport: k.dport,
+                dest: k,
                 connects: d.connects,
                 distinct_ports: d.distinct_ports(),
                 reuses: d.reuses,
@@ -156,7 +150,7 @@ impl<W: Write> Renderer<W> {
                     let _ = writeln!(
                         s,
                         "{:<44} {:>8} {:>6} {reuse_style}{:>6}{reset} {:>6} {:>8} {:>13}",
-                        format!("{} → {}", d.laddr, endpoint(d.raddr.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), d.dport)),
+                        format!("{} → {}", d.dest.laddr, endpoint(d.dest.raddr, d.dest.dport)),
                         d.connects,
                         d.distinct_ports,
                         d.reuses,
@@ -172,7 +166,7 @@ impl<W: Write> Renderer<W> {
                         "TRANSPORT", "SERVER", "CONNECTS", "RECONNECTS", "REUSES", "PORTS"
                     );
                     for x in &transports {
-                        let server = x.raddr.as_deref().map(|a| endpoint(a.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), x.dport)).unwrap_or_default();
+                        let server = x.raddr.map(|a| endpoint(a, x.dport)).unwrap_or_default();
                         let ports: Vec<String> = x.ports.iter().map(u16::to_string).collect();
                         let _ = writeln!(
                             s,
@@ -184,18 +178,18 @@ impl<W: Write> Renderer<W> {
                 if !stalls.is_empty() {
                     let _ = writeln!(s, "\n{}Stalls (a reused source port stuck in SYN_SENT):{}", self.style(RED_BOLD), self.style(RESET));
                     for st in &stalls {
-                        let mounts = if st.body.mounts.is_empty() { String::new() } else { format!("  [{}]", st.body.mounts.join(", ")) };
+                        let mounts = if st.body.mounts.is_empty() { String::new() } else { format!("  [{}]", escape(&st.body.mounts.join(", "))) };
                         let _ = writeln!(
                             s,
                             "  {} → {}{mounts}  from {}  {:.1} s{}, {} SYN retransmits, {} failed attempts{}",
-                            endpoint(st.laddr.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), st.sport),
-                            endpoint(st.raddr.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), st.dport),
+                            endpoint(st.flow.laddr, st.flow.sport),
+                            endpoint(st.flow.raddr, st.flow.dport),
                             st.body.start,
                             st.body.duration_s,
                             if st.ongoing { " and still going" } else { "" },
                             st.body.retransmits,
                             st.body.failed_attempts,
-                            if st.body.kernel_said.is_empty() { String::new() } else { format!("; kernel: {}", st.body.kernel_said.join(" | ")) }
+                            if st.body.kernel_said.is_empty() { String::new() } else { format!("; kernel: {}", escape(&st.body.kernel_said.join(" | "))) }
                         );
                     }
                 }
@@ -208,12 +202,12 @@ impl<W: Write> Renderer<W> {
                         let _ = writeln!(
                             s,
                             "  {} ({} vers={}{}): {style}{}{reset}\n    → {}",
-                            v.mountpoint,
-                            v.server,
-                            v.vers.as_deref().unwrap_or("?"),
+                            escape(&v.mountpoint),
+                            escape(&v.server),
+                            escape(v.vers.as_deref().unwrap_or("?")),
                             if v.noresvport { ",noresvport" } else { "" },
-                            v.observed,
-                            v.suggestion
+                            escape(&v.observed),
+                            escape(&v.suggestion)
                         );
                     }
                 }

@@ -4,9 +4,10 @@ use super::{
     json::{close_body, connect_body},
 };
 use crate::{
+    flow::{Flow, Task},
     host::nfsmounts::MountView,
     kernel::lost::Lost,
-    model::tcp::{Attempt, CloseHow, DestKey, Observation, Outcome, Tracker, Who},
+    model::tcp::{Attempt, CloseHow, Observation, Outcome, Tracker, Who},
     model::xprt::XprtTracker,
     output::clock::Clock,
 };
@@ -18,12 +19,8 @@ fn connect(ts_ms: u64, sk: u64, sport: u16) -> Event {
         kind: Kind::ConnectDone,
         ts_ns: ts_ms * 1_000_000,
         sk,
-        pid: 7,
-        comm: "mount.nfs".into(),
-        laddr: "127.0.0.1".parse().unwrap(),
-        sport,
-        raddr: "127.0.0.1".parse().unwrap(),
-        dport: 2049,
+        task: Task { pid: 7, comm: "mount.nfs".into() },
+        flow: Flow { laddr: "127.0.0.1".parse().unwrap(), sport, raddr: "127.0.0.1".parse().unwrap(), dport: 2049 },
         start_ns: ts_ms * 1_000_000 - 100_000,
         syn_ns: 0,
         established_ns: 0,
@@ -74,10 +71,8 @@ fn stalled_reconnect() -> Vec<Event> {
 #[test]
 fn fast_connect_and_close_lines_equal_the_serde_ones() {
     let who = |laddr: &str, raddr: &str, comm: &str| Who {
-        dest: DestKey { laddr: laddr.parse().unwrap(), raddr: raddr.parse().unwrap(), dport: 2049 },
-        sport: 871,
-        pid: 4242,
-        comm: comm.into(),
+        flow: Flow { laddr: laddr.parse().unwrap(), sport: 871, raddr: raddr.parse().unwrap(), dport: 2049 },
+        task: Task { pid: 4242, comm: comm.into() },
         sk: 0xffff_8881_0234_5678,
     };
     let whos = [
