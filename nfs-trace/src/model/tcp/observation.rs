@@ -1,0 +1,93 @@
+//! What the tracker says about connects: each attempt, each reuse, each
+//! stall, each SYN retransmit and close, with who made it.
+use super::{CloseHow, Outcome};
+use crate::{
+    flow::{Flow, Task},
+    kernel::decode::Event,
+};
+
+/// Identity of a socket as shown to people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Who {
+    pub sk: u64,
+    pub task: Task,
+    pub flow: Flow,
+}
+
+impl Who {
+    pub(super) fn of(ev: &Event) -> Self {
+        Who { sk: ev.sk, task: ev.task.clone(), flow: ev.flow }
+    }
+}
+
+/// A connect attempt that left SYN_SENT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub who: Who,
+    pub ts_ns: u64,
+    pub outcome: Outcome,
+    pub errno: i32,
+    pub syn_sent_ns: u64,
+    pub syn_retrans: u32,
+    /// 1-based count of attempts to this destination.
+    pub attempt: u64,
+    pub reused: bool,
+}
+
+/// A new attempt used the same source port as the previous one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reuse {
+    pub who: Who,
+    pub ts_ns: u64,
+    /// Attempts in a row from this port (1 = the second use).
+    pub streak: u32,
+    pub prev_outcome: Outcome,
+    /// When the previous connection to this destination ended (CLOSE, or
+    /// leaving SYN_SENT for a failed attempt); None if not seen.
+    pub prev_end_ns: Option<u64>,
+    /// From that end to this attempt's start.
+    pub gap_ns: Option<u64>,
+}
+
+/// A stall: connects to a destination stuck in SYN_SENT, retransmitting
+/// SYNs, that began from the source port its previous connection used (what
+/// a middlebox still holding the old flow does to a reconnect). It lasts
+/// until a connect to that destination is established.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stall {
+    pub who: Who,
+    /// SYN_SENT start of the first stalled attempt.
+    pub start_ns: u64,
+    /// The latest event of the episode.
+    pub last_ns: u64,
+    /// SYN retransmits over all its attempts so far.
+    pub retransmits: u32,
+    /// Attempts that ended without a connection.
+    pub failed_attempts: u32,
+    /// When the flow whose port was reused ended, if seen.
+    pub prev_end_ns: Option<u64>,
+    /// Set when it ended: the time and the port that finally connected.
+    pub end_ns: Option<u64>,
+    pub end_sport: Option<u16>,
+    /// Lines the kernel logged meanwhile ("nfs: server … not responding").
+    pub kernel_said: Vec<String>,
+    pub(super) retrans_done: u32,
+    /// When it was last reported live (an event or a [`Tracker::tick`]).
+    pub(super) reported_ns: u64,
+}
+
+impl Stall {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns.unwrap_or(self.last_ns).saturating_sub(self.start_ns)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    Connect(Attempt),
+    Reuse(Reuse),
+    /// A stall goes on (`ended` false, at each SYN retransmit) or ended.
+    Stall { stall: Stall, ended: bool },
+    SynRetransmit { who: Who, ts_ns: u64, retransmits: u32, elapsed_ns: u64 },
+    Close { who: Who, ts_ns: u64, how: CloseHow, errno: i32, lifetime_ns: u64 },
+}

@@ -1,0 +1,350 @@
+//! The tracker on synthetic event sequences.
+use nfs_trace_common::tcp_state::{CLOSE, CLOSE_WAIT, ESTABLISHED, FIN_WAIT1, SYN_SENT};
+
+use super::*;
+use std::net::IpAddr;
+use crate::flow::{Flow, Task};
+
+const MS: u64 = 1_000_000;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A synthetic event: `sk` socket from laddr:sport to raddr:dport.
+fn ev(kind: Kind, ts_ms: u64, sk: u64, l: &str, sport: u16, r: &str, dport: u16) -> Event {
+    Event {
+        kind,
+        ts_ns: ts_ms * MS,
+        sk,
+        task: Task { pid: 42, comm: "kworker".into() },
+        flow: Flow { laddr: ip(l), sport, raddr: ip(r), dport },
+        start_ns: ts_ms.saturating_sub(1) * MS,
+        syn_ns: 0,
+        established_ns: 0,
+        xprt: 0,
+        err: 0,
+        syn_retrans: 0,
+        oldstate: SYN_SENT,
+        newstate: ESTABLISHED,
+        first_exit: 0,
+    }
+}
+
+fn connected(ts: u64, sk: u64, sport: u16) -> Event {
+    ev(Kind::ConnectDone, ts, sk, "10.0.0.2", sport, "10.0.0.1", 2049)
+}
+
+fn closed(ts: u64, sk: u64, sport: u16, first_exit: u8, err: i32) -> Event {
+    let mut e = ev(Kind::Closed, ts, sk, "10.0.0.2", sport, "10.0.0.1", 2049);
+    e.oldstate = first_exit;
+    e.newstate = CLOSE;
+    e.first_exit = first_exit;
+    e.err = err;
+    e.established_ns = ts.saturating_sub(50) * MS;
+    e
+}
+
+fn failed(ts: u64, sk: u64, sport: u16, err: i32) -> Event {
+    let mut e = connected(ts, sk, sport);
+    e.newstate = CLOSE;
+    e.err = err;
+    e
+}
+
+fn reuses(obs: &[Observation]) -> Vec<&Reuse> {
+    obs.iter()
+        .filter_map(|o| match o {
+            Observation::Reuse(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn run(t: &mut Tracker, evs: &[Event]) -> Vec<Observation> {
+    evs.iter().flat_map(|e| t.on_event(e)).collect()
+}
+
+#[test]
+fn same_port_after_close_is_a_reuse_with_gap_and_streak() {
+    let mut t = Tracker::new();
+    let obs = run(
+        &mut t,
+        &[
+            connected(100, 1, 999),
+            closed(200, 1, 999, CLOSE, libc::ECONNABORTED),
+            connected(250, 2, 999),
+            closed(300, 2, 999, CLOSE, libc::ECONNABORTED),
+            connected(400, 3, 999),
+        ],
+    );
+    let r = reuses(&obs);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].who.flow.sport, 999);
+    assert_eq!(r[0].streak, 1);
+    assert_eq!(r[0].prev_end_ns, Some(200 * MS));
+    // The second attempt started at 249 ms (start = ts - 1 ms).
+    assert_eq!(r[0].gap_ns, Some(49 * MS));
+    assert_eq!(r[1].streak, 2);
+    assert_eq!(r[1].prev_outcome, Outcome::Established);
+    let (_, d) = t.destinations()[0];
+    assert_eq!((d.connects, d.reuses, d.distinct_ports(), d.failed), (3, 2, 1, 0));
+}
+
+#[test]
+fn new_port_each_time_is_no_reuse() {
+    let mut t = Tracker::new();
+    let obs = run(
+        &mut t,
+        &[connected(1, 1, 40000), closed(2, 1, 40000, FIN_WAIT1, 0), connected(3, 2, 40002), connected(4, 3, 40004)],
+    );
+    assert!(reuses(&obs).is_empty());
+    let (_, d) = t.destinations()[0];
+    assert_eq!((d.connects, d.reuses, d.distinct_ports()), (3, 0, 3));
+}
+
+#[test]
+fn a_port_used_earlier_but_not_by_the_previous_attempt_is_no_reuse() {
+    let mut t = Tracker::new();
+    let obs = run(&mut t, &[connected(1, 1, 800), connected(2, 2, 801), connected(3, 3, 800)]);
+    assert!(reuses(&obs).is_empty(), "only the previous attempt counts");
+}
+
+#[test]
+fn streak_resets_after_a_new_port() {
+    let mut t = Tracker::new();
+    let obs = run(
+        &mut t,
+        &[connected(1, 1, 700), connected(2, 2, 700), connected(3, 3, 701), connected(4, 4, 701)],
+    );
+    let r = reuses(&obs);
+    assert_eq!(r.iter().map(|r| (r.who.flow.sport, r.streak)).collect::<Vec<_>>(), vec![(700, 1), (701, 1)]);
+}
+
+#[test]
+fn interleaved_destinations_are_tracked_apart() {
+    let mut t = Tracker::new();
+    let a = |ts, sk, sport| ev(Kind::ConnectDone, ts, sk, "10.0.0.2", sport, "10.0.0.1", 2049);
+    let b = |ts, sk, sport| ev(Kind::ConnectDone, ts, sk, "10.0.0.2", sport, "10.0.0.9", 2049);
+    let c = |ts, sk, sport| ev(Kind::ConnectDone, ts, sk, "10.0.0.2", sport, "10.0.0.1", 20049);
+    let obs = run(&mut t, &[a(1, 1, 900), b(2, 2, 900), c(3, 3, 900), a(4, 4, 900), b(5, 5, 901), c(6, 6, 900)]);
+    let r = reuses(&obs);
+    let dests: Vec<_> = r.iter().map(|r| (r.who.flow.raddr, r.who.flow.dport)).collect();
+    assert_eq!(dests, vec![(ip("10.0.0.1"), 2049), (ip("10.0.0.1"), 20049)]);
+    assert_eq!(t.destinations().len(), 3);
+}
+
+#[test]
+fn ipv6_destinations() {
+    let mut t = Tracker::new();
+    let v6 = |ts, sk, sport| ev(Kind::ConnectDone, ts, sk, "fd00::2", sport, "fd00::1", 2049);
+    let obs = run(&mut t, &[v6(1, 1, 1001), v6(2, 2, 1001)]);
+    let r = reuses(&obs);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].who.flow.raddr, ip("fd00::1"));
+    assert_eq!(r[0].gap_ns, None, "the previous connection's close was not seen");
+}
+
+#[test]
+fn failures_are_classified_and_count_as_previous_attempts() {
+    let mut t = Tracker::new();
+    let mut timed_out = failed(3000, 2, 999, libc::ETIMEDOUT);
+    timed_out.syn_retrans = 3;
+    timed_out.start_ns = 1000 * MS;
+    let obs = run(
+        &mut t,
+        &[
+            failed(10, 1, 999, libc::ECONNREFUSED),
+            timed_out,
+            failed(3100, 3, 998, 0),
+            failed(3200, 4, 997, libc::ECONNRESET),
+            failed(3300, 5, 996, libc::EHOSTUNREACH),
+        ],
+    );
+    let outcomes: Vec<_> = obs
+        .iter()
+        .filter_map(|o| match o {
+            Observation::Connect(a) => Some(a.outcome),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![Outcome::Refused, Outcome::TimedOut, Outcome::Closed, Outcome::Reset, Outcome::Error(libc::EHOSTUNREACH)]
+    );
+    // The timed-out attempt reused the refused one's port; its gap runs from
+    // the refusal (10 ms) to its own start (1000 ms).
+    let r = reuses(&obs);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].prev_outcome, Outcome::Refused);
+    assert_eq!(r[0].gap_ns, Some(990 * MS));
+    let (_, d) = t.destinations()[0];
+    assert_eq!(d.failed, 5);
+    assert_eq!(d.max_syn_sent_ns, 2000 * MS);
+    assert_eq!(d.syn_retransmits, 3, "the kernel's count from the finished attempt");
+}
+
+#[test]
+fn close_reasons() {
+    let mut t = Tracker::new();
+    let how = |t: &mut Tracker, e: Event| match t.on_event(&e).pop() {
+        Some(Observation::Close { how, .. }) => how,
+        o => panic!("want a close, got {o:?}"),
+    };
+    assert_eq!(how(&mut t, closed(10, 1, 1, FIN_WAIT1, 0)), CloseHow::LocalClose);
+    assert_eq!(how(&mut t, closed(10, 1, 1, CLOSE_WAIT, 0)), CloseHow::RemoteClose);
+    assert_eq!(how(&mut t, closed(10, 1, 1, CLOSE, 0)), CloseHow::LocalAbort);
+    assert_eq!(how(&mut t, closed(10, 1, 1, CLOSE, libc::ECONNRESET)), CloseHow::Reset);
+    assert_eq!(how(&mut t, closed(10, 1, 1, CLOSE, libc::ECONNABORTED)), CloseHow::Aborted);
+    assert_eq!(how(&mut t, closed(10, 1, 1, CLOSE, libc::ETIMEDOUT)), CloseHow::TimedOut);
+}
+
+#[test]
+fn syn_retransmits_are_reported_live() {
+    let mut t = Tracker::new();
+    let mut e = ev(Kind::SynRetransmit, 2000, 7, "10.0.0.2", 999, "10.0.0.1", 2049);
+    e.start_ns = 1000 * MS;
+    e.syn_retrans = 2;
+    match t.on_event(&e).as_slice() {
+        [Observation::SynRetransmit { retransmits: 2, elapsed_ns, who, .. }] => {
+            assert_eq!(*elapsed_ns, 1000 * MS);
+            assert_eq!(who.flow.sport, 999);
+        }
+        o => panic!("unexpected {o:?}"),
+    }
+}
+
+#[test]
+fn a_connection_seen_at_start_is_the_previous_one() {
+    let mut t = Tracker::new();
+    let dest = DestKey { laddr: ip("10.0.0.2"), raddr: ip("10.0.0.1"), dport: 2049 };
+    t.seed(Flow { laddr: dest.laddr, sport: 966, raddr: dest.raddr, dport: dest.dport });
+    let obs = run(&mut t, &[connected(10, 1, 966), connected(20, 2, 966)]);
+    let r = reuses(&obs);
+    assert_eq!(r.len(), 2, "the first connect after start reuses the seeded port");
+    assert_eq!((r[0].streak, r[0].gap_ns), (1, None));
+    assert_eq!(r[1].streak, 2);
+    let (_, d) = t.destinations()[0];
+    assert_eq!(d.connects, 2, "the seed is no connect of this run");
+}
+
+fn retransmit(ts_ms: u64, sk: u64, sport: u16, start_ms: u64, n: u32) -> Event {
+    let mut e = ev(Kind::SynRetransmit, ts_ms, sk, "10.0.0.2", sport, "10.0.0.1", 2049);
+    e.start_ns = start_ms * MS;
+    e.syn_retrans = n;
+    e.newstate = SYN_SENT;
+    e
+}
+
+fn stalls(obs: &[Observation]) -> Vec<(&Stall, bool)> {
+    obs.iter()
+        .filter_map(|o| match o {
+            Observation::Stall { stall, ended } => Some((stall, *ended)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_reused_port_stuck_in_syn_sent_is_a_stall_until_a_connect_succeeds() {
+    let mut t = Tracker::new();
+    let mut timed_out = failed(8_000, 2, 999, libc::ETIMEDOUT);
+    timed_out.start_ns = 1_000 * MS;
+    timed_out.syn_retrans = 3;
+    let mut ok = connected(12_500, 3, 999);
+    ok.start_ns = 9_000 * MS;
+    ok.syn_retrans = 2;
+    let obs = run(
+        &mut t,
+        &[
+            connected(100, 1, 999),
+            closed(900, 1, 999, CLOSE, libc::ECONNABORTED),
+            retransmit(2_000, 2, 999, 1_000, 1),
+            retransmit(4_000, 2, 999, 1_000, 2),
+            retransmit(8_000, 2, 999, 1_000, 3),
+            timed_out,
+            retransmit(10_000, 3, 999, 9_000, 1),
+            retransmit(12_000, 3, 999, 9_000, 2),
+            ok,
+        ],
+    );
+    let s = stalls(&obs);
+    assert_eq!(s.len(), 6, "one live update per retransmit, then the end");
+    assert!(s[..5].iter().all(|(_, ended)| !ended));
+    assert_eq!(s[0].0.retransmits, 1);
+    assert_eq!(s[0].0.prev_end_ns, Some(900 * MS));
+    assert_eq!(s[3].0.retransmits, 4, "3 of the lost attempt + 1");
+    let (end, ended) = s[5];
+    assert!(ended);
+    assert_eq!(end.start_ns, 1_000 * MS);
+    assert_eq!(end.duration_ns(), 11_500 * MS);
+    assert_eq!((end.retransmits, end.failed_attempts, end.end_sport), (5, 1, Some(999)));
+    assert_eq!(t.stalls.len(), 1);
+    assert!(t.open_stalls().is_empty());
+}
+
+#[test]
+fn a_flow_end_seen_by_another_layer_dates_the_reused_flow() {
+    // Seeded (connected before the tracer), its close seen only by SunRPC.
+    let mut t = Tracker::new();
+    let dest = DestKey { laddr: "10.0.0.2".parse().unwrap(), raddr: "10.0.0.1".parse().unwrap(), dport: 2049 };
+    t.seed(Flow { laddr: dest.laddr, sport: 999, raddr: dest.raddr, dport: dest.dport });
+    t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 999, raddr: ip("10.0.0.9"), dport: 2049 }, 500_000_000); // another server: ignored
+    t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 998, raddr: ip("10.0.0.1"), dport: 2049 }, 500_000_000); // another port: ignored
+    t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 999, raddr: ip("10.0.0.1"), dport: 2049 }, 1_000_000_000);
+    t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 999, raddr: ip("10.0.0.1"), dport: 2049 }, 1_500_000_000); // the first end stands
+    let obs = t.on_event(&retransmit(3000, 8, 999, 2000, 1));
+    let s = stalls(&obs);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].0.prev_end_ns, Some(1_000_000_000));
+}
+
+#[test]
+fn a_quiet_stall_is_reported_again_on_ticks() {
+    let mut t = Tracker::new();
+    t.on_event(&connected(1_000, 7, 999));
+    t.on_event(&retransmit(3_000, 8, 999, 2_000, 1));
+    assert!(t.tick(5_000_000_000, 5_000_000_000).is_empty(), "reported at 3 s: not yet");
+    let obs = t.tick(8_000_000_000, 5_000_000_000);
+    let s = stalls(&obs);
+    assert_eq!(s.len(), 1);
+    assert_eq!((s[0].0.duration_ns(), s[0].1), (6_000_000_000, false));
+    assert!(t.tick(9_000_000_000, 5_000_000_000).is_empty());
+    // The connect that ends it: the duration runs to the connect, not the tick.
+    let mut done = connected(10_000, 8, 999);
+    done.start_ns = 2_000 * MS;
+    let obs = t.on_event(&done);
+    let s = stalls(&obs);
+    assert_eq!((s[0].0.duration_ns(), s[0].1), (8_000_000_000, true));
+    assert!(t.tick(30_000_000_000, 5_000_000_000).is_empty(), "no stall left to report");
+}
+
+#[test]
+fn retransmits_from_a_new_port_are_no_stall() {
+    let mut t = Tracker::new();
+    let obs = run(&mut t, &[connected(100, 1, 999), retransmit(2_000, 2, 1000, 1_000, 1), connected(2_500, 2, 1000)]);
+    assert!(stalls(&obs).is_empty());
+    assert!(t.stalls.is_empty());
+}
+
+#[test]
+fn kernel_lines_join_the_stall_toward_their_server() {
+    let mut t = Tracker::new();
+    run(&mut t, &[connected(100, 1, 999), retransmit(2_000, 2, 999, 1_000, 1)]);
+    assert!(t.on_kernel_line(ip("10.0.0.1"), "nfs: server 10.0.0.1 not responding, still trying"));
+    assert!(!t.on_kernel_line(ip("10.9.9.9"), "nfs: server 10.9.9.9 not responding"));
+    assert_eq!(t.open_stalls()[0].kernel_said.len(), 1);
+}
+
+#[test]
+fn destinations_are_bounded() {
+    let mut t = Tracker::with_capacity(3);
+    for i in 0..10u64 {
+        let e = ev(Kind::ConnectDone, 10 + i, i, "10.0.0.2", 1000, &format!("10.0.1.{i}"), 2049);
+        t.on_event(&e);
+    }
+    assert_eq!(t.destinations().len(), 3);
+    assert_eq!(t.evicted, 7);
+    // The most recent ones stay.
+    assert!(t.destinations().iter().any(|(k, _)| k.raddr == ip("10.0.1.9")));
+}
