@@ -7,6 +7,7 @@ use clap::Parser as _;
 use nfs_trace::{
     cli::{Cli, Command},
     cmd::{check, packaging, probes, prove, watch},
+    output::escape::escape,
 };
 
 fn main() -> ExitCode {
@@ -46,7 +47,9 @@ fn main() -> ExitCode {
     match res {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("nfs-trace: error: {e:#}");
+            // Errors can quote mount paths and kernel text: escaped like any
+            // other outside text on its way to a terminal.
+            eprintln!("nfs-trace: error: {}", escape(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -42,7 +42,7 @@ pub struct Tracer {
     child: Child,
     rx: mpsc::Receiver<Value>,
     pub attached: Value,
-    stderr: thread::JoinHandle<String>,
+    stderr: Option<thread::JoinHandle<String>>,
 }
 
 impl Tracer {
@@ -77,7 +77,7 @@ impl Tracer {
         });
         assert_eq!(first["type"], "attached", "first record must be `attached`: {first}");
         assert_eq!(first["v"], 1);
-        Tracer { child, rx, attached: first, stderr }
+        Tracer { child, rx, attached: first, stderr: Some(stderr) }
     }
 
     /// The tracer's process id.
@@ -104,10 +104,21 @@ impl Tracer {
             recs.push(v);
         }
         let status = self.child.wait().expect("wait nfs-trace");
-        let stderr = self.stderr.join().unwrap_or_default();
+        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
         assert!(status.success(), "nfs-trace exited with {status}; stderr:\n{stderr}");
         assert!(!stderr.contains("panicked"), "nfs-trace panicked:\n{stderr}");
         Records { all: recs, stderr }
+    }
+}
+
+/// A test that panics before `stop` must not leave its tracer running: it
+/// would hold the BPF programs (and any lock its parent held) past the test.
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use crate::{
+    output::escape::escape,
     cli::CheckArgs,
     host::nfsmounts::{self, MountView},
 };
@@ -69,15 +70,15 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
                 None => v.connects.to_string(),
             };
             let verdict = match &v.reuse {
-                Some(why) => format!("SAME PORT: {why}"),
+                Some(why) => format!("SAME PORT: {}", escape(why)),
                 None => "a new port (no source port remembered)".to_string(),
             };
             writeln!(
                 out,
                 "{:<24} {:<24} {:<5} {:<10} {:>4} {:<12} {:<12} {:>9}  {verdict}",
-                v.mountpoint,
-                format!("{}:{}", v.server, v.port),
-                v.vers.as_deref().unwrap_or("?"),
+                escape(&v.mountpoint),
+                format!("{}:{}", escape(&v.server), v.port),
+                escape(v.vers.as_deref().unwrap_or("?")),
                 if v.noresvport { "noresvport" } else { "resvport" },
                 v.nconnect,
                 list(&v.remembered_ports),

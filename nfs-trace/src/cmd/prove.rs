@@ -19,6 +19,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use serde::Serialize;
 
 use crate::{
+    output::escape::escape,
     cli::ProveArgs,
     host::sock_diag::{self, TcpSock},
     host::nfsmounts::{self, MountView},
@@ -204,10 +205,10 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
         writeln!(
             out,
             "{} (server {}:{}, vers={}{}): {} forced reconnect(s)",
-            view.mountpoint,
-            view.server,
+            escape(&view.mountpoint),
+            escape(&view.server),
             view.port,
-            view.vers.as_deref().unwrap_or("?"),
+            escape(view.vers.as_deref().unwrap_or("?")),
             if view.noresvport { ",noresvport" } else { "" },
             rounds.len()
         )?;

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
+    output::escape::escape,
     cli::{Color, WatchArgs},
     output::clock::Clock,
     kernel::env,
@@ -84,7 +85,12 @@ fn start_line(env: &env::Env, ports: &[u16], hooks: &[HookStatus], mounts: &[Nfs
                 } else {
                     format!(", port {} NOT watched: add --port {}", m.port(), m.port())
                 };
-                format!("{} ({} vers={}{resv}{unwatched})", m.mountpoint, m.source, m.vers.as_deref().unwrap_or("?"))
+                format!(
+                    "{} ({} vers={}{resv}{unwatched})",
+                    escape(&m.mountpoint),
+                    escape(&m.source),
+                    escape(m.vers.as_deref().unwrap_or("?"))
+                )
             })
             .collect();
         format!("NFS mounts: {}", m.join(", "))
@@ -198,7 +204,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                 if format == Format::Json {
                     open = open && keep_going(out.json_line("kernel", KernelBody { text: &l.text, server: &l.server, not_responding: l.not_responding, joined_stall: joined }))?;
                 } else {
-                    eprintln!("nfs-trace: kernel said: {}", l.text);
+                    eprintln!("nfs-trace: kernel said: {}", escape(&l.text));
                 }
             }
         }
