@@ -67,6 +67,25 @@ fn bad_flags_are_one_clear_line() {
     }
 }
 
+/// Seconds arguments beyond what a Duration holds once panicked with a
+/// backtrace ("cannot convert float seconds to Duration"): now every one is
+/// bounded and says the allowed range, exit 2 like any bad flag.
+#[test]
+fn huge_seconds_are_one_clear_line_and_exit_2() {
+    for args in [
+        &["watch", "--duration", "1e20"][..],
+        &["check", "--interval", "1e20", "--proc-root", "/nonexistent"],
+        &["prove", "--mount", "/nonexistent", "--yes", "--timeout", "1e20"],
+        &["watch", "--duration", "NaN"],
+        &["check", "--interval=-1"],
+        &["prove", "--mount", "/nonexistent", "--timeout", "inf"],
+    ] {
+        let (code, _, err) = run(args, false);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_one_line_error(&err, "more than 0 and at most 31536000 (a year)");
+    }
+}
+
 #[test]
 fn probes_lists_every_hook_and_why() {
     require_root();

@@ -3,7 +3,7 @@
 //! live source ports and connect counts (and how they change over
 //! --interval), and flags mounts whose reconnects will come from the same
 //! source port. Exit 0: nothing flagged; 2: something is.
-use std::{io::Write as _, process::ExitCode, time::Duration};
+use std::{io::Write as _, process::ExitCode};
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -32,8 +32,8 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     };
     let first = read()?;
     let (views, deltas): (Vec<MountView>, Vec<Option<u64>>) = match args.interval {
-        Some(secs) => {
-            std::thread::sleep(Duration::from_secs_f64(secs));
+        Some(interval) => {
+            std::thread::sleep(interval);
             let second = read()?;
             let d = second
                 .iter()

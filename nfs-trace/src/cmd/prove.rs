@@ -162,7 +162,7 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
         let method = match sysx {
             Some(x) => {
                 eprintln!("nfs-trace: round {round}: rewriting {}/dstaddr (port {before})", x.dir.display());
-                write_within(&x.dir.join("dstaddr"), format!("{}\n", view.server), Duration::from_secs_f64(args.timeout))?;
+                write_within(&x.dir.join("dstaddr"), format!("{}\n", view.server), args.timeout)?;
                 "sysfs dstaddr"
             }
             None => {
@@ -172,8 +172,8 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
             }
         };
         statfs_in_background(&args.mount);
-        let after = wait_reconnect(&mut s, server, view.port, Duration::from_secs_f64(args.timeout), &args.mount)?
-            .ok_or_else(|| anyhow!("no reconnect of {} within {} s (round {round})", view.mountpoint, args.timeout))?;
+        let after = wait_reconnect(&mut s, server, view.port, args.timeout, &args.mount)?
+            .ok_or_else(|| anyhow!("no reconnect of {} within {} s (round {round})", view.mountpoint, args.timeout.as_secs_f64()))?;
         let reconnect_ms = forced.elapsed().as_secs_f64() * 1e3;
         eprintln!("nfs-trace: round {round}: reconnected from port {after} in {reconnect_ms:.0} ms");
         // The tracer sees ESTABLISHED as the state changes, a moment before

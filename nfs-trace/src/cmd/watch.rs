@@ -161,7 +161,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let mut views: Vec<MountView> = read_views();
     let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let deadline = args.duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let started_mono = Clock::mono_now_ns();
     let mut lost = Lost::default();
     let mut last_lost_check = Instant::now();
