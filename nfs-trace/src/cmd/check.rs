@@ -81,8 +81,14 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
                 if v.noresvport { "noresvport" } else { "resvport" },
                 v.nconnect,
                 list(&v.remembered_ports),
-                list(&v.live_ports),
+                v.live_ports.as_deref().map_or_else(|| "?".to_string(), list),
                 connects,
+            )?;
+        }
+        if rows.iter().any(|r| r.view.live_ports.is_none()) {
+            writeln!(
+                out,
+                "\nLIVE ?: several mounts share that server and this kernel does not link a mount to its transports (6.4+ does, in /sys/fs/nfs): which live ports are whose cannot be told."
             )?;
         }
         if flagged > 0 {

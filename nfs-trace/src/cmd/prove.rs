@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::{
     cli::ProveArgs,
     host::sock_diag::{self, TcpSock},
+    host::addr,
     host::nfsmounts::{self, MountView},
     session::{Obs, Session},
     host::sunrpc_sysfs,
@@ -89,7 +90,10 @@ fn mount_socket(view: &MountView, all: &[MountView], socks: &[TcpSock]) -> Resul
         .flat_map(|v| v.remembered_ports.iter().copied())
         .filter(|&p| p != 0)
         .collect();
-    let mine: Vec<&TcpSock> = socks.iter().filter(|s| !others.contains(&s.lport)).collect();
+    // Where the host tells this mount's own transports, only those (none
+    // listed: no sysfs before 5.14, so no say).
+    let own = |p: u16| view.live_ports.as_ref().is_none_or(|l| l.is_empty() || l.contains(&p));
+    let mine: Vec<&TcpSock> = socks.iter().filter(|s| !others.contains(&s.lport) && own(s.lport)).collect();
     match mine.as_slice() {
         [one] => Ok((*one).clone()),
         [] => bail!("no connected transport to {}:{} for {}", view.server, view.port, view.mountpoint),
@@ -135,7 +139,7 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
         .find(|v| v.mountpoint == want)
         .ok_or_else(|| anyhow!("{want} is not an NFS mount (`nfs-trace check` lists them)"))?
         .clone();
-    let server: IpAddr = view.server.parse().map_err(|_| anyhow!("server {} of {want} is not an IP address", view.server))?;
+    let server: IpAddr = view.server_ip().ok_or_else(|| anyhow!("server {} of {want} is not an IP address", view.server))?;
     confirm(&args, &view)?;
 
     let mut s = Session::start(&[view.port], &args.paths, nfs_trace_common::DEFAULT_RINGBUF_BYTES, t0)?;
@@ -156,13 +160,16 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
         s.drain(|_| Ok(true))?; // forget what came before this round
         let sys = sunrpc_sysfs::transports(&args.sys_root);
         let sysx = sys.iter().find(|x| {
-            x.proto == "tcp" && x.src_port == Some(before) && x.dstaddr.as_deref().and_then(|a| a.parse().ok()) == Some(server)
+            x.proto == "tcp" && x.src_port == Some(before) && x.dstaddr.as_deref().and_then(addr::parse_ip) == Some(server)
         });
         let forced = Instant::now();
         let method = match sysx {
             Some(x) => {
                 eprintln!("nfs-trace: round {round}: rewriting {}/dstaddr (port {before})", x.dir.display());
-                write_within(&x.dir.join("dstaddr"), format!("{}\n", view.server), args.timeout)?;
+                // Its own text back (a link-local one carries the kernel's
+                // numeric scope, `fe80::1%2`): the same address, reconnected.
+                let same = x.dstaddr.clone().unwrap_or_else(|| view.server.clone());
+                write_within(&x.dir.join("dstaddr"), format!("{same}\n"), args.timeout)?;
                 "sysfs dstaddr"
             }
             None => {

@@ -191,8 +191,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         if let Some(k) = kmsg.as_mut() {
             for l in k.poll() {
                 // The kernel names the server as mounted; map it to an address.
-                let ip = l.server.parse().ok().or_else(|| {
-                    views.iter().find(|v| v.server == l.server || v.source_host() == l.server).and_then(|v| v.server.parse().ok())
+                let ip = crate::host::addr::parse_ip(&l.server).or_else(|| {
+                    views.iter().find(|v| v.server == l.server || v.source_host() == l.server).and_then(|v| v.server_ip())
                 });
                 let joined = ip.is_some_and(|ip| s.tracker.on_kernel_line(ip, &l.text));
                 if format == Format::Json {
