@@ -131,6 +131,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         None => None,
     };
     let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
+    // Fed every observation as it happens (counters that never go down).
+    let mut counted = metrics.as_ref().map(|_| crate::output::metrics::Metrics::new());
     if let Some(a) = metrics_addr {
         eprintln!("nfs-trace: Prometheus metrics on http://{a}/metrics");
     }
@@ -175,7 +177,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                 if let Ok((conn, _)) = conn {
                     let attached = s.hooks.iter().filter(|h| h.attached).count();
                     let sizes = crate::output::metrics::StateSizes { kernel_sockets: s.kernel_sockets() };
-                    let body = crate::output::metrics::render(&s.tracker, &s.xtracker, &views, s.lost(), attached, &sizes);
+                    let m = counted.as_mut().expect("made with the listener");
+                    let body = m.render(&s.tracker, &s.xtracker, &views, s.lost(), attached, &sizes);
                     tokio::spawn(serve_metrics(conn, body));
                 }
                 false
@@ -185,8 +188,18 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => true,
         };
         open = s.drain(|o| match o {
-            Obs::Tcp(o) => keep_going(out.observation(o, &views)),
-            Obs::Xprt(o) => keep_going(out.xprt_observation(o, &views)),
+            Obs::Tcp(o) => {
+                if let Some(m) = counted.as_mut() {
+                    m.observe(o, &views);
+                }
+                keep_going(out.observation(o, &views))
+            }
+            Obs::Xprt(o) => {
+                if let Some(m) = counted.as_mut() {
+                    m.observe_xprt(o, &views);
+                }
+                keep_going(out.xprt_observation(o, &views))
+            }
         })?;
         if let Some(k) = kmsg.as_mut() {
             for l in k.poll() {
@@ -213,6 +226,9 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                 }
             }
             for o in s.tracker.tick(Clock::mono_now_ns(), STALL_EVERY.as_nanos() as u64) {
+                if let Some(m) = counted.as_mut() {
+                    m.observe(&o, &views);
+                }
                 open = open && keep_going(out.observation(&o, &views))?;
             }
             let now = s.lost();
@@ -253,7 +269,8 @@ async fn serve_metrics(mut conn: tokio::net::TcpStream, body: String) {
     // The request itself does not matter; read it so the client sees a clean reply.
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut req)).await;
     let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        crate::output::metrics::CONTENT_TYPE,
         body.len()
     );
     let _ = conn.write_all(head.as_bytes()).await;
