@@ -33,6 +33,10 @@ pub struct MountView {
     /// None where they cannot be told apart from other mounts' (see
     /// [`join`]).
     pub live_ports: Option<Vec<u16>>,
+    /// How `live_ports` were joined: "mount link" (the kernel's
+    /// /sys/fs/nfs links, 6.4+), "ports" (remembered ports and the other
+    /// mounts to that server), "unknown".
+    pub live_from: &'static str,
     pub connects: u64,
     /// Why a reconnect will come from the same port, if it will.
     pub reuse: Option<String>,
@@ -52,6 +56,7 @@ impl MountView {
             nconnect: 1,
             remembered_ports: vec![remembered],
             live_ports: Some(vec![]),
+            live_from: "ports",
             connects: 0,
             reuse: None,
         }
@@ -85,8 +90,9 @@ fn vers_of(m: &NfsMount, st: Option<&MountStats>) -> Option<String> {
 /// port is one the mount remembers is its; one another mount remembers is
 /// that mount's; the rest belong to the one mount there that remembers no
 /// port, and are unknown (None) when several such mounts share the server.
-fn own_live_ports(i: usize, mounts: &[NfsMount], remembered: &[Vec<u16>], sys: &[SysXprt], links: &HashMap<String, Vec<u32>>) -> Option<Vec<u16>> {
+fn own_live_ports(i: usize, mounts: &[NfsMount], remembered: &[Vec<u16>], sys: &[SysXprt], links: &HashMap<String, Vec<u32>>) -> (Option<Vec<u16>>, &'static str) {
     let m = &mounts[i];
+    let from = if links.contains_key(&m.dev) { "mount link" } else { "ports" };
     let tcp = |x: &&SysXprt| x.proto == "tcp";
     let mut live: Vec<u16> = if let Some(switches) = links.get(&m.dev) {
         sys.iter().filter(tcp).filter(|x| switches.contains(&x.switch)).filter_map(|x| x.src_port).collect()
@@ -106,7 +112,7 @@ fn own_live_ports(i: usize, mounts: &[NfsMount], remembered: &[Vec<u16>], sys: &
         } else {
             let peers: Vec<usize> = (0..mounts.len()).filter(|&j| j != i && same(j)).collect();
             if peers.iter().any(|&j| kept(j).is_empty()) {
-                return None;
+                return (None, "unknown");
             }
             let theirs: Vec<u16> = peers.iter().flat_map(|&j| kept(j)).collect();
             to_server.into_iter().filter(|p| !theirs.contains(p)).collect()
@@ -114,7 +120,7 @@ fn own_live_ports(i: usize, mounts: &[NfsMount], remembered: &[Vec<u16>], sys: &
     };
     live.sort_unstable();
     live.dedup();
-    Some(live)
+    (Some(live), from)
 }
 
 /// Joins the sources. Mounts are matched to mountstats entries by mount
@@ -128,7 +134,7 @@ pub fn join(mounts: &[NfsMount], stats: &[MountStats], sys: &[SysXprt], links: &
         .enumerate()
         .map(|(i, m)| {
             let st = st_of(m);
-            let live = own_live_ports(i, mounts, &remembered, sys, links);
+            let (live, live_from) = own_live_ports(i, mounts, &remembered, sys, links);
             let remembered = remembered[i].clone();
             let nconnect = st
                 .and_then(|s| s.opt("nconnect"))
@@ -151,6 +157,7 @@ pub fn join(mounts: &[NfsMount], stats: &[MountStats], sys: &[SysXprt], links: &
                 nconnect,
                 remembered_ports: remembered,
                 live_ports: live,
+                live_from,
                 connects: st.map(|s| s.xprts.iter().map(|x| x.connect_count).sum()).unwrap_or(0),
                 reuse,
             }
@@ -236,6 +243,7 @@ device 10.99.0.1:/export mounted on /mnt/v3 with fstype nfs statvers=1.1
         let v = join(&mountinfo::parse_mountinfo(mi), &[], &sys, &HashMap::new());
         assert_eq!(v[0].live_ports, None, "two mounts remembering no port: whose is 800 is not known");
         assert_eq!(v[1].live_ports, None);
+        assert_eq!(v[1].live_from, "unknown");
     }
 
     #[test]
@@ -293,6 +301,7 @@ device 10.99.0.1:/ mounted on /mnt/b with fstype nfs4 statvers=1.1\n\topts:\trw,
         let v = read(&root.join("proc"), &sys).unwrap();
         let live: Vec<(&str, Option<Vec<u16>>)> = v.iter().map(|m| (m.mountpoint.as_str(), m.live_ports.clone())).collect();
         assert_eq!(live, [("/mnt/a", Some(vec![723])), ("/mnt/b", Some(vec![41234, 41236]))]);
+        assert!(v.iter().all(|m| m.live_from == "mount link"));
         std::fs::remove_dir_all(&root).unwrap();
     }
 
