@@ -75,7 +75,7 @@ pub struct WatchArgs {
     pub json: bool,
     /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
     #[arg(short, long, value_name = "SECS", value_parser = parse_secs)]
-    pub duration: Option<f64>,
+    pub duration: Option<std::time::Duration>,
     /// Colour in the text output.
     #[arg(long, value_enum, default_value = "auto")]
     pub color: Color,
@@ -107,7 +107,7 @@ pub struct CheckArgs {
     pub json: bool,
     /// Read twice, this many seconds apart, and show how the connect counts changed.
     #[arg(short, long, value_name = "SECS", value_parser = parse_secs)]
-    pub interval: Option<f64>,
+    pub interval: Option<std::time::Duration>,
     /// Read mounts from this /proc instead of the host's.
     #[arg(long, value_name = "DIR", default_value = "/proc")]
     pub proc_root: PathBuf,
@@ -132,7 +132,7 @@ pub struct ProveArgs {
     pub json: bool,
     /// Seconds to wait for each reconnect.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
-    pub timeout: f64,
+    pub timeout: std::time::Duration,
     #[arg(long, value_name = "DIR", default_value = "/proc")]
     pub proc_root: PathBuf,
     #[arg(long, value_name = "DIR", default_value = "/sys")]
@@ -160,10 +160,17 @@ fn parse_port(s: &str) -> Result<u16, String> {
     }
 }
 
-fn parse_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("'{s}' is not a positive number of seconds")),
+/// Longest accepted for any seconds argument: a year. Past what a Duration
+/// holds (~5.8e11 years) `Duration::from_secs_f64` panics; nothing here
+/// needs to wait longer than this.
+pub const MAX_SECS: u64 = 365 * 24 * 3600;
+
+/// Every seconds argument (`--duration`, `--interval`, `--timeout`): more
+/// than 0 and at most [`MAX_SECS`]; NaN and infinities are refused.
+fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= MAX_SECS as f64 => Ok(std::time::Duration::from_secs_f64(v)),
+        _ => Err(format!("want seconds, more than 0 and at most {MAX_SECS} (a year)")),
     }
 }
 
@@ -216,5 +223,20 @@ mod tests {
         assert!(parse(&["watch", "--duration", "-1"]).is_err());
         assert!(check_ports(&[1, 2, 3, 4, 5, 6, 7, 8, 9]).is_err());
         assert_eq!(check_ports(&[2049, 2049]).unwrap(), vec![2049]);
+    }
+
+    #[test]
+    fn seconds_are_bounded() {
+        for bad in ["NaN", "nan", "-1", "0", "inf", "-inf", "1e20", "31536001", "x", ""] {
+            let e = parse_secs(bad).unwrap_err();
+            assert_eq!(e, "want seconds, more than 0 and at most 31536000 (a year)", "{bad}");
+        }
+        for (good, ms) in [("0.001", 1), ("1", 1000), (" 60", 60_000), ("31536000", 31_536_000_000)] {
+            assert_eq!(parse_secs(good).unwrap().as_millis(), ms, "{good}");
+        }
+        for args in [&["watch", "--duration", "1e20"][..], &["check", "--interval", "1e20"], &["prove", "--mount", "/m", "--timeout", "1e20"]] {
+            let e = parse(args).unwrap_err().to_string();
+            assert!(e.contains("more than 0 and at most 31536000"), "{args:?}: {e}");
+        }
     }
 }

@@ -67,6 +67,25 @@ fn bad_flags_are_one_clear_line() {
     }
 }
 
+/// Seconds arguments beyond what a Duration holds once panicked with a
+/// backtrace ("cannot convert float seconds to Duration"): now every one is
+/// bounded and says the allowed range, exit 2 like any bad flag.
+#[test]
+fn huge_seconds_are_one_clear_line_and_exit_2() {
+    for args in [
+        &["watch", "--duration", "1e20"][..],
+        &["check", "--interval", "1e20", "--proc-root", "/nonexistent"],
+        &["prove", "--mount", "/nonexistent", "--yes", "--timeout", "1e20"],
+        &["watch", "--duration", "NaN"],
+        &["check", "--interval=-1"],
+        &["prove", "--mount", "/nonexistent", "--timeout", "inf"],
+    ] {
+        let (code, _, err) = run(args, false);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_one_line_error(&err, "more than 0 and at most 31536000 (a year)");
+    }
+}
+
 #[test]
 fn probes_lists_every_hook_and_why() {
     require_root();
@@ -192,6 +211,10 @@ device 10.99.0.1:/ mounted on /mnt/v41 with fstype nfs4 statvers=1.1\n\
     assert_eq!(m[0]["vers"], "4.0");
     assert_eq!(m[1]["flagged"], false);
     assert_eq!(m[1]["noresvport"], true);
+    // Each mount's own transports: 723 is the one /mnt/v40 remembers, so
+    // 41234 is /mnt/v41's (not both ports listed for both mounts).
+    assert_eq!(m[0]["live_ports"], serde_json::json!([723]));
+    assert_eq!(m[1]["live_ports"], serde_json::json!([41234]));
     // The text form says the same.
     let (code, text, _) = run(&["check", "--proc-root", &p, "--sys-root", &s], true);
     assert_eq!(code, 2);
@@ -219,4 +242,42 @@ fn check_is_quiet_when_nothing_reuses() {
     assert_one_line_error(&err, "cannot read mounts");
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_dir_all(&empty);
+}
+
+/// Mount-side addresses join the kernel side's: `addr=::ffff:a.b.c.d` is the
+/// IPv4 server, and a zone-scoped link-local `addr=fe80::1%eth0` matches
+/// sysfs's `fe80::1%2` (the scope as a number), in `check` and in `prove`.
+#[test]
+fn mapped_and_link_local_servers_join_their_transports() {
+    let mi = "40 25 0:40 / /mnt/mapped rw - nfs 10.99.0.5:/x rw,vers=3,proto=tcp6,port=2049,addr=::ffff:10.99.0.5\n\
+41 25 0:41 / /mnt/ll rw - nfs4 [fe80::1%eth0]:/ rw,vers=4.1,proto=tcp6,addr=fe80::1%eth0\n";
+    let stats = "device 10.99.0.5:/x mounted on /mnt/mapped with fstype nfs statvers=1.1\n\
+\topts:\trw,vers=3\n\txprt:\ttcp 812 1 1 0 0 12 12 0 12 0 2 0 0\n\
+device [fe80::1%eth0]:/ mounted on /mnt/ll with fstype nfs4 statvers=1.1\n\
+\topts:\trw,vers=4.1\n\txprt:\ttcp 0 0 1 0 0 12 12 0 12 0 2 0 0\n";
+    let root = fixture_tree(
+        "addrs",
+        mi,
+        stats,
+        &[("switch-1/xprt-1-tcp", "main_xprt=1\nsrc_port=812\ndst_port=2049\n"), ("switch-2/xprt-2-tcp", "main_xprt=1\nsrc_port=901\ndst_port=2049\n")],
+    );
+    let sw = root.join("sys/kernel/sunrpc/xprt-switches");
+    std::fs::write(sw.join("switch-1/xprt-1-tcp/dstaddr"), "::ffff:10.99.0.5\n").unwrap();
+    std::fs::write(sw.join("switch-2/xprt-2-tcp/dstaddr"), "fe80::1%2\n").unwrap();
+    let p = root.join("proc").to_string_lossy().into_owned();
+    let s = root.join("sys").to_string_lossy().into_owned();
+    let (code, out, err) = run(&["check", "--json", "--proc-root", &p, "--sys-root", &s], true);
+    assert_eq!(code, 2, "/mnt/mapped remembers 812: flagged: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let m = v["mounts"].as_array().unwrap();
+    assert_eq!(m[0]["server"], "10.99.0.5");
+    assert_eq!(m[0]["live_ports"], serde_json::json!([812]));
+    assert_eq!(m[1]["server"], "fe80::1%eth0");
+    assert_eq!(m[1]["live_ports"], serde_json::json!([901]));
+    // prove takes the link-local server: it gets as far as asking (stdin
+    // is no terminal here, so it stops there, having done nothing).
+    let (code, _, err) = run(&["prove", "--mount", "/mnt/ll", "--proc-root", &p, "--sys-root", &s], true);
+    assert_eq!(code, 1, "{err}");
+    assert_one_line_error(&err, "confirm with --yes");
+    let _ = std::fs::remove_dir_all(&root);
 }

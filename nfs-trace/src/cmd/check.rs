@@ -3,7 +3,7 @@
 //! live source ports and connect counts (and how they change over
 //! --interval), and flags mounts whose reconnects will come from the same
 //! source port. Exit 0: nothing flagged; 2: something is.
-use std::{io::Write as _, process::ExitCode, time::Duration};
+use std::{io::Write as _, process::ExitCode};
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -33,8 +33,8 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     };
     let first = read()?;
     let (views, deltas): (Vec<MountView>, Vec<Option<u64>>) = match args.interval {
-        Some(secs) => {
-            std::thread::sleep(Duration::from_secs_f64(secs));
+        Some(interval) => {
+            std::thread::sleep(interval);
             let second = read()?;
             let d = second
                 .iter()
@@ -82,8 +82,14 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
                 if v.noresvport { "noresvport" } else { "resvport" },
                 v.nconnect,
                 list(&v.remembered_ports),
-                list(&v.live_ports),
+                v.live_ports.as_deref().map_or_else(|| "?".to_string(), list),
                 connects,
+            )?;
+        }
+        if rows.iter().any(|r| r.view.live_ports.is_none()) {
+            writeln!(
+                out,
+                "\nLIVE ?: several mounts share that server and this kernel does not link a mount to its transports (6.4+ does, in /sys/fs/nfs): which live ports are whose cannot be told."
             )?;
         }
         if flagged > 0 {

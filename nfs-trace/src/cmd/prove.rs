@@ -22,6 +22,7 @@ use crate::{
     output::escape::escape,
     cli::ProveArgs,
     host::sock_diag::{self, TcpSock},
+    host::addr,
     host::nfsmounts::{self, MountView},
     session::{Obs, Session},
     host::sunrpc_sysfs,
@@ -90,7 +91,10 @@ fn mount_socket(view: &MountView, all: &[MountView], socks: &[TcpSock]) -> Resul
         .flat_map(|v| v.remembered_ports.iter().copied())
         .filter(|&p| p != 0)
         .collect();
-    let mine: Vec<&TcpSock> = socks.iter().filter(|s| !others.contains(&s.lport)).collect();
+    // Where the host tells this mount's own transports, only those (none
+    // listed: no sysfs before 5.14, so no say).
+    let own = |p: u16| view.live_ports.as_ref().is_none_or(|l| l.is_empty() || l.contains(&p));
+    let mine: Vec<&TcpSock> = socks.iter().filter(|s| !others.contains(&s.lport) && own(s.lport)).collect();
     match mine.as_slice() {
         [one] => Ok((*one).clone()),
         [] => bail!("no connected transport to {}:{} for {}", view.server, view.port, view.mountpoint),
@@ -136,7 +140,7 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
         .find(|v| v.mountpoint == want)
         .ok_or_else(|| anyhow!("{want} is not an NFS mount (`nfs-trace check` lists them)"))?
         .clone();
-    let server: IpAddr = view.server.parse().map_err(|_| anyhow!("server {} of {want} is not an IP address", view.server))?;
+    let server: IpAddr = view.server_ip().ok_or_else(|| anyhow!("server {} of {want} is not an IP address", view.server))?;
     confirm(&args, &view)?;
 
     let mut s = Session::start(&[view.port], &args.paths, nfs_trace_common::DEFAULT_RINGBUF_BYTES, t0)?;
@@ -157,13 +161,16 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
         s.drain(|_| Ok(true))?; // forget what came before this round
         let sys = sunrpc_sysfs::transports(&args.sys_root);
         let sysx = sys.iter().find(|x| {
-            x.proto == "tcp" && x.src_port == Some(before) && x.dstaddr.as_deref().and_then(|a| a.parse().ok()) == Some(server)
+            x.proto == "tcp" && x.src_port == Some(before) && x.dstaddr.as_deref().and_then(addr::parse_ip) == Some(server)
         });
         let forced = Instant::now();
         let method = match sysx {
             Some(x) => {
                 eprintln!("nfs-trace: round {round}: rewriting {}/dstaddr (port {before})", x.dir.display());
-                write_within(&x.dir.join("dstaddr"), format!("{}\n", view.server), Duration::from_secs_f64(args.timeout))?;
+                // Its own text back (a link-local one carries the kernel's
+                // numeric scope, `fe80::1%2`): the same address, reconnected.
+                let same = x.dstaddr.clone().unwrap_or_else(|| view.server.clone());
+                write_within(&x.dir.join("dstaddr"), format!("{same}\n"), args.timeout)?;
                 "sysfs dstaddr"
             }
             None => {
@@ -173,8 +180,8 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
             }
         };
         statfs_in_background(&args.mount);
-        let after = wait_reconnect(&mut s, server, view.port, Duration::from_secs_f64(args.timeout), &args.mount)?
-            .ok_or_else(|| anyhow!("no reconnect of {} within {} s (round {round})", view.mountpoint, args.timeout))?;
+        let after = wait_reconnect(&mut s, server, view.port, args.timeout, &args.mount)?
+            .ok_or_else(|| anyhow!("no reconnect of {} within {} s (round {round})", view.mountpoint, args.timeout.as_secs_f64()))?;
         let reconnect_ms = forced.elapsed().as_secs_f64() * 1e3;
         eprintln!("nfs-trace: round {round}: reconnected from port {after} in {reconnect_ms:.0} ms");
         // The tracer sees ESTABLISHED as the state changes, a moment before

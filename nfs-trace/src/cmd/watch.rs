@@ -137,6 +137,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         None => None,
     };
     let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
+    // Fed every observation as it happens (counters that never go down).
+    let mut counted = metrics.as_ref().map(|_| crate::output::metrics::Metrics::new());
     if let Some(a) = metrics_addr {
         eprintln!("nfs-trace: Prometheus metrics on http://{a}/metrics");
     }
@@ -167,7 +169,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let mut views: Vec<MountView> = read_views();
     let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let deadline = args.duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let started_mono = Clock::mono_now_ns();
     let mut lost = Lost::default();
     let mut last_lost_check = Instant::now();
@@ -181,7 +183,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                 if let Ok((conn, _)) = conn {
                     let attached = s.hooks.iter().filter(|h| h.attached).count();
                     let sizes = crate::output::metrics::StateSizes { kernel_sockets: s.kernel_sockets() };
-                    let body = crate::output::metrics::render(&s.tracker, &s.xtracker, &views, s.lost(), attached, &sizes);
+                    let m = counted.as_mut().expect("made with the listener");
+                    let body = m.render(&s.tracker, &s.xtracker, &views, s.lost(), attached, &sizes);
                     tokio::spawn(serve_metrics(conn, body));
                 }
                 false
@@ -191,14 +194,24 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => true,
         };
         open = s.drain(|o| match o {
-            Obs::Tcp(o) => keep_going(out.observation(o, &views)),
-            Obs::Xprt(o) => keep_going(out.xprt_observation(o, &views)),
+            Obs::Tcp(o) => {
+                if let Some(m) = counted.as_mut() {
+                    m.observe(o, &views);
+                }
+                keep_going(out.observation(o, &views))
+            }
+            Obs::Xprt(o) => {
+                if let Some(m) = counted.as_mut() {
+                    m.observe_xprt(o, &views);
+                }
+                keep_going(out.xprt_observation(o, &views))
+            }
         })?;
         if let Some(k) = kmsg.as_mut() {
             for l in k.poll() {
                 // The kernel names the server as mounted; map it to an address.
-                let ip = l.server.parse().ok().or_else(|| {
-                    views.iter().find(|v| v.server == l.server || v.source_host() == l.server).and_then(|v| v.server.parse().ok())
+                let ip = crate::host::addr::parse_ip(&l.server).or_else(|| {
+                    views.iter().find(|v| v.server == l.server || v.source_host() == l.server).and_then(|v| v.server_ip())
                 });
                 let joined = ip.is_some_and(|ip| s.tracker.on_kernel_line(ip, &l.text));
                 if format == Format::Json {
@@ -219,6 +232,9 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                 }
             }
             for o in s.tracker.tick(Clock::mono_now_ns(), STALL_EVERY.as_nanos() as u64) {
+                if let Some(m) = counted.as_mut() {
+                    m.observe(&o, &views);
+                }
                 open = open && keep_going(out.observation(&o, &views))?;
             }
             let now = s.lost();
@@ -259,7 +275,8 @@ async fn serve_metrics(mut conn: tokio::net::TcpStream, body: String) {
     // The request itself does not matter; read it so the client sees a clean reply.
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut req)).await;
     let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        crate::output::metrics::CONTENT_TYPE,
         body.len()
     );
     let _ = conn.write_all(head.as_bytes()).await;

@@ -3,6 +3,7 @@
 //! kernel log (`kmsg`), the socket list (`sock_diag`), and the join of the
 //! first three into one view per NFS mount (`nfsmounts`). Parsers are pure
 //! functions over text so they are tested on fake trees.
+pub mod addr;
 pub mod kmsg;
 pub mod mountinfo;
 pub mod mountstats;

@@ -16,6 +16,10 @@ pub struct NfsMount {
     pub vers: Option<String>,
     /// The full super options, in order.
     pub options: String,
+    /// The superblock's `maj:min` (mountinfo's third field): names the
+    /// mount's directory in `/sys/fs/nfs`.
+    #[serde(skip)]
+    pub dev: String,
 }
 
 impl NfsMount {
@@ -90,11 +94,14 @@ pub fn parse_mountinfo(text: &str) -> Vec<NfsMount> {
             fstype: fstype.to_string(),
             vers: None,
             options,
+            dev: lf[2].to_string(),
         };
         m.vers = m.opt("vers").map(|v| if v == "4" { "4.0".to_string() } else { v.to_string() });
         if let Some(a) = m.opt("addr") {
-            // addr= is the address the client really uses.
-            m.server = a.to_string();
+            // addr= is the address the client really uses; an IPv4 server
+            // given as ::ffff:a.b.c.d is that IPv4 address (as the kernel
+            // programs report it). A zone (fe80::1%eth0) stays in the text.
+            m.server = crate::host::addr::canonical_text(a);
         }
         out.push(m);
     }

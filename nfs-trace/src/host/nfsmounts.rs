@@ -2,11 +2,12 @@
 //! is (server, port, version, resvport, nconnect) and its transports'
 //! remembered and live source ports. Used by `check`, and by `watch` to
 //! attribute transports to mounts.
-use std::{net::IpAddr, path::Path};
+use std::{collections::HashMap, net::IpAddr, path::Path};
 
 use serde::Serialize;
 
 use crate::{
+    host::addr,
     host::mountinfo::{self, NfsMount},
     host::mountstats::{self, MountStats},
     host::sunrpc_sysfs::{self, SysXprt},
@@ -28,8 +29,14 @@ pub struct MountView {
     pub nconnect: u32,
     /// Remembered source port of each transport (mountstats; 0 = none).
     pub remembered_ports: Vec<u16>,
-    /// Live source ports of connected transports to this server (sysfs).
-    pub live_ports: Vec<u16>,
+    /// Live source ports of this mount's own connected transports (sysfs);
+    /// None where they cannot be told apart from other mounts' (see
+    /// [`join`]).
+    pub live_ports: Option<Vec<u16>>,
+    /// How `live_ports` were joined: "mount link" (the kernel's
+    /// /sys/fs/nfs links, 6.4+), "ports" (remembered ports and the other
+    /// mounts to that server), "unknown".
+    pub live_from: &'static str,
     pub connects: u64,
     /// Why a reconnect will come from the same port, if it will.
     pub reuse: Option<String>,
@@ -48,7 +55,8 @@ impl MountView {
             noresvport,
             nconnect: 1,
             remembered_ports: vec![remembered],
-            live_ports: vec![],
+            live_ports: Some(vec![]),
+            live_from: "ports",
             connects: 0,
             reuse: None,
         }
@@ -58,6 +66,12 @@ impl MountView {
     pub fn source_host(&self) -> &str {
         let s = self.source.strip_prefix('[').map_or(self.source.as_str(), |r| r.split(']').next().unwrap_or(r));
         s.rsplit_once(":/").map_or(s, |(h, _)| h)
+    }
+
+    /// The server's address as the kernel programs report it (zone dropped,
+    /// IPv4-mapped unmapped); None for a name.
+    pub fn server_ip(&self) -> Option<IpAddr> {
+        addr::parse_ip(&self.server)
     }
 
     pub fn reuse_prone(&self) -> bool {
@@ -70,24 +84,58 @@ fn vers_of(m: &NfsMount, st: Option<&MountStats>) -> Option<String> {
     st.and_then(|s| s.opt("vers")).map(|v| if v == "4" { "4.0".to_string() } else { v.to_string() }).or_else(|| m.vers.clone())
 }
 
-/// Joins the three sources. Mounts are matched to mountstats entries by
-/// mount point; sysfs transports by destination address and port.
-pub fn join(mounts: &[NfsMount], stats: &[MountStats], sys: &[SysXprt]) -> Vec<MountView> {
+/// Which sysfs transports are each mount's own. Where the kernel links a
+/// mount to its transport switch (`links`, by `maj:min`), exactly those.
+/// Elsewhere by ports: a transport to the mount's server and port whose live
+/// port is one the mount remembers is its; one another mount remembers is
+/// that mount's; the rest belong to the one mount there that remembers no
+/// port, and are unknown (None) when several such mounts share the server.
+fn own_live_ports(i: usize, mounts: &[NfsMount], remembered: &[Vec<u16>], sys: &[SysXprt], links: &HashMap<String, Vec<u32>>) -> (Option<Vec<u16>>, &'static str) {
+    let m = &mounts[i];
+    let from = if links.contains_key(&m.dev) { "mount link" } else { "ports" };
+    let tcp = |x: &&SysXprt| x.proto == "tcp";
+    let mut live: Vec<u16> = if let Some(switches) = links.get(&m.dev) {
+        sys.iter().filter(tcp).filter(|x| switches.contains(&x.switch)).filter_map(|x| x.src_port).collect()
+    } else {
+        let (ip, port) = (addr::parse_ip(&m.server), m.port());
+        let same = |j: usize| addr::parse_ip(&mounts[j].server) == ip && mounts[j].port() == port && !links.contains_key(&mounts[j].dev);
+        let to_server: Vec<u16> = sys
+            .iter()
+            .filter(tcp)
+            .filter(|x| x.dst_port.unwrap_or(port) == port && x.dstaddr.as_deref().and_then(addr::parse_ip) == ip && ip.is_some())
+            .filter_map(|x| x.src_port)
+            .collect();
+        let kept = |j: usize| remembered[j].iter().copied().filter(|&p| p != 0).collect::<Vec<u16>>();
+        let mine = kept(i);
+        if !mine.is_empty() {
+            to_server.into_iter().filter(|p| mine.contains(p)).collect()
+        } else {
+            let peers: Vec<usize> = (0..mounts.len()).filter(|&j| j != i && same(j)).collect();
+            if peers.iter().any(|&j| kept(j).is_empty()) {
+                return (None, "unknown");
+            }
+            let theirs: Vec<u16> = peers.iter().flat_map(|&j| kept(j)).collect();
+            to_server.into_iter().filter(|p| !theirs.contains(p)).collect()
+        }
+    };
+    live.sort_unstable();
+    live.dedup();
+    (Some(live), from)
+}
+
+/// Joins the sources. Mounts are matched to mountstats entries by mount
+/// point; sysfs transports as [`own_live_ports`] says.
+pub fn join(mounts: &[NfsMount], stats: &[MountStats], sys: &[SysXprt], links: &HashMap<String, Vec<u32>>) -> Vec<MountView> {
+    let st_of = |m: &NfsMount| stats.iter().find(|s| s.mountpoint == m.mountpoint);
+    let remembered: Vec<Vec<u16>> =
+        mounts.iter().map(|m| st_of(m).map(|s| s.xprts.iter().map(|x| x.srcport).collect()).unwrap_or_default()).collect();
     mounts
         .iter()
-        .map(|m| {
-            let st = stats.iter().find(|s| s.mountpoint == m.mountpoint);
-            let remembered: Vec<u16> = st.map(|s| s.xprts.iter().map(|x| x.srcport).collect()).unwrap_or_default();
-            let port = m.port();
-            let server_ip: Option<IpAddr> = m.server.parse().ok();
-            let mut live: Vec<u16> = sys
-                .iter()
-                .filter(|x| x.proto == "tcp" && x.dst_port.unwrap_or(port) == port)
-                .filter(|x| x.dstaddr.as_deref().and_then(|a| a.parse::<IpAddr>().ok()) == server_ip)
-                .filter_map(|x| x.src_port)
-                .collect();
-            live.sort_unstable();
-            live.dedup();
+        .enumerate()
+        .map(|(i, m)| {
+            let st = st_of(m);
+            let (live, live_from) = own_live_ports(i, mounts, &remembered, sys, links);
+            let remembered = remembered[i].clone();
             let nconnect = st
                 .and_then(|s| s.opt("nconnect"))
                 .or_else(|| m.options.split(',').find_map(|o| o.strip_prefix("nconnect=")))
@@ -103,12 +151,13 @@ pub fn join(mounts: &[NfsMount], stats: &[MountStats], sys: &[SysXprt]) -> Vec<M
                 mountpoint: m.mountpoint.clone(),
                 source: m.source.clone(),
                 server: m.server.clone(),
-                port,
+                port: m.port(),
                 vers: vers_of(m, st),
                 noresvport: m.has_flag("noresvport") || st.is_some_and(|s| s.has_flag("noresvport")),
                 nconnect,
                 remembered_ports: remembered,
                 live_ports: live,
+                live_from,
                 connects: st.map(|s| s.xprts.iter().map(|x| x.connect_count).sum()).unwrap_or(0),
                 reuse,
             }
@@ -121,14 +170,16 @@ pub fn read(proc_root: &Path, sys_root: &Path) -> std::io::Result<Vec<MountView>
     let mounts = mountinfo::nfs_mounts(proc_root)?;
     let stats = std::fs::read_to_string(proc_root.join("self/mountstats")).map(|t| mountstats::parse(&t)).unwrap_or_default();
     let sys = sunrpc_sysfs::transports(sys_root);
-    Ok(join(&mounts, &stats, &sys))
+    let links: HashMap<String, Vec<u32>> =
+        mounts.iter().filter_map(|m| Some((m.dev.clone(), sunrpc_sysfs::mount_switches(sys_root, &m.dev)?))).collect();
+    Ok(join(&mounts, &stats, &sys, &links))
 }
 
 /// The mounts a transport serves: same server and port; where several
 /// match, those whose remembered port equals the transport's.
 pub fn attribute(views: &[MountView], raddr: IpAddr, dport: u16, srcport: u16) -> Vec<&MountView> {
     let same_server: Vec<&MountView> =
-        views.iter().filter(|v| v.port == dport && v.server.parse::<IpAddr>().ok() == Some(raddr)).collect();
+        views.iter().filter(|v| v.port == dport && v.server_ip() == Some(raddr.to_canonical())).collect();
     if same_server.len() <= 1 {
         return same_server;
     }
@@ -159,11 +210,9 @@ device 10.99.0.1:/export mounted on /mnt/v3 with fstype nfs statvers=1.1
 ";
 
     fn views() -> Vec<MountView> {
-        let sys = vec![
-            SysXprt { proto: "tcp".into(), dstaddr: Some("10.99.0.1".into()), src_port: Some(723), dst_port: Some(2049), ..Default::default() },
-            SysXprt { proto: "tcp".into(), dstaddr: Some("10.99.0.9".into()), src_port: Some(999), dst_port: Some(2049), ..Default::default() },
-        ];
-        join(&mountinfo::parse_mountinfo(MOUNTINFO), &mountstats::parse(MOUNTSTATS), &sys)
+        let x = |dst: &str, src| SysXprt { proto: "tcp".into(), dstaddr: Some(dst.into()), src_port: Some(src), dst_port: Some(2049), ..Default::default() };
+        let sys = vec![x("10.99.0.1", 723), x("10.99.0.9", 999), x("10.99.0.1", 41234)];
+        join(&mountinfo::parse_mountinfo(MOUNTINFO), &mountstats::parse(MOUNTSTATS), &sys, &HashMap::new())
     }
 
     #[test]
@@ -173,13 +222,87 @@ device 10.99.0.1:/export mounted on /mnt/v3 with fstype nfs statvers=1.1
         assert_eq!(v[0].vers.as_deref(), Some("4.0"));
         assert!(v[0].reuse_prone());
         assert_eq!(v[0].remembered_ports, vec![723]);
-        assert_eq!(v[0].live_ports, vec![723], "only transports to this server");
         assert_eq!(v[0].connects, 3);
         assert!(!v[1].reuse_prone(), "4.1 remembers no port");
         assert!(v[1].noresvport);
         assert_eq!(v[1].nconnect, 2);
         assert_eq!(v[1].connects, 3);
         assert!(v[2].reuse_prone());
+        // Without the kernel's mount links, by ports: the one it remembers
+        // is /mnt/v40's, the other one to that server the only mount that
+        // remembers none (/mnt/v41), /mnt/v3's remembered 790 is not up.
+        let live: Vec<Option<Vec<u16>>> = v.iter().map(|m| m.live_ports.clone()).collect();
+        assert_eq!(live, [Some(vec![723]), Some(vec![41234]), Some(vec![])], "each mount's own transports, not every one to the server");
+    }
+
+    #[test]
+    fn live_ports_unknown_when_mounts_cannot_be_told_apart() {
+        let mi = "36 25 0:32 / /mnt/a rw - nfs4 10.99.0.1:/ rw,vers=4.1,addr=10.99.0.1\n\
+37 25 0:33 / /mnt/b rw - nfs4 10.99.0.1:/ rw,vers=4.2,addr=10.99.0.1\n";
+        let sys = vec![SysXprt { proto: "tcp".into(), dstaddr: Some("10.99.0.1".into()), src_port: Some(800), dst_port: Some(2049), ..Default::default() }];
+        let v = join(&mountinfo::parse_mountinfo(mi), &[], &sys, &HashMap::new());
+        assert_eq!(v[0].live_ports, None, "two mounts remembering no port: whose is 800 is not known");
+        assert_eq!(v[1].live_ports, None);
+        assert_eq!(v[1].live_from, "unknown");
+    }
+
+    #[test]
+    fn mapped_and_zone_scoped_addresses_join_like_the_kernel_side() {
+        let mi = "40 25 0:40 / /mnt/mapped rw - nfs 10.99.0.5:/x rw,vers=3,proto=tcp6,port=2049,addr=::ffff:10.99.0.5\n\
+41 25 0:41 / /mnt/ll rw - nfs4 [fe80::1%eth0]:/ rw,vers=4.1,proto=tcp6,addr=fe80::1%eth0\n";
+        let x = |dst: &str, src| SysXprt { proto: "tcp".into(), dstaddr: Some(dst.into()), src_port: Some(src), dst_port: Some(2049), ..Default::default() };
+        // sysfs writes what the transport holds: the mapped form, and the
+        // scope as a number.
+        let sys = vec![x("::ffff:10.99.0.5", 812), x("fe80::1%2", 901)];
+        let v = join(&mountinfo::parse_mountinfo(mi), &[], &sys, &HashMap::new());
+        assert_eq!(v[0].server, "10.99.0.5", "shown unmapped");
+        assert_eq!(v[0].server_ip(), Some("10.99.0.5".parse().unwrap()));
+        assert_eq!(v[0].live_ports, Some(vec![812]));
+        assert_eq!(v[1].server, "fe80::1%eth0", "the zone as given");
+        assert_eq!(v[1].server_ip(), Some("fe80::1".parse().unwrap()));
+        assert_eq!(v[1].live_ports, Some(vec![901]));
+        // The kernel programs report bare, unmapped addresses.
+        let a: Vec<&str> = attribute(&v, "10.99.0.5".parse().unwrap(), 2049, 812).iter().map(|m| m.mountpoint.as_str()).collect();
+        assert_eq!(a, ["/mnt/mapped"]);
+        let a: Vec<&str> = attribute(&v, "fe80::1".parse().unwrap(), 2049, 901).iter().map(|m| m.mountpoint.as_str()).collect();
+        assert_eq!(a, ["/mnt/ll"]);
+    }
+
+    /// A fake /proc and /sys with the kernel's mount → RPC client → switch
+    /// links (6.4+): two mounts of one server that remember no port, each
+    /// with its own transports.
+    #[test]
+    fn live_ports_follow_the_mounts_own_switch() {
+        use std::os::unix::fs::symlink;
+        let root = std::env::temp_dir().join(format!("nfs-trace-own-xprts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let w = |p: &str, text: &str| {
+            let p = root.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        w("proc/self/mountinfo", "36 25 0:32 / /mnt/a rw - nfs4 10.99.0.1:/ rw,vers=4.1,addr=10.99.0.1\n\
+37 25 0:33 / /mnt/b rw - nfs4 10.99.0.1:/ rw,vers=4.2,nconnect=2,addr=10.99.0.1\n");
+        w("proc/self/mountstats", "device 10.99.0.1:/ mounted on /mnt/a with fstype nfs4 statvers=1.1\n\topts:\trw,vers=4.1\n\txprt:\ttcp 0 0 1 0 0 1 1 0 1 0 2 0 0\n\
+device 10.99.0.1:/ mounted on /mnt/b with fstype nfs4 statvers=1.1\n\topts:\trw,vers=4.2\n\txprt:\ttcp 0 0 1 0 0 1 1 0 1 0 2 0 0\n\txprt:\ttcp 0 0 1 0 0 1 1 0 1 0 2 0 0\n");
+        for (dir, port) in [("switch-1/xprt-1-tcp", 723), ("switch-2/xprt-2-tcp", 41234), ("switch-2/xprt-3-tcp", 41236)] {
+            w(&format!("sys/kernel/sunrpc/xprt-switches/{dir}/xprt_info"), &format!("main_xprt=1\nsrc_port={port}\ndst_port=2049\n"));
+            w(&format!("sys/kernel/sunrpc/xprt-switches/{dir}/dstaddr"), "10.99.0.1\n");
+        }
+        let sys = root.join("sys");
+        for (clnt, sw) in [("clnt-0", 1), ("clnt-3", 2), ("clnt-4", 2)] {
+            std::fs::create_dir_all(sys.join("kernel/sunrpc/rpc-clients").join(clnt)).unwrap();
+            symlink(format!("../../xprt-switches/switch-{sw}"), sys.join("kernel/sunrpc/rpc-clients").join(clnt).join("switch")).unwrap();
+        }
+        for (dev, link, clnt) in [("0:32", "nfs_client", "clnt-0"), ("0:33", "nfs_client", "clnt-3"), ("0:33", "nfs_state_client", "clnt-4")] {
+            std::fs::create_dir_all(sys.join("fs/nfs").join(dev)).unwrap();
+            symlink(format!("../../../kernel/sunrpc/rpc-clients/{clnt}"), sys.join("fs/nfs").join(dev).join(link)).unwrap();
+        }
+        let v = read(&root.join("proc"), &sys).unwrap();
+        let live: Vec<(&str, Option<Vec<u16>>)> = v.iter().map(|m| (m.mountpoint.as_str(), m.live_ports.clone())).collect();
+        assert_eq!(live, [("/mnt/a", Some(vec![723])), ("/mnt/b", Some(vec![41234, 41236]))]);
+        assert!(v.iter().all(|m| m.live_from == "mount link"));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -80,6 +80,25 @@ pub fn transports(sys_root: &Path) -> Vec<SysXprt> {
     out
 }
 
+/// The transport switches of one NFS mount, through the links the kernel
+/// keeps for it (6.4+): `/sys/fs/nfs/<maj:min>/<program>_client` points at
+/// its RPC client `rpc-clients/clnt-N`, whose `switch` link names the
+/// `xprt-switches/switch-M` holding the mount's own transports. None where
+/// the kernel has no such links (then only the mount options and ports
+/// can say which transports are the mount's).
+pub fn mount_switches(sys_root: &Path, dev: &str) -> Option<Vec<u32>> {
+    let dir = std::fs::read_dir(sys_root.join("fs/nfs").join(dev)).ok()?;
+    let mut out: Vec<u32> = dir
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("_client"))
+        .filter_map(|e| std::fs::read_link(e.path().join("switch")).ok())
+        .filter_map(|t| t.file_name()?.to_str()?.strip_prefix("switch-")?.parse().ok())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    (!out.is_empty()).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,146 +1,386 @@
-//! Prometheus text exposition (format 0.0.4) of what a session has seen, for
-//! fleets: per destination, per transport (with the mounts it serves), stalls
-//! and lost records. Served by `watch --metrics ADDR`.
-use std::fmt::Write as _;
+//! Prometheus metrics of a session, for fleets: per destination, per
+//! transport (with the mounts it serves), stalls and lost records. Served by
+//! `watch --metrics ADDR` in the Prometheus text format 0.0.4.
+//!
+//! Counters are real counters (prometheus-client), fed by the observations
+//! as they happen, so they never go down: not recomputed from the trackers'
+//! bounded state, which forgets. A series' labels are fixed when it is
+//! made — a stall counted under mount A stays under A when the mounts
+//! change. Label sets are bounded: past [`MAX_DEST_SERIES`],
+//! [`MAX_STALL_SERIES`] or [`MAX_XPRT_SERIES`] label sets of a kind, new
+//! ones are counted under `other` label values, and
+//! `nfs_trace_metrics_overflow_total{kind}` says how many observations went
+//! there. Gauges (stalls going on, state sizes, hooks) are current state.
+use std::{collections::HashSet, net::IpAddr, sync::atomic::AtomicU64};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use rustc_hash::FxHashMap as FastMap;
 
 use crate::{
     host::nfsmounts::{self, MountView},
     kernel::lost::Lost,
-    model::tcp::Tracker,
-    model::xprt::XprtTracker,
+    model::tcp::{DestKey, Observation, Stall, Tracker},
+    model::xprt::{XprtObservation, XprtTracker},
 };
 
-/// Escapes a label value: backslash, double quote and newline.
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+/// Destinations (local address, server, port) with series of their own.
+pub const MAX_DEST_SERIES: usize = 512;
+/// (server, port, mounts) label sets of the stall families.
+pub const MAX_STALL_SERIES: usize = 256;
+/// Transports with series of their own.
+pub const MAX_XPRT_SERIES: usize = 512;
+/// Label value of the aggregate past a bound.
+const OTHER: &str = "other";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DestLabels {
+    laddr: String,
+    raddr: String,
+    dport: String,
 }
 
-struct Family<'a> {
-    out: &'a mut String,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StallLabels {
+    raddr: String,
+    dport: String,
+    mount: String,
 }
 
-impl Family<'_> {
-    fn head(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct XprtLabels {
+    xprt: String,
+    raddr: String,
+    dport: String,
+    mount: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// Label sets of one kind, up to a bound; past it, the `other` set.
+struct Bounded<L> {
+    seen: HashSet<L>,
+    max: usize,
+    kind: &'static str,
+}
+
+impl<L: Clone + Eq + std::hash::Hash> Bounded<L> {
+    fn new(max: usize, kind: &'static str) -> Self {
+        Bounded { seen: HashSet::new(), max, kind }
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: impl std::fmt::Display) {
-        let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", esc(v))).collect();
-        if l.is_empty() {
-            let _ = writeln!(self.out, "{name} {v}");
-        } else {
-            let _ = writeln!(self.out, "{name}{{{}}} {v}", l.join(","));
+    /// `labels` if it has (or may get) a series of its own, else `other`;
+    /// counts what overflowed.
+    fn admit(&mut self, labels: L, other: impl FnOnce() -> L, overflow: &Family<KindLabels, Counter>) -> L {
+        if self.seen.contains(&labels) {
+            return labels;
         }
+        if self.seen.len() < self.max {
+            self.seen.insert(labels.clone());
+            return labels;
+        }
+        overflow.get_or_create(&KindLabels { kind: self.kind }).inc();
+        other()
     }
 }
 
-/// Sizes of the tracer's own state: bounded, and expiring, by design.
+/// A stall going on: its series, and how much of its time is counted.
+struct OpenStall {
+    start_ns: u64,
+    labels: StallLabels,
+    counted_ns: u64,
+}
+
+/// A transport seen connecting: its series once its mount is known (a
+/// mount's first connect comes before the mount shows in mountinfo).
+struct XprtSeen {
+    raddr: IpAddr,
+    dport: u16,
+    srcport: u16,
+    labels: Option<XprtLabels>,
+}
+
+/// Transports remembered for their labels (destroyed ones are forgotten;
+/// past this, all are, and are labelled again at their next connect).
+const MAX_XPRTS_REMEMBERED: usize = 4096;
+
+pub struct Metrics {
+    registry: Registry,
+    connects: Family<DestLabels, Counter>,
+    failures: Family<DestLabels, Counter>,
+    reuses: Family<DestLabels, Counter>,
+    syn_retransmits: Family<DestLabels, Counter>,
+    stalls: Family<StallLabels, Counter>,
+    stall_seconds: Family<StallLabels, Counter<f64, AtomicU64>>,
+    stalls_ongoing: Family<StallLabels, Gauge>,
+    xprt_reconnects: Family<XprtLabels, Counter>,
+    xprt_reuses: Family<XprtLabels, Counter>,
+    lost_events: Counter,
+    lost_connects: Counter,
+    lost_sockets: Counter,
+    overflow: Family<KindLabels, Counter>,
+    hooks_attached: Gauge,
+    tracked_destinations: Gauge,
+    tracked_transports: Gauge,
+    kernel_sockets: Gauge,
+    dests: Bounded<DestLabels>,
+    stall_sets: Bounded<StallLabels>,
+    xprt_sets: Bounded<XprtLabels>,
+    open_stalls: FastMap<DestKey, OpenStall>,
+    xprts: FastMap<u64, XprtSeen>,
+    lost_seen: Lost,
+}
+
+/// Sizes of the tracker's own state: bounded, and expiring, by design.
 pub struct StateSizes {
     pub kernel_sockets: usize,
 }
 
-pub fn render(t: &Tracker, x: &XprtTracker, views: &[MountView], lost: Lost, hooks_attached: usize, sizes: &StateSizes) -> String {
-    let mut out = String::new();
-    let mut f = Family { out: &mut out };
-    let dests = t.destinations();
-    let per_dest: [(&str, &str, fn(&crate::model::tcp::DestStats) -> u64); 4] = [
-        ("nfs_trace_connects_total", "TCP connect attempts toward a watched port.", |d| d.connects),
-        ("nfs_trace_connect_failures_total", "Connect attempts that did not reach ESTABLISHED.", |d| d.failed),
-        ("nfs_trace_source_port_reuses_total", "Connect attempts from the same source port as the previous one to that destination.", |d| d.reuses),
-        ("nfs_trace_syn_retransmits_total", "SYN retransmits of finished connect attempts.", |d| d.syn_retransmits),
-    ];
-    for (name, help, get) in per_dest {
-        f.head(name, "counter", help);
-        for (k, d) in &dests {
-            let (l, r, p) = (k.laddr.to_string(), k.raddr.to_string(), k.dport.to_string());
-            f.sample(name, &[("laddr", &l), ("raddr", &r), ("dport", &p)], get(d));
-        }
-    }
-
-    // Per server and mount: the mount is what an operator pages on.
-    let stalls: Vec<_> = t.stalls.iter().chain(t.open_stalls()).collect();
-    let mut by_dest: std::collections::BTreeMap<(String, String, String), (u64, f64, u64)> = Default::default();
-    for s in &stalls {
-        let d = s.who.flow.dest();
-        let mounts: Vec<&str> = nfsmounts::attribute(views, d.raddr, d.dport, s.who.flow.sport).iter().map(|m| m.mountpoint.as_str()).collect();
-        let e = by_dest.entry((d.raddr.to_string(), d.dport.to_string(), mounts.join(","))).or_default();
-        e.0 += 1;
-        e.1 += s.duration_ns() as f64 / 1e9;
-        e.2 += u64::from(s.end_ns.is_none());
-    }
-    for (name, kind, help) in [
-        ("nfs_trace_stalls_total", "counter", "Stalls: reconnects stuck in SYN_SENT from the previous connection port."),
-        ("nfs_trace_stall_seconds_total", "counter", "Time spent in stalls, ongoing ones so far."),
-        ("nfs_trace_stalls_ongoing", "gauge", "Stalls going on now."),
-    ] {
-        f.head(name, kind, help);
-        for ((r, p, m), (n, secs, open)) in &by_dest {
-            let v = match name {
-                "nfs_trace_stalls_total" => n.to_string(),
-                "nfs_trace_stall_seconds_total" => format!("{secs:.3}"),
-                _ => open.to_string(),
-            };
-            f.sample(name, &[("raddr", r), ("dport", p), ("mount", m)], v);
-        }
-    }
-
-    let xs = x.all();
-    for (name, help, is_reuse) in [
-        ("nfs_trace_transport_reconnects_total", "Reconnects of a SunRPC transport.", false),
-        ("nfs_trace_transport_port_reuses_total", "Reconnects of a SunRPC transport from its previous source port.", true),
-    ] {
-        f.head(name, "counter", help);
-        for (k, s) in &xs {
-            let Some(raddr) = s.raddr else { continue };
-            let mounts: Vec<String> =
-                nfsmounts::attribute(views, raddr, s.dport, s.srcport).iter().map(|m| m.mountpoint.clone()).collect();
-            let (xp, r, p, m) = (format!("{k:#x}"), raddr.to_string(), s.dport.to_string(), mounts.join(","));
-            f.sample(name, &[("xprt", &xp), ("raddr", &r), ("dport", &p), ("mount", &m)], if is_reuse { s.reuses } else { s.reconnects });
-        }
-    }
-
-    for (name, help, v) in [
-        ("nfs_trace_lost_events_total", "Ring buffer records that could not be reserved.", lost.events),
-        ("nfs_trace_lost_connects_total", "Of those, connect attempts.", lost.connects),
-        ("nfs_trace_lost_sockets_total", "Sockets whose state could not be stored.", lost.sockets),
-    ] {
-        f.head(name, "counter", help);
-        f.sample(name, &[], v);
-    }
-    f.head("nfs_trace_hooks_attached", "gauge", "Kernel hooks attached now.");
-    f.sample("nfs_trace_hooks_attached", &[], hooks_attached);
-    for (name, help, v) in [
-        ("nfs_trace_tracked_destinations", "Destinations the tracker holds (bounded).", dests.len()),
-        ("nfs_trace_tracked_transports", "Transports the tracker holds, live and ended (bounded).", xs.len()),
-        ("nfs_trace_kernel_tracked_sockets", "Sockets the kernel programs hold state for (LRU map).", sizes.kernel_sockets),
-    ] {
-        f.head(name, "gauge", help);
-        f.sample(name, &[], v);
-    }
-    out
+fn mounts_of(views: &[MountView], raddr: IpAddr, dport: u16, sport: u16) -> String {
+    nfsmounts::attribute(views, raddr, dport, sport).iter().map(|m| m.mountpoint.as_str()).collect::<Vec<_>>().join(",")
 }
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            connects: Family::default(),
+            failures: Family::default(),
+            reuses: Family::default(),
+            syn_retransmits: Family::default(),
+            stalls: Family::default(),
+            stall_seconds: Family::default(),
+            stalls_ongoing: Family::default(),
+            xprt_reconnects: Family::default(),
+            xprt_reuses: Family::default(),
+            lost_events: Counter::default(),
+            lost_connects: Counter::default(),
+            lost_sockets: Counter::default(),
+            overflow: Family::default(),
+            hooks_attached: Gauge::default(),
+            tracked_destinations: Gauge::default(),
+            tracked_transports: Gauge::default(),
+            kernel_sockets: Gauge::default(),
+            dests: Bounded::new(MAX_DEST_SERIES, "destination"),
+            stall_sets: Bounded::new(MAX_STALL_SERIES, "stall"),
+            xprt_sets: Bounded::new(MAX_XPRT_SERIES, "transport"),
+            open_stalls: FastMap::default(),
+            xprts: FastMap::default(),
+            lost_seen: Lost::default(),
+        };
+        // Names without `_total`: the encoder adds it to counters.
+        // The registry ends each help text with a period.
+        let r = &mut m.registry;
+        r.register("nfs_trace_connects", "TCP connect attempts toward a watched port", m.connects.clone());
+        r.register("nfs_trace_connect_failures", "Connect attempts that did not reach ESTABLISHED", m.failures.clone());
+        r.register(
+            "nfs_trace_source_port_reuses",
+            "Connect attempts from the same source port as the previous one to that destination",
+            m.reuses.clone(),
+        );
+        r.register("nfs_trace_syn_retransmits", "SYN retransmits of finished connect attempts", m.syn_retransmits.clone());
+        r.register("nfs_trace_stalls", "Stalls: reconnects stuck in SYN_SENT from the previous connection port", m.stalls.clone());
+        r.register("nfs_trace_stall_seconds", "Time spent in stalls, ongoing ones so far", m.stall_seconds.clone());
+        r.register("nfs_trace_stalls_ongoing", "Stalls going on now", m.stalls_ongoing.clone());
+        r.register("nfs_trace_transport_reconnects", "Reconnects of a SunRPC transport", m.xprt_reconnects.clone());
+        r.register(
+            "nfs_trace_transport_port_reuses",
+            "Reconnects of a SunRPC transport from its previous source port",
+            m.xprt_reuses.clone(),
+        );
+        r.register("nfs_trace_lost_events", "Ring buffer records that could not be reserved", m.lost_events.clone());
+        r.register("nfs_trace_lost_connects", "Of those, connect attempts", m.lost_connects.clone());
+        r.register("nfs_trace_lost_sockets", "Sockets whose state could not be stored", m.lost_sockets.clone());
+        r.register(
+            "nfs_trace_metrics_overflow",
+            "Observations counted under label value \"other\" because their kind (destination, stall, transport) reached its bound of label sets",
+            m.overflow.clone(),
+        );
+        r.register("nfs_trace_hooks_attached", "Kernel hooks attached now", m.hooks_attached.clone());
+        r.register("nfs_trace_tracked_destinations", "Destinations the tracker holds (bounded)", m.tracked_destinations.clone());
+        r.register("nfs_trace_tracked_transports", "Transports the tracker holds, live and ended (bounded)", m.tracked_transports.clone());
+        r.register("nfs_trace_kernel_tracked_sockets", "Sockets the kernel programs hold state for (LRU map)", m.kernel_sockets.clone());
+        m
+    }
+
+    fn dest_labels(&mut self, d: &DestKey) -> DestLabels {
+        let l = DestLabels { laddr: d.laddr.to_string(), raddr: d.raddr.to_string(), dport: d.dport.to_string() };
+        let other = || DestLabels { laddr: OTHER.into(), raddr: OTHER.into(), dport: OTHER.into() };
+        self.dests.admit(l, other, &self.overflow)
+    }
+
+    /// One TCP observation, as it happens.
+    pub fn observe(&mut self, o: &Observation, views: &[MountView]) {
+        match o {
+            Observation::Connect(a) => {
+                let l = self.dest_labels(&a.who.flow.dest());
+                self.connects.get_or_create(&l).inc();
+                // Every family gets the series, at 0 until it happens.
+                let failed = self.failures.get_or_create(&l);
+                if a.outcome.failed() {
+                    failed.inc();
+                }
+                drop(failed);
+                self.syn_retransmits.get_or_create(&l).inc_by(u64::from(a.syn_retrans));
+                drop(self.reuses.get_or_create(&l));
+            }
+            Observation::Reuse(r) => {
+                let l = self.dest_labels(&r.who.flow.dest());
+                self.reuses.get_or_create(&l).inc();
+            }
+            Observation::Stall { stall, ended } => self.stall(stall, *ended, views),
+            Observation::SynRetransmit { .. } | Observation::Close { .. } => {}
+        }
+    }
+
+    fn stall(&mut self, st: &Stall, ended: bool, views: &[MountView]) {
+        let key = st.who.flow.dest();
+        if self.open_stalls.get(&key).is_some_and(|o| o.start_ns != st.start_ns) {
+            // The tracker forgot that one (evicted) and began another.
+            self.close_stall(&key);
+        }
+        if !self.open_stalls.contains_key(&key) {
+            // Its mounts as they are when it begins: fixed for its lifetime.
+            let l = StallLabels {
+                raddr: key.raddr.to_string(),
+                dport: key.dport.to_string(),
+                mount: mounts_of(views, key.raddr, key.dport, st.who.flow.sport),
+            };
+            let other = || StallLabels { raddr: OTHER.into(), dport: OTHER.into(), mount: OTHER.into() };
+            let labels = self.stall_sets.admit(l, other, &self.overflow);
+            self.stalls.get_or_create(&labels).inc();
+            self.stalls_ongoing.get_or_create(&labels).inc();
+            self.open_stalls.insert(key, OpenStall { start_ns: st.start_ns, labels, counted_ns: 0 });
+        }
+        let open = self.open_stalls.get_mut(&key).expect("inserted above");
+        let d = st.duration_ns();
+        if d > open.counted_ns {
+            self.stall_seconds.get_or_create(&open.labels).inc_by((d - open.counted_ns) as f64 / 1e9);
+            open.counted_ns = d;
+        }
+        if ended {
+            self.close_stall(&key);
+        }
+    }
+
+    fn close_stall(&mut self, key: &DestKey) {
+        if let Some(o) = self.open_stalls.remove(key) {
+            self.stalls_ongoing.get_or_create(&o.labels).dec();
+        }
+    }
+
+    /// Fixes a transport's labels (bounded) once its mount is known, or
+    /// when `now` (it reconnects: its count must go somewhere).
+    fn xprt_labels(&mut self, xprt: u64, views: &[MountView], now: bool) -> Option<XprtLabels> {
+        let x = self.xprts.get_mut(&xprt)?;
+        if x.labels.is_none() {
+            let mount = mounts_of(views, x.raddr, x.dport, x.srcport);
+            if mount.is_empty() && !now {
+                return None;
+            }
+            let l = XprtLabels { xprt: format!("{xprt:#x}"), raddr: x.raddr.to_string(), dport: x.dport.to_string(), mount };
+            let other = || XprtLabels { xprt: OTHER.into(), raddr: OTHER.into(), dport: OTHER.into(), mount: OTHER.into() };
+            let l = self.xprt_sets.admit(l, other, &self.overflow);
+            // Both families get the series, at 0 until it happens.
+            drop(self.xprt_reconnects.get_or_create(&l));
+            drop(self.xprt_reuses.get_or_create(&l));
+            x.labels = Some(l);
+        }
+        x.labels.clone()
+    }
+
+    /// One transport observation, as it happens.
+    pub fn observe_xprt(&mut self, o: &XprtObservation, views: &[MountView]) {
+        match o {
+            XprtObservation::Connect(c) => {
+                if !self.xprts.contains_key(&c.xprt) {
+                    if self.xprts.len() >= MAX_XPRTS_REMEMBERED {
+                        self.xprts.clear();
+                    }
+                    self.xprts.insert(c.xprt, XprtSeen { raddr: c.flow.raddr, dport: c.flow.dport, srcport: c.srcport, labels: None });
+                }
+                let Some(l) = self.xprt_labels(c.xprt, views, c.is_reconnect()) else { return };
+                if c.is_reconnect() {
+                    self.xprt_reconnects.get_or_create(&l).inc();
+                }
+                if c.reused {
+                    self.xprt_reuses.get_or_create(&l).inc();
+                }
+            }
+            // The pointer may be reused by another transport: forget it
+            // (its series keep their counts).
+            XprtObservation::Destroyed { xprt, .. } => {
+                self.xprts.remove(xprt);
+            }
+            XprtObservation::Drop { .. } => {}
+        }
+    }
+
+    /// The text for one scrape: current state into the gauges, the kernel's
+    /// lost counters (monotonic) into ours, then everything encoded.
+    pub fn render(&mut self, t: &Tracker, x: &XprtTracker, views: &[MountView], lost: Lost, hooks_attached: usize, sizes: &StateSizes) -> String {
+        // Stalls the tracker no longer holds (its destination evicted) are
+        // not going on any more.
+        let open: Vec<(DestKey, u64)> = t.open_stalls().iter().map(|s| (s.who.flow.dest(), s.start_ns)).collect();
+        let gone: Vec<DestKey> =
+            self.open_stalls.iter().filter(|(k, o)| !open.contains(&(**k, o.start_ns))).map(|(k, _)| *k).collect();
+        for k in gone {
+            self.close_stall(&k);
+        }
+        let pending: Vec<u64> = self.xprts.iter().filter(|(_, s)| s.labels.is_none()).map(|(k, _)| *k).collect();
+        for k in pending {
+            self.xprt_labels(k, views, false);
+        }
+        for (c, now, seen) in [
+            (&self.lost_events, lost.events, &mut self.lost_seen.events),
+            (&self.lost_connects, lost.connects, &mut self.lost_seen.connects),
+            (&self.lost_sockets, lost.sockets, &mut self.lost_seen.sockets),
+        ] {
+            c.inc_by(now.saturating_sub(*seen));
+            *seen = (*seen).max(now);
+        }
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.hooks_attached.set(n(hooks_attached));
+        self.tracked_destinations.set(n(t.destinations().len()));
+        self.tracked_transports.set(n(x.all().len()));
+        self.kernel_sockets.set(n(sizes.kernel_sockets));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The `Content-Type` of what [`Metrics::render`] returns.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::flow::{Flow, Task};
+    use crate::kernel::decode::{Event, Kind};
+    use nfs_trace_common::tcp_state::{ESTABLISHED, SYN_SENT};
 
-    #[test]
-    fn escapes_label_values() {
-        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
-
-    #[test]
-    fn stalls_are_counted_per_server_and_mount() {
-        use crate::kernel::decode::{Event, Kind};
-        use nfs_trace_common::tcp_state::{ESTABLISHED, SYN_SENT};
-        let ev = |kind, ts_ms: u64, sk, retrans| Event {
+    fn ev(kind: Kind, raddr: &str, ts_ms: u64, sk: u64, start_ms: u64, retrans: u32) -> Event {
+        Event {
             kind,
             ts_ns: ts_ms * 1_000_000,
             sk,
             task: Task { pid: 1, comm: "kworker".into() },
-            flow: Flow { laddr: "10.0.0.2".parse().unwrap(), sport: 871, raddr: "10.0.0.1".parse().unwrap(), dport: 2049 },
-            start_ns: if sk == 1 { 0 } else { 2_000_000_000 },
+            flow: Flow { laddr: "10.0.0.2".parse().unwrap(), sport: 871, raddr: raddr.parse().unwrap(), dport: 2049 },
+            start_ns: start_ms * 1_000_000,
             syn_ns: 0,
             established_ns: 0,
             xprt: 0,
@@ -149,32 +389,162 @@ mod tests {
             oldstate: SYN_SENT,
             newstate: ESTABLISHED,
             first_exit: 0,
-        };
-        let mut t = Tracker::new();
-        for e in [ev(Kind::ConnectDone, 10, 1, 0), ev(Kind::SynRetransmit, 3_000, 2, 1), ev(Kind::ConnectDone, 12_000, 2, 4)] {
-            t.on_event(&e);
         }
-        let view = MountView::for_test("/mnt/data", "10.0.0.1", "3", false, 871);
-        let out = render(&t, &XprtTracker::new(false), &[view], Lost::default(), 3, &StateSizes { kernel_sockets: 0 });
-        let labels = r#"{raddr="10.0.0.1",dport="2049",mount="/mnt/data"}"#;
+    }
+
+    /// Feeds events through the tracker into the metrics, as `watch` does.
+    fn feed(t: &mut Tracker, m: &mut Metrics, views: &[MountView], events: &[Event]) {
+        for e in events {
+            for o in t.on_event(e) {
+                m.observe(&o, views);
+            }
+        }
+    }
+
+    /// One stall toward `raddr`: a connect from 871, then a reconnect from
+    /// 871 that retransmits its SYN for 2 s before it gets through.
+    fn stall(raddr: &str, at_ms: u64, sk: u64) -> [Event; 3] {
+        [
+            ev(Kind::ConnectDone, raddr, at_ms, sk, at_ms, 0),
+            ev(Kind::SynRetransmit, raddr, at_ms + 2000, sk + 1, at_ms + 1000, 1),
+            ev(Kind::ConnectDone, raddr, at_ms + 3000, sk + 1, at_ms + 1000, 1),
+        ]
+    }
+
+    fn scrape(m: &mut Metrics, t: &Tracker, views: &[MountView]) -> String {
+        m.render(t, &XprtTracker::new(false), views, Lost::default(), 3, &StateSizes { kernel_sockets: 0 })
+    }
+
+    /// The value of the sample of `family` whose labels contain `has`.
+    fn value(out: &str, family: &str, has: &str) -> Option<f64> {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{family}{{")) && l.contains(has))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn stalls_are_counted_per_server_and_mount() {
+        let mut t = Tracker::new();
+        let mut m = Metrics::new();
+        let views = [MountView::for_test("/mnt/da\"ta\\x", "10.0.0.1", "3", false, 871)];
+        feed(&mut t, &mut m, &views, &[ev(Kind::ConnectDone, "10.0.0.1", 10, 1, 0, 0), ev(Kind::SynRetransmit, "10.0.0.1", 3_000, 2, 2_000, 1)]);
+        let out = scrape(&mut m, &t, &views);
+        // Label values escaped as the format wants.
+        let labels = r#"{raddr="10.0.0.1",dport="2049",mount="/mnt/da\"ta\\x"}"#;
         assert!(out.contains(&format!("nfs_trace_stalls_total{labels} 1\n")), "{out}");
-        assert!(out.contains(&format!("nfs_trace_stall_seconds_total{labels} 10.000\n")), "{out}");
+        assert!(out.contains(&format!("nfs_trace_stalls_ongoing{labels} 1\n")), "{out}");
+        assert!(out.contains(&format!("nfs_trace_stall_seconds_total{labels} 1.0\n")), "{out}");
+        feed(&mut t, &mut m, &views, &[ev(Kind::ConnectDone, "10.0.0.1", 12_000, 2, 2_000, 4)]);
+        let out = scrape(&mut m, &t, &views);
+        assert!(out.contains(&format!("nfs_trace_stalls_total{labels} 1\n")), "{out}");
+        assert!(out.contains(&format!("nfs_trace_stall_seconds_total{labels} 10.0\n")), "{out}");
         assert!(out.contains(&format!("nfs_trace_stalls_ongoing{labels} 0\n")), "{out}");
     }
 
     #[test]
     fn renders_families_with_help_and_type() {
-        let out = render(
-            &Tracker::new(),
-            &XprtTracker::new(false),
-            &[],
-            Lost { events: 2, sockets: 0, connects: 1 },
-            3,
-            &StateSizes { kernel_sockets: 5 },
-        );
+        let mut m = Metrics::new();
+        let t = Tracker::new();
+        let x = XprtTracker::new(false);
+        let out = m.render(&t, &x, &[], Lost { events: 2, sockets: 0, connects: 1 }, 3, &StateSizes { kernel_sockets: 5 });
         assert!(out.contains("nfs_trace_kernel_tracked_sockets 5"));
-        assert!(out.contains("# TYPE nfs_trace_lost_events_total counter\nnfs_trace_lost_events_total 2\n"));
+        assert!(out.contains("# TYPE nfs_trace_lost_events_total counter\nnfs_trace_lost_events_total 2\n"), "{out}");
         assert!(out.contains("nfs_trace_hooks_attached 3"));
         assert!(out.lines().all(|l| l.starts_with('#') || l.starts_with("nfs_trace_")));
+        // The kernel's counters are monotonic; ours follow them.
+        let out = m.render(&t, &x, &[], Lost { events: 5, sockets: 0, connects: 1 }, 3, &StateSizes { kernel_sockets: 5 });
+        assert!(out.contains("nfs_trace_lost_events_total 5\n"), "{out}");
+    }
+
+    /// A stall counted under a mount stays counted there: when the mount
+    /// views change, and when more stalls come than the tracker keeps.
+    /// (The old renderer recomputed them from the tracker's capped list
+    /// and today's views: /mnt/data's series vanished.)
+    #[test]
+    fn stall_counters_never_go_down() {
+        let data = MountView::for_test("/mnt/data", "10.0.0.1", "3", false, 871);
+        let other = MountView::for_test("/mnt/other", "10.0.0.9", "3", false, 871);
+        let both = [data.clone(), other.clone()];
+        let mut t = Tracker::new();
+        let mut m = Metrics::new();
+        feed(&mut t, &mut m, &both, &stall("10.0.0.1", 10, 1));
+        let first = scrape(&mut m, &t, &both);
+        assert_eq!(value(&first, "nfs_trace_stalls_total", r#"mount="/mnt/data""#), Some(1.0), "{first}");
+        // The mount goes away (or is remounted elsewhere): its stall stays its.
+        let later = scrape(&mut m, &t, std::slice::from_ref(&other));
+        assert_eq!(value(&later, "nfs_trace_stalls_total", r#"mount="/mnt/data""#), Some(1.0), "views changed:\n{later}");
+        assert_eq!(value(&later, "nfs_trace_stalls_total", r#"mount="""#), None, "no series relabelled:\n{later}");
+        // More stalls elsewhere than the tracker keeps for its summary.
+        let n = crate::model::tcp::MAX_STALLS_KEPT as u64 + 1;
+        for i in 0..n {
+            feed(&mut t, &mut m, &both, &stall("10.0.0.9", 10_000 + i * 10_000, 10 + 2 * i));
+        }
+        let last = scrape(&mut m, &t, &both);
+        assert_eq!(value(&last, "nfs_trace_stalls_total", r#"mount="/mnt/data""#), Some(1.0), "{last}");
+        assert_eq!(value(&last, "nfs_trace_stalls_total", r#"mount="/mnt/other""#), Some(n as f64));
+        assert_eq!(value(&last, "nfs_trace_stall_seconds_total", r#"mount="/mnt/other""#), Some(2.0 * n as f64));
+    }
+
+    /// Per-destination counters outlive the tracker's eviction of their
+    /// destination, and destinations past the bound go to `other`.
+    #[test]
+    fn destination_counters_survive_eviction_and_stay_bounded() {
+        let mut t = Tracker::with_capacity(1);
+        let mut m = Metrics::new();
+        feed(&mut t, &mut m, &[], &[ev(Kind::ConnectDone, "10.0.0.1", 1, 1, 0, 0), ev(Kind::ConnectDone, "10.0.0.1", 2, 2, 1, 0)]);
+        let before = scrape(&mut m, &t, &[]);
+        assert_eq!(value(&before, "nfs_trace_connects_total", r#"raddr="10.0.0.1""#), Some(2.0), "{before}");
+        assert_eq!(value(&before, "nfs_trace_source_port_reuses_total", r#"raddr="10.0.0.1""#), Some(1.0));
+        assert_eq!(value(&before, "nfs_trace_connect_failures_total", r#"raddr="10.0.0.1""#), Some(0.0), "at 0 until one fails");
+        // Another destination evicts the first from the tracker.
+        feed(&mut t, &mut m, &[], &[ev(Kind::ConnectDone, "10.0.0.3", 3, 3, 2, 0)]);
+        let after = scrape(&mut m, &t, &[]);
+        assert_eq!(value(&after, "nfs_trace_connects_total", r#"raddr="10.0.0.1""#), Some(2.0), "{after}");
+        assert!(after.contains("nfs_trace_tracked_destinations 1\n"));
+        // Past the bound: counted under `other`, and the overflow says so.
+        let mut t = Tracker::new();
+        for i in 0..MAX_DEST_SERIES as u64 + 3 {
+            let ip = std::net::Ipv4Addr::from(0x0a01_0000 + i as u32).to_string();
+            feed(&mut t, &mut m, &[], &[ev(Kind::ConnectDone, &ip, 10 + i, 100 + i, 9 + i, 0)]);
+        }
+        let out = scrape(&mut m, &t, &[]);
+        let series = out.lines().filter(|l| l.starts_with("nfs_trace_connects_total{")).count();
+        assert_eq!(series, MAX_DEST_SERIES + 1, "the bound plus `other`");
+        // 2 destinations were already in, so 5 of these went to `other`.
+        assert_eq!(value(&out, "nfs_trace_connects_total", r#"raddr="other""#), Some(5.0), "{out}");
+        assert_eq!(value(&out, "nfs_trace_metrics_overflow_total", r#"kind="destination""#), Some(5.0));
+    }
+
+    /// A transport's series keep the mount they were made with; its first
+    /// connect (before the mount shows in mountinfo) waits for the mount.
+    #[test]
+    fn transport_series_keep_their_mount() {
+        use crate::model::xprt::XprtConnect;
+        let conn = |ts_ns, sport, prev: Option<u16>| {
+            XprtObservation::Connect(XprtConnect {
+                xprt: 0xabc,
+                ts_ns,
+                task: Task { pid: 1, comm: "kworker".into() },
+                flow: Flow { laddr: "10.0.0.2".parse().unwrap(), sport, raddr: "10.0.0.1".parse().unwrap(), dport: 2049 },
+                srcport: 871,
+                connects: 1,
+                prev_sport: prev,
+                reused: prev == Some(sport),
+                dropped: None,
+                error: 0,
+            })
+        };
+        let data = [MountView::for_test("/mnt/data", "10.0.0.1", "3", false, 871)];
+        let t = Tracker::new();
+        let mut m = Metrics::new();
+        m.observe_xprt(&conn(1, 871, None), &[]);
+        let out = scrape(&mut m, &t, &data);
+        let has = r#"xprt="0xabc",raddr="10.0.0.1",dport="2049",mount="/mnt/data""#;
+        assert_eq!(value(&out, "nfs_trace_transport_reconnects_total", has), Some(0.0), "labelled once the mount shows:\n{out}");
+        m.observe_xprt(&conn(2, 871, Some(871)), &[]);
+        let out = scrape(&mut m, &t, &[]);
+        assert_eq!(value(&out, "nfs_trace_transport_reconnects_total", has), Some(1.0), "{out}");
+        assert_eq!(value(&out, "nfs_trace_transport_port_reuses_total", has), Some(1.0));
+        assert_eq!(out.lines().filter(|l| l.starts_with("nfs_trace_transport_reconnects_total{")).count(), 1, "{out}");
     }
 }

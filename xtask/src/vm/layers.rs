@@ -115,8 +115,18 @@ pub fn check(truth: &Value) -> (Value, Vec<String>) {
     if exit != Some(want_exit) {
         problems.push(format!("check exited {exit:?}, want {want_exit}"));
     }
+    // Its live ports are the mount's own connection as `ss` saw it last
+    // (the port after the last reconnect); none without sunrpc sysfs.
+    let sysfs = !truth_reconnects(truth, Some("sysfs-dstaddr")).is_empty();
+    let last = truth["ports"].as_array().and_then(|p| p.last()).cloned();
+    let want_live = if sysfs { json!([last]) } else { json!([]) };
+    let live = entry.map(|m| m["live_ports"].clone());
+    if entry.is_some() && live.as_ref() != Some(&want_live) {
+        problems.push(format!("check live_ports {live:?} (from {}), ss says {want_live}", entry.map_or(json!(null), |m| m["live_from"].clone())));
+    }
     let v = json!({
         "agree": problems.is_empty(), "expected": expected, "flagged": flagged, "exit": exit,
+        "live_ports": live, "live_from": entry.map(|m| m["live_from"].clone()),
         "remembered_ports": entry.map(|m| m["remembered_ports"].clone()),
         "reuse": entry.map(|m| m["reuse"].clone()),
     });
@@ -236,12 +246,15 @@ mod tests {
     #[test]
     fn check_flags_exactly_the_reusing_mounts() {
         let mut t = truth((700, 700), (700, 701));
-        t["check"] = json!({"exit": 2, "output": {"mounts": [{"mountpoint": "/mnt/v4.0-default", "flagged": true}]}});
-        assert!(check(&t).1.is_empty());
+        t["check"] = json!({"exit": 2, "output": {"mounts": [{"mountpoint": "/mnt/v4.0-default", "flagged": true, "live_ports": [701]}]}});
+        assert!(check(&t).1.is_empty(), "{:?}", check(&t).1);
+        t["check"]["output"]["mounts"][0]["live_ports"] = json!([700, 701]);
+        assert!(!check(&t).1.is_empty(), "live ports must be the mount's own, as ss saw it last");
+        t["check"]["output"]["mounts"][0]["live_ports"] = json!([701]);
         t["check"]["exit"] = json!(0);
         assert!(!check(&t).1.is_empty(), "exit code must match");
         let mut t = truth((40000, 40001), (40001, 40002));
-        t["check"] = json!({"exit": 2, "output": {"mounts": [{"mountpoint": "/mnt/v4.0-default", "flagged": true}]}});
+        t["check"] = json!({"exit": 2, "output": {"mounts": [{"mountpoint": "/mnt/v4.0-default", "flagged": true, "live_ports": [40002]}]}});
         assert!(!check(&t).1.is_empty(), "a port-changing mount must not be flagged");
         t["check"] = json!({"exit": 0, "output": {"mounts": []}});
         assert!(!check(&t).1.is_empty(), "the mount must be listed");
