@@ -1,11 +1,21 @@
 //! The tracker: a pure state machine from decoded events to observations.
 //!
-//! Per destination (local address, remote address, remote port) it keeps the
-//! history of connect attempts and raises a reuse when a new attempt uses the
-//! same source port as the previous attempt to that destination. It does no
-//! I/O and knows no clock but the events' own timestamps, so it is tested with
-//! synthetic sequences. State is bounded: destinations beyond the limit evict
-//! the least recently active one.
+//! A reuse is a property of a flow: a connect whose (local address, source
+//! port, server address, server port) equals that of an earlier flow is a
+//! reuse, whatever connected in between — an nconnect sibling, another mount
+//! of the server, another process — because a stateful middlebox keys its
+//! entry on exactly that. Flows are remembered in a bounded memory
+//! (`flows`); destinations keep the per-server aggregates for the summary.
+//! It does no I/O and knows no clock but the events' own timestamps, so it
+//! is tested with synthetic sequences.
+//!
+//! Deliberate or chance: the same transport (both sockets owned by one
+//! SunRPC xprt) reconnecting from its port is a rebind; two different
+//! transports sharing a port are a chance repeat; where a transport is not
+//! known for both (user-space sockets, connections from before the start)
+//! a repeat within [`CHANCE_GAP_NS`] of the earlier flow's end is taken as
+//! deliberate and a later one as chance. Chance repeats are reported
+//! (`chance`) but not counted as reuses; both can stall.
 
 use rustc_hash::{FxHashMap as FastMap, FxHashSet as FastSet};
 
@@ -15,36 +25,35 @@ use crate::{
 };
 pub use crate::flow::DestKey;
 
+mod flows;
 mod observation;
 mod outcome;
 #[cfg(test)]
 mod tests;
 
+use flows::{FlowMem, FlowMemory};
+pub use flows::MAX_FLOWS;
 pub use observation::{Attempt, Observation, Reuse, Stall, Who};
 pub use outcome::{CloseHow, Outcome};
 
-/// What the tracker knows of the previous attempt to a destination.
-#[derive(Clone, Debug)]
-struct Last {
-    sk: u64,
-    sport: u16,
-    outcome: Outcome,
-    end_ns: Option<u64>,
-    streak: u32,
-}
+/// Beyond this gap a repeat of a flow with no common transport is taken as
+/// chance: two minutes is the conntrack SYN_SENT timeout and twice Linux's
+/// TIME_WAIT, after which an ephemeral port is free for anyone.
+pub const CHANCE_GAP_NS: u64 = 120_000_000_000;
 
 /// Per-destination aggregates for the summary.
 #[derive(Clone, Debug, Default)]
 pub struct DestStats {
     pub connects: u64,
     pub ports: FastSet<u16>,
+    /// Connects that reused a flow deliberately (not by chance).
     pub reuses: u64,
+    /// Connects that repeated a flow by chance.
+    pub chance_reuses: u64,
     pub failed: u64,
     pub max_syn_sent_ns: u64,
     pub syn_retransmits: u64,
-    last: Option<Last>,
     last_active_ns: u64,
-    stall: Option<Stall>,
 }
 
 impl DestStats {
@@ -59,9 +68,13 @@ pub const MAX_DESTINATIONS: usize = 4096;
 /// Ended stalls kept for the summary.
 pub const MAX_STALLS_KEPT: usize = 1024;
 
-#[derive(Default)]
+/// Stalls going on at once (each is a transport stuck in SYN_SENT).
+const MAX_OPEN_STALLS: usize = 1024;
+
 pub struct Tracker {
     dests: FastMap<DestKey, DestStats>,
+    flows: FlowMemory,
+    open: Vec<Stall>,
     /// Stalls that ended, oldest first (bounded).
     pub stalls: Vec<Stall>,
     /// Destinations dropped to stay within the bound.
@@ -69,23 +82,51 @@ pub struct Tracker {
     max_dests: usize,
 }
 
+impl Default for Tracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Tracker {
     pub fn new() -> Self {
-        Self::with_capacity(MAX_DESTINATIONS)
+        Self::with_capacity(MAX_DESTINATIONS, MAX_FLOWS)
     }
 
-    pub fn with_capacity(max_dests: usize) -> Self {
-        Tracker { dests: FastMap::default(), stalls: Vec::new(), evicted: 0, max_dests: max_dests.max(1) }
+    pub fn with_capacity(max_dests: usize, max_flows: usize) -> Self {
+        Tracker {
+            dests: FastMap::default(),
+            flows: FlowMemory::with_capacity(max_flows),
+            open: Vec::new(),
+            stalls: Vec::new(),
+            evicted: 0,
+            max_dests: max_dests.max(1),
+        }
+    }
+
+    /// Flows remembered now, and forgotten so far to stay within the bound.
+    pub fn flow_counts(&self) -> (usize, u64) {
+        (self.flows.len(), self.flows.evicted)
     }
 
     /// Records a connection that was already established when tracing began
-    /// (from sock_diag), so the first reconnect after start is judged
-    /// against it: that reconnect is often the one an SRE is waiting for.
+    /// (from sock_diag), so the first reconnect of its flow after start is
+    /// judged against it: that reconnect is often the one an SRE waits for.
     pub fn seed(&mut self, flow: Flow) {
-        let sport = flow.sport;
-        let d = self.dest_mut(flow.dest());
-        d.ports.insert(sport);
-        d.last = Some(Last { sk: 0, sport, outcome: Outcome::Established, end_ns: None, streak: 0 });
+        self.dest_mut(flow.dest()).ports.insert(flow.sport);
+        self.flows.insert(flow, FlowMem { sk: 0, xprt: 0, outcome: Outcome::Established, end_ns: None, streak: 0 });
+    }
+
+    /// The open stall `ev` belongs to: same socket, same transport, same
+    /// flow, or — for sockets no transport owns — the same process retrying
+    /// toward the same server.
+    fn open_stall_of(&self, ev: &Event) -> Option<usize> {
+        self.open.iter().position(|st| {
+            st.who.sk == ev.sk
+                || (ev.xprt != 0 && st.xprt == ev.xprt)
+                || st.who.flow == ev.flow
+                || (ev.xprt == 0 && st.xprt == 0 && st.who.task.pid == ev.task.pid && st.who.flow.dest() == ev.flow.dest())
+        })
     }
 
     /// Feeds one event; returns what it means, in order.
@@ -96,31 +137,39 @@ impl Tracker {
                 // Counted into the summary when the attempt ends (the kernel's
                 // own count rides on that record); here it is shown live.
                 let who = Who::of(ev);
-                let d = self.dest_mut(who.flow.dest());
-                d.last_active_ns = ev.ts_ns;
+                self.dest_mut(who.flow.dest()).last_active_ns = ev.ts_ns;
                 let mut out = vec![Observation::SynRetransmit {
                     who: who.clone(),
                     ts_ns: ev.ts_ns,
                     retransmits: ev.syn_retrans,
                     elapsed_ns: ev.ts_ns.saturating_sub(ev.start_ns),
                 }];
-                if d.stall.is_none()
-                    && let Some(prev) = d.last.as_ref().filter(|l| l.sport == ev.flow.sport && ev.flow.sport != 0) {
-                        d.stall = Some(Stall {
-                            who: who.clone(),
-                            start_ns: ev.start_ns,
-                            last_ns: ev.ts_ns,
-                            retransmits: 0,
-                            failed_attempts: 0,
-                            prev_end_ns: prev.end_ns,
-                            end_ns: None,
-                            end_sport: None,
-                            kernel_said: Vec::new(),
-                            retrans_done: 0,
-                            reported_ns: 0,
-                        });
+                let i = match self.open_stall_of(ev) {
+                    Some(i) => Some(i),
+                    // A new stall: this flow was seen before (by another socket).
+                    None if ev.flow.sport != 0 && self.open.len() < MAX_OPEN_STALLS => {
+                        self.flows.get(&ev.flow).filter(|prev| prev.sk != ev.sk).map(|prev| prev.end_ns).map(|prev_end_ns| {
+                            self.open.push(Stall {
+                                who: who.clone(),
+                                start_ns: ev.start_ns,
+                                last_ns: ev.ts_ns,
+                                retransmits: 0,
+                                failed_attempts: 0,
+                                prev_end_ns,
+                                end_ns: None,
+                                end_sport: None,
+                                kernel_said: Vec::new(),
+                                siblings_connected: 0,
+                                xprt: ev.xprt,
+                                retrans_done: 0,
+                                reported_ns: 0,
+                            });
+                            self.open.len() - 1
+                        })
                     }
-                if let Some(st) = d.stall.as_mut() {
+                    None => None,
+                };
+                if let Some(st) = i.map(|i| &mut self.open[i]) {
                     st.who = who;
                     st.last_ns = ev.ts_ns;
                     st.reported_ns = ev.ts_ns;
@@ -146,6 +195,27 @@ impl Tracker {
         let who = Who::of(ev);
         let outcome = Outcome::of(ev);
         let syn_sent_ns = ev.ts_ns.saturating_sub(ev.start_ns);
+        let mut out = Vec::with_capacity(2);
+        let reuse = match self.flows.get(&ev.flow) {
+            Some(prev) if ev.flow.sport != 0 => {
+                let gap_ns = prev.end_ns.map(|e| ev.start_ns.saturating_sub(e));
+                let chance = if prev.xprt != 0 && ev.xprt != 0 {
+                    prev.xprt != ev.xprt
+                } else {
+                    gap_ns.is_some_and(|g| g >= CHANCE_GAP_NS)
+                };
+                Some(Reuse {
+                    who: who.clone(),
+                    ts_ns: ev.ts_ns,
+                    streak: prev.streak + 1,
+                    prev_outcome: prev.outcome,
+                    prev_end_ns: prev.end_ns,
+                    gap_ns,
+                    chance,
+                })
+            }
+            _ => None,
+        };
         let d = self.dest_mut(who.flow.dest());
         d.connects += 1;
         d.last_active_ns = ev.ts_ns;
@@ -155,34 +225,24 @@ impl Tracker {
         if outcome.failed() {
             d.failed += 1;
         }
-        let mut out = Vec::with_capacity(2);
-        let reuse = match &d.last {
-            Some(prev) if prev.sport == ev.flow.sport && ev.flow.sport != 0 => {
-                let gap_ns = prev.end_ns.map(|e| ev.start_ns.saturating_sub(e));
-                Some(Reuse {
-                    who: who.clone(),
-                    ts_ns: ev.ts_ns,
-                    streak: prev.streak + 1,
-                    prev_outcome: prev.outcome,
-                    prev_end_ns: prev.end_ns,
-                    gap_ns,
-                })
-            }
-            _ => None,
-        };
-        let streak = reuse.as_ref().map_or(0, |r| r.streak);
-        if reuse.is_some() {
-            d.reuses += 1;
+        match &reuse {
+            Some(r) if r.chance => d.chance_reuses += 1,
+            Some(_) => d.reuses += 1,
+            None => {}
         }
-        d.last = Some(Last {
-            sk: ev.sk,
-            sport: ev.flow.sport,
-            outcome,
-            // A failed attempt ends when it leaves SYN_SENT; an established
-            // one when its CLOSE arrives.
-            end_ns: outcome.failed().then_some(ev.ts_ns),
-            streak,
-        });
+        let attempt = d.connects;
+        self.flows.insert(
+            ev.flow,
+            FlowMem {
+                sk: ev.sk,
+                xprt: ev.xprt,
+                outcome,
+                // A failed attempt ends when it leaves SYN_SENT; an established
+                // one when its CLOSE arrives.
+                end_ns: outcome.failed().then_some(ev.ts_ns),
+                streak: reuse.as_ref().map_or(0, |r| r.streak),
+            },
+        );
         out.push(Observation::Connect(Attempt {
             who,
             ts_ns: ev.ts_ns,
@@ -190,34 +250,41 @@ impl Tracker {
             errno: if outcome.failed() { ev.err } else { 0 },
             syn_sent_ns,
             syn_retrans: ev.syn_retrans,
-            attempt: d.connects,
-            reused: reuse.is_some(),
+            attempt,
+            reused: reuse.as_ref().is_some_and(|r| !r.chance),
         }));
         if let Some(r) = reuse {
             out.push(Observation::Reuse(r));
         }
-        let mut ended = None;
-        if let Some(st) = d.stall.as_mut() {
-            st.last_ns = ev.ts_ns;
-            if outcome.failed() {
+        match self.open_stall_of(ev) {
+            Some(i) if outcome.failed() => {
                 // Another attempt lost; the stall goes on until one connects.
+                let st = &mut self.open[i];
+                st.last_ns = ev.ts_ns;
                 st.retrans_done += ev.syn_retrans;
                 st.retransmits = st.retrans_done;
                 st.failed_attempts += 1;
-            } else {
+            }
+            Some(i) => {
+                let mut st = self.open.swap_remove(i);
+                st.last_ns = ev.ts_ns;
                 st.retransmits = st.retrans_done + ev.syn_retrans;
                 st.end_ns = Some(ev.ts_ns);
                 st.end_sport = Some(ev.flow.sport);
-                let st = d.stall.take().expect("checked above");
                 out.push(Observation::Stall { stall: st.clone(), ended: true });
-                ended = Some(st);
+                self.stalls.push(st);
+                if self.stalls.len() > MAX_STALLS_KEPT {
+                    self.stalls.remove(0);
+                }
             }
-        }
-        if let Some(st) = ended {
-            self.stalls.push(st);
-            if self.stalls.len() > MAX_STALLS_KEPT {
-                self.stalls.remove(0);
+            None if !outcome.failed() => {
+                // Another flow to a stalled server got through: evidence that
+                // the server and the path work and only that flow is dropped.
+                for st in self.open.iter_mut().filter(|st| st.who.flow.dest() == ev.flow.dest()) {
+                    st.siblings_connected += 1;
+                }
             }
+            None => {}
         }
         out
     }
@@ -226,11 +293,9 @@ impl Tracker {
     /// joined to the stalls going on toward that server.
     pub fn on_kernel_line(&mut self, server: std::net::IpAddr, line: &str) -> bool {
         let mut joined = false;
-        for d in self.dests.values_mut() {
-            if let Some(st) = d.stall.as_mut().filter(|st| st.who.flow.raddr == server) {
-                st.kernel_said.push(line.to_string());
-                joined = true;
-            }
+        for st in self.open.iter_mut().filter(|st| st.who.flow.raddr == server) {
+            st.kernel_said.push(line.to_string());
+            joined = true;
         }
         joined
     }
@@ -242,12 +307,14 @@ impl Tracker {
     /// The local address is not compared: the transport's record may not
     /// carry it (no socket at the drop).
     pub fn on_flow_end(&mut self, flow: &Flow, ts_ns: u64) {
-        for (k, d) in self.dests.iter_mut() {
-            if k.raddr != flow.raddr || k.dport != flow.dport {
-                continue;
-            }
-            if let Some(last) = d.last.as_mut().filter(|l| l.sport == flow.sport && l.end_ns.is_none() && !l.outcome.failed()) {
-                last.end_ns = Some(ts_ns);
+        let open = |m: &FlowMem| m.end_ns.is_none() && !m.outcome.failed();
+        if let Some(m) = self.flows.get_mut(flow).filter(|m| open(m)) {
+            m.end_ns = Some(ts_ns);
+            return;
+        }
+        for (f, m) in self.flows.iter_mut() {
+            if f.raddr == flow.raddr && f.dport == flow.dport && f.sport == flow.sport && open(m) {
+                m.end_ns = Some(ts_ns);
             }
         }
     }
@@ -257,28 +324,26 @@ impl Tracker {
     /// someone watching a hung mount should still see it grow.
     pub fn tick(&mut self, now_ns: u64, every_ns: u64) -> Vec<Observation> {
         let mut out = Vec::new();
-        for d in self.dests.values_mut() {
-            if let Some(st) = d.stall.as_mut().filter(|st| now_ns >= st.reported_ns.saturating_add(every_ns)) {
-                st.last_ns = st.last_ns.max(now_ns);
-                st.reported_ns = now_ns;
-                out.push(Observation::Stall { stall: st.clone(), ended: false });
-            }
+        for st in self.open.iter_mut().filter(|st| now_ns >= st.reported_ns.saturating_add(every_ns)) {
+            st.last_ns = st.last_ns.max(now_ns);
+            st.reported_ns = now_ns;
+            out.push(Observation::Stall { stall: st.clone(), ended: false });
         }
         out
     }
 
     /// Stalls still going on (for the summary at exit).
     pub fn open_stalls(&self) -> Vec<&Stall> {
-        self.dests.values().filter_map(|d| d.stall.as_ref()).collect()
+        self.open.iter().collect()
     }
 
     fn on_closed(&mut self, ev: &Event) -> Vec<Observation> {
         let who = Who::of(ev);
         if let Some(d) = self.dests.get_mut(&who.flow.dest()) {
             d.last_active_ns = ev.ts_ns;
-            if let Some(last) = d.last.as_mut().filter(|l| l.sk == ev.sk) {
-                last.end_ns = Some(ev.ts_ns);
-            }
+        }
+        if let Some(m) = self.flows.get_mut(&ev.flow).filter(|m| m.sk == ev.sk) {
+            m.end_ns = Some(ev.ts_ns);
         }
         let since = if ev.established_ns != 0 { ev.established_ns } else { ev.start_ns };
         vec![Observation::Close {

@@ -134,8 +134,14 @@ pub fn stall_verdict(st: &Stall, mounts: &[&MountView]) -> String {
             .collect();
         format!("; it held up {}", m.join(", "))
     };
+    // Other flows to the same server connecting meanwhile rule out a dead
+    // server or a dead path: only this flow's SYNs are dropped.
+    let siblings = match st.siblings_connected {
+        0 => String::new(),
+        n => format!(" while {n} connect(s) to the same server from other ports succeeded"),
+    };
     format!(
-        "a reconnect from port {}{since} sat in SYN_SENT {secs:.1} s with {} SYN retransmits {how}: consistent with a middlebox or firewall still holding the old flow and dropping its SYNs{held}",
+        "a reconnect from port {}{since} sat in SYN_SENT {secs:.1} s with {} SYN retransmits {how}{siblings}: consistent with a middlebox or firewall still holding the old flow and dropping its SYNs{held}",
         st.who.flow.sport, st.retransmits
     )
 }

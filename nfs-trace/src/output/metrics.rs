@@ -236,12 +236,13 @@ impl Metrics {
                 self.syn_retransmits.get_or_create(&l).inc_by(u64::from(a.syn_retrans));
                 drop(self.reuses.get_or_create(&l));
             }
-            Observation::Reuse(r) => {
+            // A chance repeat of a flow is no rebind: not counted as a reuse.
+            Observation::Reuse(r) if !r.chance => {
                 let l = self.dest_labels(&r.who.flow.dest());
                 self.reuses.get_or_create(&l).inc();
             }
             Observation::Stall { stall, ended } => self.stall(stall, *ended, views),
-            Observation::SynRetransmit { .. } | Observation::Close { .. } => {}
+            Observation::Reuse(_) | Observation::SynRetransmit { .. } | Observation::Close { .. } => {}
         }
     }
 
@@ -489,7 +490,7 @@ mod tests {
     /// destination, and destinations past the bound go to `other`.
     #[test]
     fn destination_counters_survive_eviction_and_stay_bounded() {
-        let mut t = Tracker::with_capacity(1);
+        let mut t = Tracker::with_capacity(1, crate::model::tcp::MAX_FLOWS);
         let mut m = Metrics::new();
         feed(&mut t, &mut m, &[], &[ev(Kind::ConnectDone, "10.0.0.1", 1, 1, 0, 0), ev(Kind::ConnectDone, "10.0.0.1", 2, 2, 1, 0)]);
         let before = scrape(&mut m, &t, &[]);

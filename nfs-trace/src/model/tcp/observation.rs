@@ -34,25 +34,31 @@ pub struct Attempt {
     pub reused: bool,
 }
 
-/// A new attempt used the same source port as the previous one.
+/// A connect whose flow (local address and port, server address and port)
+/// was seen before: to a middlebox it is the same flow.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reuse {
     pub who: Who,
     pub ts_ns: u64,
-    /// Attempts in a row from this port (1 = the second use).
+    /// Uses in a row of this flow (1 = the second use).
     pub streak: u32,
     pub prev_outcome: Outcome,
-    /// When the previous connection to this destination ended (CLOSE, or
-    /// leaving SYN_SENT for a failed attempt); None if not seen.
+    /// When the earlier connection of this flow ended (CLOSE, or leaving
+    /// SYN_SENT for a failed attempt); None if not seen.
     pub prev_end_ns: Option<u64>,
     /// From that end to this attempt's start.
     pub gap_ns: Option<u64>,
+    /// A chance repeat rather than a rebind: another transport's flow, or a
+    /// flow that ended long ago (see [`super::CHANCE_GAP_NS`]). Reported, and
+    /// still a stall if its SYNs are dropped, but not counted as a reuse.
+    pub chance: bool,
 }
 
-/// A stall: connects to a destination stuck in SYN_SENT, retransmitting
-/// SYNs, that began from the source port its previous connection used (what
-/// a middlebox still holding the old flow does to a reconnect). It lasts
-/// until a connect to that destination is established.
+/// A stall: a connect stuck in SYN_SENT, retransmitting SYNs, on a flow that
+/// was seen before (what a middlebox still holding the old flow does to a
+/// reconnect). It belongs to its socket's transport (or, for a socket no
+/// transport owns, to its socket and flow) and lasts until that connects;
+/// other flows to the server connecting meanwhile are its siblings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stall {
     pub who: Who,
@@ -71,6 +77,11 @@ pub struct Stall {
     pub end_sport: Option<u16>,
     /// Lines the kernel logged meanwhile ("nfs: server … not responding").
     pub kernel_said: Vec<String>,
+    /// Connects to the same server that succeeded from other flows while it
+    /// lasted: the server and the path answer, only this flow is dropped.
+    pub siblings_connected: u32,
+    /// The owning transport (0: none), which may retry from another socket.
+    pub(super) xprt: u64,
     pub(super) retrans_done: u32,
     /// When it was last reported live (an event or a [`Tracker::tick`]).
     pub(super) reported_ns: u64,

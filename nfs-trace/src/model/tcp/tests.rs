@@ -103,11 +103,126 @@ fn new_port_each_time_is_no_reuse() {
     assert_eq!((d.connects, d.reuses, d.distinct_ports()), (3, 0, 3));
 }
 
+/// What an `nconnect=2` mount or a v3 and a v4.1 mount of one server do: one
+/// socket reconnects from its bound port while another connects from new
+/// ports in between. The middlebox keys on the flow, so the reuse is found.
 #[test]
-fn a_port_used_earlier_but_not_by_the_previous_attempt_is_no_reuse() {
+fn a_flow_seen_earlier_is_a_reuse_whatever_connected_in_between() {
     let mut t = Tracker::new();
-    let obs = run(&mut t, &[connected(1, 1, 800), connected(2, 2, 801), connected(3, 3, 800)]);
-    assert!(reuses(&obs).is_empty(), "only the previous attempt counts");
+    let obs = run(
+        &mut t,
+        &[
+            connected(1, 1, 800),
+            closed(10, 1, 800, CLOSE, libc::ECONNABORTED),
+            connected(20, 2, 801),
+            connected(30, 3, 800),
+        ],
+    );
+    let r = reuses(&obs);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!((r[0].who.flow.sport, r[0].streak, r[0].chance), (800, 1, false));
+    assert_eq!(r[0].prev_end_ns, Some(10 * MS));
+    assert_eq!(r[0].gap_ns, Some(19 * MS), "from the flow's own end, not the last connect's");
+    let (_, d) = t.destinations()[0];
+    assert_eq!((d.connects, d.reuses, d.chance_reuses), (3, 1, 0));
+}
+
+fn of_xprt(mut e: Event, xprt: u64) -> Event {
+    e.xprt = xprt;
+    e
+}
+
+/// Two transports to one server: A rebinds 790 on every reconnect, B takes
+/// a new port each time, interleaved. Only A's reconnects are reuses, each
+/// with A's own streak.
+#[test]
+fn each_transport_of_a_server_is_judged_on_its_own_flow() {
+    let (a, b) = (0xa000, 0xb000);
+    let mut t = Tracker::new();
+    let mut evs = Vec::new();
+    for i in 0..3u64 {
+        let ts = 100 * i;
+        evs.push(of_xprt(connected(ts + 1, 10 + i, 790), a));
+        evs.push(of_xprt(connected(ts + 2, 20 + i, 40000 + i as u16), b));
+        evs.push(of_xprt(closed(ts + 50, 10 + i, 790, CLOSE, libc::ECONNABORTED), a));
+        evs.push(of_xprt(closed(ts + 51, 20 + i, 40000 + i as u16, CLOSE, libc::ECONNABORTED), b));
+    }
+    let obs = run(&mut t, &evs);
+    let r = reuses(&obs);
+    assert_eq!(r.iter().map(|r| (r.who.flow.sport, r.streak, r.chance)).collect::<Vec<_>>(), vec![(790, 1, false), (790, 2, false)]);
+}
+
+/// A port that another transport used before is a chance repeat, and so is
+/// a user-space socket's port long after its flow ended; soon after, it is a
+/// reuse.
+#[test]
+fn chance_repeats_are_told_apart_from_rebinds() {
+    let mut t = Tracker::new();
+    let obs = run(
+        &mut t,
+        &[
+            of_xprt(connected(1, 1, 700), 0xa),
+            of_xprt(closed(10, 1, 700, CLOSE, libc::ECONNABORTED), 0xa),
+            of_xprt(connected(20, 2, 700), 0xb),
+            connected(30, 3, 900),
+            closed(40, 3, 900, CLOSE, 0),
+            // Just under the chance gap: deliberate.
+            connected(40 + CHANCE_GAP_NS / MS, 4, 900),
+            closed(50 + CHANCE_GAP_NS / MS, 4, 900, CLOSE, 0),
+            // Long after: chance.
+            connected(60 + 2 * CHANCE_GAP_NS / MS, 5, 900),
+        ],
+    );
+    let r = reuses(&obs);
+    assert_eq!(r.iter().map(|r| (r.who.flow.sport, r.chance)).collect::<Vec<_>>(), vec![(700, true), (900, false), (900, true)]);
+    let (_, d) = t.destinations()[0];
+    assert_eq!((d.reuses, d.chance_reuses), (1, 2));
+    let connects: Vec<bool> = obs
+        .iter()
+        .filter_map(|o| match o {
+            Observation::Connect(a) => Some(a.reused),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(connects, vec![false, false, false, true, false], "a chance repeat is not flagged `reused`");
+}
+
+/// One transport of an nconnect mount stalls on its reused flow while a
+/// sibling transport to the same server connects: the sibling does not end
+/// the stall (it is evidence the server answers); the stalled transport's own
+/// connect does.
+#[test]
+fn a_stall_lasts_until_its_own_transport_connects_while_siblings_work() {
+    let (a, b) = (0xa000, 0xb000);
+    let mut t = Tracker::new();
+    let obs = run(
+        &mut t,
+        &[
+            of_xprt(connected(100, 1, 790), a),
+            of_xprt(closed(1_000, 1, 790, CLOSE, libc::ECONNABORTED), a),
+            of_xprt(retransmit(2_000, 2, 790, 1_001, 1), a),
+            of_xprt(connected(2_500, 3, 41000), b),
+            of_xprt(retransmit(4_000, 2, 790, 1_001, 2), a),
+            of_xprt(connected(9_000, 2, 790), a),
+        ],
+    );
+    let s = stalls(&obs);
+    assert_eq!(s.iter().filter(|(_, ended)| *ended).count(), 1, "{s:?}");
+    let (end, _) = s.iter().find(|(_, ended)| *ended).unwrap();
+    assert_eq!(end.end_ns, Some(9_000 * MS), "the sibling's connect at 2.5 s did not end it");
+    assert_eq!((end.end_sport, end.siblings_connected, end.start_ns), (Some(790), 1, 1_001 * MS));
+    assert!(t.open_stalls().is_empty());
+    let verdict = crate::model::verdict::stall_verdict(end, &[]);
+    assert!(verdict.contains("while 1 connect(s) to the same server from other ports succeeded"), "{verdict}");
+}
+
+/// Past its bound the flow memory forgets the oldest flows and says how many.
+#[test]
+fn forgotten_flows_are_counted() {
+    let mut t = Tracker::with_capacity(MAX_DESTINATIONS, 2);
+    let obs = run(&mut t, &[connected(1, 1, 800), connected(2, 2, 801), connected(3, 3, 802), connected(4, 4, 800)]);
+    assert!(reuses(&obs).is_empty(), "flow 800 was forgotten, so its repeat cannot be recognised");
+    assert_eq!(t.flow_counts(), (2, 2));
 }
 
 #[test]
@@ -338,7 +453,7 @@ fn kernel_lines_join_the_stall_toward_their_server() {
 
 #[test]
 fn destinations_are_bounded() {
-    let mut t = Tracker::with_capacity(3);
+    let mut t = Tracker::with_capacity(3, MAX_FLOWS);
     for i in 0..10u64 {
         let e = ev(Kind::ConnectDone, 10 + i, i, "10.0.0.2", 1000, &format!("10.0.1.{i}"), 2049);
         t.on_event(&e);

@@ -119,15 +119,26 @@ impl<W: Write> Renderer<W> {
                     Some(g) => format!("previous connection ({}) ended {} before", r.prev_outcome.name(), human_duration(g)),
                     None => format!("previous connection: {}", r.prev_outcome.name()),
                 };
-                let _ = write!(
-                    line,
-                    "{}  {}REUSED source port {}{} ({} use in a row; {prev})",
-                    self.prefix(&r.who, r.ts_ns),
-                    self.style(RED_BOLD),
-                    r.who.flow.sport,
-                    self.style(RESET),
-                    ordinal(r.streak + 1),
-                );
+                if r.chance {
+                    let _ = write!(
+                        line,
+                        "{}  {}source port {} used again by chance{} (another transport, or long after; {prev})",
+                        self.prefix(&r.who, r.ts_ns),
+                        self.style(DIM),
+                        r.who.flow.sport,
+                        self.style(RESET),
+                    );
+                } else {
+                    let _ = write!(
+                        line,
+                        "{}  {}REUSED source port {}{} ({} use in a row; {prev})",
+                        self.prefix(&r.who, r.ts_ns),
+                        self.style(RED_BOLD),
+                        r.who.flow.sport,
+                        self.style(RESET),
+                        ordinal(r.streak + 1),
+                    );
+                }
             }
             Observation::SynRetransmit { who, ts_ns, retransmits, elapsed_ns } => {
                 let _ = write!(

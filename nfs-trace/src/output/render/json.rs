@@ -95,6 +95,7 @@ struct ReuseBody {
     prev_outcome: &'static str,
     prev_end: Option<String>,
     gap_ms: Option<f64>,
+    chance: bool,
 }
 
 #[derive(Serialize)]
@@ -116,6 +117,8 @@ pub struct StallBody {
     /// The port that finally connected.
     pub end_sport: Option<u16>,
     pub kernel_said: Vec<String>,
+    /// Connects to the same server from other flows that succeeded meanwhile.
+    pub siblings_connected: u32,
     /// The mounts served by that server and port (mount points).
     pub mounts: Vec<String>,
     /// One sentence: what this episode shows.
@@ -176,6 +179,7 @@ impl<W: Write> Renderer<W> {
             prev_end: st.prev_end_ns.map(|t| self.clock.rfc3339(t)),
             end_sport: st.end_sport,
             kernel_said: st.kernel_said.clone(),
+            siblings_connected: st.siblings_connected,
         }
     }
     fn sock_fields<'a>(&self, who: &'a Who, ts_ns: u64) -> SockFields<'a> {
@@ -243,6 +247,7 @@ impl<W: Write> Renderer<W> {
                     prev_outcome: r.prev_outcome.name(),
                     prev_end: r.prev_end_ns.map(|t| self.clock.rfc3339(t)),
                     gap_ms: r.gap_ns.map(ms3),
+                    chance: r.chance,
                 };
                 self.json_sock("reuse", &r.who, r.ts_ns, body)
             }

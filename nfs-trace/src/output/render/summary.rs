@@ -33,6 +33,8 @@ pub struct DestSummary {
     pub failed: u64,
     pub syn_retransmits: u64,
     pub max_syn_sent_ms: f64,
+    /// Repeats of a flow taken as chance (not in `reuses`).
+    pub chance_reuses: u64,
 }
 
 #[derive(Serialize)]
@@ -42,6 +44,9 @@ struct SummaryBody {
     lost_sockets: u64,
     lost_connects: u64,
     evicted_destinations: u64,
+    /// Flows remembered at exit, and forgotten to bound memory.
+    tracked_flows: usize,
+    evicted_flows: u64,
     destinations: Vec<DestSummary>,
     transports: Vec<XprtSummary>,
     mounts: Vec<Verdict>,
@@ -116,6 +121,7 @@ impl<W: Write> Renderer<W> {
                 failed: d.failed,
                 syn_retransmits: d.syn_retransmits,
                 max_syn_sent_ms: ms3(d.max_syn_sent_ns),
+                chance_reuses: d.chance_reuses,
             })
             .collect();
         match self.format {
@@ -127,6 +133,8 @@ impl<W: Write> Renderer<W> {
                     lost_sockets: lost.sockets,
                     lost_connects: lost.connects,
                     evicted_destinations: t.evicted,
+                    tracked_flows: t.flow_counts().0,
+                    evicted_flows: t.flow_counts().1,
                     destinations: dests,
                     transports,
                     mounts: verdicts,
@@ -220,6 +228,13 @@ impl<W: Write> Renderer<W> {
                 );
                 if t.evicted > 0 {
                     let _ = writeln!(s, "destinations evicted to bound memory: {}", t.evicted);
+                }
+                let (flows, forgotten) = t.flow_counts();
+                if forgotten > 0 {
+                    let _ = writeln!(
+                        s,
+                        "flows forgotten to bound memory: {forgotten} (a reuse of one of them is not recognised; {flows} remembered)"
+                    );
                 }
                 self.out.write_all(s.as_bytes())
             }
