@@ -17,6 +17,7 @@ use crate::{
     kernel::decode::{self, Record},
     kernel::env,
     kernel::hooks::{self, HookStatus},
+    kernel::{bpf_log, live_ports},
     kernel::lost::Lost,
     model::tcp::{DestKey, Observation, Tracker},
     model::xprt::{XprtObservation, XprtTracker},
@@ -40,6 +41,8 @@ pub struct Session {
     pub decode_errors: u64,
     ring: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
+    /// `--debug-bpf`: the programs' log.
+    bpf_log: Option<bpf_log::BpfLog>,
     // Last: dropping it detaches every program.
     ebpf: Ebpf,
 }
@@ -51,7 +54,9 @@ pub fn sunrpc_attached(hooks: &[HookStatus]) -> bool {
 
 impl Session {
     /// Preflight, config from this kernel's formats and BTF, load, attach.
-    pub fn start(ports: &[u16], paths: &KernelPaths, ringbuf_bytes: u32, t0: Instant) -> Result<Session> {
+    /// With `debug_bpf` the programs log their diagnostics (see
+    /// `kernel::bpf_log`); call [`Session::flush_bpf_log`] to print them.
+    pub fn start(ports: &[u16], paths: &KernelPaths, ringbuf_bytes: u32, debug_bpf: bool, t0: Instant) -> Result<Session> {
         let ports = check_ports(ports).map_err(|e| anyhow!("bad --port: {e}"))?;
         let env = env::preflight(paths.tracefs.as_deref(), paths.btf.as_deref())?;
         env::raise_memlock();
@@ -60,13 +65,16 @@ impl Session {
         // (~17 MB): they would add up in the peak RSS. The SunRPC offsets,
         // needed only with the module loaded, read it again.
         let btf = KernelBtf::from_file(&env.btf)?;
-        let config = hooks::build_config(&ports, &env.tracefs, &btf)?;
+        let mut config = hooks::build_config(&ports, &env.tracefs, &btf)?;
+        config.debug = u32::from(debug_bpf);
         let fentry_id = hooks::fentry_func_id(&btf);
         drop(btf);
         // Connections already up, in every namespace, listed before attaching:
         // a reconnect from the same port after this point is a real reuse.
         let existing = sock_diag::established_everywhere(&ports);
         let (mut ebpf, mut hooks) = hooks::load_and_attach_tcp(&config, ringbuf_bytes, fentry_id)?;
+        // Kept for the session: the SunRPC programs, loaded later, use its map.
+        let bpf_log = if debug_bpf { Some(bpf_log::init(&mut ebpf)?) } else { None };
         hooks.extend(hooks::attach_sunrpc_from(&mut ebpf, &env.btf).unwrap_or_else(hooks::sunrpc_absent));
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
         let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).context("events map missing")?)
@@ -89,6 +97,7 @@ impl Session {
             decode_errors: 0,
             ring,
             counters,
+            bpf_log,
             ebpf,
         })
     }
@@ -164,5 +173,29 @@ impl Session {
         self.hooks.extend(st);
         self.xtracker.from_tcp = !sunrpc_attached(&self.hooks);
         Some((on, of))
+    }
+
+    /// Prints what the programs logged since the last call (`--debug-bpf`).
+    pub fn flush_bpf_log(&mut self) {
+        if let Some(l) = self.bpf_log.as_mut() {
+            l.flush();
+        }
+    }
+
+    /// Watches `port` too from now on (an NFS mount on a port outside
+    /// `--port`): sets it in the kernel's live port map, and seeds the
+    /// trackers with its connections already up, as at start. Returns false
+    /// when it was watched already.
+    pub fn watch_port(&mut self, port: u16) -> Result<bool> {
+        if self.ports.contains(&port) {
+            return Ok(false);
+        }
+        live_ports::add(&mut self.ebpf, port)?;
+        self.ports.push(port);
+        for sk in sock_diag::established_everywhere(&[port]) {
+            self.tracker.seed(DestKey { laddr: sk.laddr, raddr: sk.raddr, dport: sk.rport }, sk.lport);
+            self.xtracker.seed(sk.laddr, sk.raddr, sk.rport, sk.lport);
+        }
+        Ok(true)
     }
 }
