@@ -26,7 +26,9 @@ impl log::Log for StderrLog {
     fn flush(&self) {}
 }
 
-/// The reader of the programs' log map.
+/// The reader of the programs' log map. (aya-log's `flush` panics on a
+/// record it cannot parse; only our own programs write this map, through
+/// aya-log-ebpf's macros, so every record is one it wrote.)
 pub type BpfLog = EbpfLogger<StderrLog>;
 
 /// Takes the log map out of a loaded object (call before the programs load
