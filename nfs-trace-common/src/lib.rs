@@ -11,6 +11,21 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_SOCKS: &str = "SOCKS";
 pub const GLOBAL_CONFIG: &str = "CONFIG";
+/// Ports watched since start (NFS mounts on ports outside `--port`).
+pub const MAP_LIVE_PORTS: &str = "LIVE_PORTS";
+/// Name of aya-log's record map (`--debug-bpf` diagnostics).
+pub const MAP_BPF_LOG: &str = "AYA_LOGS";
+
+/// `LIVE_PORTS` is a bitmap of every port: bit `p % 64` of word `p / 64`.
+/// 8 KiB holds all 65,536 ports, so it never fills, and a lookup is one
+/// array access (the verifier inlines array lookups: no helper call).
+pub const LIVE_PORT_WORDS: u32 = 65536 / 64;
+
+/// Where port `p` lives in `LIVE_PORTS`: (word index, bit mask).
+#[inline(always)]
+pub const fn live_port_bit(p: u16) -> (u32, u64) {
+    ((p >> 6) as u32, 1u64 << (p & 63))
+}
 
 /// Default ring buffer size in bytes (power of two, multiple of the page size).
 pub const DEFAULT_RINGBUF_BYTES: u32 = 1 << 20;
@@ -284,6 +299,10 @@ pub struct Config {
     pub sock: SockOffsets,
     pub set_state: SetStateOffsets,
     pub retransmit: RetransmitOffsets,
+    /// Non-zero with `--debug-bpf`: the programs log diagnostics (failed
+    /// probe reads, unexpected values) through aya-log. A load-time
+    /// constant, so without the flag the verifier removes those branches.
+    pub debug: u32,
 }
 
 impl SockOffsets {
@@ -325,6 +344,7 @@ impl Config {
             protocol_size: 0,
         },
         retransmit: RetransmitOffsets { skaddr: 0, sport: 0, dport: 0, saddr_v6: 0, daddr_v6: 0, _pad: [0; 3] },
+        debug: 0,
     };
 
     /// Whether `port` is one of the watched destination ports.
@@ -379,5 +399,17 @@ mod tests {
         assert!(c.watches(20049));
         assert!(!c.watches(0), "unused slots (0) must not match");
         assert!(!c.watches(111));
+    }
+
+    #[test]
+    fn live_port_bits_cover_every_port_once() {
+        let mut seen = [0u64; LIVE_PORT_WORDS as usize];
+        for p in 0..=u16::MAX {
+            let (w, bit) = live_port_bit(p);
+            assert!(w < LIVE_PORT_WORDS);
+            assert_eq!(seen[w as usize] & bit, 0, "port {p} shares a bit");
+            seen[w as usize] |= bit;
+        }
+        assert!(seen.iter().all(|&w| w == u64::MAX));
     }
 }

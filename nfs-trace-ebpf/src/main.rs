@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod diag;
 mod maps;
 mod sunrpc;
 mod tcp;

@@ -3,7 +3,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
-use nfs_trace_common::{Config, DEFAULT_RINGBUF_BYTES, SOCKS_MAX_ENTRIES, XprtOffsets, counter};
+use nfs_trace_common::{
+    Config, DEFAULT_RINGBUF_BYTES, LIVE_PORT_WORDS, SOCKS_MAX_ENTRIES, XprtOffsets, counter, live_port_bit,
+};
 
 /// Written by the loader before load (`override_global("CONFIG")`), so the
 /// verifier and JIT see constants.
@@ -40,6 +42,24 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// (it may load after us, so these cannot be load-time constants).
 #[map(name = "XPRT_OFFSETS")]
 pub static XPRT_OFFSETS: Array<XprtOffsets> = Array::with_max_entries(1, 0);
+
+/// Ports watched since start, set by userspace when an NFS mount on a port
+/// outside CONFIG appears (CONFIG is .rodata: frozen at load). A bitmap of
+/// all ports (see `live_port_bit`).
+#[map(name = "LIVE_PORTS")]
+pub static LIVE_PORTS: Array<u64> = Array::with_max_entries(LIVE_PORT_WORDS, 0);
+
+/// Whether `port` is watched: CONFIG's ports (compared against constants),
+/// else the live bitmap. Callers test this only where a socket starts
+/// connecting or for SunRPC events, never on every state change.
+#[inline(always)]
+pub fn watched(cfg: &Config, port: u16) -> bool {
+    if cfg.watches(port) {
+        return true;
+    }
+    let (word, bit) = live_port_bit(port);
+    matches!(LIVE_PORTS.get(word), Some(w) if *w & bit != 0)
+}
 
 /// Per-socket state, kept from SYN_SENT until CLOSE.
 #[repr(C)]
@@ -80,5 +100,11 @@ pub fn read_at<T: Default>(base: u64, off: u32) -> T {
     }
     // SAFETY: bpf_probe_read_kernel copies through a checked helper that
     // faults safely on a bad address; `off` comes from this kernel's BTF.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((base + off as u64) as *const T) }.unwrap_or_default()
+    match unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((base + off as u64) as *const T) } {
+        Ok(v) => v,
+        Err(e) => {
+            crate::diag::read_failed(base, off, core::mem::size_of::<T>(), e);
+            T::default()
+        }
+    }
 }

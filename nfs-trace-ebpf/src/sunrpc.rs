@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use nfs_trace_common::{AF_INET, AF_INET6, NO_OFFSET, XprtEvent, XprtOffsets, counter, kind, xprt_event};
 
-use crate::maps::{EVENTS, XPRT_OFFSETS, config, count, read_at};
+use crate::maps::{EVENTS, XPRT_OFFSETS, config, count, read_at, watched};
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 
@@ -71,7 +71,7 @@ fn try_socket_event(ctx: &RawTracePointContext, what: u8, has_error: bool) -> Re
     }
     let sk_dport = u16::from_be(read_at::<u16>(sk, so.skc_dport));
     let dport = if xport != 0 { xport } else { sk_dport };
-    if !cfg.watches(dport) {
+    if !watched(cfg, dport) {
         return Ok(0);
     }
     let (saddr, sk_daddr) = if family == AF_INET6 {
@@ -116,8 +116,11 @@ fn try_xprt_event(ctx: &RawTracePointContext, what: u8) -> Result<u32, i64> {
     let cfg = config();
     let xo = xprt_offsets();
     let xprt: u64 = ctx.arg(0);
+    if xo.valid == 0 {
+        crate::diag::no_xprt_offsets(xprt);
+    }
     let (family, dport, daddr) = xprt_dest(xprt, &xo);
-    if (family != AF_INET && family != AF_INET6) || !cfg.watches(dport) {
+    if (family != AF_INET && family != AF_INET6) || !watched(cfg, dport) {
         return Ok(0);
     }
     let Some(mut entry) = EVENTS.reserve::<XprtEvent>(0) else {

@@ -15,7 +15,7 @@ use nfs_trace_common::{
     tcp_state::{CLOSE, ESTABLISHED, LISTEN, SYN_RECV, SYN_SENT},
 };
 
-use crate::maps::{EVENTS, SOCKS, SockState, config, count, read_at};
+use crate::maps::{EVENTS, SOCKS, SockState, config, count, read_at, watched};
 
 /// `sk_user_data` carries flag bits in its low bits (SK_USER_DATA_NOCOPY,
 /// _BPF, _PSOCK); the pointer is 8-aligned.
@@ -111,8 +111,9 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
     if newstate == SYN_SENT {
         // An active open starts: only TCP toward destinations we watch gets
         // state. (Only here is the protocol checked: the map holds nothing
-        // else, so every later lookup by socket implies TCP.)
-        if f.protocol() != IPPROTO_TCP as u16 || !cfg.watches(f.dport()) {
+        // else, so every later lookup by socket implies TCP.) Ports added
+        // at run time are looked up only here, never on other changes.
+        if f.protocol() != IPPROTO_TCP as u16 || !watched(cfg, f.dport()) {
             return Ok(0);
         }
         let sk = f.sk();
@@ -263,6 +264,7 @@ fn emit(
         (*ev).sport = f.sport();
         (*ev).dport = f.dport();
         (*ev).family = f.family();
+        crate::diag::check_family(sk, (*ev).family);
         put16(&raw mut (*ev).saddr, f.addr(SET_STATE_DIRECT.saddr_v6, f.o.saddr_v6));
         put16(&raw mut (*ev).daddr, f.addr(SET_STATE_DIRECT.daddr_v6, f.o.daddr_v6));
     }

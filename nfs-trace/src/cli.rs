@@ -88,6 +88,10 @@ pub struct WatchArgs {
     /// Serve Prometheus metrics on ADDR:PORT, or PORT on loopback (port 0: any free one).
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Kernel-side diagnostics on stderr (`nfs-trace: bpf: ...`): failed struct
+    /// reads, unexpected values. Off by default, and then costs nothing.
+    #[arg(long)]
+    pub debug_bpf: bool,
     #[command(flatten)]
     pub paths: KernelPaths,
 }
@@ -137,6 +141,9 @@ pub struct ProveArgs {
     pub proc_root: PathBuf,
     #[arg(long, value_name = "DIR", default_value = "/sys")]
     pub sys_root: PathBuf,
+    /// Kernel-side diagnostics on stderr, as in watch.
+    #[arg(long)]
+    pub debug_bpf: bool,
     #[command(flatten)]
     pub paths: KernelPaths,
 }
@@ -149,6 +156,9 @@ pub struct ProbesArgs {
     /// Destination ports the programs are configured for (as in watch).
     #[arg(short, long = "port", value_name = "PORT", value_delimiter = ',', default_value = "2049", value_parser = parse_port)]
     pub ports: Vec<u16>,
+    /// Load the programs built with their --debug-bpf diagnostics on (does that variant pass this kernel's verifier?).
+    #[arg(long)]
+    pub debug_bpf: bool,
     #[command(flatten)]
     pub paths: KernelPaths,
 }

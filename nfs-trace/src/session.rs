@@ -17,6 +17,7 @@ use crate::{
     kernel::decode::{self, Record},
     kernel::env,
     kernel::hooks::{self, HookStatus},
+    kernel::{bpf_log, live_ports},
     kernel::lost::Lost,
     flow::Flow,
     model::tcp::{Observation, Tracker},
@@ -41,6 +42,8 @@ pub struct Session {
     pub decode_errors: u64,
     ring: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
+    /// `--debug-bpf`: the programs' log.
+    bpf_log: Option<bpf_log::BpfLog>,
     // Last: dropping it detaches every program.
     ebpf: Ebpf,
 }
@@ -52,7 +55,9 @@ pub fn sunrpc_attached(hooks: &[HookStatus]) -> bool {
 
 impl Session {
     /// Preflight, config from this kernel's formats and BTF, load, attach.
-    pub fn start(ports: &[u16], paths: &KernelPaths, ringbuf_bytes: u32, t0: Instant) -> Result<Session> {
+    /// With `debug_bpf` the programs log their diagnostics (see
+    /// `kernel::bpf_log`); call [`Session::flush_bpf_log`] to print them.
+    pub fn start(ports: &[u16], paths: &KernelPaths, ringbuf_bytes: u32, debug_bpf: bool, t0: Instant) -> Result<Session> {
         let ports = check_ports(ports).map_err(|e| anyhow!("bad --port: {e}"))?;
         let env = env::preflight(paths.tracefs.as_deref(), paths.btf.as_deref())?;
         env::raise_memlock();
@@ -61,13 +66,16 @@ impl Session {
         // (~17 MB): they would add up in the peak RSS. The SunRPC offsets,
         // needed only with the module loaded, read it again.
         let btf = KernelBtf::from_file(&env.btf)?;
-        let config = hooks::build_config(&ports, &env.tracefs, &btf)?;
+        let mut config = hooks::build_config(&ports, &env.tracefs, &btf)?;
+        config.debug = u32::from(debug_bpf);
         let fentry_id = hooks::fentry_func_id(&btf);
         drop(btf);
         // Connections already up, in every namespace, listed before attaching:
         // a reconnect from the same port after this point is a real reuse.
         let existing = sock_diag::established_everywhere(&ports);
         let (mut ebpf, mut hooks) = hooks::load_and_attach_tcp(&config, ringbuf_bytes, fentry_id)?;
+        // Kept for the session: the SunRPC programs, loaded later, use its map.
+        let bpf_log = if debug_bpf { Some(bpf_log::init(&mut ebpf)?) } else { None };
         hooks.extend(hooks::attach_sunrpc_from(&mut ebpf, &env.btf).unwrap_or_else(hooks::sunrpc_absent));
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
         let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).context("events map missing")?)
@@ -76,11 +84,7 @@ impl Session {
             .map_err(|e| anyhow!("counters map: {e}"))?;
         let mut tracker = Tracker::new();
         let mut xtracker = XprtTracker::new(!sunrpc_attached(&hooks));
-        for sk in &existing {
-            let flow = Flow { laddr: sk.laddr, sport: sk.lport, raddr: sk.raddr, dport: sk.rport };
-            tracker.seed(flow);
-            xtracker.seed(flow);
-        }
+        seed(&mut tracker, &mut xtracker, &existing);
         Ok(Session {
             env,
             ports,
@@ -91,6 +95,7 @@ impl Session {
             decode_errors: 0,
             ring,
             counters,
+            bpf_log,
             ebpf,
         })
     }
@@ -166,5 +171,36 @@ impl Session {
         self.hooks.extend(st);
         self.xtracker.from_tcp = !sunrpc_attached(&self.hooks);
         Some((on, of))
+    }
+
+    /// Prints what the programs logged since the last call (`--debug-bpf`).
+    pub fn flush_bpf_log(&mut self) {
+        if let Some(l) = self.bpf_log.as_mut() {
+            l.flush();
+        }
+    }
+
+    /// Watches `port` too from now on (an NFS mount on a port outside
+    /// `--port`): sets it in the kernel's live port map, and seeds the
+    /// trackers with its connections already up, as at start. Returns false
+    /// when it was watched already.
+    pub fn watch_port(&mut self, port: u16) -> Result<bool> {
+        if self.ports.contains(&port) {
+            return Ok(false);
+        }
+        live_ports::add(&mut self.ebpf, port)?;
+        self.ports.push(port);
+        seed(&mut self.tracker, &mut self.xtracker, &sock_diag::established_everywhere(&[port]));
+        Ok(true)
+    }
+}
+
+/// Connections already up when their port began to be watched: each is the
+/// previous flow for its first reconnect.
+fn seed(tracker: &mut Tracker, xtracker: &mut XprtTracker, existing: &[sock_diag::TcpSock]) {
+    for sk in existing {
+        let flow = Flow { laddr: sk.laddr, sport: sk.lport, raddr: sk.raddr, dport: sk.rport };
+        tracker.seed(flow);
+        xtracker.seed(flow);
     }
 }

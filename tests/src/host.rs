@@ -43,6 +43,8 @@ pub struct Tracer {
     rx: mpsc::Receiver<Value>,
     pub attached: Value,
     stderr: Option<thread::JoinHandle<String>>,
+    /// Records taken by [`Tracer::wait_for`], handed back by `stop`.
+    seen: Vec<Value>,
 }
 
 impl Tracer {
@@ -77,7 +79,23 @@ impl Tracer {
         });
         assert_eq!(first["type"], "attached", "first record must be `attached`: {first}");
         assert_eq!(first["v"], 1);
-        Tracer { child, rx, attached: first, stderr: Some(stderr) }
+        Tracer { child, rx, attached: first, stderr: Some(stderr), seen: Vec::new() }
+    }
+
+    /// Waits up to `limit` for a record matching `want` while the tracer
+    /// runs (records read meanwhile are kept for `stop`). The limit only
+    /// bounds a wait for something the tracer does by itself (e.g. its
+    /// once-a-second mount re-read); the caller asserts on the result.
+    pub fn wait_for(&mut self, limit: Duration, want: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + limit;
+        while let Ok(v) = self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            let hit = want(&v);
+            self.seen.push(v.clone());
+            if hit {
+                return Some(v);
+            }
+        }
+        None
     }
 
     /// The tracer's process id.
@@ -99,7 +117,7 @@ impl Tracer {
     pub fn stop_with(mut self, sig: i32) -> Records {
         self.signal(sig);
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut recs = Vec::new();
+        let mut recs = std::mem::take(&mut self.seen);
         while let Ok(v) = self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             recs.push(v);
         }

@@ -31,7 +31,8 @@ pub fn run(args: ProbesArgs) -> Result<()> {
             Ok(env) => {
                 env::raise_memlock();
                 let btf = KernelBtf::from_file(&env.btf)?;
-                let config = hooks::build_config(&ports, &env.tracefs, &btf)?;
+                let mut config = hooks::build_config(&ports, &env.tracefs, &btf)?;
+                config.debug = u32::from(args.debug_bpf);
                 match hooks::load_and_attach(&config, nfs_trace_common::DEFAULT_RINGBUF_BYTES, &btf) {
                     Ok((ebpf, status)) => {
                         drop(ebpf);

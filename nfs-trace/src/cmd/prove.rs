@@ -143,7 +143,7 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
     let server: IpAddr = view.server_ip().ok_or_else(|| anyhow!("server {} of {want} is not an IP address", view.server))?;
     confirm(&args, &view)?;
 
-    let mut s = Session::start(&[view.port], &args.paths, nfs_trace_common::DEFAULT_RINGBUF_BYTES, t0)?;
+    let mut s = Session::start(&[view.port], &args.paths, nfs_trace_common::DEFAULT_RINGBUF_BYTES, args.debug_bpf, t0)?;
     s.poll_sunrpc();
     // Make sure the transport is up before the first round.
     statfs_in_background(&args.mount);
@@ -265,6 +265,7 @@ fn wait_reconnect(s: &mut Session, server: IpAddr, port: u16, timeout: Duration,
             }
             Ok(got.is_none())
         })?;
+        s.flush_bpf_log();
         if got.is_some() {
             return Ok(got);
         }

@@ -43,6 +43,52 @@ struct AttachedBody<'a> {
     tracefs_mounted_by_us: bool,
     /// Where metrics are served, if asked.
     metrics: Option<String>,
+    /// `--debug-bpf`: kernel diagnostics go to stderr.
+    debug_bpf: bool,
+}
+
+/// Ports of NFS mounts outside the watched set, with their mount points,
+/// in the order first seen.
+fn unwatched_mount_ports<'a>(watched: &[u16], mounts: impl Iterator<Item = (u16, &'a str)>) -> Vec<(u16, Vec<String>)> {
+    let mut out: Vec<(u16, Vec<String>)> = Vec::new();
+    for (port, mountpoint) in mounts {
+        if watched.contains(&port) {
+            continue;
+        }
+        match out.iter_mut().find(|(p, _)| *p == port) {
+            Some((_, m)) => m.push(mountpoint.to_string()),
+            None => out.push((port, vec![mountpoint.to_string()])),
+        }
+    }
+    out
+}
+
+/// Watches the ports of NFS mounts outside the watched set (the kernel's
+/// live port map holds every port, so this cannot run out of room); returns
+/// those now watched. A port that cannot be added is said on stderr at
+/// every re-read (once a second) until adding it works.
+fn follow_mount_ports<'a>(s: &mut Session, mounts: impl Iterator<Item = (u16, &'a str)>) -> Vec<(u16, Vec<String>)> {
+    let mut added = Vec::new();
+    for (port, mountpoints) in unwatched_mount_ports(&s.ports, mounts) {
+        match s.watch_port(port) {
+            Ok(_) => added.push((port, mountpoints)),
+            Err(e) => eprintln!(
+                "nfs-trace: NFS mount {} uses port {port}, which is NOT watched: {e:#}",
+                mountpoints.join(", ")
+            ),
+        }
+    }
+    added
+}
+
+#[derive(Serialize)]
+struct PortsBody<'a> {
+    /// Every watched port now.
+    ports: &'a [u16],
+    /// The ports just added.
+    added: &'a [u16],
+    /// The NFS mounts they were added for.
+    mounts: &'a [String],
 }
 
 fn stdout_is_tty() -> bool {
@@ -63,7 +109,15 @@ pub fn format_for(json: bool, color: Color) -> Format {
 }
 
 /// One line for people on stderr: what is attached and which NFS mounts exist.
-fn start_line(env: &env::Env, ports: &[u16], hooks: &[HookStatus], mounts: &[NfsMount], attach_ms: f64) -> String {
+fn start_line(
+    env: &env::Env,
+    ports: &[u16],
+    from_mounts: &[u16],
+    hooks: &[HookStatus],
+    mounts: &[NfsMount],
+    attach_ms: f64,
+    debug_bpf: bool,
+) -> String {
     let (tcp, sunrpc) = hooks.split_at(hooks::FIRST_SUNRPC_HOOK.min(hooks.len()));
     let on: Vec<String> = tcp.iter().filter(|h| h.attached).map(|h| format!("{} ({})", h.name, h.kind.name())).collect();
     let mut off: Vec<String> = tcp
@@ -80,7 +134,9 @@ fn start_line(env: &env::Env, ports: &[u16], hooks: &[HookStatus], mounts: &[Nfs
             .iter()
             .map(|m| {
                 let resv = if m.has_flag("noresvport") { ",noresvport" } else { "" };
-                let unwatched = if ports.contains(&m.port()) {
+                let unwatched = if from_mounts.contains(&m.port()) {
+                    format!(", port {} watched: it is this mount's", m.port())
+                } else if ports.contains(&m.port()) {
                     String::new()
                 } else {
                     format!(", port {} NOT watched: add --port {}", m.port(), m.port())
@@ -107,8 +163,9 @@ fn start_line(env: &env::Env, ports: &[u16], hooks: &[HookStatus], mounts: &[Nfs
         format!("; SunRPC: {sunrpc_on} of {} hooks attached", sunrpc.len())
     };
     let tracefs = if env.mounted_tracefs { format!("; mounted tracefs at {}", env.tracefs.display()) } else { String::new() };
+    let debug = if debug_bpf { "; kernel diagnostics on (--debug-bpf)" } else { "" };
     format!(
-        "nfs-trace: attached {} in {attach_ms:.0} ms on {}{off}{sunrpc}{tracefs}; watching TCP connects to port {}. {mounts}.",
+        "nfs-trace: attached {} in {attach_ms:.0} ms on {}{off}{sunrpc}{tracefs}{debug}; watching TCP connects to port {}. {mounts}.",
         on.join(", "),
         env.release,
         port_list.join(",")
@@ -129,7 +186,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     // Handlers first: a Ctrl-C while attaching still gets a clean detach.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut s = Session::start(&args.ports, &args.paths, args.ringbuf_kb * 1024, t0)?;
+    let mut s = Session::start(&args.ports, &args.paths, args.ringbuf_kb * 1024, args.debug_bpf, t0)?;
     let metrics = match args.metrics {
         Some(a) => Some(
             tokio::net::TcpListener::bind(a).await.map_err(|e| anyhow!("cannot serve metrics on {a}: {e}"))?,
@@ -144,10 +201,13 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     }
 
     let mounts = mountinfo::nfs_mounts(&args.proc_root).unwrap_or_default();
+    // NFS mounts on ports outside --port are watched too, from now on.
+    let from_mounts: Vec<u16> =
+        follow_mount_ports(&mut s, mounts.iter().map(|m| (m.port(), m.mountpoint.as_str()))).into_iter().map(|(p, _)| p).collect();
     let clock = Clock::new();
     let format = format_for(args.json, args.color);
     let mut out = Renderer::new(io::BufWriter::with_capacity(64 * 1024, io::stdout().lock()), format, clock);
-    eprintln!("{}", start_line(&s.env, &s.ports, &s.hooks, &mounts, s.attach_ms));
+    eprintln!("{}", start_line(&s.env, &s.ports, &from_mounts, &s.hooks, &mounts, s.attach_ms, args.debug_bpf));
     if format == Format::Json {
         let body = AttachedBody {
             kernel: &s.env.release,
@@ -157,6 +217,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             mounts: &mounts,
             tracefs_mounted_by_us: s.env.mounted_tracefs,
             metrics: metrics_addr.map(|a| a.to_string()),
+            debug_bpf: args.debug_bpf,
         };
         if !keep_going(out.json_line("attached", body).and_then(|_| out.flush()))? {
             return Ok(());
@@ -207,6 +268,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                 keep_going(out.xprt_observation(o, &views))
             }
         })?;
+        s.flush_bpf_log();
         if let Some(k) = kmsg.as_mut() {
             for l in k.poll() {
                 // The kernel names the server as mounted; map it to an address.
@@ -224,6 +286,16 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         if open && (stop || last_lost_check.elapsed() >= LOST_EVERY) {
             last_lost_check = Instant::now();
             views = read_views();
+            // A mount made since on a port not watched: watch it from now on.
+            for (port, mountpoints) in follow_mount_ports(&mut s, views.iter().map(|v| (v.port, v.mountpoint.as_str()))) {
+                eprintln!(
+                    "nfs-trace: NFS mount {} uses port {port}: now watching port {port} too (its connects before now were not seen)",
+                    mountpoints.join(", ")
+                );
+                if format == Format::Json {
+                    open = open && keep_going(out.json_line("ports", PortsBody { ports: &s.ports, added: &[port], mounts: &mountpoints }))?;
+                }
+            }
             // sunrpc may load after us (the first NFS mount loads it).
             if let Some((on, of)) = s.poll_sunrpc() {
                 eprintln!("nfs-trace: sunrpc loaded: attached {on} of {of} SunRPC hooks");
@@ -295,4 +367,17 @@ struct KernelBody<'a> {
 #[derive(Serialize)]
 struct HooksBody<'a> {
     hooks: &'a [HookStatus],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unwatched_mount_ports_are_grouped_in_order_seen() {
+        let mounts = [(2049, "/a"), (20049, "/b"), (3049, "/c"), (20049, "/d")];
+        let got = unwatched_mount_ports(&[2049, 3049], mounts.into_iter());
+        assert_eq!(got, vec![(20049, vec!["/b".to_string(), "/d".to_string()])]);
+        assert!(unwatched_mount_ports(&[2049, 20049, 3049], mounts.into_iter()).is_empty());
+    }
 }

@@ -12,7 +12,7 @@ use aya::{
     programs::{FEntry, KProbe, RawTracePoint, TracePoint},
 };
 use nfs_trace_common::{
-    Config, GLOBAL_CONFIG, MAP_EVENTS, MAP_XPRT_OFFSETS, NO_OFFSET, RetransmitOffsets, SET_STATE_DIRECT, SetStateOffsets,
+    Config, GLOBAL_CONFIG, MAP_BPF_LOG, MAP_EVENTS, MAP_XPRT_OFFSETS, NO_OFFSET, RetransmitOffsets, SET_STATE_DIRECT, SetStateOffsets,
     SockOffsets, XprtOffsets,
 };
 use serde::Serialize;
@@ -284,12 +284,14 @@ pub fn load_and_attach_tcp(config: &Config, ringbuf_bytes: u32, fentry_id: Optio
     // relocations (offsets come in CONFIG). aya 0.14's EbpfLoader::new()
     // still parses vmlinux BTF (~17 MB of peak memory) before `.btf(None)`
     // drops it; there is no constructor without it.
-    let mut ebpf = EbpfLoader::new()
-        .btf(None)
-        .override_global(GLOBAL_CONFIG, config, true)
-        .map_max_entries(MAP_EVENTS, ringbuf_bytes)
-        .load(EBPF_OBJECT)
-        .map_err(|e| anyhow!("loading the BPF object failed: {e}"))?;
+    let mut loader = EbpfLoader::new();
+    loader.btf(None).override_global(GLOBAL_CONFIG, config, true).map_max_entries(MAP_EVENTS, ringbuf_bytes);
+    if config.debug == 0 {
+        // Without --debug-bpf nothing writes or reads aya-log's map: one
+        // page instead of its 128 KiB.
+        loader.map_max_entries(MAP_BPF_LOG, page_size());
+    }
+    let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| anyhow!("loading the BPF object failed: {e}"))?;
     let mut status = Vec::new();
 
     let required = &HOOKS[0];
@@ -329,6 +331,12 @@ pub fn load_and_attach_tcp(config: &Config, ringbuf_bytes: u32, fentry_id: Optio
     }
     debug_assert_eq!(status.len(), FIRST_SUNRPC_HOOK);
     Ok((ebpf, status))
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf only reads a system constant.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as u32 } else { 4096 }
 }
 
 /// [`attach_sunrpc`] reading the kernel's BTF from `btf_path` only when the
@@ -521,25 +529,128 @@ mod tests {
         };
         crate::kernel::env::raise_memlock();
         let btf = KernelBtf::from_file(&env.btf).unwrap();
-        let config = build_config(&[2049], &env.tracefs, &btf).unwrap();
-        let mut ebpf = EbpfLoader::new()
-            .btf(None)
-            .override_global(GLOBAL_CONFIG, &config, true)
-            .load(EBPF_OBJECT)
-            .unwrap();
-        for h in HOOKS {
-            match h.kind {
-                HookKind::Tracepoint => {
-                    let tp: &mut TracePoint = program(&mut ebpf, h.program).unwrap();
-                    tp.load().unwrap_or_else(|e| panic!("{}: {e}", h.program));
+        // Both builds: as run by default and with --debug-bpf's logging.
+        for debug in [0, 1] {
+            let mut config = build_config(&[2049], &env.tracefs, &btf).unwrap();
+            config.debug = debug;
+            let mut ebpf = EbpfLoader::new()
+                .btf(None)
+                .override_global(GLOBAL_CONFIG, &config, true)
+                .load(EBPF_OBJECT)
+                .unwrap();
+            for h in HOOKS {
+                match h.kind {
+                    HookKind::Tracepoint => {
+                        let tp: &mut TracePoint = program(&mut ebpf, h.program).unwrap();
+                        tp.load().unwrap_or_else(|e| panic!("{} (debug={debug}): {e}", h.program));
+                    }
+                    HookKind::RawTracepoint => {
+                        let tp: &mut RawTracePoint = program(&mut ebpf, h.program).unwrap();
+                        tp.load().unwrap_or_else(|e| panic!("{} (debug={debug}): {e}", h.program));
+                    }
+                    HookKind::Kprobe | HookKind::Fentry => {}
                 }
-                HookKind::RawTracepoint => {
-                    let tp: &mut RawTracePoint = program(&mut ebpf, h.program).unwrap();
-                    tp.load().unwrap_or_else(|e| panic!("{}: {e}", h.program));
-                }
-                HookKind::Kprobe | HookKind::Fentry => {}
             }
         }
+    }
+
+    /// Collects the programs' log records (what `--debug-bpf` prints).
+    #[derive(Default)]
+    struct Collect(std::sync::Mutex<Vec<String>>);
+
+    impl log::Log for Collect {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, r: &log::Record) {
+            self.0.lock().unwrap().push(crate::kernel::bpf_log::line(r.level(), &r.args().to_string()));
+        }
+        fn flush(&self) {}
+    }
+
+    /// `union bpf_attr` for BPF_PROG_TEST_RUN.
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestRunAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: u32,
+    }
+
+    /// Runs a raw tracepoint program once with `args` as its arguments
+    /// (BPF_PROG_TEST_RUN, 5.10+): no sunrpc module needed.
+    fn test_run_raw_tp(fd: std::os::fd::BorrowedFd, args: &[u64]) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        const BPF_PROG_TEST_RUN: libc::c_long = 10;
+        let attr = TestRunAttr {
+            prog_fd: fd.as_raw_fd() as u32,
+            ctx_size_in: size_of_val(args) as u32,
+            ctx_in: args.as_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: bpf(2) reads a valid, zero-padded attr whose ctx_in
+        // pointer (args) outlives the call.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &attr as *const TestRunAttr, size_of::<TestRunAttr>() as u32) };
+        if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    }
+
+    /// `--debug-bpf` end to end in the kernel: a SunRPC program run with a
+    /// socket pointer no kernel would pass (a user address) fails to read
+    /// `socket->sk`, and says so through the log map, once; the same run
+    /// without the flag logs nothing. And the flag is free when off: the
+    /// verifier removes the logging branches (fewer translated
+    /// instructions than with it). Needs root; fails without it.
+    #[test]
+    fn debug_bpf_logs_a_failed_read_and_costs_nothing_when_off() {
+        use std::os::fd::AsFd as _;
+        let env = crate::kernel::env::preflight(None, None)
+            .expect("this test loads BPF programs: run it as root on a kernel with tracefs and BTF");
+        crate::kernel::env::raise_memlock();
+        let btf = KernelBtf::from_file(&env.btf).unwrap();
+        let mut sizes = Vec::new();
+        for debug in [false, true] {
+            let mut config = build_config(&[2049], &env.tracefs, &btf).unwrap();
+            config.debug = u32::from(debug);
+            let mut ebpf = EbpfLoader::new()
+                .btf(None)
+                .override_global(GLOBAL_CONFIG, &config, true)
+                .load(EBPF_OBJECT)
+                .unwrap();
+            let got: &'static Collect = Box::leak(Box::default());
+            let mut logs = aya_log::EbpfLogger::init_with_logger(&mut ebpf, got).unwrap();
+            let tp: &mut RawTracePoint = program(&mut ebpf, "rpc_socket_connect").unwrap();
+            tp.load().unwrap();
+            // xprt, socket, error.
+            test_run_raw_tp(tp.fd().unwrap().as_fd(), &[0x1000, 0x2000, 0]).expect("BPF_PROG_TEST_RUN");
+            logs.flush();
+            let lines = got.0.lock().unwrap().clone();
+            if debug {
+                let want = format!("nfs-trace: bpf: error: probe read of 8 bytes at 2000+{} failed: error -", config.sock.socket_sk);
+                assert_eq!(lines.len(), 1, "one diagnostic: {lines:?}");
+                assert!(lines[0].starts_with(&want), "{lines:?}, want {want}");
+            } else {
+                assert!(lines.is_empty(), "nothing logged without --debug-bpf: {lines:?}");
+            }
+            let tp: &mut TracePoint = program(&mut ebpf, "inet_sock_set_state").unwrap();
+            tp.load().unwrap();
+            let size = tp.info().unwrap().size_translated().expect("translated size (root)");
+            eprintln!("inet_sock_set_state with debug={debug}: {size} bytes translated");
+            sizes.push(size);
+        }
+        assert!(sizes[0] < sizes[1], "without --debug-bpf the verifier drops the logging: {sizes:?}");
     }
 
     #[test]

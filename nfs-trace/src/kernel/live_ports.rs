@@ -1,0 +1,20 @@
+//! Ports watched since start: the kernel's `LIVE_PORTS` bitmap (see
+//! `nfs_trace_common::live_port_bit`). `--port` stays in CONFIG (.rodata,
+//! compared against constants on the fast path); a port added at run time
+//! (an NFS mount on another port) is set here, consulted by the programs
+//! only when a socket starts connecting. The bitmap holds every port, so an
+//! add cannot fail for want of room.
+use anyhow::{Result, anyhow};
+use aya::{Ebpf, maps::Array};
+use nfs_trace_common::{MAP_LIVE_PORTS, live_port_bit};
+
+/// Sets `port`'s bit: connects toward it are traced from now on.
+pub fn add(ebpf: &mut Ebpf, port: u16) -> Result<()> {
+    let map = ebpf.map_mut(MAP_LIVE_PORTS).ok_or_else(|| anyhow!("map {MAP_LIVE_PORTS} missing"))?;
+    let mut a = Array::<_, u64>::try_from(map).map_err(|e| anyhow!("map {MAP_LIVE_PORTS}: {e}"))?;
+    let (word, bit) = live_port_bit(port);
+    // Only this process writes the map, so read-modify-write is safe.
+    let w = a.get(&word, 0).map_err(|e| anyhow!("map {MAP_LIVE_PORTS}: {e}"))?;
+    a.set(word, w | bit, 0).map_err(|e| anyhow!("map {MAP_LIVE_PORTS}: {e}"))?;
+    Ok(())
+}
