@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use nfs_trace_common::{AF_INET, AF_INET6, NO_OFFSET, XprtEvent, XprtOffsets, counter, kind, xprt_event};
 
-use crate::maps::{EVENTS, XPRT_OFFSETS, config, count, read_at};
+use crate::maps::{EVENTS, XPRT_OFFSETS, config, count, read_at, read_opt};
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 
@@ -48,6 +48,16 @@ fn xprt_dest(xprt: u64, xo: &XprtOffsets) -> (u16, u16, [u8; 16]) {
         [0; 16]
     };
     (family, port, addr)
+}
+
+/// `sock_xprt.srcport` and whether it could be read: 0 is a real value
+/// ("remembers no port"), so an unknown one must not look like it.
+#[inline(always)]
+fn srcport(xprt: u64, xo: &XprtOffsets) -> (u16, u8) {
+    match read_opt::<u16>(xprt, xo.srcport) {
+        Some(p) => (p, 1),
+        None => (0, 0),
+    }
 }
 
 /// rpc_socket_* events: (xprt, socket[, error]).
@@ -103,8 +113,13 @@ fn try_socket_event(ctx: &RawTracePointContext, what: u8, has_error: bool) -> Re
         (*ev).sk_err = read_at(sk, so.sk_err);
         (*ev).sport = read_at(sk, so.skc_num);
         (*ev).dport = dport;
-        (*ev).srcport = read_at(xprt, xo.srcport);
+        let (port, known) = srcport(xprt, &xo);
+        (*ev).srcport = port;
+        (*ev).srcport_known = known;
         (*ev).family = fam;
+        (*ev)._pad0 = 0;
+        (*ev)._pad1 = 0;
+        (*ev)._pad2 = 0;
     }
     entry.submit(BPF_RB_NO_WAKEUP);
     Ok(0)
@@ -136,7 +151,9 @@ fn try_xprt_event(ctx: &RawTracePointContext, what: u8) -> Result<u32, i64> {
         (*ev).daddr = daddr;
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         (*ev).dport = dport;
-        (*ev).srcport = read_at(xprt, xo.srcport);
+        let (port, known) = srcport(xprt, &xo);
+        (*ev).srcport = port;
+        (*ev).srcport_known = known;
         (*ev).family = family;
     }
     entry.submit(BPF_RB_NO_WAKEUP);

@@ -257,7 +257,8 @@ impl KernelBtf {
         Self::from_bytes(data).with_context(|| format!("cannot parse BTF {}", path.display()))
     }
 
-    fn from_bytes(data: Vec<u8>) -> Result<Self> {
+    /// Parses base BTF from memory (tests, fuzzing).
+    pub(crate) fn from_bytes(data: Vec<u8>) -> Result<Self> {
         Ok(Self { layers: vec![Arc::new(Layer::parse(data, 1, 0)?)] })
     }
 
@@ -272,7 +273,7 @@ impl KernelBtf {
         self.with_module_bytes(data).with_context(|| format!("cannot parse module BTF {}", path.display()))
     }
 
-    fn with_module_bytes(&self, data: Vec<u8>) -> Result<KernelBtf> {
+    pub(crate) fn with_module_bytes(&self, data: Vec<u8>) -> Result<KernelBtf> {
         let base = Arc::clone(&self.layers[0]);
         let split = Layer::parse(data, base.end_id(), base.str_len())?;
         Ok(Self { layers: vec![base, Arc::new(split)] })

@@ -71,8 +71,9 @@ pub struct XprtConnect {
     pub sport: u16,
     pub raddr: IpAddr,
     pub dport: u16,
-    /// The port the transport remembers for rebinding (0: none).
-    pub srcport: u16,
+    /// The port the transport remembers for rebinding (Some(0): none;
+    /// None: unknown, e.g. connects taken from TCP records).
+    pub srcport: Option<u16>,
     /// 1-based count of connects of this transport seen.
     pub connects: u64,
     /// The source port of its previous connection (None on the first).
@@ -110,7 +111,8 @@ pub struct XprtStats {
     pub reconnects: u64,
     pub reuses: u64,
     pub ports: Vec<u16>,
-    pub srcport: u16,
+    /// Remembered port at the last connect; None when unknown.
+    pub srcport: Option<u16>,
     last_sport: Option<u16>,
     dropped: Option<Dropped>,
     last_active_ns: u64,
@@ -217,7 +219,7 @@ impl XprtTracker {
         }
         match e.kind {
             crate::kernel::decode::Kind::ConnectDone => {
-                vec![XprtObservation::Connect(self.connect(e.xprt, e.start_ns, e.pid, &e.comm, e.laddr, e.sport, e.raddr, e.dport, 0, -e.err))]
+                vec![XprtObservation::Connect(self.connect(e.xprt, e.start_ns, e.pid, &e.comm, e.laddr, e.sport, e.raddr, e.dport, None, -e.err))]
             }
             crate::kernel::decode::Kind::Closed => {
                 let s = self.entry(e.xprt);
@@ -247,7 +249,7 @@ impl XprtTracker {
         sport: u16,
         raddr: IpAddr,
         dport: u16,
-        srcport: u16,
+        srcport: Option<u16>,
         error: i32,
     ) -> XprtConnect {
         // Its first connect seen (a drop may have come first): the
@@ -337,7 +339,7 @@ mod tests {
             sport,
             raddr: "10.99.0.1".parse().unwrap(),
             dport: 2049,
-            srcport: 0,
+            srcport: Some(0),
             sk_state: 0,
             sock_state: 0,
             error: 0,

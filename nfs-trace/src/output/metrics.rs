@@ -62,7 +62,7 @@ pub fn render(t: &Tracker, x: &XprtTracker, views: &[MountView], lost: Lost, hoo
     let mut by_dest: std::collections::BTreeMap<(String, String, String), (u64, f64, u64)> = Default::default();
     for s in &stalls {
         let d = &s.who.dest;
-        let mounts: Vec<&str> = nfsmounts::attribute(views, d.raddr, d.dport, s.who.sport).iter().map(|m| m.mountpoint.as_str()).collect();
+        let mounts: Vec<&str> = nfsmounts::attribute(views, d.raddr, d.dport, Some(s.who.sport)).iter().map(|m| m.mountpoint.as_str()).collect();
         let e = by_dest.entry((d.raddr.to_string(), d.dport.to_string(), mounts.join(","))).or_default();
         e.0 += 1;
         e.1 += s.duration_ns() as f64 / 1e9;

@@ -56,7 +56,7 @@ pub fn endpoint(a: IpAddr, port: u16) -> String {
 /// Durations for people: µs, ms or s, whichever reads best.
 /// " (mount /mnt/a, /mnt/b)" for a stall's destination, or nothing.
 fn mounts_suffix(views: &[MountView], st: &Stall) -> String {
-    let m: Vec<&str> = nfsmounts::attribute(views, st.who.dest.raddr, st.who.dest.dport, st.who.sport)
+    let m: Vec<&str> = nfsmounts::attribute(views, st.who.dest.raddr, st.who.dest.dport, Some(st.who.sport))
         .iter()
         .map(|m| m.mountpoint.as_str())
         .collect();
@@ -270,7 +270,8 @@ struct XprtConnectBody {
     sport: u16,
     raddr: String,
     dport: u16,
-    srcport: u16,
+    /// null when the kernel record could not say.
+    srcport: Option<u16>,
     connects: u64,
     prev_sport: Option<u16>,
     reused: bool,
@@ -307,7 +308,7 @@ impl<W: Write> Renderer<W> {
     }
 
     fn stall_body(&self, st: &Stall, views: &[MountView]) -> StallBody {
-        let mounts: Vec<&MountView> = nfsmounts::attribute(views, st.who.dest.raddr, st.who.dest.dport, st.who.sport);
+        let mounts: Vec<&MountView> = nfsmounts::attribute(views, st.who.dest.raddr, st.who.dest.dport, Some(st.who.sport));
         StallBody {
             mounts: mounts.iter().map(|m| m.mountpoint.clone()).collect(),
             verdict: crate::model::verdict::stall_verdict(st, &mounts),
