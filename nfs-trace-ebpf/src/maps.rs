@@ -75,17 +75,10 @@ pub fn count(idx: u32) {
 /// Reads a kernel value at `base + off`; NO_OFFSET means "unknown field".
 #[inline(always)]
 pub fn read_at<T: Default>(base: u64, off: u32) -> T {
-    read_opt(base, off).unwrap_or_default()
-}
-
-/// Like [`read_at`], but None when the value could not be read (unknown
-/// offset, null base, faulting read), for fields whose 0 means something.
-#[inline(always)]
-pub fn read_opt<T>(base: u64, off: u32) -> Option<T> {
     if off == nfs_trace_common::NO_OFFSET || base == 0 {
-        return None;
+        return T::default();
     }
     // SAFETY: bpf_probe_read_kernel copies through a checked helper that
     // faults safely on a bad address; `off` comes from this kernel's BTF.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((base + off as u64) as *const T) }.ok()
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((base + off as u64) as *const T) }.unwrap_or_default()
 }

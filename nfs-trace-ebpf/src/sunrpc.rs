@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use nfs_trace_common::{AF_INET, AF_INET6, NO_OFFSET, XprtEvent, XprtOffsets, counter, kind, xprt_event};
 
-use crate::maps::{EVENTS, XPRT_OFFSETS, config, count, read_at, read_opt};
+use crate::maps::{EVENTS, XPRT_OFFSETS, config, count, read_at};
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 
@@ -50,14 +50,15 @@ fn xprt_dest(xprt: u64, xo: &XprtOffsets) -> (u16, u16, [u8; 16]) {
     (family, port, addr)
 }
 
-/// `sock_xprt.srcport` and whether it could be read: 0 is a real value
-/// ("remembers no port"), so an unknown one must not look like it.
+/// `sock_xprt.srcport`, and whether it is known: 0 is a real value
+/// ("remembers no port"), so an unknown one must not look like it. Known
+/// means this kernel's BTF gave the offset (a read of a live transport
+/// does not fault). Kept this cheap on purpose: an Option-returning read
+/// here grew the socket programs' stack past what 5.10's verifier allows
+/// (512 bytes with the memcpy subprogram: "combined stack size ... 544").
 #[inline(always)]
 fn srcport(xprt: u64, xo: &XprtOffsets) -> (u16, u8) {
-    match read_opt::<u16>(xprt, xo.srcport) {
-        Some(p) => (p, 1),
-        None => (0, 0),
-    }
+    (read_at(xprt, xo.srcport), u8::from(xo.srcport != NO_OFFSET && xprt != 0))
 }
 
 /// rpc_socket_* events: (xprt, socket[, error]).
