@@ -152,7 +152,8 @@ fn parse_dump(buf: &[u8], out: &mut Vec<TcpSock>) -> Result<bool> {
         match kind {
             NLMSG_DONE => return Ok(true),
             NLMSG_ERROR => {
-                let errno = if body.len() >= 4 { -(u32_at(body, 0) as i32) } else { 0 };
+                // The kernel sends -errno; a garbled i32::MIN must not overflow.
+                let errno = if body.len() >= 4 { (u32_at(body, 0) as i32).wrapping_neg() } else { 0 };
                 bail!("sock_diag dump failed: {}", io::Error::from_raw_os_error(errno));
             }
             SOCK_DIAG_BY_FAMILY => {
@@ -239,7 +240,7 @@ pub fn destroy(s: &TcpSock) -> Result<()> {
     let mut buf = vec![0u8; 4096];
     let n = recv(&fd, &mut buf)?;
     if n >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == NLMSG_ERROR {
-        let errno = -(u32_at(&buf, 16) as i32);
+        let errno = (u32_at(&buf, 16) as i32).wrapping_neg();
         if errno != 0 {
             let e = io::Error::from_raw_os_error(errno);
             bail!("cannot destroy the socket {}:{} → {}:{}: {e} (needs root and CONFIG_INET_DIAG_DESTROY)", s.laddr, s.lport, s.raddr, s.rport);
