@@ -185,8 +185,18 @@ pub struct XprtEvent {
     pub dport: u16,
     /// The port the transport remembers to rebind (`sock_xprt.srcport`);
     /// 0 when it remembers none (then the next connect picks a new port).
+    /// Meaningful only when `srcport_known` is set.
     pub srcport: u16,
     pub family: u16,
+    /// Non-zero when `srcport` was read from the transport. Zero when it
+    /// could not be (no BTF for `sock_xprt`, e.g. 5.10 with sunrpc as a
+    /// module, or the read faulted): then `srcport` says nothing, and in
+    /// particular not "remembers none".
+    pub srcport_known: u8,
+    /// Padding as scalars (a zeroed array would be a memset call in BPF).
+    pub _pad0: u8,
+    pub _pad1: u16,
+    pub _pad2: u32,
 }
 
 /// Byte offsets of the `sock:inet_sock_set_state` fields, read at run time
@@ -383,7 +393,9 @@ mod tests {
         // The ring buffer reader checks the record size against this.
         assert_eq!(core::mem::size_of::<ConnEvent>(), 120);
         assert_eq!(core::mem::align_of::<ConnEvent>(), 8);
-        assert_eq!(core::mem::size_of::<XprtEvent>(), 96);
+        assert_eq!(core::mem::size_of::<XprtEvent>(), 104);
+        assert_eq!(core::mem::offset_of!(XprtEvent, srcport), 92);
+        assert_eq!(core::mem::offset_of!(XprtEvent, srcport_known), 96);
         // The reader dispatches on the first byte.
         assert_eq!(core::mem::offset_of!(ConnEvent, kind), 0);
         assert_eq!(core::mem::offset_of!(XprtEvent, kind), 0);

@@ -50,6 +50,17 @@ fn xprt_dest(xprt: u64, xo: &XprtOffsets) -> (u16, u16, [u8; 16]) {
     (family, port, addr)
 }
 
+/// `sock_xprt.srcport`, and whether it is known: 0 is a real value
+/// ("remembers no port"), so an unknown one must not look like it. Known
+/// means this kernel's BTF gave the offset (a read of a live transport
+/// does not fault). Kept this cheap on purpose: an Option-returning read
+/// here grew the socket programs' stack past what 5.10's verifier allows
+/// (512 bytes with the memcpy subprogram: "combined stack size ... 544").
+#[inline(always)]
+fn srcport(xprt: u64, xo: &XprtOffsets) -> (u16, u8) {
+    (read_at(xprt, xo.srcport), u8::from(xo.srcport != NO_OFFSET && xprt != 0))
+}
+
 /// rpc_socket_* events: (xprt, socket[, error]).
 #[inline(always)]
 fn try_socket_event(ctx: &RawTracePointContext, what: u8, has_error: bool) -> Result<u32, i64> {
@@ -103,8 +114,13 @@ fn try_socket_event(ctx: &RawTracePointContext, what: u8, has_error: bool) -> Re
         (*ev).sk_err = read_at(sk, so.sk_err);
         (*ev).sport = read_at(sk, so.skc_num);
         (*ev).dport = dport;
-        (*ev).srcport = read_at(xprt, xo.srcport);
+        let (port, known) = srcport(xprt, &xo);
+        (*ev).srcport = port;
+        (*ev).srcport_known = known;
         (*ev).family = fam;
+        (*ev)._pad0 = 0;
+        (*ev)._pad1 = 0;
+        (*ev)._pad2 = 0;
     }
     entry.submit(BPF_RB_NO_WAKEUP);
     Ok(0)
@@ -139,7 +155,9 @@ fn try_xprt_event(ctx: &RawTracePointContext, what: u8) -> Result<u32, i64> {
         (*ev).daddr = daddr;
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         (*ev).dport = dport;
-        (*ev).srcport = read_at(xprt, xo.srcport);
+        let (port, known) = srcport(xprt, &xo);
+        (*ev).srcport = port;
+        (*ev).srcport_known = known;
         (*ev).family = family;
     }
     entry.submit(BPF_RB_NO_WAKEUP);

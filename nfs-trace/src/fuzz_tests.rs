@@ -1,9 +1,13 @@
 //! Property tests of every parser that reads /proc, sysfs, tracefs, the
-//! kernel log or ring buffer bytes: a million mutated inputs each, and none
-//! may panic. Inputs are mutations of real samples (byte flips, splices,
-//! truncations, repeated fields), from a fixed-seed generator so a failure
-//! reproduces.
-use crate::{kernel::decode, host::kmsg, host::mountinfo, host::mountstats, host::sunrpc_sysfs, kernel::tracefs};
+//! kernel log, BTF, netlink or ring buffer bytes: many mutated inputs each
+//! (a million for the text parsers), and none may panic. Inputs are
+//! mutations of real samples (byte flips, splices, truncations, repeated
+//! fields, overwritten length words), from a fixed-seed generator so a
+//! failure reproduces.
+use crate::{
+    host::kmsg, host::mountinfo, host::mountstats, host::sock_diag, host::sunrpc_sysfs, kernel::btf, kernel::decode,
+    kernel::tracefs,
+};
 
 const CASES: usize = 1_000_000;
 
@@ -147,4 +151,125 @@ fn ring_buffer_decoder_never_panics() {
     fuzz(5, samples, |b| {
         let _ = decode::decode(b);
     });
+}
+
+/// Words that matter in binary headers (lengths, counts, kinds, ids).
+const INTERESTING_U32: &[u32] = &[0, 1, 2, 3, 4, 12, 15, 16, 17, 20, 24, 0x7fff, 0xffff, 0x1_0000, 0x7fff_ffff, 0x8000_0000, u32::MAX];
+
+/// [`mutate`], plus overwriting an aligned word with an interesting value,
+/// a quarter of the time within the first `header` bytes (where the
+/// lengths and offsets that decide everything else sit).
+fn mutate_bin(rng: &mut Rng, seed: &[u8], header: usize, out: &mut Vec<u8>) {
+    mutate(rng, seed, out);
+    for _ in 0..1 + rng.below(3) {
+        if out.len() < 4 {
+            return;
+        }
+        let span = if rng.below(4) == 0 { header.min(out.len()) } else { out.len() };
+        let at = (rng.below(span.saturating_sub(3).max(1)) & !3).min(out.len() - 4);
+        let v = if rng.below(3) == 0 { rng.next() as u32 } else { INTERESTING_U32[rng.below(INTERESTING_U32.len())] };
+        out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// The BTF reader on mutations of this host's own vmlinux BTF (its first
+/// 1000 types and their strings: the whole 5 MB file would take minutes per
+/// thousand cases in a debug build), both as base BTF and as split BTF on
+/// top of the unmutated sample. CI runs on a kernel with BTF: without it
+/// this fails.
+#[test]
+fn btf_reader_never_panics() {
+    let path = std::path::Path::new("/sys/kernel/btf/vmlinux");
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e} (this test needs a kernel with BTF)", path.display()));
+    let sample = btf::prefix_sample(&data, 1000).unwrap();
+    // Lookups that succeed on the sample, chosen and checked with btf-rs.
+    let reference = btf_rs::Btf::from_bytes(&sample).unwrap();
+    let mut lookups: Vec<(String, String, u32)> = Vec::new();
+    for id in 1..=1000 {
+        let Ok(btf_rs::Type::Struct(st)) = reference.resolve_type_by_id(id) else { continue };
+        let Ok(name) = reference.resolve_name(&st) else { continue };
+        let Some(m) = st.members.iter().find(|m| reference.resolve_name(*m).is_ok_and(|n| !n.is_empty()) && m.bitfield_size().unwrap_or(0) == 0) else { continue };
+        if !name.is_empty() && m.bit_offset() % 8 == 0 && !lookups.iter().any(|l| l.0 == name) {
+            lookups.push((name, reference.resolve_name(m).unwrap(), m.bit_offset() / 8));
+        }
+        if lookups.len() == 6 {
+            break;
+        }
+    }
+    assert!(lookups.len() >= 3, "the sample has structs to look up: {lookups:?}");
+    let base = btf::KernelBtf::from_bytes(sample.clone()).unwrap();
+    for (s, m, want) in &lookups {
+        assert_eq!(base.member_offset(s, m).unwrap(), *want, "{s}.{m} in the unmutated sample, as btf-rs reads it");
+    }
+    let look = |b: &btf::KernelBtf| {
+        for (s, m, _) in &lookups {
+            let _ = b.member_offset(s, m);
+        }
+        let _ = b.member_offset("sock_xprt", "xprt.addr");
+        let _ = b.func_id("tcp_connect");
+    };
+    let mut rng = Rng(6);
+    let mut buf = Vec::new();
+    for i in 0..3000 {
+        mutate_bin(&mut rng, &sample, 24, &mut buf);
+        if i % 2 == 0 {
+            if let Ok(b) = btf::KernelBtf::from_bytes(buf.clone()) {
+                look(&b);
+            }
+        } else if let Ok(b) = base.with_module_bytes(buf.clone()) {
+            look(&b);
+        }
+    }
+}
+
+/// The netlink messages of a datagram, each with its padding.
+fn netlink_messages(d: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + 16 <= d.len() {
+        let len = u32::from_ne_bytes(d[off..off + 4].try_into().unwrap()) as usize;
+        let end = (off + ((len + 3) & !3)).min(d.len());
+        out.push(&d[off..end]);
+        off = end;
+    }
+    out
+}
+
+/// The sock_diag reply decoder on mutations of real replies from this
+/// host's kernel: the message listing the test's own connection, the
+/// dump's NLMSG_DONE, both in one datagram, and an NLMSG_ERROR made from the
+/// real DONE header (the kernel's error reply: header, -errno, the request's
+/// header). Only those, not the whole dump, so the samples are the same on
+/// every run (but for the socket's port and cookie) and a failure reproduces.
+#[test]
+fn sock_diag_decoder_never_panics() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (_srv, _) = l.accept().unwrap();
+    let me = c.local_addr().unwrap().port();
+    let dump = sock_diag::dump_raw(libc::AF_INET as u8).unwrap();
+    let msgs: Vec<&[u8]> = dump.iter().flat_map(|d| netlink_messages(d)).collect();
+    let ours = *msgs
+        .iter()
+        .find(|m| sock_diag::parse_datagram(m).is_ok_and(|(_, v)| v.iter().any(|s| s.lport == me && s.state == 1)))
+        .expect("our connection is in the kernel's reply");
+    let done = *msgs.last().expect("a reply");
+    assert_eq!(sock_diag::parse_datagram(done).unwrap(), (true, vec![]), "the dump ends with NLMSG_DONE");
+    let both = [ours, done].concat();
+    let mut error = done.to_vec();
+    error[4..6].copy_from_slice(&2u16.to_ne_bytes()); // NLMSG_ERROR
+    error.truncate(16);
+    error.extend_from_slice(&(-libc::EPERM).to_ne_bytes());
+    error.extend_from_slice(&done[..16]);
+    let len = error.len() as u32;
+    error[..4].copy_from_slice(&len.to_ne_bytes());
+    assert!(sock_diag::parse_datagram(&error).is_err());
+    let samples: [&[u8]; 4] = [ours, done, &both, &error];
+    let mut rng = Rng(7);
+    let mut buf = Vec::new();
+    for _ in 0..CASES / 10 {
+        let s = samples[rng.below(samples.len())];
+        mutate_bin(&mut rng, s, 20, &mut buf);
+        let _ = sock_diag::parse_datagram(&buf);
+    }
 }

@@ -201,17 +201,36 @@ pub fn client_socket(dst: &SocketAddr, local: Option<SocketAddr>) -> Socket {
     s
 }
 
-/// Connects, reads its own local port (the ground truth), then closes with
-/// an RST (SO_LINGER 0) so no TIME_WAIT keeps the port: the abortive close
-/// an NFS client's transport reset looks like.
+/// Connects, reads its own local port (the ground truth), then aborts it
+/// (see [`abort`]) so neither an ESTABLISHED socket nor a TIME_WAIT keeps the
+/// port: the abortive close an NFS client's transport reset looks like.
 pub fn connect_and_abort(dst: &str, local: Option<&str>) -> u16 {
     let dst: SocketAddr = dst.parse().unwrap();
     let s = client_socket(&dst, local.map(|l| l.parse().unwrap()));
     s.connect_timeout(&SockAddr::from(dst), Duration::from_secs(5)).unwrap_or_else(|e| panic!("connect {dst}: {e}"));
     let port = s.local_addr().unwrap().as_socket().unwrap().port();
-    s.set_linger(Some(Duration::ZERO)).unwrap();
-    drop(s);
+    abort(&s);
     port
+}
+
+/// Resets a connection now: `connect(AF_UNSPEC)` runs the kernel's
+/// tcp_disconnect on the socket itself — an RST to the peer, state CLOSE,
+/// the 4-tuple free for the next connect — however many file descriptors
+/// refer to it. Closing with SO_LINGER 0 does the same only at the *last*
+/// close, and tests run in parallel: a process another test spawns at that
+/// moment holds a copy of every fd until its exec closes them
+/// (close-on-exec), so the "closed" socket stayed ESTABLISHED a little longer
+/// and a reconnect from the same bound port failed with EADDRNOTAVAIL
+/// (`host_tcp::a_connection_from_before_start_is_the_previous_one`, on a
+/// first run; see the test below).
+pub fn abort(s: &Socket) {
+    use std::os::fd::AsRawFd;
+    let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+    // SAFETY: a valid socket fd and a live sockaddr of the size passed.
+    let rc = unsafe {
+        libc::connect(s.as_raw_fd(), &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t)
+    };
+    assert_eq!(rc, 0, "connect(AF_UNSPEC) to reset the connection: {}", std::io::Error::last_os_error());
 }
 
 /// Runs `f` on a thread of its own in a new network namespace with `lo` up.
@@ -327,4 +346,46 @@ pub fn bpf_object_exists(id: u32, map: bool) -> bool {
         return true;
     }
     std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A port reset by [`connect_and_abort`] can be connected from again at
+    /// once, even while another thread spawns processes (as the other tests
+    /// do: tracers, `ip`, `nft`). Before [`abort`], this loop hit
+    /// EADDRNOTAVAIL within its first few rounds: the closing close() ran in a
+    /// spawned child's exec, not in ours. No tracer, no root: loopback only,
+    /// on an address and port no other test uses.
+    #[test]
+    fn an_aborted_port_is_free_at_once_while_processes_spawn() {
+        let _srv = Server::start("127.0.4.1:4999");
+        /// Stops the spawner however the loop ends (a failed connect panics).
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let stop = AtomicBool::new(false);
+        thread::scope(|sc| {
+            let spawner = sc.spawn(|| {
+                let mut n = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    Command::new("true").status().expect("run true");
+                    n += 1;
+                }
+                n
+            });
+            let guard = StopOnDrop(&stop);
+            for _ in 0..2000 {
+                assert_eq!(connect_and_abort("127.0.4.1:4999", Some("127.0.4.1:41999")), 41999);
+            }
+            drop(guard);
+            assert!(spawner.join().unwrap() > 0, "processes were spawned meanwhile");
+        });
+    }
 }

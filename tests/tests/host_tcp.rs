@@ -187,22 +187,27 @@ fn close_reasons_follow_who_closed() {
     // 1: the server closes first (FIN from the peer).
     let c1 = std::net::TcpStream::connect("127.0.1.7:2049").unwrap();
     let p1 = c1.local_addr().unwrap().port();
-    drop(l.accept().unwrap().0);
+    // shutdown() sends the FIN now, even if a process another test spawns
+    // holds a copy of the fd until its exec (a drop alone would wait for it).
+    l.accept().unwrap().0.shutdown(std::net::Shutdown::Both).unwrap();
     let mut buf = [0u8; 1];
     assert_eq!((&c1).read(&mut buf).unwrap(), 0, "EOF from the server");
+    c1.shutdown(std::net::Shutdown::Both).unwrap();
     drop(c1);
     // 2: we close first.
     let c2 = std::net::TcpStream::connect("127.0.1.7:2049").unwrap();
     let p2 = c2.local_addr().unwrap().port();
     let (s2, _) = l.accept().unwrap();
-    drop(c2);
-    std::thread::sleep(Duration::from_millis(50));
-    drop(s2);
+    c2.shutdown(std::net::Shutdown::Both).unwrap();
+    // The server closes only after our FIN has reached it: no sleep.
+    assert_eq!((&s2).read(&mut buf).unwrap(), 0, "EOF from the client");
+    s2.shutdown(std::net::Shutdown::Both).unwrap();
+    drop((c2, s2));
     // 3: the server resets it.
     let c3 = std::net::TcpStream::connect("127.0.1.7:2049").unwrap();
     let p3 = c3.local_addr().unwrap().port();
     let (s3, _) = l.accept().unwrap();
-    socket2::SockRef::from(&s3).set_linger(Some(Duration::ZERO)).unwrap();
+    abort(&socket2::SockRef::from(&s3));
     drop(s3);
     assert!((&c3).read(&mut buf).is_err(), "the RST reaches the client");
     drop(c3);
@@ -251,7 +256,7 @@ fn a_connection_from_before_start_is_the_previous_one() {
     let early = client_socket(&dst, Some("127.0.1.9:41009".parse().unwrap()));
     early.connect(&SockAddr::from(dst)).unwrap();
     let tracer = Tracer::start(&[]);
-    early.set_linger(Some(Duration::ZERO)).unwrap();
+    abort(&early);
     drop(early);
     let p = connect_and_abort("127.0.1.9:2049", Some("127.0.1.9:41009"));
     let q = connect_and_abort("127.0.1.9:2049", None);

@@ -25,6 +25,9 @@ struct Row<'a> {
 pub fn run(args: ProbesArgs) -> Result<()> {
     let ports = check_ports(&args.ports).map_err(|e| anyhow::anyhow!("bad --port: {e}"))?;
     // Without privileges the table is still worth showing: say why nothing was tried.
+    // `sunrpc_types`: the struct offsets the SunRPC programs were given
+    // (null while sunrpc is not loaded), for checking against the kernel's BTF.
+    let mut types = None;
     let (status, release, err): (Vec<HookStatus>, String, Option<anyhow::Error>) =
         match env::preflight(args.paths.tracefs.as_deref(), args.paths.btf.as_deref()) {
             Err(e) => (hooks::not_tried(&format!("not tried: {e}")), env::kernel_release(), Some(e)),
@@ -33,6 +36,9 @@ pub fn run(args: ProbesArgs) -> Result<()> {
                 let btf = KernelBtf::from_file(&env.btf)?;
                 let mut config = hooks::build_config(&ports, &env.tracefs, &btf)?;
                 config.debug = u32::from(args.debug_bpf);
+                if hooks::sunrpc_loaded() {
+                    types = Some(hooks::sunrpc_types(&btf));
+                }
                 match hooks::load_and_attach(&config, nfs_trace_common::DEFAULT_RINGBUF_BYTES, &btf) {
                     Ok((ebpf, status)) => {
                         drop(ebpf);
@@ -57,7 +63,7 @@ pub fn run(args: ProbesArgs) -> Result<()> {
         .collect();
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer(&mut out, &serde_json::json!({"v": 1, "type": "probes", "kernel": release, "hooks": rows}))?;
+        serde_json::to_writer(&mut out, &serde_json::json!({"v": 1, "type": "probes", "kernel": release, "hooks": rows, "sunrpc_types": types}))?;
         writeln!(out)?;
     } else {
         writeln!(out, "Hooks on kernel {release}:")?;

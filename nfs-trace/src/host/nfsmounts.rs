@@ -176,13 +176,16 @@ pub fn read(proc_root: &Path, sys_root: &Path) -> std::io::Result<Vec<MountView>
 }
 
 /// The mounts a transport serves: same server and port; where several
-/// match, those whose remembered port equals the transport's.
-pub fn attribute(views: &[MountView], raddr: IpAddr, dport: u16, srcport: u16) -> Vec<&MountView> {
+/// match, those whose remembered port equals the transport's. A transport
+/// whose remembered port is unknown (None) is then nobody's: 0 would match
+/// the mounts that remember none and credit them with another's reconnects.
+pub fn attribute(views: &[MountView], raddr: IpAddr, dport: u16, srcport: Option<u16>) -> Vec<&MountView> {
     let same_server: Vec<&MountView> =
         views.iter().filter(|v| v.port == dport && v.server_ip() == Some(raddr.to_canonical())).collect();
     if same_server.len() <= 1 {
         return same_server;
     }
+    let Some(srcport) = srcport else { return Vec::new() };
     let by_port: Vec<&MountView> = same_server.iter().copied().filter(|v| v.remembered_ports.contains(&srcport)).collect();
     if by_port.is_empty() { same_server } else { by_port }
 }
@@ -262,9 +265,9 @@ device 10.99.0.1:/export mounted on /mnt/v3 with fstype nfs statvers=1.1
         assert_eq!(v[1].server_ip(), Some("fe80::1".parse().unwrap()));
         assert_eq!(v[1].live_ports, Some(vec![901]));
         // The kernel programs report bare, unmapped addresses.
-        let a: Vec<&str> = attribute(&v, "10.99.0.5".parse().unwrap(), 2049, 812).iter().map(|m| m.mountpoint.as_str()).collect();
+        let a: Vec<&str> = attribute(&v, "10.99.0.5".parse().unwrap(), 2049, Some(812)).iter().map(|m| m.mountpoint.as_str()).collect();
         assert_eq!(a, ["/mnt/mapped"]);
-        let a: Vec<&str> = attribute(&v, "fe80::1".parse().unwrap(), 2049, 901).iter().map(|m| m.mountpoint.as_str()).collect();
+        let a: Vec<&str> = attribute(&v, "fe80::1".parse().unwrap(), 2049, Some(901)).iter().map(|m| m.mountpoint.as_str()).collect();
         assert_eq!(a, ["/mnt/ll"]);
     }
 
@@ -309,10 +312,14 @@ device 10.99.0.1:/ mounted on /mnt/b with fstype nfs4 statvers=1.1\n\topts:\trw,
     fn attribution_by_server_then_remembered_port() {
         let v = views();
         let ip: IpAddr = "10.99.0.1".parse().unwrap();
-        let a: Vec<&str> = attribute(&v, ip, 2049, 790).iter().map(|m| m.mountpoint.as_str()).collect();
+        let a: Vec<&str> = attribute(&v, ip, 2049, Some(790)).iter().map(|m| m.mountpoint.as_str()).collect();
         assert_eq!(a, ["/mnt/v3"]);
-        let a: Vec<&str> = attribute(&v, ip, 2049, 0).iter().map(|m| m.mountpoint.as_str()).collect();
+        let a: Vec<&str> = attribute(&v, ip, 2049, Some(0)).iter().map(|m| m.mountpoint.as_str()).collect();
         assert_eq!(a, ["/mnt/v41"], "a transport remembering no port is the 4.1 mount's");
-        assert!(attribute(&v, "10.0.0.1".parse().unwrap(), 2049, 0).is_empty());
+        assert!(attribute(&v, ip, 2049, None).is_empty(), "an unknown remembered port picks no mount of several");
+        assert!(attribute(&v, "10.0.0.1".parse().unwrap(), 2049, Some(0)).is_empty());
+        // One mount of that server: its transports are its own, port or not.
+        let one = &v[..1];
+        assert_eq!(attribute(one, ip, 2049, None).len(), 1);
     }
 }

@@ -127,44 +127,90 @@ fn dump_family(family: u8) -> Result<Vec<TcpSock>> {
     send(&fd, &msg)?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let idlen = std::mem::size_of::<SockId>();
     loop {
         let n = recv(&fd, &mut buf)?;
-        let mut off = 0;
-        while off + 16 <= n {
-            let len = u32_at(&buf, off) as usize;
-            let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-            if len < 16 || off + len > n {
-                bail!("malformed netlink reply");
-            }
-            match kind {
-                NLMSG_DONE => return Ok(out),
-                NLMSG_ERROR => {
-                    let errno = -(u32_at(&buf, off + 16) as i32);
-                    bail!("sock_diag dump failed: {}", io::Error::from_raw_os_error(errno));
-                }
-                SOCK_DIAG_BY_FAMILY => {
-                    // inet_diag_msg: family state timer retrans, id, expires rqueue wqueue uid inode
-                    let m = &buf[off + 16..off + len];
-                    if m.len() >= 4 + idlen + 20 {
-                        let id = &m[4..4 + idlen];
-                        out.push(TcpSock {
-                            laddr: ip_of(m[0], &id[4..20]),
-                            lport: u16::from_be_bytes([id[0], id[1]]),
-                            raddr: ip_of(m[0], &id[20..36]),
-                            rport: u16::from_be_bytes([id[2], id[3]]),
-                            state: m[1],
-                            inode: u32_at(m, 4 + idlen + 16),
-                            id_raw: id.try_into().expect("sockid size"),
-                            family: m[0],
-                        });
-                    }
-                }
-                _ => {}
-            }
-            off += (len + 3) & !3;
+        if parse_dump(&buf[..n], &mut out)? {
+            return Ok(out);
         }
     }
+}
+
+/// Decodes one datagram of a SOCK_DIAG_BY_FAMILY dump into `out`; true once
+/// the dump's NLMSG_DONE is in it. Reads nothing past `buf`'s end, whatever
+/// the lengths in it say.
+fn parse_dump(buf: &[u8], out: &mut Vec<TcpSock>) -> Result<bool> {
+    let idlen = std::mem::size_of::<SockId>();
+    let n = buf.len();
+    let mut off = 0;
+    while off + 16 <= n {
+        let len = u32_at(buf, off) as usize;
+        let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+        if len < 16 || len > n - off {
+            bail!("malformed netlink reply");
+        }
+        let body = &buf[off + 16..off + len];
+        match kind {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                // The kernel sends -errno; a garbled i32::MIN must not overflow.
+                let errno = if body.len() >= 4 { (u32_at(body, 0) as i32).wrapping_neg() } else { 0 };
+                bail!("sock_diag dump failed: {}", io::Error::from_raw_os_error(errno));
+            }
+            SOCK_DIAG_BY_FAMILY => {
+                // inet_diag_msg: family state timer retrans, id, expires rqueue wqueue uid inode
+                let m = body;
+                if m.len() >= 4 + idlen + 20 {
+                    let id = &m[4..4 + idlen];
+                    out.push(TcpSock {
+                        laddr: ip_of(m[0], &id[4..20]),
+                        lport: u16::from_be_bytes([id[0], id[1]]),
+                        raddr: ip_of(m[0], &id[20..36]),
+                        rport: u16::from_be_bytes([id[2], id[3]]),
+                        state: m[1],
+                        inode: u32_at(m, 4 + idlen + 16),
+                        id_raw: id.try_into().expect("sockid size"),
+                        family: m[0],
+                    });
+                }
+            }
+            _ => {}
+        }
+        off = off.saturating_add((len + 3) & !3);
+    }
+    Ok(false)
+}
+
+/// Every datagram of one SOCK_DIAG_BY_FAMILY dump as the kernel sent it:
+/// real samples for the fuzz tests.
+#[cfg(test)]
+pub(crate) fn dump_raw(family: u8) -> Result<Vec<Vec<u8>>> {
+    let fd = open()?;
+    let msg = Msg {
+        len: std::mem::size_of::<Msg>() as u32,
+        kind: SOCK_DIAG_BY_FAMILY,
+        flags: NLM_F_REQUEST | NLM_F_DUMP,
+        seq: 1,
+        req: ReqV2 { family, protocol: libc::IPPROTO_TCP as u8, states: TCP_ALL_STATES, ..Default::default() },
+        ..Default::default()
+    };
+    send(&fd, &msg)?;
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = recv(&fd, &mut buf)?;
+        all.push(buf[..n].to_vec());
+        if parse_dump(&buf[..n], &mut Vec::new())? {
+            return Ok(all);
+        }
+    }
+}
+
+/// Decodes datagrams as [`dump_family`] does (for the fuzz tests).
+#[cfg(test)]
+pub(crate) fn parse_datagram(buf: &[u8]) -> Result<(bool, Vec<TcpSock>)> {
+    let mut out = Vec::new();
+    let done = parse_dump(buf, &mut out)?;
+    Ok((done, out))
 }
 
 /// TCP sockets (both families) toward `raddr:rport`.
@@ -194,7 +240,7 @@ pub fn destroy(s: &TcpSock) -> Result<()> {
     let mut buf = vec![0u8; 4096];
     let n = recv(&fd, &mut buf)?;
     if n >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == NLMSG_ERROR {
-        let errno = -(u32_at(&buf, 16) as i32);
+        let errno = (u32_at(&buf, 16) as i32).wrapping_neg();
         if errno != 0 {
             let e = io::Error::from_raw_os_error(errno);
             bail!("cannot destroy the socket {}:{} → {}:{}: {e} (needs root and CONFIG_INET_DIAG_DESTROY)", s.laddr, s.lport, s.raddr, s.rport);

@@ -195,6 +195,44 @@ fn index_types(t: &[u8], first_id: u32) -> Result<Vec<u32>> {
     Ok(offsets)
 }
 
+/// A real but small BTF blob for the fuzz tests: `data`'s header, its first
+/// `ntypes` type records and the strings they name (vmlinux's strings come
+/// in order of first use, so that is a short prefix of its string section).
+#[cfg(test)]
+pub(crate) fn prefix_sample(data: &[u8], ntypes: usize) -> Result<Vec<u8>> {
+    let layer = Layer::parse(data.to_vec(), 1, 0)?;
+    let ntypes = ntypes.min(layer.offsets.len());
+    let t = layer.type_section();
+    let types_end = layer.offsets.get(ntypes).map_or(t.len(), |&o| o as usize);
+    let mut max_str = 0u32;
+    for &off in &layer.offsets[..ntypes] {
+        let off = off as usize;
+        let info = u32_at(t, off + 4);
+        let vlen = (info & 0xffff) as usize;
+        max_str = max_str.max(u32_at(t, off));
+        // Where named entries follow the header: (entry size).
+        let step = match (info >> 24) & 0x1f {
+            kind::STRUCT | kind::UNION | kind::ENUM64 => 12,
+            kind::ENUM | kind::FUNC_PROTO => 8,
+            _ => 0,
+        };
+        for j in 0..if step == 0 { 0 } else { vlen } {
+            max_str = max_str.max(u32_at(t, off + TYPE_LEN + step * j));
+        }
+    }
+    let strs = layer.string_section();
+    let strs_end = strs[max_str as usize..].iter().position(|&b| b == 0).map_or(strs.len(), |e| max_str as usize + e + 1);
+    let mut out = Vec::with_capacity(HEADER_LEN + types_end + strs_end);
+    out.extend_from_slice(&data[..8]);
+    for w in [0, types_end as u32, types_end as u32, strs_end as u32] {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out[4..8].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    out.extend_from_slice(&t[..types_end]);
+    out.extend_from_slice(&strs[..strs_end]);
+    Ok(out)
+}
+
 /// A decoded `btf_type` header plus its trailing data.
 #[derive(Clone, Copy)]
 struct Ty<'a> {
@@ -257,7 +295,8 @@ impl KernelBtf {
         Self::from_bytes(data).with_context(|| format!("cannot parse BTF {}", path.display()))
     }
 
-    fn from_bytes(data: Vec<u8>) -> Result<Self> {
+    /// Parses base BTF from memory (tests, fuzzing).
+    pub(crate) fn from_bytes(data: Vec<u8>) -> Result<Self> {
         Ok(Self { layers: vec![Arc::new(Layer::parse(data, 1, 0)?)] })
     }
 
@@ -272,7 +311,7 @@ impl KernelBtf {
         self.with_module_bytes(data).with_context(|| format!("cannot parse module BTF {}", path.display()))
     }
 
-    fn with_module_bytes(&self, data: Vec<u8>) -> Result<KernelBtf> {
+    pub(crate) fn with_module_bytes(&self, data: Vec<u8>) -> Result<KernelBtf> {
         let base = Arc::clone(&self.layers[0]);
         let split = Layer::parse(data, base.end_id(), base.str_len())?;
         Ok(Self { layers: vec![base, Arc::new(split)] })

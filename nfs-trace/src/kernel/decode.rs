@@ -85,8 +85,9 @@ pub struct XprtRecord {
     pub sk: u64,
     pub task: Task,
     pub flow: Flow,
-    /// The port the transport remembers to rebind (0: none).
-    pub srcport: u16,
+    /// The port the transport remembers to rebind (Some(0): none); None
+    /// when the kernel record could not say (no sunrpc BTF, say).
+    pub srcport: Option<u16>,
     pub sk_state: u8,
     pub sock_state: u8,
     /// Tracepoint `error` (negative errno) or 0.
@@ -117,7 +118,7 @@ fn xprt_from_raw(e: &XprtEvent) -> Result<XprtRecord> {
         sk: e.sk,
         task: Task { pid: e.pid, comm: comm(&e.comm) },
         flow: Flow { laddr: addr(e.saddr), sport: e.sport, raddr: addr(e.daddr), dport: e.dport },
-        srcport: e.srcport,
+        srcport: (e.srcport_known != 0).then_some(e.srcport),
         sk_state: e.sk_state,
         sock_state: e.sock_state,
         error: e.error,
@@ -223,6 +224,7 @@ mod tests {
         raw.xprt = 0xffff_8880_0000_1000;
         raw.sport = 875;
         raw.srcport = 875;
+        raw.srcport_known = 1;
         raw.dport = 2049;
         raw.error = -115;
         raw.daddr = Ipv6Addr::from([0, 0, 0, 0, 0, 0xffff, 0x0a63, 1]).octets();
@@ -231,8 +233,20 @@ mod tests {
         };
         let Record::Xprt(x) = decode(bytes).unwrap() else { panic!("an xprt record") };
         assert_eq!(x.what, XprtWhat::Connect);
-        assert_eq!((x.flow.sport, x.srcport, x.flow.dport, x.error), (875, 875, 2049, -115));
+        assert_eq!((x.flow.sport, x.srcport, x.flow.dport, x.error), (875, Some(875), 2049, -115));
         assert_eq!(x.flow.raddr, "10.99.0.1".parse::<IpAddr>().unwrap());
+        // "Remembers none" (0, read) and "could not read" (unknown) stay apart.
+        let decode_srcport = |raw: &XprtEvent| {
+            let bytes = unsafe {
+                std::slice::from_raw_parts((raw as *const XprtEvent).cast::<u8>(), std::mem::size_of::<XprtEvent>())
+            };
+            let Record::Xprt(x) = decode(bytes).unwrap() else { panic!("an xprt record") };
+            x.srcport
+        };
+        raw.srcport = 0;
+        assert_eq!(decode_srcport(&raw), Some(0));
+        raw.srcport_known = 0;
+        assert_eq!(decode_srcport(&raw), None);
         raw.what = 99;
         let bytes = unsafe {
             std::slice::from_raw_parts((&raw as *const XprtEvent).cast::<u8>(), std::mem::size_of::<XprtEvent>())

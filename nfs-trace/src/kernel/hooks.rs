@@ -201,53 +201,122 @@ pub fn build_config(ports: &[u16], tracefs: &Path, btf: &KernelBtf) -> Result<Co
     Ok(c)
 }
 
-/// sunrpc struct offsets from the module's split BTF.
-pub fn xprt_offsets(btf: &KernelBtf) -> Result<XprtOffsets> {
-    let m = btf.with_module(Path::new(SUNRPC_BTF))?;
-    Ok(XprtOffsets {
-        xprt_addr: m.member_offset("rpc_xprt", "addr")?,
-        srcport: m.member_offset("sock_xprt", "srcport")?,
-        valid: 1,
-        _pad: 0,
-    })
+/// The sunrpc struct offsets the programs need, where they came from, and
+/// why any is unknown. `probes --json` shows this as `sunrpc_types`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SunrpcTypes {
+    /// The BTF they were looked up in: the module's split BTF, or vmlinux's
+    /// when there is none (sunrpc built in, or a kernel before 5.11, which
+    /// has no module BTF).
+    pub source: String,
+    /// `struct rpc_xprt.addr` (the server's address); None when unknown.
+    pub xprt_addr: Option<u32>,
+    /// `struct sock_xprt.srcport` (the remembered port); None when unknown.
+    pub srcport: Option<u32>,
+    /// Why a field is unknown, in one phrase; None when both are known.
+    pub why: Option<String>,
+}
+
+impl SunrpcTypes {
+    /// Looks the types up in `module_btf` (split BTF on `vmlinux`) when that
+    /// file exists, else in `vmlinux` itself.
+    pub fn find(vmlinux: &KernelBtf, module_btf: &Path) -> SunrpcTypes {
+        if module_btf.exists() {
+            let source = module_btf.display().to_string();
+            return match vmlinux.with_module(module_btf) {
+                Ok(m) => Self::look_up(&m, source),
+                Err(e) => SunrpcTypes { source, xprt_addr: None, srcport: None, why: Some(format!("{e:#}")) },
+            };
+        }
+        let mut t = Self::look_up(vmlinux, "vmlinux".into());
+        if let Some(why) = &mut t.why {
+            *why = format!(
+                "{why}: no {} (kernels before 5.11 have no module BTF) and vmlinux's BTF lacks the type (sunrpc is a module)",
+                module_btf.display()
+            );
+        }
+        t
+    }
+
+    fn look_up(btf: &KernelBtf, source: String) -> SunrpcTypes {
+        let mut why = Vec::new();
+        let mut off = |s: &str, m: &str| match btf.member_offset(s, m) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                why.push(format!("{e:#}"));
+                None
+            }
+        };
+        let (xprt_addr, srcport) = (off("rpc_xprt", "addr"), off("sock_xprt", "srcport"));
+        why.dedup();
+        SunrpcTypes { source, xprt_addr, srcport, why: (!why.is_empty()).then(|| why.join("; ")) }
+    }
+
+    /// For the programs' XPRT_OFFSETS map: NO_OFFSET where unknown.
+    pub fn offsets(&self) -> XprtOffsets {
+        XprtOffsets {
+            xprt_addr: self.xprt_addr.unwrap_or(NO_OFFSET),
+            srcport: self.srcport.unwrap_or(NO_OFFSET),
+            valid: 1,
+            _pad: 0,
+        }
+    }
+
+    /// Whether hook `h` can report anything with these types: Ok(its
+    /// status detail) or Err(why it is not attached). The xprt_* lifetime
+    /// events carry no socket: their server is read from `rpc_xprt.addr`
+    /// alone, and without it the program drops every record, so such a hook
+    /// is not reported as attached. The rpc_socket_* events read the socket
+    /// and work without either field; their remembered port is then unknown
+    /// (JSON null), never 0.
+    pub fn gate(&self, h: &Hook) -> Result<String, String> {
+        let why = self.why.as_deref().unwrap_or("");
+        let socketless = h.target.starts_with("xprt_");
+        if socketless && self.xprt_addr.is_none() {
+            return Err(format!(
+                "not attached: its records carry no socket and their server is read from rpc_xprt.addr, which is unknown ({why})"
+            ));
+        }
+        Ok(match (self.xprt_addr, self.srcport) {
+            (_, None) => format!("attached; the remembered port (sock_xprt.srcport) is unknown ({why}): reported as null, no mount credited by it"),
+            (None, Some(_)) => format!("attached; rpc_xprt.addr unknown ({why}): the server is read from the socket"),
+            (Some(_), Some(_)) => "attached".into(),
+        })
+    }
+}
+
+/// The sunrpc types of this kernel (see [`SunrpcTypes::find`]).
+pub fn sunrpc_types(btf: &KernelBtf) -> SunrpcTypes {
+    SunrpcTypes::find(btf, Path::new(SUNRPC_BTF))
 }
 
 /// Attaches the SunRPC hooks if the sunrpc module is loaded: first writes the
-/// module's struct offsets for the programs, then attaches each tracepoint.
+/// module's struct offsets for the programs, then attaches each tracepoint
+/// whose records those offsets let it decode (see [`SunrpcTypes::gate`]).
 /// Returns one status per SunRPC hook, or None when sunrpc is not loaded.
 pub fn attach_sunrpc(ebpf: &mut Ebpf, btf: &KernelBtf) -> Option<Vec<HookStatus>> {
     if !sunrpc_loaded() {
         return None;
     }
-    let hooks = &HOOKS[FIRST_SUNRPC_HOOK..];
-    // Without the module's BTF (e.g. 5.10 kernels have none) the socket
-    // events still work from vmlinux offsets; only the destination of
-    // socket-less events and the remembered port are unknown.
-    let partial = match xprt_offsets(btf) {
-        Ok(offsets) => {
-            let stored = ebpf
-                .map_mut(MAP_XPRT_OFFSETS)
-                .ok_or_else(|| anyhow!("map {MAP_XPRT_OFFSETS} missing"))
-                .and_then(|m| Array::<_, XprtOffsets>::try_from(m).map_err(|e| anyhow!("{e}")))
-                .and_then(|mut a| a.set(0, offsets, 0).map_err(|e| anyhow!("{e}")));
-            stored.err().map(|e| format!("cannot store sunrpc offsets: {e:#}"))
-        }
-        Err(e) => Some(format!("no sunrpc BTF ({e:#})")),
-    };
+    let mut types = sunrpc_types(btf);
+    let stored = ebpf
+        .map_mut(MAP_XPRT_OFFSETS)
+        .ok_or_else(|| anyhow!("map {MAP_XPRT_OFFSETS} missing"))
+        .and_then(|m| Array::<_, XprtOffsets>::try_from(m).map_err(|e| anyhow!("{e}")))
+        .and_then(|mut a| a.set(0, types.offsets(), 0).map_err(|e| anyhow!("{e}")));
+    if let Err(e) = stored {
+        // The programs then read neither field.
+        types = SunrpcTypes { xprt_addr: None, srcport: None, why: Some(format!("cannot store sunrpc offsets: {e:#}")), ..types };
+    }
     Some(
-        hooks
+        HOOKS[FIRST_SUNRPC_HOOK..]
             .iter()
-            .map(|h| match attach_raw_tracepoint(ebpf, h) {
-                Ok(()) => match &partial {
-                    None => attached(h),
-                    Some(why) => HookStatus {
-                        name: h.target.into(),
-                        kind: h.kind,
-                        attached: true,
-                        detail: format!("attached; {why}: the remembered port and socket-less events' server are unknown"),
-                    },
+            .map(|h| match types.gate(h) {
+                Err(why) => not_attached(h, why),
+                Ok(detail) => match attach_raw_tracepoint(ebpf, h) {
+                    Ok(()) => HookStatus { name: h.target.into(), kind: h.kind, attached: true, detail },
+                    Err(e) => not_attached(h, format!("{e:#}")),
                 },
-                Err(e) => not_attached(h, format!("{e:#}")),
             })
             .collect(),
     )
@@ -520,13 +589,12 @@ mod tests {
     /// Every tracepoint program of the object passes this kernel's verifier
     /// with this kernel's config, including the SunRPC ones, which are
     /// otherwise only loaded where sunrpc is (loading a raw tracepoint
-    /// program needs no tracepoint). Needs root; skipped otherwise.
+    /// program needs no tracepoint). Needs root, tracefs and BTF, which CI
+    /// has: without them it fails, saying which is missing.
     #[test]
     fn tracepoint_programs_pass_the_verifier() {
-        let Ok(env) = crate::kernel::env::preflight(None, None) else {
-            eprintln!("SKIPPED tracepoint_programs_pass_the_verifier: needs root, tracefs and BTF");
-            return;
-        };
+        let env = crate::kernel::env::preflight(None, None)
+            .unwrap_or_else(|e| panic!("this test loads BPF programs and needs root, tracefs and kernel BTF: {e:#}"));
         crate::kernel::env::raise_memlock();
         let btf = KernelBtf::from_file(&env.btf).unwrap();
         // Both builds: as run by default and with --debug-bpf's logging.
@@ -653,11 +721,63 @@ mod tests {
         assert!(sizes[0] < sizes[1], "without --debug-bpf the verifier drops the logging: {sizes:?}");
     }
 
+    /// A fake tracefs holding one `sock:inet_sock_set_state` format file.
+    fn tracefs_with(dir: &Path, format: &str) {
+        let d = dir.join("events/sock/inet_sock_set_state");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("format"), format).unwrap();
+    }
+
+    /// The record layout of 6.x kernels (`protocol` a __u16), as tracefs
+    /// prints it.
+    const FORMAT_U16_PROTOCOL: &str = "name: inet_sock_set_state\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
+\tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;\n\
+\tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;\n\
+\tfield:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;\n\
+\tfield:__u16 dport;\toffset:26;\tsize:2;\tsigned:0;\n\
+\tfield:__u16 family;\toffset:28;\tsize:2;\tsigned:0;\n\
+\tfield:__u16 protocol;\toffset:30;\tsize:2;\tsigned:0;\n\
+\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;\n\
+\tfield:__u8 daddr[4];\toffset:36;\tsize:4;\tsigned:0;\n\
+\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;\n\
+\tfield:__u8 daddr_v6[16];\toffset:56;\tsize:16;\tsigned:0;\n";
+
+    /// The program's constant-offset fast path is chosen from the kernel's
+    /// format file, and only for exactly the layout it was compiled for: a
+    /// one-byte `protocol` (older kernels; same offsets up to it) or any
+    /// moved field takes the probed path, with the file's own offsets.
     #[test]
     fn fast_field_path_only_for_its_exact_layout() {
-        let mut o = SET_STATE_DIRECT;
-        assert_eq!(u32::from(o == SET_STATE_DIRECT), 1);
-        o.protocol_size = 1;
-        assert_ne!(o, SET_STATE_DIRECT, "a __u8 protocol must take the probed path");
+        let dir = std::env::temp_dir().join(format!("nfs-trace-hooks-test-{}", std::process::id()));
+        let empty_btf = {
+            let mut b = vec![0u8; 24];
+            b[..2].copy_from_slice(&0xeb9f_u16.to_le_bytes());
+            b[2] = 1;
+            b[4..8].copy_from_slice(&24u32.to_le_bytes());
+            KernelBtf::from_bytes(b).unwrap()
+        };
+        let config = |format: &str| {
+            tracefs_with(&dir, format);
+            build_config(&[2049], &dir, &empty_btf).unwrap()
+        };
+
+        let c = config(FORMAT_U16_PROTOCOL);
+        assert_eq!(c.set_state_direct, 1, "the layout the fast path was compiled for");
+        assert_eq!(c.set_state, SET_STATE_DIRECT);
+
+        let u8_protocol = FORMAT_U16_PROTOCOL.replace("__u16 protocol;\toffset:30;\tsize:2", "__u8 protocol;\toffset:30;\tsize:1");
+        let c = config(&u8_protocol);
+        assert_eq!(c.set_state_direct, 0, "a __u8 protocol must take the probed path");
+        assert_eq!((c.set_state.protocol, c.set_state.protocol_size), (30, 1));
+
+        let moved = FORMAT_U16_PROTOCOL.replace("daddr_v6[16];\toffset:56", "daddr_v6[16];\toffset:60");
+        let c = config(&moved);
+        assert_eq!(c.set_state_direct, 0, "a moved field must take the probed path");
+        assert_eq!(c.set_state.daddr_v6, 60);
+        // Without BTF no struct offset is invented.
+        assert_eq!(c.sock.skc_num, NO_OFFSET);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -157,6 +157,7 @@ mod tests {
     }
 
     fn connect(t: &mut XprtTracker, xprt: u64, sport: u16, srcport: u16) {
+        let srcport = Some(srcport);
         t.on_xprt(&XprtRecord {
             what: XprtWhat::Connect,
             ts_ns: 1,
@@ -197,7 +198,48 @@ mod tests {
         connect(&mut t, 1, 790, 790);
         connect(&mut t, 1, 790, 790);
         let v = verdicts(&views, &t);
-        assert!(v[0].suggestion.contains("prove"), "{}", v[0].suggestion);
+        assert_eq!((v[0].reconnects, v[0].reused), (1, 1));
+        // Of the suggestions, only this one says no mount here showed a
+        // new port (the others also mention `prove`): no claim without one.
+        assert!(
+            v[0].suggestion.starts_with("no mount here was seen reconnecting from a new port"),
+            "{}",
+            v[0].suggestion
+        );
+        assert!(v[0].suggestion.contains("`nfs-trace prove`"), "{}", v[0].suggestion);
         assert!(v[1].observed.contains("no transport"));
+        assert!(v[1].suggestion.starts_with("nothing to judge yet"), "{}", v[1].suggestion);
+    }
+
+    /// Defect 5: a transport whose remembered port is unknown (its connects
+    /// come from TCP records, or the kernel had no BTF for sock_xprt) must not
+    /// be credited to the mount that remembers none (port 0).
+    #[test]
+    fn an_unknown_remembered_port_credits_no_mount() {
+        use crate::kernel::decode::{Event, Kind};
+        let views = vec![view("/mnt/v3", "3", false, 790), view("/mnt/v41", "4.1", false, 0)];
+        let mut t = XprtTracker::new(true);
+        for ts in [1, 2] {
+            t.on_tcp(&Event {
+                kind: Kind::ConnectDone,
+                ts_ns: ts,
+                sk: ts,
+                task: Task { pid: 1, comm: "k".into() },
+                flow: Flow { laddr: "10.99.0.2".parse().unwrap(), sport: 790, raddr: "10.99.0.1".parse().unwrap(), dport: 2049 },
+                start_ns: ts,
+                syn_ns: 0,
+                established_ns: 0,
+                xprt: 7,
+                err: 0,
+                syn_retrans: 0,
+                oldstate: 0,
+                newstate: 0,
+                first_exit: 0,
+            });
+        }
+        let v = verdicts(&views, &t);
+        assert_eq!(v[1].mountpoint, "/mnt/v41");
+        assert_eq!((v[1].reconnects, v[1].reused), (0, 0), "the v3 transport's reuse credited to the 4.1 mount");
+        assert!(v[1].transports.is_empty(), "{:?}", v[1].transports);
     }
 }

@@ -70,8 +70,9 @@ pub struct XprtConnect {
     pub ts_ns: u64,
     pub task: Task,
     pub flow: Flow,
-    /// The port the transport remembers for rebinding (0: none).
-    pub srcport: u16,
+    /// The port the transport remembers for rebinding (Some(0): none;
+    /// None: unknown, e.g. connects taken from TCP records).
+    pub srcport: Option<u16>,
     /// 1-based count of connects of this transport seen.
     pub connects: u64,
     /// The source port of its previous connection (None on the first).
@@ -111,7 +112,8 @@ pub struct XprtStats {
     pub reconnects: u64,
     pub reuses: u64,
     pub ports: Vec<u16>,
-    pub srcport: u16,
+    /// Remembered port at the last connect; None when unknown.
+    pub srcport: Option<u16>,
     last_sport: Option<u16>,
     dropped: Option<Dropped>,
     last_active_ns: u64,
@@ -211,7 +213,7 @@ impl XprtTracker {
         }
         match e.kind {
             crate::kernel::decode::Kind::ConnectDone => {
-                vec![XprtObservation::Connect(self.connect(e.xprt, e.start_ns, &e.task, e.flow, 0, -e.err))]
+                vec![XprtObservation::Connect(self.connect(e.xprt, e.start_ns, &e.task, e.flow, None, -e.err))]
             }
             crate::kernel::decode::Kind::Closed => {
                 let s = self.entry(e.xprt);
@@ -230,7 +232,7 @@ impl XprtTracker {
         }
     }
 
-    fn connect(&mut self, xprt: u64, ts_ns: u64, task: &Task, flow: Flow, srcport: u16, error: i32) -> XprtConnect {
+    fn connect(&mut self, xprt: u64, ts_ns: u64, task: &Task, flow: Flow, srcport: Option<u16>, error: i32) -> XprtConnect {
         let Flow { sport, raddr, dport, .. } = flow;
         // Its first connect seen (a drop may have come first): the
         // connection it had before we started is the previous one.
@@ -307,7 +309,7 @@ mod tests {
             sk: 0xffff_0000 + sport as u64,
             task: Task { pid: 99, comm: "kworker/u2:1".into() },
             flow: Flow { laddr: "10.99.0.2".parse().unwrap(), sport, raddr: "10.99.0.1".parse().unwrap(), dport: 2049 },
-            srcport: 0,
+            srcport: Some(0),
             sk_state: 0,
             sock_state: 0,
             error: 0,

@@ -102,7 +102,7 @@ struct OpenStall {
 struct XprtSeen {
     raddr: IpAddr,
     dport: u16,
-    srcport: u16,
+    srcport: Option<u16>,
     labels: Option<XprtLabels>,
 }
 
@@ -142,8 +142,8 @@ pub struct StateSizes {
     pub kernel_sockets: usize,
 }
 
-fn mounts_of(views: &[MountView], raddr: IpAddr, dport: u16, sport: u16) -> String {
-    nfsmounts::attribute(views, raddr, dport, sport).iter().map(|m| m.mountpoint.as_str()).collect::<Vec<_>>().join(",")
+fn mounts_of(views: &[MountView], raddr: IpAddr, dport: u16, srcport: Option<u16>) -> String {
+    nfsmounts::attribute(views, raddr, dport, srcport).iter().map(|m| m.mountpoint.as_str()).collect::<Vec<_>>().join(",")
 }
 
 impl Default for Metrics {
@@ -257,7 +257,7 @@ impl Metrics {
             let l = StallLabels {
                 raddr: key.raddr.to_string(),
                 dport: key.dport.to_string(),
-                mount: mounts_of(views, key.raddr, key.dport, st.who.flow.sport),
+                mount: mounts_of(views, key.raddr, key.dport, Some(st.who.flow.sport)),
             };
             let other = || StallLabels { raddr: OTHER.into(), dport: OTHER.into(), mount: OTHER.into() };
             let labels = self.stall_sets.admit(l, other, &self.overflow);
@@ -527,7 +527,7 @@ mod tests {
                 ts_ns,
                 task: Task { pid: 1, comm: "kworker".into() },
                 flow: Flow { laddr: "10.0.0.2".parse().unwrap(), sport, raddr: "10.0.0.1".parse().unwrap(), dport: 2049 },
-                srcport: 871,
+                srcport: Some(871),
                 connects: 1,
                 prev_sport: prev,
                 reused: prev == Some(sport),

@@ -6,7 +6,7 @@
 mod lab;
 
 use anyhow::{Context as _, Result};
-use lab::{late, middlebox::Middlebox, net, nfsd, out, scenario::Scenario, stall, sys};
+use lab::{late, middlebox::Middlebox, net, nfsd, out, scenario::Scenario, stall, sunrpc_btf, sys};
 use serde_json::json;
 
 fn main() {
@@ -63,6 +63,7 @@ fn run() -> Result<(usize, Vec<String>)> {
     for job in &jobs {
         let ok = match job {
             Job::LateSunrpc => continue,
+            Job::SunrpcBtf => sunrpc_btf::run(with_tracer),
             Job::Reconnect(sc) => lab::scenario::run(&ns, sc, with_tracer),
             Job::Stall(vers) => {
                 let mb = middlebox
@@ -85,13 +86,15 @@ fn run() -> Result<(usize, Vec<String>)> {
 /// scenario, or a stall through the middlebox.
 enum Job {
     LateSunrpc,
+    /// The tracer's sunrpc struct offsets against btf-rs (defect 5).
+    SunrpcBtf,
     Reconnect(Scenario),
     Stall(&'static str),
 }
 
 impl Job {
     fn all() -> Vec<Job> {
-        let mut v = vec![Job::LateSunrpc];
+        let mut v = vec![Job::LateSunrpc, Job::SunrpcBtf];
         v.extend(Scenario::all().into_iter().map(Job::Reconnect));
         v.extend(stall::VERSIONS.iter().map(|s| Job::Stall(s)));
         v
@@ -100,6 +103,9 @@ impl Job {
     fn parse(name: &str) -> Result<Job> {
         if name == late::NAME {
             return Ok(Job::LateSunrpc);
+        }
+        if name == sunrpc_btf::NAME {
+            return Ok(Job::SunrpcBtf);
         }
         match stall::parse(name) {
             Some(v) => Ok(Job::Stall(v)),
@@ -110,6 +116,7 @@ impl Job {
     fn name(&self) -> String {
         match self {
             Job::LateSunrpc => late::NAME.to_string(),
+            Job::SunrpcBtf => sunrpc_btf::NAME.to_string(),
             Job::Reconnect(sc) => sc.name.clone(),
             Job::Stall(v) => format!("stall-v{v}"),
         }

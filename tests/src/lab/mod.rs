@@ -13,6 +13,7 @@ pub mod nfsd;
 pub mod out;
 pub mod scenario;
 pub mod stall;
+pub mod sunrpc_btf;
 pub mod sys;
 pub mod tools;
 pub mod tracer;

@@ -11,6 +11,7 @@ mod image;
 mod initramfs;
 mod kernels;
 mod late;
+mod sunrpc_btf;
 mod layers;
 mod modules;
 mod qemu;
@@ -39,7 +40,7 @@ pub struct VmArgs {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Only these scenarios (repeatable), e.g. v3-default, v4.1-noresvport,
-    /// stall-v4.0, late-sunrpc; `stall` means every stall scenario.
+    /// stall-v4.0, late-sunrpc, sunrpc-btf; `stall` means every stall scenario.
     #[arg(long)]
     scenario: Vec<String>,
     /// Ground truth only: do not put nfs-trace in the guest.
@@ -169,6 +170,7 @@ fn run_kernel(cache: &Path, line: &'static kernels::Line, init: &Path, tracer: O
         let mut r = match rep.truths.iter().find(|t| t["scenario"] == name.as_str()) {
             Some(t) if stall::is_stall(name) => stall::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) if name == late::NAME => late::judge(t, rep.tracer.get(name), tracer.is_some()),
+            Some(t) if name == sunrpc_btf::NAME => sunrpc_btf::judge(t, tracer.is_some()),
             Some(t) => scenarios::judge(t, rep.tracer.get(name), tracer.is_some()),
             None => json!({"scenario": name, "ok": false, "agree": null,
                            "problems": [format!("no result from the guest ({end})")]}),
@@ -202,6 +204,7 @@ fn summarise(runs: &[report::KernelRun]) {
         println!("{stalls}");
     }
     print!("{}", report::late_lines(runs));
+    print!("{}", report::sunrpc_btf_lines(runs));
     println!("{}", report::timings(runs));
     for p in report::problems(runs) {
         println!("✘ {p}");

@@ -215,6 +215,31 @@ pub fn late_lines(runs: &[KernelRun]) -> String {
     s
 }
 
+/// One line per kernel for `sunrpc-btf`: the sunrpc offsets nfs-trace gave
+/// its programs against btf-rs's. Empty when it did not run.
+pub fn sunrpc_btf_lines(runs: &[KernelRun]) -> String {
+    let mut s = String::new();
+    for run in runs {
+        for r in run.results.iter().filter(|r| r["kind"] == "sunrpc_btf") {
+            let _ = writeln!(
+                s,
+                "- {} ({}): sunrpc split BTF: {}; rpc_xprt.addr nfs-trace {} / btf-rs {}; sock_xprt.srcport nfs-trace {} / btf-rs {}; \
+                 SunRPC hooks attached: {} {}",
+                run.line,
+                run.release,
+                r["split_btf"],
+                r["tracer"]["xprt_addr"],
+                r["btf_rs"]["xprt_addr"],
+                r["tracer"]["srcport"],
+                r["btf_rs"]["srcport"],
+                r["hooks_attached"],
+                agrees(r)
+            );
+        }
+    }
+    s
+}
+
 /// What went wrong, scenario by scenario (for the console and the matrix).
 pub fn problems(runs: &[KernelRun]) -> Vec<String> {
     let mut out = Vec::new();

@@ -12,10 +12,10 @@ pub const OPTIONS: &[&str] = &["default", "noresvport"];
 pub const PREFIX: &str = "@@LAB ";
 pub const MARKER: &str = "@@LAB-RESULT";
 
-/// Names as the guest parses them: `late-sunrpc`, `v<vers>-<option>`, then
+/// Names as the guest parses them: `late-sunrpc`, `sunrpc-btf`, `v<vers>-<option>`, then
 /// the stall scenarios `stall-v<vers>`.
 pub fn all_names() -> Vec<String> {
-    let mut v = vec![super::late::NAME.to_string()];
+    let mut v = vec![super::late::NAME.to_string(), super::sunrpc_btf::NAME.to_string()];
     v.extend(VERSIONS.iter().flat_map(|v| OPTIONS.iter().map(move |o| format!("v{v}-{o}"))));
     v.extend(super::stall::names());
     v

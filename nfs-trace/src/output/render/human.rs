@@ -29,7 +29,7 @@ pub fn endpoint(a: IpAddr, port: u16) -> String {
 
 /// The mount points served by `flow`'s server and port through the transport
 /// that remembers `srcport`, escaped and comma-separated ("" when none).
-fn mount_list(views: &[MountView], flow: &Flow, srcport: u16, sep: &str) -> String {
+fn mount_list(views: &[MountView], flow: &Flow, srcport: Option<u16>, sep: &str) -> String {
     let m: Vec<String> = nfsmounts::attribute(views, flow.raddr, flow.dport, srcport)
         .iter()
         .map(|m| escape(&m.mountpoint).into_owned())
@@ -39,7 +39,7 @@ fn mount_list(views: &[MountView], flow: &Flow, srcport: u16, sep: &str) -> Stri
 
 /// " (mount /mnt/a, /mnt/b)" for a stall's destination, or nothing.
 fn mounts_suffix(views: &[MountView], st: &Stall) -> String {
-    let m = mount_list(views, &st.who.flow, st.who.flow.sport, ", ");
+    let m = mount_list(views, &st.who.flow, Some(st.who.flow.sport), ", ");
     if m.is_empty() { String::new() } else { format!(" (mount {m})") }
 }
 

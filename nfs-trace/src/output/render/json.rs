@@ -142,7 +142,8 @@ struct XprtConnectBody<'a> {
     task: &'a Task,
     #[serde(flatten)]
     flow: Flow,
-    srcport: u16,
+    /// null when the kernel record could not say.
+    srcport: Option<u16>,
     connects: u64,
     prev_sport: Option<u16>,
     reused: bool,
@@ -167,7 +168,7 @@ struct XprtDropBody {
 
 impl<W: Write> Renderer<W> {
     pub(super) fn stall_body(&self, st: &Stall, views: &[MountView]) -> StallBody {
-        let mounts: Vec<&MountView> = nfsmounts::attribute(views, st.who.flow.raddr, st.who.flow.dport, st.who.flow.sport);
+        let mounts: Vec<&MountView> = nfsmounts::attribute(views, st.who.flow.raddr, st.who.flow.dport, Some(st.who.flow.sport));
         StallBody {
             mounts: mounts.iter().map(|m| m.mountpoint.clone()).collect(),
             verdict: crate::model::verdict::stall_verdict(st, &mounts),
