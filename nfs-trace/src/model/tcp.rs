@@ -146,9 +146,12 @@ impl Tracker {
                 }];
                 let i = match self.open_stall_of(ev) {
                     Some(i) => Some(i),
-                    // A new stall: this flow was seen before (by another socket).
+                    // A new stall: this flow was seen before. The remembered
+                    // connect is an earlier one even when its socket address
+                    // is the same (the kernel recycles `struct sock`, and a
+                    // socket may connect again after a failed attempt).
                     None if ev.flow.sport != 0 && self.open.len() < MAX_OPEN_STALLS => {
-                        self.flows.get(&ev.flow).filter(|prev| prev.sk != ev.sk).map(|prev| prev.end_ns).map(|prev_end_ns| {
+                        self.flows.get(&ev.flow).map(|prev| prev.end_ns).map(|prev_end_ns| {
                             self.open.push(Stall {
                                 who: who.clone(),
                                 start_ns: ev.start_ns,

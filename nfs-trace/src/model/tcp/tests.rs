@@ -216,6 +216,21 @@ fn a_stall_lasts_until_its_own_transport_connects_while_siblings_work() {
     assert!(verdict.contains("while 1 connect(s) to the same server from other ports succeeded"), "{verdict}");
 }
 
+/// The kernel recycles `struct sock`: the reconnect's socket can have the
+/// address of the flow's earlier one (seen on this host's kernel). It is a
+/// stall all the same.
+#[test]
+fn a_recycled_socket_address_still_stalls() {
+    let mut t = Tracker::new();
+    let obs = run(
+        &mut t,
+        &[connected(100, 7, 999), closed(150, 7, 999, CLOSE, 0), retransmit(1_200, 7, 999, 200, 1), connected(3_000, 7, 999)],
+    );
+    let s = stalls(&obs);
+    assert_eq!(s.iter().map(|(st, ended)| (st.start_ns, *ended)).collect::<Vec<_>>(), vec![(200 * MS, false), (200 * MS, true)]);
+    assert_eq!(s[1].0.prev_end_ns, Some(150 * MS));
+}
+
 /// Past its bound the flow memory forgets the oldest flows and says how many.
 #[test]
 fn forgotten_flows_are_counted() {
