@@ -1,0 +1,180 @@
+//! Metrics: counters that never go down, bounded labels, and text promtool reads.
+use super::*;
+use crate::flow::{Flow, Task};
+use crate::kernel::decode::{Event, Kind};
+use nfs_trace_common::tcp_state::{ESTABLISHED, SYN_SENT};
+
+fn ev(kind: Kind, raddr: &str, ts_ms: u64, sk: u64, start_ms: u64, retrans: u32) -> Event {
+    Event {
+        kind,
+        ts_ns: ts_ms * 1_000_000,
+        sk,
+        task: Task { pid: 1, comm: "kworker".into() },
+        flow: Flow { laddr: "10.0.0.2".parse().unwrap(), sport: 871, raddr: raddr.parse().unwrap(), dport: 2049 },
+        start_ns: start_ms * 1_000_000,
+        syn_ns: 0,
+        established_ns: 0,
+        xprt: 0,
+        err: 0,
+        syn_retrans: retrans,
+        oldstate: SYN_SENT,
+        newstate: ESTABLISHED,
+        first_exit: 0,
+    }
+}
+
+/// Feeds events through the tracker into the metrics, as `watch` does.
+fn feed(t: &mut Tracker, m: &mut Metrics, views: &[MountView], events: &[Event]) {
+    for e in events {
+        for o in t.on_event(e) {
+            m.observe(&o, views);
+        }
+    }
+}
+
+/// One stall toward `raddr`: a connect from 871, then a reconnect from
+/// 871 that retransmits its SYN for 2 s before it gets through.
+fn stall(raddr: &str, at_ms: u64, sk: u64) -> [Event; 3] {
+    [
+        ev(Kind::ConnectDone, raddr, at_ms, sk, at_ms, 0),
+        ev(Kind::SynRetransmit, raddr, at_ms + 2000, sk + 1, at_ms + 1000, 1),
+        ev(Kind::ConnectDone, raddr, at_ms + 3000, sk + 1, at_ms + 1000, 1),
+    ]
+}
+
+fn scrape(m: &mut Metrics, t: &Tracker, views: &[MountView]) -> String {
+    m.render(t, &XprtTracker::new(false), views, Lost::default(), 3, &StateSizes { kernel_sockets: 0 })
+}
+
+/// The value of the sample of `family` whose labels contain `has`.
+fn value(out: &str, family: &str, has: &str) -> Option<f64> {
+    out.lines()
+        .find(|l| l.starts_with(&format!("{family}{{")) && l.contains(has))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn stalls_are_counted_per_server_and_mount() {
+    let mut t = Tracker::new();
+    let mut m = Metrics::new();
+    let views = [MountView::for_test("/mnt/da\"ta\\x", "10.0.0.1", "3", false, 871)];
+    feed(&mut t, &mut m, &views, &[ev(Kind::ConnectDone, "10.0.0.1", 10, 1, 0, 0), ev(Kind::SynRetransmit, "10.0.0.1", 3_000, 2, 2_000, 1)]);
+    let out = scrape(&mut m, &t, &views);
+    // Label values escaped as the format wants.
+    let labels = r#"{raddr="10.0.0.1",dport="2049",mount="/mnt/da\"ta\\x"}"#;
+    assert!(out.contains(&format!("nfs_trace_stalls_total{labels} 1\n")), "{out}");
+    assert!(out.contains(&format!("nfs_trace_stalls_ongoing{labels} 1\n")), "{out}");
+    assert!(out.contains(&format!("nfs_trace_stall_seconds_total{labels} 1.0\n")), "{out}");
+    feed(&mut t, &mut m, &views, &[ev(Kind::ConnectDone, "10.0.0.1", 12_000, 2, 2_000, 4)]);
+    let out = scrape(&mut m, &t, &views);
+    assert!(out.contains(&format!("nfs_trace_stalls_total{labels} 1\n")), "{out}");
+    assert!(out.contains(&format!("nfs_trace_stall_seconds_total{labels} 10.0\n")), "{out}");
+    assert!(out.contains(&format!("nfs_trace_stalls_ongoing{labels} 0\n")), "{out}");
+}
+
+#[test]
+fn renders_families_with_help_and_type() {
+    let mut m = Metrics::new();
+    let t = Tracker::new();
+    let x = XprtTracker::new(false);
+    let out = m.render(&t, &x, &[], Lost { events: 2, sockets: 0, connects: 1 }, 3, &StateSizes { kernel_sockets: 5 });
+    assert!(out.contains("nfs_trace_kernel_tracked_sockets 5"));
+    assert!(out.contains("# TYPE nfs_trace_lost_events_total counter\nnfs_trace_lost_events_total 2\n"), "{out}");
+    assert!(out.contains("nfs_trace_hooks_attached 3"));
+    assert!(out.lines().all(|l| l.starts_with('#') || l.starts_with("nfs_trace_")));
+    // The kernel's counters are monotonic; ours follow them.
+    let out = m.render(&t, &x, &[], Lost { events: 5, sockets: 0, connects: 1 }, 3, &StateSizes { kernel_sockets: 5 });
+    assert!(out.contains("nfs_trace_lost_events_total 5\n"), "{out}");
+}
+
+/// A stall counted under a mount stays counted there: when the mount
+/// views change, and when more stalls come than the tracker keeps.
+/// (The old renderer recomputed them from the tracker's capped list
+/// and today's views: /mnt/data's series vanished.)
+#[test]
+fn stall_counters_never_go_down() {
+    let data = MountView::for_test("/mnt/data", "10.0.0.1", "3", false, 871);
+    let other = MountView::for_test("/mnt/other", "10.0.0.9", "3", false, 871);
+    let both = [data.clone(), other.clone()];
+    let mut t = Tracker::new();
+    let mut m = Metrics::new();
+    feed(&mut t, &mut m, &both, &stall("10.0.0.1", 10, 1));
+    let first = scrape(&mut m, &t, &both);
+    assert_eq!(value(&first, "nfs_trace_stalls_total", r#"mount="/mnt/data""#), Some(1.0), "{first}");
+    // The mount goes away (or is remounted elsewhere): its stall stays its.
+    let later = scrape(&mut m, &t, std::slice::from_ref(&other));
+    assert_eq!(value(&later, "nfs_trace_stalls_total", r#"mount="/mnt/data""#), Some(1.0), "views changed:\n{later}");
+    assert_eq!(value(&later, "nfs_trace_stalls_total", r#"mount="""#), None, "no series relabelled:\n{later}");
+    // More stalls elsewhere than the tracker keeps for its summary.
+    let n = crate::model::tcp::MAX_STALLS_KEPT as u64 + 1;
+    for i in 0..n {
+        feed(&mut t, &mut m, &both, &stall("10.0.0.9", 10_000 + i * 10_000, 10 + 2 * i));
+    }
+    let last = scrape(&mut m, &t, &both);
+    assert_eq!(value(&last, "nfs_trace_stalls_total", r#"mount="/mnt/data""#), Some(1.0), "{last}");
+    assert_eq!(value(&last, "nfs_trace_stalls_total", r#"mount="/mnt/other""#), Some(n as f64));
+    assert_eq!(value(&last, "nfs_trace_stall_seconds_total", r#"mount="/mnt/other""#), Some(2.0 * n as f64));
+}
+
+/// Per-destination counters outlive the tracker's eviction of their
+/// destination, and destinations past the bound go to `other`.
+#[test]
+fn destination_counters_survive_eviction_and_stay_bounded() {
+    let mut t = Tracker::with_capacity(1, crate::model::tcp::MAX_FLOWS);
+    let mut m = Metrics::new();
+    feed(&mut t, &mut m, &[], &[ev(Kind::ConnectDone, "10.0.0.1", 1, 1, 0, 0), ev(Kind::ConnectDone, "10.0.0.1", 2, 2, 1, 0)]);
+    let before = scrape(&mut m, &t, &[]);
+    assert_eq!(value(&before, "nfs_trace_connects_total", r#"raddr="10.0.0.1""#), Some(2.0), "{before}");
+    assert_eq!(value(&before, "nfs_trace_source_port_reuses_total", r#"raddr="10.0.0.1""#), Some(1.0));
+    assert_eq!(value(&before, "nfs_trace_connect_failures_total", r#"raddr="10.0.0.1""#), Some(0.0), "at 0 until one fails");
+    // Another destination evicts the first from the tracker.
+    feed(&mut t, &mut m, &[], &[ev(Kind::ConnectDone, "10.0.0.3", 3, 3, 2, 0)]);
+    let after = scrape(&mut m, &t, &[]);
+    assert_eq!(value(&after, "nfs_trace_connects_total", r#"raddr="10.0.0.1""#), Some(2.0), "{after}");
+    assert!(after.contains("nfs_trace_tracked_destinations 1\n"));
+    // Past the bound: counted under `other`, and the overflow says so.
+    let mut t = Tracker::new();
+    for i in 0..MAX_DEST_SERIES as u64 + 3 {
+        let ip = std::net::Ipv4Addr::from(0x0a01_0000 + i as u32).to_string();
+        feed(&mut t, &mut m, &[], &[ev(Kind::ConnectDone, &ip, 10 + i, 100 + i, 9 + i, 0)]);
+    }
+    let out = scrape(&mut m, &t, &[]);
+    let series = out.lines().filter(|l| l.starts_with("nfs_trace_connects_total{")).count();
+    assert_eq!(series, MAX_DEST_SERIES + 1, "the bound plus `other`");
+    // 2 destinations were already in, so 5 of these went to `other`.
+    assert_eq!(value(&out, "nfs_trace_connects_total", r#"raddr="other""#), Some(5.0), "{out}");
+    assert_eq!(value(&out, "nfs_trace_metrics_overflow_total", r#"kind="destination""#), Some(5.0));
+}
+
+/// A transport's series keep the mount they were made with; its first
+/// connect (before the mount shows in mountinfo) waits for the mount.
+#[test]
+fn transport_series_keep_their_mount() {
+    use crate::model::xprt::XprtConnect;
+    let conn = |ts_ns, sport, prev: Option<u16>| {
+        XprtObservation::Connect(XprtConnect {
+            xprt: 0xabc,
+            ts_ns,
+            task: Task { pid: 1, comm: "kworker".into() },
+            flow: Flow { laddr: "10.0.0.2".parse().unwrap(), sport, raddr: "10.0.0.1".parse().unwrap(), dport: 2049 },
+            srcport: Some(871),
+            connects: 1,
+            prev_sport: prev,
+            reused: prev == Some(sport),
+            dropped: None,
+            error: 0,
+        })
+    };
+    let data = [MountView::for_test("/mnt/data", "10.0.0.1", "3", false, 871)];
+    let t = Tracker::new();
+    let mut m = Metrics::new();
+    m.observe_xprt(&conn(1, 871, None), &[]);
+    let out = scrape(&mut m, &t, &data);
+    let has = r#"xprt="0xabc",raddr="10.0.0.1",dport="2049",mount="/mnt/data""#;
+    assert_eq!(value(&out, "nfs_trace_transport_reconnects_total", has), Some(0.0), "labelled once the mount shows:\n{out}");
+    m.observe_xprt(&conn(2, 871, Some(871)), &[]);
+    let out = scrape(&mut m, &t, &[]);
+    assert_eq!(value(&out, "nfs_trace_transport_reconnects_total", has), Some(1.0), "{out}");
+    assert_eq!(value(&out, "nfs_trace_transport_port_reuses_total", has), Some(1.0));
+    assert_eq!(out.lines().filter(|l| l.starts_with("nfs_trace_transport_reconnects_total{")).count(), 1, "{out}");
+}
