@@ -211,8 +211,7 @@ impl<'a> Report<'a> {
         let p = self.plan;
         let mut s = String::new();
         s += "# Overhead benchmark: nfs-trace against its peers\n\n";
-        s += "Written by `cargo xtask bench`";
-        s += if p.quick { " --quick" } else { "" };
+        s += if p.quick { "Written by `cargo xtask bench --quick`" } else { "Written by `cargo xtask bench`" };
         s += "; every number below was measured in that one run.\n\n";
         let _ = writeln!(s, "- date: {}", now_utc());
         let _ = writeln!(s, "- nfs-trace: {}", p.subject);
