@@ -5,9 +5,13 @@
 //! nfs-trace, libbpf-tools tcpstates and a bpftrace one-liner (`tracer`), the
 //! baseline interleaved between the tracers so the machine's own noise shows
 //! as the baseline's spread. `report` turns the runs into the table in
-//! docs/bench.md and checks the targets. Every number is measured in
+//! docs/bench.md and checks the targets. After the throughput runs,
+//! one run-time run per tracer (`bpfstats`) reads what its BPF programs cost
+//! in the kernel on a storm to the watched port and one to an unwatched port,
+//! with the kernel's run-time stats on for those runs only. Every number is measured in
 //! this run; a missed target is printed as MISS, never hidden (exit status 0:
 //! the timing belongs to a shared machine, not to a test).
+mod bpfstats;
 mod report;
 mod storm;
 mod tracer;
@@ -69,6 +73,9 @@ pub struct Plan {
     pub connects: u64,
     pub threads: u32,
     pub rounds: usize,
+    /// `kernel.bpf_stats_enabled` at the start: if someone set it, the
+    /// throughput runs ran with stats on too (the report says so).
+    pub stats_sysctl: Option<bool>,
 }
 
 /// Removes the output directory however the bench ends.
@@ -109,6 +116,7 @@ pub fn main(args: BenchArgs) -> Result<()> {
         threads: args.threads.unwrap_or(cpus.max(2)),
         // More rounds in full mode so a tool's ratio is a median, not one sample.
         rounds: if args.quick { 2 } else { 3 },
+        stats_sysctl: bpfstats::sysctl_enabled(),
     };
     crate::setup::ensure_apt(PEER_PACKAGES)?;
     for p in ["tcpstates", "bpftrace", "stdbuf"] {
@@ -159,8 +167,26 @@ pub fn main(args: BenchArgs) -> Result<()> {
         // Let the previous tracer's detach and socket teardown finish.
         std::thread::sleep(Duration::from_millis(300));
     }
+    // The run-time runs last, apart: stats on slows every program a little.
+    let mut costs = Vec::new();
+    for (i, tool) in tools.iter().enumerate() {
+        let c = cost_run(*tool, &plan, &bin, &dir.0, i)?;
+        for c in &c {
+            eprintln!(
+                "xtask bench: [run time] {:<32} {:<9} :{} {:>9.0} connects/s  {} ns per run, {} ns per connect",
+                tool.name(),
+                c.target.label(),
+                c.port,
+                c.rate,
+                c.ns_per_run().map_or("–".into(), |v| format!("{v:.0}")),
+                c.ns_per_connect().map_or("–".into(), |v| format!("{v:.0}")),
+            );
+        }
+        costs.extend(c);
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let elapsed = t0.elapsed();
-    let rep = report::Report::new(&plan, &runs, elapsed);
+    let rep = report::Report::new(&plan, &runs, &costs, elapsed);
     let md = rep.markdown();
     println!("{md}");
     let path = crate::cmd::workspace_root().join("docs/bench.md");
@@ -205,6 +231,54 @@ fn one_run(tool: Tool, plan: &Plan, bin: &std::path::Path, dir: &std::path::Path
         attach_ms: counts.attach_ms,
         ready,
     })
+}
+
+/// One tracer, stats on: a storm to the port it watches, then one to a port
+/// it does not (it still filters for 2049). Deltas of its own programs'
+/// counters around each storm, never absolute values (they count since load,
+/// including the readiness probes).
+fn cost_run(
+    tool: Tool,
+    plan: &Plan,
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    i: usize,
+) -> Result<Vec<bpfstats::Cost>> {
+    let mut r = Running::start(tool, bin, dir, &format!("cost{i}"))?;
+    r.wait_ready(Duration::from_secs(60))?;
+    let mut costs = Vec::new();
+    {
+        let _stats = bpfstats::StatsOn::enable()?;
+        for (target, port) in
+            [(bpfstats::Target::Watched, storm::NFS_PORT), (bpfstats::Target::Unwatched, storm::NOISE_PORT)]
+        {
+            let before = bpfstats::snapshot(r.pid())?;
+            let s = storm::run_to(port, plan.connects, plan.threads)?;
+            let after = bpfstats::snapshot(r.pid())?;
+            costs.push(bpfstats::Cost {
+                tool,
+                target,
+                port,
+                connects: s.made,
+                rate: s.rate(),
+                reported: 0,
+                progs: bpfstats::delta(&before, &after),
+            });
+            // Let its userspace catch up before the next storm (its reading
+            // is not what these runs measure, but it shares the CPUs).
+            r.drain(
+                if target == bpfstats::Target::Watched { s.made } else { 0 },
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            )?;
+        }
+    }
+    let counts = r.stop()?;
+    // The tool still filters: it reports the watched storm and none of the other.
+    for c in &mut costs {
+        c.reported = if c.target == bpfstats::Target::Watched { counts.seen } else { counts.noise };
+    }
+    Ok(costs)
 }
 
 /// The commit the work tree is at, "+ changes" when it has uncommitted ones.

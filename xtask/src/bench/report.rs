@@ -1,7 +1,12 @@
 //! The bench's table and its verdict on the issue's targets.
 use std::{fmt::Write as _, time::Duration};
 
-use super::{Plan, Run, storm, tracer::Tool};
+use super::{
+    Plan, Run,
+    bpfstats::{Cost, Target},
+    storm,
+    tracer::Tool,
+};
 
 /// Issue 6's targets.
 const MIN_RATIO: f64 = 0.95;
@@ -57,13 +62,14 @@ struct Row {
 pub struct Report<'a> {
     plan: &'a Plan,
     runs: &'a [Run],
+    costs: &'a [Cost],
     elapsed: Duration,
     base: Vec<f64>,
     rows: Vec<Row>,
 }
 
 impl<'a> Report<'a> {
-    pub fn new(plan: &'a Plan, runs: &'a [Run], elapsed: Duration) -> Report<'a> {
+    pub fn new(plan: &'a Plan, runs: &'a [Run], costs: &'a [Cost], elapsed: Duration) -> Report<'a> {
         let base: Vec<f64> = runs.iter().filter(|r| r.tool == Tool::Baseline).map(|r| r.storm.rate()).collect();
         // Each tracer run against the baselines right before and after it:
         // on a shared machine the load drifts, and the neighbours are the
@@ -99,7 +105,7 @@ impl<'a> Report<'a> {
                 }
             })
             .collect();
-        Report { plan, runs, elapsed, base, rows }
+        Report { plan, runs, costs, elapsed, base, rows }
     }
 
     fn row(&self, tool: Tool) -> &Row {
@@ -167,7 +173,11 @@ impl<'a> Report<'a> {
         let rss_mb = n.hwm_kb as f64 / 1024.0;
         let attach = n.attach_ms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         vec![
-            (format!("connects/s ratio ≥ {MIN_RATIO}"), format!("{ratio:.2} (median of {})", n.ratios.len()), ratio >= MIN_RATIO),
+            (
+                format!("connects/s ratio ≥ {MIN_RATIO}"),
+                format!("{ratio:.2} (median of {})", n.ratios.len()),
+                ratio >= MIN_RATIO,
+            ),
             (
                 "ratio not below the best peer".into(),
                 format!("{ratio:.2} vs {best_ratio:.2} ({best_peer})"),
@@ -186,9 +196,14 @@ impl<'a> Report<'a> {
             (format!("peak RSS < {MAX_RSS_MB} MB"), format!("{rss_mb:.1} MB"), rss_mb < MAX_RSS_MB),
             (
                 format!("start to attached < {MAX_ATTACH_MS} ms"),
-                if n.attach_ms.is_empty() { "no attached record".into() } else { format!("{attach:.0} ms (worst run)") },
+                if n.attach_ms.is_empty() {
+                    "no attached record".into()
+                } else {
+                    format!("{attach:.0} ms (worst run)")
+                },
                 !n.attach_ms.is_empty() && attach < MAX_ATTACH_MS,
             ),
+            cost_target(self.costs),
         ]
     }
 
@@ -196,8 +211,7 @@ impl<'a> Report<'a> {
         let p = self.plan;
         let mut s = String::new();
         s += "# Overhead benchmark: nfs-trace against its peers\n\n";
-        s += "Written by `cargo xtask bench`";
-        s += if p.quick { " --quick" } else { "" };
+        s += if p.quick { "Written by `cargo xtask bench --quick`" } else { "Written by `cargo xtask bench`" };
         s += "; every number below was measured in that one run.\n\n";
         let _ = writeln!(s, "- date: {}", now_utc());
         let _ = writeln!(s, "- nfs-trace: {}", p.subject);
@@ -216,9 +230,25 @@ impl<'a> Report<'a> {
             p.rounds,
             self.elapsed.as_secs_f64(),
         );
+        let _ = writeln!(
+            s,
+            "- BPF run time: then 1 run per tracer with the kernel's BPF run-time stats on (BPF_ENABLE_STATS, for those \
+             runs only): {} connects to 127.0.0.1:{} alone, then {} to :{} alone (the tool still filtering for {})",
+            thousands(p.connects as f64),
+            storm::NFS_PORT,
+            thousands(p.connects as f64),
+            storm::NOISE_PORT,
+            storm::NFS_PORT,
+        );
+        if p.stats_sysctl == Some(true) {
+            s += "- **note:** `kernel.bpf_stats_enabled` was already 1 when the bench started: the throughput runs \
+                  ran with run-time stats on too.\n";
+        }
         s += "\n";
         s += &self.table();
-        s += "\n## Targets (issue 6) for nfs-trace\n\n";
+        s += "\n";
+        s += &cost_tables(self.costs);
+        s += "\n## Targets (issue 6; BPF run time: issue 11) for nfs-trace\n\n";
         for (what, got, ok) in self.targets() {
             let _ = writeln!(s, "- **{}** {what}: {got}", if ok { "PASS" } else { "MISS" });
         }
@@ -240,27 +270,117 @@ impl<'a> Report<'a> {
              spawning the tool until it reported a probe connect. The bpftrace program: `{}`.",
             super::tracer::bpftrace_program()
         );
+        s += "- BPF run time: the kernel's `run_time_ns` and `run_cnt` of each program the tool's process holds \
+              (prog ids from /proc/PID/fdinfo, so another nfs-trace on the host is not counted), read just before and \
+              just after each storm; the tables show the difference. ns per run = run time / runs over the tool's \
+              programs; ns per connect = the same run time / connects made, what the host pays per connect whatever \
+              the tool does with it. Missed (recursion): runs the kernel skipped because a BPF program was already \
+              running on that CPU (fdinfo `recursion_misses`). Runs also count other sockets on the host during \
+              the storm. Stats on cost every program a little: compare these numbers with each other, not with the \
+              throughput table.\n";
         s += "\n## Runs in order (connects/s)\n\n";
-        let list: Vec<String> = self
-            .runs
-            .iter()
-            .map(|r| {
-                let short = match r.tool {
-                    Tool::Baseline => "baseline",
-                    Tool::NfsTrace => "nfs-trace",
-                    Tool::Tcpstates => "tcpstates",
-                    Tool::Bpftrace => "bpftrace",
-                };
-                format!("{short} {}", thousands(r.storm.rate()))
-            })
-            .collect();
+        let list: Vec<String> =
+            self.runs.iter().map(|r| format!("{} {}", short(r.tool), thousands(r.storm.rate()))).collect();
         s += &list.join(" · ");
         s += "\n";
+        if !self.costs.is_empty() {
+            let list: Vec<String> =
+                self.costs.iter().map(|c| format!("{} :{} {}", short(c.tool), c.port, thousands(c.rate))).collect();
+            let _ =
+                writeln!(s, "\nThen with BPF run-time stats on (not in the throughput table): {}", list.join(" · "));
+        }
         let failed: u64 = self.runs.iter().map(|r| r.storm.failed).sum();
         if failed > 0 {
             let _ = writeln!(s, "\n{failed} connect() calls failed during the storms (not counted as made).");
         }
         s
+    }
+}
+
+fn short(t: Tool) -> &'static str {
+    match t {
+        Tool::Baseline => "baseline",
+        Tool::NfsTrace => "nfs-trace",
+        Tool::Tcpstates => "tcpstates",
+        Tool::Bpftrace => "bpftrace",
+    }
+}
+
+/// "–" for a ratio with nothing to divide by.
+fn or_dash(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map_or("–".into(), f)
+}
+
+/// The "BPF run time" section: per tool and storm, then per program.
+pub fn cost_tables(costs: &[Cost]) -> String {
+    let mut s = String::new();
+    if costs.is_empty() {
+        return s;
+    }
+    s += "## BPF run time\n\n";
+    s += "| tool | storm | connects | reported | connects/s (stats on) | BPF runs per connect | ns per run | ns per connect |\n";
+    s += "|---|---|---:|---:|---:|---:|---:|---:|\n";
+    for c in costs {
+        let _ = writeln!(
+            s,
+            "| {} | {} :{} | {} | {} | {} | {} | **{}** | **{}** |",
+            c.tool.name(),
+            c.target.label(),
+            c.port,
+            thousands(c.connects as f64),
+            thousands(c.reported as f64),
+            thousands(c.rate),
+            or_dash(c.runs_per_connect(), |v| format!("{v:.2}")),
+            or_dash(c.ns_per_run(), thousands),
+            or_dash(c.ns_per_connect(), thousands),
+        );
+    }
+    s += "\nPer program:\n\n";
+    s += "| tool | storm | program (id) | run_cnt | run_time_ns | ns per run | ns per connect | missed (recursion) |\n";
+    s += "|---|---|---|---:|---:|---:|---:|---:|\n";
+    for c in costs {
+        for p in &c.progs {
+            let _ = writeln!(
+                s,
+                "| {} | {} :{} | {} ({}) | {} | {} | {} | {} | {} |",
+                short(c.tool),
+                c.target.label(),
+                c.port,
+                p.name,
+                p.id,
+                thousands(p.run_cnt as f64),
+                thousands(p.run_time_ns as f64),
+                or_dash(super::bpfstats::per(p.run_time_ns, p.run_cnt), thousands),
+                or_dash(super::bpfstats::per(p.run_time_ns, c.connects), thousands),
+                p.recursion_misses.map_or("–".into(), |m| thousands(m as f64)),
+            );
+        }
+    }
+    s
+}
+
+/// Issue 11's target: on a storm to a port nobody watches — what every host
+/// pays all day — nfs-trace's programs cost no more per run than the bpftrace
+/// one-liner's. Per connect beside it: a tool with more cheap runs per
+/// connect could pass per run and still cost more.
+pub fn cost_target(costs: &[Cost]) -> (String, String, bool) {
+    let what = "unwatched-port storm: BPF ns per run ≤ the bpftrace one-liner's".to_string();
+    let find = |t: Tool| costs.iter().find(|c| c.tool == t && c.target == Target::Unwatched);
+    let say = |c: &Cost| {
+        format!(
+            "{} {} ns per run ({} ns per connect)",
+            short(c.tool),
+            or_dash(c.ns_per_run(), thousands),
+            or_dash(c.ns_per_connect(), thousands)
+        )
+    };
+    match (find(Tool::NfsTrace), find(Tool::Bpftrace)) {
+        (Some(n), Some(b)) => {
+            let got = format!("{} vs {}", say(n), say(b));
+            let met = matches!((n.ns_per_run(), b.ns_per_run()), (Some(x), Some(y)) if x <= y);
+            (what, got, met)
+        }
+        _ => (what, "not measured".into(), false),
     }
 }
 
@@ -278,7 +398,9 @@ fn machine() -> String {
     let mem_gb = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
-            m.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         })
         .map(|kb| kb / 1024.0 / 1024.0);
     match mem_gb {
@@ -289,7 +411,8 @@ fn machine() -> String {
 
 /// "2025-06-01 12:34 UTC" from the system clock (civil-from-days, H. Hinnant).
 fn now_utc() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -315,5 +438,75 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(now_utc().ends_with(" UTC"));
+    }
+
+    use crate::bench::bpfstats::ProgDelta;
+
+    /// One tool's unwatched-storm cost: `runs` runs of `ns` each over 1,000 connects.
+    fn unwatched(tool: Tool, runs: u64, ns: u64) -> Cost {
+        Cost {
+            tool,
+            target: Target::Unwatched,
+            port: 2050,
+            connects: 1_000,
+            rate: 20_000.0,
+            reported: 0,
+            progs: vec![ProgDelta {
+                id: 7,
+                name: "inet_sock_set_s".into(),
+                run_cnt: runs,
+                run_time_ns: runs * ns,
+                recursion_misses: Some(4),
+            }],
+        }
+    }
+
+    #[test]
+    fn run_time_target_compares_nfs_trace_with_bpftrace_unwatched() {
+        // The numbers of issue 11: 122 ns against 78 ns misses.
+        let costs = [unwatched(Tool::NfsTrace, 3_000, 122), unwatched(Tool::Bpftrace, 3_000, 78)];
+        let (what, got, met) = cost_target(&costs);
+        assert!(what.contains("unwatched"), "{what}");
+        assert_eq!(got, "nfs-trace 122 ns per run (366 ns per connect) vs bpftrace 78 ns per run (234 ns per connect)");
+        assert!(!met);
+        assert!(cost_target(&[unwatched(Tool::NfsTrace, 3_000, 78), costs[1].clone()]).2, "equal passes");
+        // The watched storm or a missing tool is no measurement of this target.
+        let mut watched = costs.clone();
+        watched.iter_mut().for_each(|c| c.target = Target::Watched);
+        assert_eq!(cost_target(&watched).1, "not measured");
+        assert!(!cost_target(&watched).2);
+        assert!(!cost_target(&costs[..1]).2);
+        // A tool whose programs never ran has no ns per run: not a pass.
+        assert!(!cost_target(&[unwatched(Tool::NfsTrace, 0, 0), costs[1].clone()]).2);
+    }
+
+    #[test]
+    fn run_time_tables_show_every_storm_and_program() {
+        let mut w = unwatched(Tool::Tcpstates, 4_000, 5_476);
+        w.target = Target::Watched;
+        w.port = 2049;
+        w.reported = 1_000;
+        w.progs.push(ProgDelta { id: 9, name: "idle".into(), run_cnt: 0, run_time_ns: 0, recursion_misses: None });
+        let md = cost_tables(&[w, unwatched(Tool::Bpftrace, 3_000, 78)]);
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(lines[0], "## BPF run time");
+        assert!(
+            lines.contains(&"| libbpf-tools tcpstates -D 2049 | watched :2049 | 1,000 | 1,000 | 20,000 | 4.00 | **5,476** | **21,904** |"),
+            "{md}"
+        );
+        assert!(
+            lines.contains(
+                &"| bpftrace inet_sock_set_state | unwatched :2050 | 1,000 | 0 | 20,000 | 3.00 | **78** | **234** |"
+            ),
+            "{md}"
+        );
+        assert!(
+            lines.contains(
+                &"| tcpstates | watched :2049 | inet_sock_set_s (7) | 4,000 | 21,904,000 | 5,476 | 21,904 | 4 |"
+            ),
+            "{md}"
+        );
+        assert!(lines.contains(&"| tcpstates | watched :2049 | idle (9) | 0 | 0 | – | 0 | – |"), "{md}");
+        assert_eq!(cost_tables(&[]), "", "no run-time runs, no section");
     }
 }

@@ -135,8 +135,20 @@ impl StormResult {
 }
 
 /// `connects` NFS-port connects spread over `threads` threads, all started
-/// together; the time runs from the start signal to the last thread's end.
+/// together, with noise; the time runs from the start signal to the last
+/// thread's end.
 pub fn run(connects: u64, threads: u32) -> Result<StormResult> {
+    storm(NFS_PORT, Some(NOISE_PORT), connects, threads)
+}
+
+/// `connects` connects to `port` alone, no noise: for the run-time runs,
+/// where every program run must belong to connects of one kind.
+/// `made` counts the connects to `port`.
+pub fn run_to(port: u16, connects: u64, threads: u32) -> Result<StormResult> {
+    storm(port, None, connects, threads)
+}
+
+fn storm(port: u16, noise_port: Option<u16>, connects: u64, threads: u32) -> Result<StormResult> {
     let barrier = Arc::new(Barrier::new(threads as usize + 1));
     let mut handles = Vec::new();
     for i in 0..threads as u64 {
@@ -148,8 +160,10 @@ pub fn run(connects: u64, threads: u32) -> Result<StormResult> {
             let mut first_err: Option<io::Error> = None;
             barrier.wait();
             for n in 0..share {
-                if n % NOISE_EVERY == NOISE_EVERY - 1 {
-                    match connect_once(NOISE_PORT) {
+                if let Some(noise_port) = noise_port
+                    && n % NOISE_EVERY == NOISE_EVERY - 1
+                {
+                    match connect_once(noise_port) {
                         Ok(()) => noise += 1,
                         Err(e) => {
                             failed += 1;
@@ -157,7 +171,7 @@ pub fn run(connects: u64, threads: u32) -> Result<StormResult> {
                         }
                     }
                 }
-                match connect_once(NFS_PORT) {
+                match connect_once(port) {
                     Ok(()) => made += 1,
                     Err(e) => {
                         failed += 1;
@@ -186,7 +200,7 @@ pub fn run(connects: u64, threads: u32) -> Result<StormResult> {
         eprintln!("xtask bench: warning: {} connects failed (first: {e})", r.failed);
     }
     if r.made == 0 {
-        bail!("no connect to 127.0.0.1:{NFS_PORT} succeeded");
+        bail!("no connect to 127.0.0.1:{port} succeeded");
     }
     Ok(r)
 }

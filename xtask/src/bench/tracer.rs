@@ -390,16 +390,34 @@ mod tests {
         let mut c = Counts::default();
         let t = Tool::Tcpstates;
         c.stdout_line(t, "SKADDR           PID     COMM       LADDR           LPORT RADDR           RPORT OLDSTATE    -> NEWSTATE    MS");
-        c.stdout_line(t, "ffff8881 26197   python3    127.0.0.1       0     127.0.0.1       2049  CLOSE       -> SYN_SENT    0.000");
-        c.stdout_line(t, "ffff8881 26197   storm 1    127.0.0.1       51462 127.0.0.1       2049  SYN_SENT    -> ESTABLISHED 0.147");
-        c.stdout_line(t, "ffff8881 26197   x          127.0.0.1       51463 127.0.0.2       2049  SYN_SENT    -> CLOSE       0.1");
-        c.stdout_line(t, "ffff8881 26197   x          127.0.0.1       51464 127.0.0.1       2050  SYN_SENT    -> CLOSE       0.1");
+        c.stdout_line(
+            t,
+            "ffff8881 26197   python3    127.0.0.1       0     127.0.0.1       2049  CLOSE       -> SYN_SENT    0.000",
+        );
+        c.stdout_line(
+            t,
+            "ffff8881 26197   storm 1    127.0.0.1       51462 127.0.0.1       2049  SYN_SENT    -> ESTABLISHED 0.147",
+        );
+        c.stdout_line(
+            t,
+            "ffff8881 26197   x          127.0.0.1       51463 127.0.0.2       2049  SYN_SENT    -> CLOSE       0.1",
+        );
+        c.stdout_line(
+            t,
+            "ffff8881 26197   x          127.0.0.1       51464 127.0.0.1       2050  SYN_SENT    -> CLOSE       0.1",
+        );
         c.stderr_line(t, "lost 7 events on CPU #1");
         assert_eq!((c.seen, c.probes, c.noise, c.lost(t)), (1, 1, 1, Some(7)));
 
         let mut c = Counts::default();
         let b = Tool::Bpftrace;
-        for l in ["Attaching 1 probe...", "connect 127.0.0.1 2049 5000 1", "connect 127.0.0.2 2049 5001 7", "Lost 3 events", ""] {
+        for l in [
+            "Attaching 1 probe...",
+            "connect 127.0.0.1 2049 5000 1",
+            "connect 127.0.0.2 2049 5001 7",
+            "Lost 3 events",
+            "",
+        ] {
             c.stdout_line(b, l);
         }
         assert_eq!((c.seen, c.probes, c.lost(b)), (1, 1, Some(3)));
