@@ -113,8 +113,10 @@ fn ip_of(family: u8, raw: &[u8]) -> IpAddr {
     }
 }
 
-/// Lists TCP sockets of one address family in this network namespace.
-fn dump_family(family: u8) -> Result<Vec<TcpSock>> {
+/// Sends one SOCK_DIAG_BY_FAMILY dump request for TCP sockets of `family`
+/// in this network namespace and hands each reply datagram to `each` until
+/// it says the dump is done.
+fn dump(family: u8, mut each: impl FnMut(&[u8]) -> Result<bool>) -> Result<()> {
     let fd = open()?;
     let msg = Msg {
         len: std::mem::size_of::<Msg>() as u32,
@@ -125,14 +127,20 @@ fn dump_family(family: u8) -> Result<Vec<TcpSock>> {
         ..Default::default()
     };
     send(&fd, &msg)?;
-    let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = recv(&fd, &mut buf)?;
-        if parse_dump(&buf[..n], &mut out)? {
-            return Ok(out);
+        if each(&buf[..n])? {
+            return Ok(());
         }
     }
+}
+
+/// Lists TCP sockets of one address family in this network namespace.
+fn dump_family(family: u8) -> Result<Vec<TcpSock>> {
+    let mut out = Vec::new();
+    dump(family, |d| parse_dump(d, &mut out))?;
+    Ok(out)
 }
 
 /// Decodes one datagram of a SOCK_DIAG_BY_FAMILY dump into `out`; true once
@@ -184,25 +192,12 @@ fn parse_dump(buf: &[u8], out: &mut Vec<TcpSock>) -> Result<bool> {
 /// real samples for the fuzz tests.
 #[cfg(test)]
 pub(crate) fn dump_raw(family: u8) -> Result<Vec<Vec<u8>>> {
-    let fd = open()?;
-    let msg = Msg {
-        len: std::mem::size_of::<Msg>() as u32,
-        kind: SOCK_DIAG_BY_FAMILY,
-        flags: NLM_F_REQUEST | NLM_F_DUMP,
-        seq: 1,
-        req: ReqV2 { family, protocol: libc::IPPROTO_TCP as u8, states: TCP_ALL_STATES, ..Default::default() },
-        ..Default::default()
-    };
-    send(&fd, &msg)?;
     let mut all = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = recv(&fd, &mut buf)?;
-        all.push(buf[..n].to_vec());
-        if parse_dump(&buf[..n], &mut Vec::new())? {
-            return Ok(all);
-        }
-    }
+    dump(family, |d| {
+        all.push(d.to_vec());
+        parse_dump(d, &mut Vec::new())
+    })?;
+    Ok(all)
 }
 
 /// Decodes datagrams as [`dump_family`] does (for the fuzz tests).
