@@ -171,6 +171,32 @@ pub fn from_raw(e: &ConnEvent) -> Result<Event> {
     })
 }
 
+/// Test events: a connect of socket `sk` on `flow` that reached ESTABLISHED
+/// at `ts_ns`, 100 µs after it entered SYN_SENT; tests change what they
+/// need from there.
+#[cfg(test)]
+impl Event {
+    pub fn for_test(kind: Kind, ts_ns: u64, sk: u64, task: Task, flow: Flow) -> Event {
+        use nfs_trace_common::tcp_state::{ESTABLISHED, SYN_SENT};
+        Event {
+            kind,
+            ts_ns,
+            sk,
+            task,
+            flow,
+            start_ns: ts_ns.saturating_sub(100_000),
+            syn_ns: 0,
+            established_ns: 0,
+            xprt: 0,
+            err: 0,
+            syn_retrans: 0,
+            oldstate: SYN_SENT,
+            newstate: ESTABLISHED,
+            first_exit: 0,
+        }
+    }
+}
+
 /// Symbolic names of the errnos a connect or connection ends with.
 pub fn errno_name(e: i32) -> Option<&'static str> {
     Some(match e {

@@ -1,5 +1,5 @@
 //! The tracker on synthetic event sequences.
-use nfs_trace_common::tcp_state::{CLOSE, CLOSE_WAIT, ESTABLISHED, FIN_WAIT1, SYN_SENT};
+use nfs_trace_common::tcp_state::{CLOSE, CLOSE_WAIT, FIN_WAIT1, SYN_SENT};
 
 use super::*;
 use std::net::IpAddr;
@@ -13,22 +13,9 @@ fn ip(s: &str) -> IpAddr {
 
 /// A synthetic event: `sk` socket from laddr:sport to raddr:dport.
 fn ev(kind: Kind, ts_ms: u64, sk: u64, l: &str, sport: u16, r: &str, dport: u16) -> Event {
-    Event {
-        kind,
-        ts_ns: ts_ms * MS,
-        sk,
-        task: Task { pid: 42, comm: "kworker".into() },
-        flow: Flow { laddr: ip(l), sport, raddr: ip(r), dport },
-        start_ns: ts_ms.saturating_sub(1) * MS,
-        syn_ns: 0,
-        established_ns: 0,
-        xprt: 0,
-        err: 0,
-        syn_retrans: 0,
-        oldstate: SYN_SENT,
-        newstate: ESTABLISHED,
-        first_exit: 0,
-    }
+    let task = Task { pid: 42, comm: "kworker".into() };
+    let flow = Flow { laddr: ip(l), sport, raddr: ip(r), dport };
+    Event { start_ns: ts_ms.saturating_sub(1) * MS, ..Event::for_test(kind, ts_ms * MS, sk, task, flow) }
 }
 
 fn connected(ts: u64, sk: u64, sport: u16) -> Event {

@@ -2,25 +2,11 @@
 use super::*;
 use crate::flow::{Flow, Task};
 use crate::kernel::decode::{Event, Kind};
-use nfs_trace_common::tcp_state::{ESTABLISHED, SYN_SENT};
 
 fn ev(kind: Kind, raddr: &str, ts_ms: u64, sk: u64, start_ms: u64, retrans: u32) -> Event {
-    Event {
-        kind,
-        ts_ns: ts_ms * 1_000_000,
-        sk,
-        task: Task { pid: 1, comm: "kworker".into() },
-        flow: Flow { laddr: "10.0.0.2".parse().unwrap(), sport: 871, raddr: raddr.parse().unwrap(), dport: 2049 },
-        start_ns: start_ms * 1_000_000,
-        syn_ns: 0,
-        established_ns: 0,
-        xprt: 0,
-        err: 0,
-        syn_retrans: retrans,
-        oldstate: SYN_SENT,
-        newstate: ESTABLISHED,
-        first_exit: 0,
-    }
+    let task = Task { pid: 1, comm: "kworker".into() };
+    let flow = Flow { laddr: "10.0.0.2".parse().unwrap(), sport: 871, raddr: raddr.parse().unwrap(), dport: 2049 };
+    Event { start_ns: start_ms * 1_000_000, syn_retrans: retrans, ..Event::for_test(kind, ts_ms * 1_000_000, sk, task, flow) }
 }
 
 /// Feeds events through the tracker into the metrics, as `watch` does.

@@ -12,25 +12,12 @@ use crate::{
     output::clock::Clock,
 };
 use crate::kernel::decode::{Event, Kind};
-use nfs_trace_common::tcp_state::{ESTABLISHED, SYN_SENT};
+use nfs_trace_common::tcp_state::ESTABLISHED;
 
 fn connect(ts_ms: u64, sk: u64, sport: u16) -> Event {
-    Event {
-        kind: Kind::ConnectDone,
-        ts_ns: ts_ms * 1_000_000,
-        sk,
-        task: Task { pid: 7, comm: "mount.nfs".into() },
-        flow: Flow { laddr: "127.0.0.1".parse().unwrap(), sport, raddr: "127.0.0.1".parse().unwrap(), dport: 2049 },
-        start_ns: ts_ms * 1_000_000 - 100_000,
-        syn_ns: 0,
-        established_ns: 0,
-        xprt: 0,
-        err: 0,
-        syn_retrans: 0,
-        oldstate: SYN_SENT,
-        newstate: ESTABLISHED,
-        first_exit: 0,
-    }
+    let task = Task { pid: 7, comm: "mount.nfs".into() };
+    let flow = Flow { laddr: "127.0.0.1".parse().unwrap(), sport, raddr: "127.0.0.1".parse().unwrap(), dport: 2049 };
+    Event::for_test(Kind::ConnectDone, ts_ms * 1_000_000, sk, task, flow)
 }
 
 fn render(format: Format, evs: &[Event]) -> String {
