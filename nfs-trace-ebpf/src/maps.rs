@@ -1,7 +1,7 @@
 //! Maps and the load-time config shared by all programs.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use nfs_trace_common::{Config, DEFAULT_RINGBUF_BYTES, SOCKS_MAX_ENTRIES, XprtOffsets, counter};
 
@@ -28,9 +28,13 @@ pub fn config() -> &'static Config {
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
 
-/// What we know of each socket that connects toward a watched port.
+/// What we know of each socket that connects toward a watched port, from
+/// SYN_SENT until CLOSE (the loader sizes it). A plain hash, not an LRU: an
+/// LRU insert never fails, it silently evicts another socket (and with it
+/// that socket's connect or close record). Here an insert into a full map
+/// fails and is counted; an entry leaves only at its socket's CLOSE.
 #[map(name = "SOCKS")]
-pub static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(SOCKS_MAX_ENTRIES, 0);
+pub static SOCKS: HashMap<u64, SockState> = HashMap::with_max_entries(SOCKS_MAX_ENTRIES, 0);
 
 /// Per-CPU counters of what could not be recorded (see `counter`).
 #[map(name = "COUNTERS")]

@@ -51,7 +51,7 @@ pub fn sunrpc_attached(hooks: &[HookStatus]) -> bool {
 
 impl Session {
     /// Preflight, config from this kernel's formats and BTF, load, attach.
-    pub fn start(ports: &[u16], paths: &KernelPaths, ringbuf_bytes: u32, t0: Instant) -> Result<Session> {
+    pub fn start(ports: &[u16], paths: &KernelPaths, sizes: hooks::MapSizes, t0: Instant) -> Result<Session> {
         let ports = check_ports(ports).map_err(|e| anyhow!("bad --port: {e}"))?;
         let env = env::preflight(paths.tracefs.as_deref(), paths.btf.as_deref())?;
         env::raise_memlock();
@@ -66,7 +66,7 @@ impl Session {
         // Connections already up, in every namespace, listed before attaching:
         // a reconnect from the same port after this point is a real reuse.
         let existing = sock_diag::established_everywhere(&ports);
-        let (mut ebpf, mut hooks) = hooks::load_and_attach_tcp(&config, ringbuf_bytes, fentry_id)?;
+        let (mut ebpf, mut hooks) = hooks::load_and_attach_tcp(&config, sizes, fentry_id)?;
         hooks.extend(hooks::attach_sunrpc_from(&mut ebpf, &env.btf).unwrap_or_else(hooks::sunrpc_absent));
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
         let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).context("events map missing")?)

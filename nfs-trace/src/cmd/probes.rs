@@ -32,7 +32,7 @@ pub fn run(args: ProbesArgs) -> Result<()> {
                 env::raise_memlock();
                 let btf = KernelBtf::from_file(&env.btf)?;
                 let config = hooks::build_config(&ports, &env.tracefs, &btf)?;
-                match hooks::load_and_attach(&config, nfs_trace_common::DEFAULT_RINGBUF_BYTES, &btf) {
+                match hooks::load_and_attach(&config, hooks::MapSizes::default(), &btf) {
                     Ok((ebpf, status)) => {
                         drop(ebpf);
                         (status, env.release, None)

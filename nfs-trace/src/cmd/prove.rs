@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::{
     cli::ProveArgs,
     host::sock_diag::{self, TcpSock},
+    kernel::hooks::MapSizes,
     host::nfsmounts::{self, MountView},
     session::{Obs, Session},
     host::sunrpc_sysfs,
@@ -138,7 +139,7 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
     let server: IpAddr = view.server.parse().map_err(|_| anyhow!("server {} of {want} is not an IP address", view.server))?;
     confirm(&args, &view)?;
 
-    let mut s = Session::start(&[view.port], &args.paths, nfs_trace_common::DEFAULT_RINGBUF_BYTES, t0)?;
+    let mut s = Session::start(&[view.port], &args.paths, MapSizes::default(), t0)?;
     s.poll_sunrpc();
     // Make sure the transport is up before the first round.
     statfs_in_background(&args.mount);

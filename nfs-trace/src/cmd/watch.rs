@@ -15,7 +15,7 @@ use crate::{
     kernel::env,
     host::mountinfo::{self, NfsMount},
     host::nfsmounts::{self, MountView},
-    kernel::hooks::{self, HookStatus},
+    kernel::hooks::{self, HookStatus, MapSizes},
     kernel::lost::Lost,
     output::render::{Format, Renderer},
     session::{Obs, Session},
@@ -123,7 +123,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     // Handlers first: a Ctrl-C while attaching still gets a clean detach.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut s = Session::start(&args.ports, &args.paths, args.ringbuf_kb * 1024, t0)?;
+    let mut s = Session::start(&args.ports, &args.paths, MapSizes { ringbuf_bytes: args.ringbuf_kb * 1024, socks: args.socks_max }, t0)?;
     let metrics = match args.metrics {
         Some(a) => Some(
             tokio::net::TcpListener::bind(a).await.map_err(|e| anyhow!("cannot serve metrics on {a}: {e}"))?,

@@ -112,7 +112,7 @@ pub fn render(t: &Tracker, x: &XprtTracker, views: &[MountView], lost: Lost, hoo
     for (name, help, v) in [
         ("nfs_trace_tracked_destinations", "Destinations the tracker holds (bounded).", dests.len()),
         ("nfs_trace_tracked_transports", "Transports the tracker holds, live and ended (bounded).", xs.len()),
-        ("nfs_trace_kernel_tracked_sockets", "Sockets the kernel programs hold state for (LRU map).", sizes.kernel_sockets),
+        ("nfs_trace_kernel_tracked_sockets", "Sockets the kernel programs hold state for (from SYN_SENT to CLOSE).", sizes.kernel_sockets),
     ] {
         f.head(name, "gauge", help);
         f.sample(name, &[], v);
