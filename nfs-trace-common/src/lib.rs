@@ -290,6 +290,9 @@ pub struct Config {
     pub sock: SockOffsets,
     pub set_state: SetStateOffsets,
     pub retransmit: RetransmitOffsets,
+    /// Unread bytes on the ring buffer from which a submit wakes the reader
+    /// (a quarter of the ring; below it, submits do not wake it).
+    pub ring_wake_bytes: u32,
 }
 
 impl SockOffsets {
@@ -331,6 +334,7 @@ impl Config {
             protocol_size: 0,
         },
         retransmit: RetransmitOffsets { skaddr: 0, sport: 0, dport: 0, saddr_v6: 0, daddr_v6: 0, _pad: [0; 3] },
+        ring_wake_bytes: 0,
     };
 
     /// Whether `port` is one of the watched destination ports.

@@ -1,7 +1,7 @@
 //! Maps and the load-time config shared by all programs.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
 };
 use nfs_trace_common::{Config, DEFAULT_RINGBUF_BYTES, SOCKS_MAX_ENTRIES, XprtOffsets, counter};
 
@@ -67,6 +67,27 @@ pub struct SockState {
 
 // Userspace reads SOCKS values as SOCK_STATE_BYTES bytes.
 const _: () = assert!(core::mem::size_of::<SockState>() == nfs_trace_common::SOCK_STATE_BYTES);
+
+/// `bpf_ringbuf_submit` flags and `bpf_ringbuf_query` selectors (uapi bpf.h).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Submits a record. Normally without waking the reader, which drains on
+/// a short timer: a wakeup per record was the largest cost under a connect
+/// storm (FINDINGS §7). But once the unread data passes the fill level the
+/// loader set (a quarter of the ring), the reader is late: then each submit
+/// wakes it, so a late drain does not become lost records. In steady state
+/// the ring stays below the level and no submit wakes anyone.
+#[inline(always)]
+pub fn submit<T>(entry: RingBufEntry<T>) {
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= u64::from(config().ring_wake_bytes) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags);
+}
 
 #[inline(always)]
 pub fn count(idx: u32) {

@@ -9,6 +9,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
 };
 use nfs_trace_common::{MAP_COUNTERS, MAP_EVENTS, counter};
+use tokio::io::unix::AsyncFd;
 
 use crate::{
     kernel::btf::KernelBtf,
@@ -38,7 +39,8 @@ pub struct Session {
     pub tracker: Tracker,
     pub xtracker: XprtTracker,
     pub decode_errors: u64,
-    ring: RingBuf<MapData>,
+    /// Readable when a program woke us: the ring passed its fill level.
+    ring: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     // Last: dropping it detaches every program.
     ebpf: Ebpf,
@@ -71,6 +73,10 @@ impl Session {
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
         let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).context("events map missing")?)
             .map_err(|e| anyhow!("events map: {e}"))?;
+        // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged,
+        // until it is dropped, which is only with the AsyncFd that owns it.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow!("cannot poll the ring buffer: {e}"))?;
         let counters = PerCpuArray::try_from(ebpf.take_map(MAP_COUNTERS).context("counters map missing")?)
             .map_err(|e| anyhow!("counters map: {e}"))?;
         let mut tracker = Tracker::new();
@@ -96,7 +102,7 @@ impl Session {
     /// Drains every record, handing what each means to `f`; stops early
     /// (returning false) when `f` returns false.
     pub fn drain(&mut self, mut f: impl FnMut(Obs) -> Result<bool>) -> Result<bool> {
-        while let Some(item) = self.ring.next() {
+        while let Some(item) = self.ring.get_mut().next() {
             let rec = decode::decode(&item);
             drop(item);
             match rec {
@@ -128,6 +134,18 @@ impl Session {
             }
         }
         Ok(true)
+    }
+
+    /// Waits until a program wakes the reader: records are submitted without
+    /// wakeups until the ring passes its fill level (see the eBPF `submit`),
+    /// so this fires only when a drain is due before the timer's. Clears the
+    /// readiness: the caller drains next.
+    pub async fn ring_filling(&self) {
+        match self.ring.readable().await {
+            Ok(mut guard) => guard.clear_ready(),
+            // Not pollable after all: the timer alone drains, as before.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Records and sockets the kernel could not record, so far.

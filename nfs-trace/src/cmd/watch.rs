@@ -24,7 +24,8 @@ use crate::{
 
 /// How often the ring buffer is drained. Records are submitted without
 /// wakeups (the cost that dominates under a connect storm), so this bounds
-/// how late a line appears.
+/// how late a line appears. A ring filling faster than that wakes us sooner
+/// (`Session::ring_filling`).
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
 /// How often the lost counters are checked.
 const LOST_EVERY: Duration = Duration::from_secs(1);
@@ -171,6 +172,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     while open {
         let stop = tokio::select! {
             _ = tick.tick() => false,
+            _ = s.ring_filling() => false,
             conn = async { metrics.as_ref().unwrap().accept().await }, if metrics.is_some() => {
                 if let Ok((conn, _)) = conn {
                     let attached = s.hooks.iter().filter(|h| h.attached).count();

@@ -299,9 +299,11 @@ pub fn load_and_attach_tcp(config: &Config, sizes: MapSizes, fentry_id: Option<u
     // relocations (offsets come in CONFIG). aya 0.14's EbpfLoader::new()
     // still parses vmlinux BTF (~17 MB of peak memory) before `.btf(None)`
     // drops it; there is no constructor without it.
+    let mut config = *config;
+    config.ring_wake_bytes = sizes.ringbuf_bytes / 4;
     let mut ebpf = EbpfLoader::new()
         .btf(None)
-        .override_global(GLOBAL_CONFIG, config, true)
+        .override_global(GLOBAL_CONFIG, &config, true)
         .map_max_entries(MAP_EVENTS, sizes.ringbuf_bytes)
         .map_max_entries(MAP_SOCKS, sizes.socks)
         .load(EBPF_OBJECT)
