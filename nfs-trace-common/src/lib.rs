@@ -29,9 +29,13 @@ pub const fn live_port_bit(p: u16) -> (u32, u64) {
 
 /// Default ring buffer size in bytes (power of two, multiple of the page size).
 pub const DEFAULT_RINGBUF_BYTES: u32 = 1 << 20;
-/// Sockets the kernel tracks at once (connecting or established toward a
-/// watched port). An LRU map: an evicted socket loses only its close event.
-pub const SOCKS_MAX_ENTRIES: u32 = 16384;
+/// Sockets the kernel tracks at once by default (from SYN_SENT to CLOSE
+/// toward a watched port; `watch --socks-max` for tests). A plain hash map,
+/// preallocated: ~136 bytes of kernel memory per entry (4.5 MB; memlock as
+/// `bpftool map show` says), room for a busy host's NFS connections many
+/// times over. A socket that finds it full is counted (`LOST_SOCKETS`, and
+/// its connect in `LOST_CONNECTS`).
+pub const SOCKS_MAX_ENTRIES: u32 = 32768;
 
 /// Size of the kernel's per-socket state (a SOCKS map value); userspace
 /// only counts entries, reading values as this many bytes.
@@ -41,10 +45,12 @@ pub const SOCK_STATE_BYTES: usize = 64;
 pub mod counter {
     /// Records that could not be reserved on the ring buffer (lost events).
     pub const LOST_EVENTS: u32 = 0;
-    /// Sockets whose state could not be stored (their outcome is lost).
+    /// Sockets whose state could not be stored (the socket map was full):
+    /// their connect and close are never reported.
     pub const LOST_SOCKETS: u32 = 1;
-    /// Of the lost records, those that reported a connect attempt (leaving
-    /// SYN_SENT): connects made = connects seen + this, exactly.
+    /// Connect attempts not reported: records leaving SYN_SENT that could
+    /// not be reserved, plus the connects of lost sockets. Connects made =
+    /// connects seen + this, exactly.
     pub const LOST_CONNECTS: u32 = 2;
     /// Number of counters.
     pub const COUNT: u32 = 3;
@@ -313,6 +319,9 @@ pub struct Config {
     /// probe reads, unexpected values) through aya-log. A load-time
     /// constant, so without the flag the verifier removes those branches.
     pub debug: u32,
+    /// Unread bytes on the ring buffer from which a submit wakes the reader
+    /// (a quarter of the ring; below it, submits do not wake it).
+    pub ring_wake_bytes: u32,
 }
 
 impl SockOffsets {
@@ -355,6 +364,7 @@ impl Config {
         },
         retransmit: RetransmitOffsets { skaddr: 0, sport: 0, dport: 0, saddr_v6: 0, daddr_v6: 0, _pad: [0; 3] },
         debug: 0,
+        ring_wake_bytes: 0,
     };
 
     /// Whether `port` is one of the watched destination ports.

@@ -1,7 +1,7 @@
 //! Maps and the load-time config shared by all programs.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
 };
 use nfs_trace_common::{
     Config, DEFAULT_RINGBUF_BYTES, LIVE_PORT_WORDS, SOCKS_MAX_ENTRIES, XprtOffsets, counter, live_port_bit,
@@ -30,9 +30,13 @@ pub fn config() -> &'static Config {
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
 
-/// What we know of each socket that connects toward a watched port.
+/// What we know of each socket that connects toward a watched port, from
+/// SYN_SENT until CLOSE (the loader sizes it). A plain hash, not an LRU: an
+/// LRU insert never fails, it silently evicts another socket (and with it
+/// that socket's connect or close record). Here an insert into a full map
+/// fails and is counted; an entry leaves only at its socket's CLOSE.
 #[map(name = "SOCKS")]
-pub static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(SOCKS_MAX_ENTRIES, 0);
+pub static SOCKS: HashMap<u64, SockState> = HashMap::with_max_entries(SOCKS_MAX_ENTRIES, 0);
 
 /// Per-CPU counters of what could not be recorded (see `counter`).
 #[map(name = "COUNTERS")]
@@ -83,6 +87,27 @@ pub struct SockState {
 
 // Userspace reads SOCKS values as SOCK_STATE_BYTES bytes.
 const _: () = assert!(core::mem::size_of::<SockState>() == nfs_trace_common::SOCK_STATE_BYTES);
+
+/// `bpf_ringbuf_submit` flags and `bpf_ringbuf_query` selectors (uapi bpf.h).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Submits a record. Normally without waking the reader, which drains on
+/// a short timer: a wakeup per record was the largest cost under a connect
+/// storm (FINDINGS §7). But once the unread data passes the fill level the
+/// loader set (a quarter of the ring), the reader is late: then each submit
+/// wakes it, so a late drain does not become lost records. In steady state
+/// the ring stays below the level and no submit wakes anyone.
+#[inline(always)]
+pub fn submit<T>(entry: RingBufEntry<T>) {
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= u64::from(config().ring_wake_bytes) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags);
+}
 
 #[inline(always)]
 pub fn count(idx: u32) {

@@ -14,9 +14,7 @@ use aya_ebpf::{
 };
 use nfs_trace_common::{AF_INET, AF_INET6, NO_OFFSET, XprtEvent, XprtOffsets, counter, kind, xprt_event};
 
-use crate::maps::{EVENTS, XPRT_OFFSETS, config, count, read_at, watched};
-
-const BPF_RB_NO_WAKEUP: u64 = 1;
+use crate::maps::{EVENTS, XPRT_OFFSETS, config, count, read_at, submit, watched};
 
 /// IPv4 as v4-mapped IPv6, like the TCP tracepoints store it.
 #[inline(always)]
@@ -122,7 +120,7 @@ fn try_socket_event(ctx: &RawTracePointContext, what: u8, has_error: bool) -> Re
         (*ev)._pad1 = 0;
         (*ev)._pad2 = 0;
     }
-    entry.submit(BPF_RB_NO_WAKEUP);
+    submit(entry);
     Ok(0)
 }
 
@@ -160,7 +158,7 @@ fn try_xprt_event(ctx: &RawTracePointContext, what: u8) -> Result<u32, i64> {
         (*ev).srcport_known = known;
         (*ev).family = family;
     }
-    entry.submit(BPF_RB_NO_WAKEUP);
+    submit(entry);
     Ok(0)
 }
 

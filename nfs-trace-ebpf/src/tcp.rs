@@ -15,15 +15,11 @@ use nfs_trace_common::{
     tcp_state::{CLOSE, ESTABLISHED, LISTEN, SYN_RECV, SYN_SENT},
 };
 
-use crate::maps::{EVENTS, SOCKS, SockState, config, count, read_at, watched};
+use crate::maps::{EVENTS, SOCKS, SockState, config, count, read_at, submit, watched};
 
 /// `sk_user_data` carries flag bits in its low bits (SK_USER_DATA_NOCOPY,
 /// _BPF, _PSOCK); the pointer is 8-aligned.
 const SK_USER_DATA_PTRMASK: u64 = !7;
-
-/// Ring buffer submits do not wake the reader: it drains on a short timer.
-/// Wakeups per record were the largest cost under a connect storm (FINDINGS §7).
-const BPF_RB_NO_WAKEUP: u64 = 1;
 
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
@@ -145,7 +141,11 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
             st.assume_init_ref()
         };
         if SOCKS.insert(sk, st, 0).is_err() {
+            // The map is full (E2BIG): this socket's connect and close will
+            // never be reported. Counted as both, so connects made = seen +
+            // lost connects still holds.
             count(counter::LOST_SOCKETS);
+            count(counter::LOST_CONNECTS);
         }
         return Ok(0);
     }
@@ -197,6 +197,10 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
 
     emit(&f, cfg, sk, st, ev_kind, oldstate, newstate, now);
     if newstate == CLOSE {
+        // Whether or not its record fit: every socket passes CLOSE before it
+        // is freed, so no entry outlives its socket. (A delete fails only on
+        // a bucket lock taken by a nested program on this CPU; none of ours
+        // that write SOCKS can nest: tracepoint programs do not.)
         let _ = SOCKS.remove(sk);
     }
     Ok(0)
@@ -268,7 +272,7 @@ fn emit(
         put16(&raw mut (*ev).saddr, f.addr(SET_STATE_DIRECT.saddr_v6, f.o.saddr_v6));
         put16(&raw mut (*ev).daddr, f.addr(SET_STATE_DIRECT.daddr_v6, f.o.daddr_v6));
     }
-    entry.submit(BPF_RB_NO_WAKEUP);
+    submit(entry);
 }
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
@@ -316,7 +320,7 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<u32, i64> {
         (*ev).saddr = ctx.read_at::<[u8; 16]>(o.saddr_v6 as usize).unwrap_or([0; 16]);
         (*ev).daddr = ctx.read_at::<[u8; 16]>(o.daddr_v6 as usize).unwrap_or([0; 16]);
     }
-    entry.submit(BPF_RB_NO_WAKEUP);
+    submit(entry);
     Ok(0)
 }
 

@@ -82,6 +82,11 @@ pub struct WatchArgs {
     /// Ring buffer size in KiB (a power of two, at least 4).
     #[arg(long, value_name = "KIB", default_value = "1024", value_parser = parse_ringbuf_kb)]
     pub ringbuf_kb: u32,
+    /// Sockets the kernel tracks at once (hidden: tests make it tiny to
+    /// show that an overflow is counted, not silent).
+    #[arg(long, value_name = "N", hide = true, default_value_t = nfs_trace_common::SOCKS_MAX_ENTRIES,
+          value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    pub socks_max: u32,
     /// Read mounts from this /proc instead of the host's.
     #[arg(long, value_name = "DIR", default_value = "/proc")]
     pub proc_root: PathBuf,

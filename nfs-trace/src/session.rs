@@ -9,6 +9,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
 };
 use nfs_trace_common::{MAP_COUNTERS, MAP_EVENTS, counter};
+use tokio::io::unix::AsyncFd;
 
 use crate::{
     kernel::btf::KernelBtf,
@@ -40,7 +41,8 @@ pub struct Session {
     pub tracker: Tracker,
     pub xtracker: XprtTracker,
     pub decode_errors: u64,
-    ring: RingBuf<MapData>,
+    /// Readable when a program woke us: the ring passed its fill level.
+    ring: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     /// `--debug-bpf`: the programs' log.
     bpf_log: Option<bpf_log::BpfLog>,
@@ -57,7 +59,7 @@ impl Session {
     /// Preflight, config from this kernel's formats and BTF, load, attach.
     /// With `debug_bpf` the programs log their diagnostics (see
     /// `kernel::bpf_log`); call [`Session::flush_bpf_log`] to print them.
-    pub fn start(ports: &[u16], paths: &KernelPaths, ringbuf_bytes: u32, debug_bpf: bool, t0: Instant) -> Result<Session> {
+    pub fn start(ports: &[u16], paths: &KernelPaths, sizes: hooks::MapSizes, debug_bpf: bool, t0: Instant) -> Result<Session> {
         let ports = check_ports(ports).map_err(|e| anyhow!("bad --port: {e}"))?;
         let env = env::preflight(paths.tracefs.as_deref(), paths.btf.as_deref())?;
         env::raise_memlock();
@@ -73,13 +75,17 @@ impl Session {
         // Connections already up, in every namespace, listed before attaching:
         // a reconnect from the same port after this point is a real reuse.
         let existing = sock_diag::established_everywhere(&ports);
-        let (mut ebpf, mut hooks) = hooks::load_and_attach_tcp(&config, ringbuf_bytes, fentry_id)?;
+        let (mut ebpf, mut hooks) = hooks::load_and_attach_tcp(&config, sizes, fentry_id)?;
         // Kept for the session: the SunRPC programs, loaded later, use its map.
         let bpf_log = if debug_bpf { Some(bpf_log::init(&mut ebpf)?) } else { None };
         hooks.extend(hooks::attach_sunrpc_from(&mut ebpf, &env.btf).unwrap_or_else(hooks::sunrpc_absent));
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
         let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).context("events map missing")?)
             .map_err(|e| anyhow!("events map: {e}"))?;
+        // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged,
+        // until it is dropped, which is only with the AsyncFd that owns it.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow!("cannot poll the ring buffer: {e}"))?;
         let counters = PerCpuArray::try_from(ebpf.take_map(MAP_COUNTERS).context("counters map missing")?)
             .map_err(|e| anyhow!("counters map: {e}"))?;
         let mut tracker = Tracker::new();
@@ -103,7 +109,7 @@ impl Session {
     /// Drains every record, handing what each means to `f`; stops early
     /// (returning false) when `f` returns false.
     pub fn drain(&mut self, mut f: impl FnMut(Obs) -> Result<bool>) -> Result<bool> {
-        while let Some(item) = self.ring.next() {
+        while let Some(item) = self.ring.get_mut().next() {
             let rec = decode::decode(&item);
             drop(item);
             match rec {
@@ -135,6 +141,18 @@ impl Session {
             }
         }
         Ok(true)
+    }
+
+    /// Waits until a program wakes the reader: records are submitted without
+    /// wakeups until the ring passes its fill level (see the eBPF `submit`),
+    /// so this fires only when a drain is due before the timer's. Clears the
+    /// readiness: the caller drains next.
+    pub async fn ring_filling(&self) {
+        match self.ring.readable().await {
+            Ok(mut guard) => guard.clear_ready(),
+            // Not pollable after all: the timer alone drains, as before.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Records and sockets the kernel could not record, so far.

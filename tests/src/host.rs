@@ -140,6 +140,49 @@ impl Drop for Tracer {
     }
 }
 
+/// Runs `nfs-trace watch` with text output (`--color never`) while `during`
+/// runs, once it has attached (its start line on stderr), then stops it with
+/// SIGINT. Returns what `during` returned and the tracer's stdout.
+pub fn watch_text<T>(extra: &[&str], during: impl FnOnce() -> T) -> (T, String) {
+    require_root();
+    let mut child = Command::new(nfs_trace_bin())
+        .args(["watch", "--color", "never"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nfs-trace");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let out = thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let (tx, rx) = mpsc::channel();
+    let err = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("nfs-trace: attached") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = child.kill();
+        panic!("nfs-trace did not attach within 60 s: {}", err.join().unwrap_or_default());
+    }
+    let t = during();
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().expect("wait nfs-trace");
+    let stderr = err.join().unwrap_or_default();
+    assert!(status.success(), "nfs-trace exited with {status}; stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "nfs-trace panicked:\n{stderr}");
+    (t, out.join().unwrap_or_default())
+}
+
 /// The tracer's records after `attached`.
 pub struct Records {
     pub all: Vec<Value>,

@@ -51,6 +51,46 @@ fn no_btf_is_one_clear_line() {
     assert_one_line_error(&err, "CONFIG_DEBUG_INFO_BTF");
 }
 
+/// A kernel older than the floor (5.8) refuses the BPF ring buffer map type
+/// with EINVAL. Here a seccomp filter gives nfs-trace that answer for every
+/// BPF map it tries to create: it must say the floor and the kernel it found
+/// in one line and exit 1, never pass on aya's raw map error.
+#[test]
+fn a_kernel_without_the_ring_buffer_is_one_clear_line() {
+    use seccompiler::{BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule};
+    require_root();
+    const BPF_MAP_CREATE: u64 = 0;
+    let map_create = SeccompRule::new(vec![SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, BPF_MAP_CREATE).unwrap()]).unwrap();
+    let filter: BpfProgram = SeccompFilter::new(
+        [(libc::SYS_bpf, vec![map_create])].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EINVAL as u32),
+        std::env::consts::ARCH.try_into().unwrap(),
+    )
+    .unwrap()
+    .try_into()
+    .unwrap();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim().to_string();
+    for cmd in ["watch", "probes"] {
+        let mut c = Command::new(nfs_trace_bin());
+        c.arg(cmd).env("RUST_BACKTRACE", "1");
+        let f = filter.clone();
+        // SAFETY: between fork and exec only prctl/seccomp calls, on a
+        // filter compiled before the fork.
+        unsafe { c.pre_exec(move || seccompiler::apply_filter(&f).map_err(std::io::Error::other)) };
+        let out = c.output().expect("run nfs-trace");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        if cmd == "watch" {
+            assert_one_line_error(&err, &format!("this kernel ({release}) has no BPF ring buffer: nfs-trace needs Linux 5.8 or later"));
+        } else {
+            // probes still prints its table, with the line as every hook's reason.
+            assert!(String::from_utf8_lossy(&out.stdout).contains("needs Linux 5.8 or later"), "{cmd}: {err}");
+        }
+        assert!(!err.contains("map error") && !err.contains("failed to create map"), "{cmd}: {err}");
+    }
+}
+
 #[test]
 fn bad_flags_are_one_clear_line() {
     for (args, needle) in [

@@ -161,12 +161,13 @@ pub fn main(args: SoakArgs) -> Result<()> {
     let warm = samples.get(samples.len() / 5).map(|s| s.1).unwrap_or(0);
     let last = samples.last().map(|s| s.1).unwrap_or(0);
     let flat = last <= warm + warm / 10 + 2048;
-    let bounded = max_dest <= 4096 && max_ksock <= u64::from(16384u32);
+    let bounded = max_dest <= 4096 && max_ksock <= u64::from(nfs_trace_common::SOCKS_MAX_ENTRIES);
     println!(
-        "\nRSS after warm-up {:.1} MB, at the end {:.1} MB: {}; destinations ≤ {max_dest} (bound 4096), kernel sockets ≤ {max_ksock} (bound 16384): {}",
+        "\nRSS after warm-up {:.1} MB, at the end {:.1} MB: {}; destinations ≤ {max_dest} (bound 4096), kernel sockets ≤ {max_ksock} (bound {}): {}",
         warm as f64 / 1024.0,
         last as f64 / 1024.0,
         if flat { "FLAT" } else { "GREW" },
+        nfs_trace_common::SOCKS_MAX_ENTRIES,
         if bounded { "BOUNDED" } else { "OVER THE BOUND" }
     );
     if !flat || !bounded {

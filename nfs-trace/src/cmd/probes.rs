@@ -39,7 +39,7 @@ pub fn run(args: ProbesArgs) -> Result<()> {
                 if hooks::sunrpc_loaded() {
                     types = Some(hooks::sunrpc_types(&btf));
                 }
-                match hooks::load_and_attach(&config, nfs_trace_common::DEFAULT_RINGBUF_BYTES, &btf) {
+                match hooks::load_and_attach(&config, hooks::MapSizes::default(), &btf) {
                     Ok((ebpf, status)) => {
                         drop(ebpf);
                         (status, env.release, None)

@@ -23,6 +23,7 @@ use crate::{
     cli::ProveArgs,
     host::sock_diag::{self, TcpSock},
     host::addr,
+    kernel::hooks::MapSizes,
     host::nfsmounts::{self, MountView},
     session::{Obs, Session},
     host::sunrpc_sysfs,
@@ -143,7 +144,7 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
     let server: IpAddr = view.server_ip().ok_or_else(|| anyhow!("server {} of {want} is not an IP address", view.server))?;
     confirm(&args, &view)?;
 
-    let mut s = Session::start(&[view.port], &args.paths, nfs_trace_common::DEFAULT_RINGBUF_BYTES, args.debug_bpf, t0)?;
+    let mut s = Session::start(&[view.port], &args.paths, MapSizes::default(), args.debug_bpf, t0)?;
     s.poll_sunrpc();
     // Make sure the transport is up before the first round.
     statfs_in_background(&args.mount);

@@ -16,7 +16,7 @@ use crate::{
     kernel::env,
     host::mountinfo::{self, NfsMount},
     host::nfsmounts::{self, MountView},
-    kernel::hooks::{self, HookStatus},
+    kernel::hooks::{self, HookStatus, MapSizes},
     kernel::lost::Lost,
     output::render::{Format, Renderer},
     session::{Obs, Session},
@@ -25,7 +25,8 @@ use crate::{
 
 /// How often the ring buffer is drained. Records are submitted without
 /// wakeups (the cost that dominates under a connect storm), so this bounds
-/// how late a line appears.
+/// how late a line appears. A ring filling faster than that wakes us sooner
+/// (`Session::ring_filling`).
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
 /// How often the lost counters are checked.
 const LOST_EVERY: Duration = Duration::from_secs(1);
@@ -186,7 +187,13 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     // Handlers first: a Ctrl-C while attaching still gets a clean detach.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut s = Session::start(&args.ports, &args.paths, args.ringbuf_kb * 1024, args.debug_bpf, t0)?;
+    let mut s = Session::start(
+        &args.ports,
+        &args.paths,
+        MapSizes { ringbuf_bytes: args.ringbuf_kb * 1024, socks: args.socks_max },
+        args.debug_bpf,
+        t0,
+    )?;
     let metrics = match args.metrics {
         Some(a) => Some(
             tokio::net::TcpListener::bind(a).await.map_err(|e| anyhow!("cannot serve metrics on {a}: {e}"))?,
@@ -240,6 +247,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     while open {
         let stop = tokio::select! {
             _ = tick.tick() => false,
+            _ = s.ring_filling() => false,
             conn = async { metrics.as_ref().unwrap().accept().await }, if metrics.is_some() => {
                 if let Ok((conn, _)) = conn {
                     let attached = s.hooks.iter().filter(|h| h.attached).count();

@@ -12,7 +12,7 @@ use aya::{
     programs::{FEntry, KProbe, RawTracePoint, TracePoint},
 };
 use nfs_trace_common::{
-    Config, GLOBAL_CONFIG, MAP_BPF_LOG, MAP_EVENTS, MAP_XPRT_OFFSETS, NO_OFFSET, RetransmitOffsets, SET_STATE_DIRECT, SetStateOffsets,
+    Config, DEFAULT_RINGBUF_BYTES, GLOBAL_CONFIG, MAP_BPF_LOG, MAP_EVENTS, MAP_SOCKS, MAP_XPRT_OFFSETS, SOCKS_MAX_ENTRIES, NO_OFFSET, RetransmitOffsets, SET_STATE_DIRECT, SetStateOffsets,
     SockOffsets, XprtOffsets,
 };
 use serde::Serialize;
@@ -330,10 +330,25 @@ pub fn sunrpc_absent() -> Vec<HookStatus> {
         .collect()
 }
 
+/// Sizes of the maps the loader sets (`watch --ringbuf-kb`, hidden `--socks-max`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    /// The ring buffer, in bytes (a power of two, a multiple of the page size).
+    pub ringbuf_bytes: u32,
+    /// Sockets the kernel holds state for at once (the SOCKS map).
+    pub socks: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        MapSizes { ringbuf_bytes: DEFAULT_RINGBUF_BYTES, socks: SOCKS_MAX_ENTRIES }
+    }
+}
+
 /// Loads the object with `config` and attaches every hook it can. The
 /// statuses follow [`HOOKS`] row by row.
-pub fn load_and_attach(config: &Config, ringbuf_bytes: u32, btf: &KernelBtf) -> Result<(Ebpf, Vec<HookStatus>)> {
-    let (mut ebpf, mut status) = load_and_attach_tcp(config, ringbuf_bytes, fentry_func_id(btf))?;
+pub fn load_and_attach(config: &Config, sizes: MapSizes, btf: &KernelBtf) -> Result<(Ebpf, Vec<HookStatus>)> {
+    let (mut ebpf, mut status) = load_and_attach_tcp(config, sizes, fentry_func_id(btf))?;
     status.extend(attach_sunrpc(&mut ebpf, btf).unwrap_or_else(sunrpc_absent));
     Ok((ebpf, status))
 }
@@ -348,13 +363,19 @@ pub fn fentry_func_id(btf: &KernelBtf) -> Option<u32> {
 /// but `fentry_id` (see [`fentry_func_id`]), so a caller can free its BTF
 /// before aya's loader, which parses all of vmlinux's BTF itself (see below):
 /// the two would otherwise add up in the peak memory.
-pub fn load_and_attach_tcp(config: &Config, ringbuf_bytes: u32, fentry_id: Option<u32>) -> Result<(Ebpf, Vec<HookStatus>)> {
+pub fn load_and_attach_tcp(config: &Config, sizes: MapSizes, fentry_id: Option<u32>) -> Result<(Ebpf, Vec<HookStatus>)> {
     // No kernel BTF for the loader: these programs carry no CO-RE
     // relocations (offsets come in CONFIG). aya 0.14's EbpfLoader::new()
     // still parses vmlinux BTF (~17 MB of peak memory) before `.btf(None)`
     // drops it; there is no constructor without it.
+    let mut config = *config;
+    config.ring_wake_bytes = sizes.ringbuf_bytes / 4;
     let mut loader = EbpfLoader::new();
-    loader.btf(None).override_global(GLOBAL_CONFIG, config, true).map_max_entries(MAP_EVENTS, ringbuf_bytes);
+    loader
+        .btf(None)
+        .override_global(GLOBAL_CONFIG, &config, true)
+        .map_max_entries(MAP_EVENTS, sizes.ringbuf_bytes)
+        .map_max_entries(MAP_SOCKS, sizes.socks);
     if config.debug == 0 {
         // Without --debug-bpf nothing writes or reads aya-log's map: one
         // page instead of its 128 KiB.

@@ -211,7 +211,7 @@ impl Metrics {
         r.register("nfs_trace_hooks_attached", "Kernel hooks attached now", m.hooks_attached.clone());
         r.register("nfs_trace_tracked_destinations", "Destinations the tracker holds (bounded)", m.tracked_destinations.clone());
         r.register("nfs_trace_tracked_transports", "Transports the tracker holds, live and ended (bounded)", m.tracked_transports.clone());
-        r.register("nfs_trace_kernel_tracked_sockets", "Sockets the kernel programs hold state for (LRU map)", m.kernel_sockets.clone());
+        r.register("nfs_trace_kernel_tracked_sockets", "Sockets the kernel programs hold state for (from SYN_SENT to CLOSE)", m.kernel_sockets.clone());
         m
     }
 

@@ -61,11 +61,17 @@ impl<W: Write> Renderer<W> {
             Format::Json => self.json_line("lost", lost),
             Format::Human { .. } => writeln!(
                 self.out,
-                "{}LOST: {} events ({} of them connects), {} sockets could not be recorded so far (ring buffer full: try a larger --ringbuf-kb){}",
+                "{}LOST: {} events ({} connects in all), {} sockets could not be recorded so far ({}){}",
                 self.style(RED_BOLD),
                 lost.events,
                 lost.connects,
                 lost.sockets,
+                // Lost sockets: more connecting at once than the kernel's socket map holds.
+                match (lost.events > 0, lost.sockets > 0) {
+                    (true, false) => "ring buffer full: try a larger --ringbuf-kb",
+                    (false, true) => "socket map full",
+                    _ => "ring buffer and socket map full: try a larger --ringbuf-kb",
+                },
                 self.style(RESET)
             ),
         }
