@@ -18,6 +18,7 @@ use crate::{
     kernel::decode::{self, Record},
     kernel::env,
     kernel::hooks::{self, HookStatus},
+    kernel::{attach, config},
     kernel::{bpf_log, live_ports},
     kernel::lost::Lost,
     flow::Flow,
@@ -59,7 +60,7 @@ impl Session {
     /// Preflight, config from this kernel's formats and BTF, load, attach.
     /// With `debug_bpf` the programs log their diagnostics (see
     /// `kernel::bpf_log`); call [`Session::flush_bpf_log`] to print them.
-    pub fn start(ports: &[u16], paths: &KernelPaths, sizes: hooks::MapSizes, debug_bpf: bool, t0: Instant) -> Result<Session> {
+    pub fn start(ports: &[u16], paths: &KernelPaths, sizes: attach::MapSizes, debug_bpf: bool, t0: Instant) -> Result<Session> {
         let ports = check_ports(ports).map_err(|e| anyhow!("bad --port: {e}"))?;
         let env = env::preflight(paths.tracefs.as_deref(), paths.btf.as_deref())?;
         env::raise_memlock();
@@ -68,17 +69,17 @@ impl Session {
         // (~17 MB): they would add up in the peak RSS. The SunRPC offsets,
         // needed only with the module loaded, read it again.
         let btf = KernelBtf::from_file(&env.btf)?;
-        let mut config = hooks::build_config(&ports, &env.tracefs, &btf)?;
+        let mut config = config::build_config(&ports, &env.tracefs, &btf)?;
         config.debug = u32::from(debug_bpf);
-        let fentry_id = hooks::fentry_func_id(&btf);
+        let fentry_id = attach::fentry_func_id(&btf);
         drop(btf);
         // Connections already up, in every namespace, listed before attaching:
         // a reconnect from the same port after this point is a real reuse.
         let existing = sock_diag::established_everywhere(&ports);
-        let (mut ebpf, mut hooks) = hooks::load_and_attach_tcp(&config, sizes, fentry_id)?;
+        let (mut ebpf, mut hooks) = attach::load_and_attach_tcp(&config, sizes, fentry_id)?;
         // Kept for the session: the SunRPC programs, loaded later, use its map.
         let bpf_log = if debug_bpf { Some(bpf_log::init(&mut ebpf)?) } else { None };
-        hooks.extend(hooks::attach_sunrpc_from(&mut ebpf, &env.btf).unwrap_or_else(hooks::sunrpc_absent));
+        hooks.extend(attach::attach_sunrpc_from(&mut ebpf, &env.btf).unwrap_or_else(attach::sunrpc_absent));
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
         let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).context("events map missing")?)
             .map_err(|e| anyhow!("events map: {e}"))?;
@@ -182,7 +183,7 @@ impl Session {
         if sunrpc_attached(&self.hooks) || !hooks::sunrpc_loaded() {
             return None;
         }
-        let st = hooks::attach_sunrpc_from(&mut self.ebpf, &self.env.btf)?;
+        let st = attach::attach_sunrpc_from(&mut self.ebpf, &self.env.btf)?;
         let on = st.iter().filter(|h| h.attached).count();
         let of = st.len();
         self.hooks.truncate(hooks::FIRST_SUNRPC_HOOK);

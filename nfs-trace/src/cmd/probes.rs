@@ -9,6 +9,7 @@ use crate::{
     cli::{ProbesArgs, check_ports},
     kernel::env,
     kernel::hooks::{self, HOOKS, HookStatus},
+    kernel::{attach, config, sunrpc_types},
 };
 
 #[derive(Serialize)]
@@ -34,12 +35,12 @@ pub fn run(args: ProbesArgs) -> Result<()> {
             Ok(env) => {
                 env::raise_memlock();
                 let btf = KernelBtf::from_file(&env.btf)?;
-                let mut config = hooks::build_config(&ports, &env.tracefs, &btf)?;
+                let mut config = config::build_config(&ports, &env.tracefs, &btf)?;
                 config.debug = u32::from(args.debug_bpf);
                 if hooks::sunrpc_loaded() {
-                    types = Some(hooks::sunrpc_types(&btf));
+                    types = Some(sunrpc_types::sunrpc_types(&btf));
                 }
-                match hooks::load_and_attach(&config, hooks::MapSizes::default(), &btf) {
+                match attach::load_and_attach(&config, attach::MapSizes::default(), &btf) {
                     Ok((ebpf, status)) => {
                         drop(ebpf);
                         (status, env.release, None)

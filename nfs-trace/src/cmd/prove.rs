@@ -23,7 +23,7 @@ use crate::{
     cli::ProveArgs,
     host::sock_diag::{self, TcpSock},
     host::addr,
-    kernel::hooks::MapSizes,
+    kernel::attach::MapSizes,
     host::nfsmounts::{self, MountView},
     session::{Obs, Session},
     host::sunrpc_sysfs,

@@ -438,7 +438,7 @@ fn btf_rs_bytes(btf: &btf_rs::Btf, strukt: &str, path: &str) -> Option<u32> {
 /// the hooks that need them must say so instead of claiming to be attached.
 #[test]
 fn sunrpc_types_match_btf_rs_on_this_host() {
-    use crate::kernel::hooks::{FIRST_SUNRPC_HOOK, HOOKS, SunrpcTypes};
+    use crate::kernel::{hooks::{FIRST_SUNRPC_HOOK, HOOKS}, sunrpc_types::SunrpcTypes};
     let path = host_vmlinux_btf();
     let ours = KernelBtf::from_file(path).unwrap();
     let base = btf_rs::Btf::from_file(path).unwrap();
@@ -481,7 +481,7 @@ fn add_sunrpc_types(b: &mut Builder, int: u32) -> (u32, u32) {
 
 #[test]
 fn sunrpc_types_from_module_btf_else_vmlinux() {
-    use crate::kernel::hooks::SunrpcTypes;
+    use crate::kernel::sunrpc_types::SunrpcTypes;
     let dir = std::env::temp_dir().join(format!("nfs-trace-btf-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let absent = dir.join("no-such-module");
