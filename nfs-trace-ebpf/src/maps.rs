@@ -54,8 +54,9 @@ pub static XPRT_OFFSETS: Array<XprtOffsets> = Array::with_max_entries(1, 0);
 pub static LIVE_PORTS: Array<u64> = Array::with_max_entries(LIVE_PORT_WORDS, 0);
 
 /// Whether `port` is watched: CONFIG's ports (compared against constants),
-/// else the live bitmap. Callers test this only where a socket starts
-/// connecting or for SunRPC events, never on every state change.
+/// else the live bitmap (an array lookup, which the kernel inlines). Every
+/// state change of every TCP socket starts with this test, so it is the
+/// tracer's fixed cost on a host's unrelated traffic.
 #[inline(always)]
 pub fn watched(cfg: &Config, port: u16) -> bool {
     if cfg.watches(port) {
