@@ -37,6 +37,20 @@ pub fn require_root() {
     assert_eq!(euid, 0, "host integration tests need root (cargo xtask test runs as root in CI)");
 }
 
+/// `nfs-trace watch` with `format` then `extra` arguments, its stdout and
+/// stderr piped to the test.
+fn spawn_watch(format: &[&str], extra: &[&str]) -> Child {
+    Command::new(nfs_trace_bin())
+        .arg("watch")
+        .args(format)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nfs-trace")
+}
+
 /// A running `nfs-trace watch --json`.
 pub struct Tracer {
     child: Child,
@@ -51,15 +65,7 @@ impl Tracer {
     /// Starts the tracer and waits until it has attached.
     pub fn start(extra: &[&str]) -> Tracer {
         require_root();
-        let mut child = Command::new(nfs_trace_bin())
-            .arg("watch")
-            .arg("--json")
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start nfs-trace");
+        let mut child = spawn_watch(&["--json"], extra);
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -145,14 +151,7 @@ impl Drop for Tracer {
 /// SIGINT. Returns what `during` returned and the tracer's stdout.
 pub fn watch_text<T>(extra: &[&str], during: impl FnOnce() -> T) -> (T, String) {
     require_root();
-    let mut child = Command::new(nfs_trace_bin())
-        .args(["watch", "--color", "never"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start nfs-trace");
+    let mut child = spawn_watch(&["--color", "never"], extra);
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     let out = thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());

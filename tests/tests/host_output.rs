@@ -1,15 +1,9 @@
 //! What reaches a person's terminal. Any local user picks their own process
 //! name and can connect to :2049; `watch` runs as root and prints that name.
 //! The ground truth is the name the test itself gave its thread.
-use std::{
-    io::{BufRead, BufReader, Read},
-    process::{Command, Stdio},
-    sync::mpsc,
-    thread,
-    time::Duration,
-};
+use std::{thread, time::Duration};
 
-use nfs_trace_tests::host::{Server, Tracer, connect_and_abort, nfs_trace_bin, require_root};
+use nfs_trace_tests::host::{Server, Tracer, connect_and_abort, require_root, watch_text};
 
 /// 13 bytes, within the kernel's 15-byte task name: clear the screen, turn
 /// the text red, then a marker to find the line by.
@@ -34,32 +28,12 @@ fn hostile_process_names_reach_the_terminal_escaped_and_json_exact() {
     require_root();
     let _srv = Server::start("127.0.4.66:2049");
     let json = Tracer::start(&[]);
-    let mut human = Command::new(nfs_trace_bin())
-        .args(["watch", "--color", "never"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start nfs-trace");
-    // The start line on stderr says it is attached.
-    let (tx, rx) = mpsc::channel();
-    let stderr = human.stderr.take().unwrap();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
+    let (port, text) = watch_text(&[], || {
+        let port = connect_as_hostile("127.0.4.66:2049");
+        // Records are drained every 20 ms; let both tracers see the connect.
+        thread::sleep(Duration::from_millis(500));
+        port
     });
-    let attached = rx.iter().find(|l| l.starts_with("nfs-trace: attached"));
-    assert!(attached.is_some(), "the human tracer never attached");
-
-    let port = connect_as_hostile("127.0.4.66:2049");
-    // Records are drained every 20 ms; let both tracers see the connect.
-    thread::sleep(Duration::from_millis(500));
-    // SAFETY: kill on our own child's pid.
-    unsafe { libc::kill(human.id() as i32, libc::SIGINT) };
-    let mut out = Vec::new();
-    human.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-    assert!(human.wait().unwrap().success());
     let recs = json.stop();
 
     // JSON keeps the bytes exactly (serde escapes them as JSON requires).
@@ -70,11 +44,10 @@ fn hostile_process_names_reach_the_terminal_escaped_and_json_exact() {
 
     // The terminal gets inert text: no escape byte at all (colour is off), and
     // the name is shown in its escaped form on the connect line.
-    let text = String::from_utf8_lossy(&out);
-    assert!(!out.contains(&0x1b), "an escape byte reached the terminal:\n{text:?}");
+    assert!(!text.contains('\x1b'), "an escape byte reached the terminal:\n{text:?}");
     let line = text
         .lines()
-        .find(|l| l.contains(&format!("127.0.4.66:2049")) && l.contains("SYN_SENT→ESTABLISHED"))
+        .find(|l| l.contains("127.0.4.66:2049") && l.contains("SYN_SENT→ESTABLISHED"))
         .unwrap_or_else(|| panic!("no connect line for 127.0.4.66 in:\n{text}"));
     assert!(line.contains("\\x1b[2J\\x1b[31mEVIL"), "{line:?}");
     assert!(line.contains(&format!(":{port} → 127.0.4.66:2049")), "{line:?}");
