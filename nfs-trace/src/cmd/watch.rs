@@ -16,6 +16,7 @@ use crate::{
     kernel::env,
     host::mountinfo::{self, NfsMount},
     host::nfsmounts::{self, MountView},
+    model::attribution::Attributor,
     kernel::attach::MapSizes,
     kernel::hooks::{self, HookStatus},
     kernel::lost::Lost,
@@ -236,6 +237,10 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let read_views = || nfsmounts::read(&args.proc_root, sys_root).unwrap_or_default();
     // Refreshed every second: mounts come and go while we watch.
     let mut views: Vec<MountView> = read_views();
+    // Transports are credited to mounts only on evidence, some of it
+    // gathered while watching (model/attribution.rs).
+    let mut attributor = Attributor::new();
+    attributor.refresh(&mut views, Clock::mono_now_ns());
     let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
@@ -271,6 +276,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                 keep_going(out.observation(o, &views))
             }
             Obs::Xprt(o) => {
+                attributor.observe(o, &mut views);
                 if let Some(m) = counted.as_mut() {
                     m.observe_xprt(o, &views);
                 }
@@ -295,6 +301,10 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         if open && (stop || last_lost_check.elapsed() >= LOST_EVERY) {
             last_lost_check = Instant::now();
             views = read_views();
+            let now = Clock::mono_now_ns();
+            for a in attributor.refresh(&mut views, now) {
+                open = open && keep_going(out.attributed(&a, now))?;
+            }
             // A mount made since on a port not watched: watch it from now on.
             for (port, mountpoints) in follow_mount_ports(&mut s, views.iter().map(|v| (v.port, v.mountpoint.as_str()))) {
                 eprintln!(
@@ -337,7 +347,13 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     }
     let lost = s.lost();
     let dur = Clock::mono_now_ns().saturating_sub(started_mono);
-    let views = read_views();
+    let mut views = read_views();
+    let now = Clock::mono_now_ns();
+    for a in attributor.refresh(&mut views, now) {
+        if !keep_going(out.attributed(&a, now))? {
+            return Ok(());
+        }
+    }
     let verdicts = verdict::verdicts(&views, &s.xtracker);
     if keep_going(out.summary(&s.tracker, &s.xtracker, &views, verdicts, lost, dur).and_then(|_| out.flush()))?
         && s.decode_errors > 0

@@ -1,7 +1,7 @@
 //! NFS mounts joined from mountinfo, mountstats and sysfs: what each mount
 //! is (server, port, version, resvport, nconnect) and its transports'
-//! remembered and live source ports. Used by `check`, and by `watch` to
-//! attribute transports to mounts.
+//! remembered and live source ports. Used by `check`, and by `watch`
+//! (model/attribution.rs credits transports to them on evidence).
 use std::{collections::HashMap, net::IpAddr, path::Path};
 
 use serde::Serialize;
@@ -40,6 +40,10 @@ pub struct MountView {
     pub connects: u64,
     /// Why a reconnect will come from the same port, if it will.
     pub reuse: Option<String>,
+    /// Transports (`rpc_xprt` addresses) credited to this mount by evidence
+    /// gathered while watching, and that evidence (model/attribution.rs).
+    #[serde(skip)]
+    pub xprts: Vec<(u64, &'static str)>,
 }
 
 impl MountView {
@@ -59,6 +63,7 @@ impl MountView {
             live_from: "ports",
             connects: 0,
             reuse: None,
+            xprts: Vec::new(),
         }
     }
 
@@ -160,6 +165,7 @@ pub fn join(mounts: &[NfsMount], stats: &[MountStats], sys: &[SysXprt], links: &
                 live_from,
                 connects: st.map(|s| s.xprts.iter().map(|x| x.connect_count).sum()).unwrap_or(0),
                 reuse,
+                xprts: Vec::new(),
             }
         })
         .collect()
@@ -175,24 +181,10 @@ pub fn read(proc_root: &Path, sys_root: &Path) -> std::io::Result<Vec<MountView>
     Ok(join(&mounts, &stats, &sys, &links))
 }
 
-/// The mounts a transport serves: same server and port; where several
-/// match, those whose remembered port equals the transport's. A transport
-/// whose remembered port is unknown (None) is then nobody's: 0 would match
-/// the mounts that remember none and credit them with another's reconnects.
-pub fn attribute(views: &[MountView], raddr: IpAddr, dport: u16, srcport: Option<u16>) -> Vec<&MountView> {
-    let same_server: Vec<&MountView> =
-        views.iter().filter(|v| v.port == dport && v.server_ip() == Some(raddr.to_canonical())).collect();
-    if same_server.len() <= 1 {
-        return same_server;
-    }
-    let Some(srcport) = srcport else { return Vec::new() };
-    let by_port: Vec<&MountView> = same_server.iter().copied().filter(|v| v.remembered_ports.contains(&srcport)).collect();
-    if by_port.is_empty() { same_server } else { by_port }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::attribution::{Transport, attribute};
 
     const MOUNTINFO: &str = "\
 36 25 0:32 / /mnt/v40 rw - nfs4 10.99.0.1:/ rw,vers=4.0,proto=tcp,port=0,addr=10.99.0.1
@@ -265,10 +257,14 @@ device 10.99.0.1:/export mounted on /mnt/v3 with fstype nfs statvers=1.1
         assert_eq!(v[1].server_ip(), Some("fe80::1".parse().unwrap()));
         assert_eq!(v[1].live_ports, Some(vec![901]));
         // The kernel programs report bare, unmapped addresses.
-        let a: Vec<&str> = attribute(&v, "10.99.0.5".parse().unwrap(), 2049, Some(812)).iter().map(|m| m.mountpoint.as_str()).collect();
-        assert_eq!(a, ["/mnt/mapped"]);
-        let a: Vec<&str> = attribute(&v, "fe80::1".parse().unwrap(), 2049, Some(901)).iter().map(|m| m.mountpoint.as_str()).collect();
-        assert_eq!(a, ["/mnt/ll"]);
+        // A v3 transport remembering 812 is the mapped mount's.
+        let mut v = v;
+        v[0].remembered_ports = vec![812];
+        v[1].remembered_ports = vec![901];
+        let t = |ip: &str, port| Transport { xprt: 0, raddr: ip.parse().unwrap(), dport: 2049, srcport: Some(port), live: Some(port) };
+        let names = |t: &Transport| attribute(&v, t).0.iter().map(|m| m.mountpoint.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&t("10.99.0.5", 812)), ["/mnt/mapped"]);
+        assert_eq!(names(&t("fe80::1", 901)), ["/mnt/ll"]);
     }
 
     /// A fake /proc and /sys with the kernel's mount → RPC client → switch
@@ -306,20 +302,5 @@ device 10.99.0.1:/ mounted on /mnt/b with fstype nfs4 statvers=1.1\n\topts:\trw,
         assert_eq!(live, [("/mnt/a", Some(vec![723])), ("/mnt/b", Some(vec![41234, 41236]))]);
         assert!(v.iter().all(|m| m.live_from == "mount link"));
         std::fs::remove_dir_all(&root).unwrap();
-    }
-
-    #[test]
-    fn attribution_by_server_then_remembered_port() {
-        let v = views();
-        let ip: IpAddr = "10.99.0.1".parse().unwrap();
-        let a: Vec<&str> = attribute(&v, ip, 2049, Some(790)).iter().map(|m| m.mountpoint.as_str()).collect();
-        assert_eq!(a, ["/mnt/v3"]);
-        let a: Vec<&str> = attribute(&v, ip, 2049, Some(0)).iter().map(|m| m.mountpoint.as_str()).collect();
-        assert_eq!(a, ["/mnt/v41"], "a transport remembering no port is the 4.1 mount's");
-        assert!(attribute(&v, ip, 2049, None).is_empty(), "an unknown remembered port picks no mount of several");
-        assert!(attribute(&v, "10.0.0.1".parse().unwrap(), 2049, Some(0)).is_empty());
-        // One mount of that server: its transports are its own, port or not.
-        let one = &v[..1];
-        assert_eq!(attribute(one, ip, 2049, None).len(), 1);
     }
 }

@@ -2,6 +2,7 @@
 //! the events' own timestamps, so every rule is tested with synthetic
 //! sequences. `tcp` follows connects per destination, `xprt` SunRPC
 //! transports across reconnects, `verdict` turns both into what to do.
+pub mod attribution;
 pub mod tcp;
 pub mod verdict;
 pub mod xprt;

@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use crate::{
-    host::nfsmounts::{self, MountView},
+    host::nfsmounts::MountView,
+    model::attribution::{Transport, attribute},
     model::tcp::Stall,
     model::xprt::XprtTracker,
 };
@@ -66,7 +67,8 @@ pub fn verdicts(views: &[MountView], x: &XprtTracker) -> Vec<Verdict> {
     let mut ports: Vec<Vec<u16>> = vec![Vec::new(); out.len()];
     for (xprt, s) in x.all() {
         let Some(raddr) = s.raddr else { continue };
-        for m in nfsmounts::attribute(views, raddr, s.dport, s.srcport) {
+        let t = Transport { xprt, raddr, dport: s.dport, srcport: s.srcport, live: s.ports.last().copied() };
+        for m in attribute(views, &t).0 {
             let i = views.iter().position(|v| std::ptr::eq(v, m)).expect("attribute returns members of views");
             out[i].transports.push(format!("{xprt:#x}"));
             out[i].reconnects += s.reconnects;
@@ -175,7 +177,11 @@ mod tests {
 
     #[test]
     fn suggestions_cite_what_other_mounts_showed() {
-        let views = vec![view("/mnt/v40", "4.0", true, 723), view("/mnt/v41", "4.1", false, 0)];
+        let mut views = vec![view("/mnt/v40", "4.0", true, 723), view("/mnt/v41", "4.1", false, 0)];
+        // The kernel's mount link says which transport is the 4.1 mount's
+        // (a transport remembering no port is otherwise nobody's yet).
+        views[1].live_from = "mount link";
+        views[1].live_ports = Some(vec![902]);
         let mut t = XprtTracker::new(false);
         for _ in 0..3 {
             connect(&mut t, 1, 723, 723);

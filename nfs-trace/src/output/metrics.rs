@@ -21,7 +21,8 @@ use prometheus_client::{
 use rustc_hash::FxHashMap as FastMap;
 
 use crate::{
-    host::nfsmounts::{self, MountView},
+    host::nfsmounts::MountView,
+    model::attribution::{Transport, attribute},
     kernel::lost::Lost,
     model::tcp::{DestKey, Observation, Stall, Tracker},
     model::xprt::{XprtObservation, XprtTracker},
@@ -142,8 +143,8 @@ pub struct StateSizes {
     pub kernel_sockets: usize,
 }
 
-fn mounts_of(views: &[MountView], raddr: IpAddr, dport: u16, srcport: Option<u16>) -> String {
-    nfsmounts::attribute(views, raddr, dport, srcport).iter().map(|m| m.mountpoint.as_str()).collect::<Vec<_>>().join(",")
+fn mounts_of(views: &[MountView], t: &Transport) -> String {
+    attribute(views, t).0.iter().map(|m| m.mountpoint.as_str()).collect::<Vec<_>>().join(",")
 }
 
 impl Default for Metrics {
@@ -257,7 +258,7 @@ impl Metrics {
             let l = StallLabels {
                 raddr: key.raddr.to_string(),
                 dport: key.dport.to_string(),
-                mount: mounts_of(views, key.raddr, key.dport, Some(st.who.flow.sport)),
+                mount: mounts_of(views, &Transport::of_flow(st.who.xprt, &st.who.flow, None)),
             };
             let other = || StallLabels { raddr: OTHER.into(), dport: OTHER.into(), mount: OTHER.into() };
             let labels = self.stall_sets.admit(l, other, &self.overflow);
@@ -287,7 +288,7 @@ impl Metrics {
     fn xprt_labels(&mut self, xprt: u64, views: &[MountView], now: bool) -> Option<XprtLabels> {
         let x = self.xprts.get_mut(&xprt)?;
         if x.labels.is_none() {
-            let mount = mounts_of(views, x.raddr, x.dport, x.srcport);
+            let mount = mounts_of(views, &Transport { xprt, raddr: x.raddr, dport: x.dport, srcport: x.srcport, live: None });
             if mount.is_empty() && !now {
                 return None;
             }

@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use crate::{
     host::nfsmounts::MountView,
     kernel::lost::Lost,
+    model::attribution::Attributed,
     model::tcp::Observation,
     model::xprt::XprtObservation,
     output::clock::Clock,
@@ -53,6 +54,15 @@ impl<W: Write> Renderer<W> {
         match self.format {
             Format::Json => self.xprt_json(o, views),
             Format::Human { .. } => self.xprt_human(o, views),
+        }
+    }
+
+    /// A transport first reported with no mount now has one (see
+    /// model/attribution.rs); `ts_ns` is when that became known.
+    pub fn attributed(&mut self, a: &Attributed, ts_ns: u64) -> io::Result<()> {
+        match self.format {
+            Format::Json => self.attributed_json(a, ts_ns),
+            Format::Human { .. } => self.attributed_human(a, ts_ns),
         }
     }
 

@@ -10,13 +10,16 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Who {
     pub sk: u64,
+    /// The SunRPC transport owning the socket (0 for other sockets): what
+    /// attributes a flow to a mount.
+    pub xprt: u64,
     pub task: Task,
     pub flow: Flow,
 }
 
 impl Who {
     pub(super) fn of(ev: &Event) -> Self {
-        Who { sk: ev.sk, task: ev.task.clone(), flow: ev.flow }
+        Who { sk: ev.sk, xprt: ev.xprt, task: ev.task.clone(), flow: ev.flow }
     }
 }
 

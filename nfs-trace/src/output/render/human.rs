@@ -9,7 +9,8 @@ use super::Renderer;
 use crate::{
     flow::Flow,
     output::escape::escape,
-    host::nfsmounts::{self, MountView},
+    host::nfsmounts::MountView,
+    model::attribution::{Attributed, Transport, attribute},
     kernel::decode::errno_name,
     model::tcp::{Observation, Outcome, Stall, Who},
     model::xprt::XprtObservation,
@@ -29,8 +30,9 @@ pub fn endpoint(a: IpAddr, port: u16) -> String {
 
 /// The mount points served by `flow`'s server and port through the transport
 /// that remembers `srcport`, escaped and comma-separated ("" when none).
-fn mount_list(views: &[MountView], flow: &Flow, srcport: Option<u16>, sep: &str) -> String {
-    let m: Vec<String> = nfsmounts::attribute(views, flow.raddr, flow.dport, srcport)
+fn mount_list(views: &[MountView], xprt: u64, flow: &Flow, srcport: Option<u16>, sep: &str) -> String {
+    let m: Vec<String> = attribute(views, &Transport::of_flow(xprt, flow, srcport))
+        .0
         .iter()
         .map(|m| escape(&m.mountpoint).into_owned())
         .collect();
@@ -39,7 +41,7 @@ fn mount_list(views: &[MountView], flow: &Flow, srcport: Option<u16>, sep: &str)
 
 /// " (mount /mnt/a, /mnt/b)" for a stall's destination, or nothing.
 fn mounts_suffix(views: &[MountView], st: &Stall) -> String {
-    let m = mount_list(views, &st.who.flow, Some(st.who.flow.sport), ", ");
+    let m = mount_list(views, st.who.xprt, &st.who.flow, None, ", ");
     if m.is_empty() { String::new() } else { format!(" (mount {m})") }
 }
 
@@ -195,11 +197,24 @@ impl<W: Write> Renderer<W> {
         line.push('\n');
         self.out.write_all(line.as_bytes())
     }
+    pub(super) fn attributed_human(&mut self, a: &Attributed, ts_ns: u64) -> io::Result<()> {
+        let mounts: Vec<String> = a.mounts.iter().map(|m| escape(m).into_owned()).collect();
+        writeln!(
+            self.out,
+            "{} xprt {:#x}  {} → {}  is the transport of {} ({})",
+            self.clock.time_of_day(ts_ns),
+            a.xprt,
+            endpoint(a.flow.laddr, a.flow.sport),
+            endpoint(a.flow.raddr, a.flow.dport),
+            mounts.join(", "),
+            a.evidence
+        )
+    }
     pub(super) fn xprt_human(&mut self, o: &XprtObservation, views: &[MountView]) -> io::Result<()> {
         match o {
             XprtObservation::Destroyed { .. } => Ok(()),
             XprtObservation::Connect(c) => {
-                let mounts = mount_list(views, &c.flow, c.srcport, ",");
+                let mounts = mount_list(views, c.xprt, &c.flow, c.srcport, ",");
                 let on = if mounts.is_empty() { String::new() } else { format!(" [{mounts}]") };
                 let who = format!(
                     "{} xprt {:#x}{on}  {} → {}",

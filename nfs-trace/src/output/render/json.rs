@@ -8,7 +8,8 @@ use serde::Serialize;
 use super::{Renderer, SCHEMA_VERSION};
 use crate::{
     flow::{Flow, Task},
-    host::nfsmounts::{self, MountView},
+    host::nfsmounts::MountView,
+    model::attribution::{Attributed, Transport, attribute},
     kernel::decode::errno_name,
     model::tcp::{Attempt, CloseHow, Observation, Stall, Who},
     model::xprt::{XprtConnect, XprtObservation},
@@ -119,7 +120,8 @@ pub struct StallBody {
     pub kernel_said: Vec<String>,
     /// Connects to the same server from other flows that succeeded meanwhile.
     pub siblings_connected: u32,
-    /// The mounts served by that server and port (mount points).
+    /// The mounts its transport serves (mount points), credited on
+    /// evidence; empty while not yet known.
     pub mounts: Vec<String>,
     /// One sentence: what this episode shows.
     pub verdict: String,
@@ -151,8 +153,22 @@ struct XprtConnectBody<'a> {
     drop_errno: Option<i32>,
     down_ms: Option<f64>,
     connect_error: Option<i32>,
-    /// Mount points this transport serves (from mountinfo/mountstats).
+    /// Mount points this transport serves, credited on evidence
+    /// (model/attribution.rs); empty while not yet known.
     mounts: Vec<String>,
+    /// The evidence for `mounts`; null while not yet known.
+    attributed_by: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct AttributedBody<'a> {
+    xprt: String,
+    time: String,
+    mono_ns: u64,
+    #[serde(flatten)]
+    flow: Flow,
+    mounts: &'a [String],
+    attributed_by: &'static str,
 }
 
 #[derive(Serialize)]
@@ -168,7 +184,7 @@ struct XprtDropBody {
 
 impl<W: Write> Renderer<W> {
     pub(super) fn stall_body(&self, st: &Stall, views: &[MountView]) -> StallBody {
-        let mounts: Vec<&MountView> = nfsmounts::attribute(views, st.who.flow.raddr, st.who.flow.dport, Some(st.who.flow.sport));
+        let mounts: Vec<&MountView> = attribute(views, &Transport::of_flow(st.who.xprt, &st.who.flow, None)).0;
         StallBody {
             mounts: mounts.iter().map(|m| m.mountpoint.clone()).collect(),
             verdict: crate::model::verdict::stall_verdict(st, &mounts),
@@ -278,7 +294,9 @@ impl<W: Write> Renderer<W> {
             XprtObservation::Connect(c) => {
                 let kind = if c.is_reconnect() { "xprt_reconnect" } else { "xprt_connect" };
                 let mut body = self.xprt_connect_body(c);
-                body.mounts = nfsmounts::attribute(views, c.flow.raddr, c.flow.dport, c.srcport).iter().map(|m| m.mountpoint.clone()).collect();
+                let (mounts, why) = attribute(views, &Transport::of_flow(c.xprt, &c.flow, c.srcport));
+                body.mounts = mounts.iter().map(|m| m.mountpoint.clone()).collect();
+                body.attributed_by = why;
                 self.json_line(kind, body)
             }
             XprtObservation::Drop { xprt, ts_ns, flow, reason } => {
@@ -293,6 +311,18 @@ impl<W: Write> Renderer<W> {
                 self.json_line("xprt_drop", body)
             }
         }
+    }
+
+    pub(super) fn attributed_json(&mut self, a: &Attributed, ts_ns: u64) -> io::Result<()> {
+        let body = AttributedBody {
+            xprt: format!("{:#x}", a.xprt),
+            time: self.clock.rfc3339(ts_ns),
+            mono_ns: ts_ns,
+            flow: a.flow,
+            mounts: &a.mounts,
+            attributed_by: a.evidence,
+        };
+        self.json_line("attributed", body)
     }
 
     fn xprt_connect_body<'a>(&self, c: &'a XprtConnect) -> XprtConnectBody<'a> {
@@ -311,6 +341,7 @@ impl<W: Write> Renderer<W> {
             down_ms: c.down_ns().map(ms3),
             connect_error: Some(c.error).filter(|e| *e != 0),
             mounts: Vec::new(),
+            attributed_by: None,
         }
     }
 }

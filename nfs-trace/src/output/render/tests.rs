@@ -61,6 +61,7 @@ fn fast_connect_and_close_lines_equal_the_serde_ones() {
         flow: Flow { laddr: laddr.parse().unwrap(), sport: 871, raddr: raddr.parse().unwrap(), dport: 2049 },
         task: Task { pid: 4242, comm: comm.into() },
         sk: 0xffff_8881_0234_5678,
+        xprt: 0,
     };
     let whos = [
         who("10.0.0.2", "10.0.0.1", "mount.nfs"),

@@ -1,0 +1,320 @@
+//! Which mount a SunRPC transport serves, credited only on evidence.
+//!
+//! Several mounts of one server are common (a v3 and a v4.1 mount, two
+//! exports, nconnect siblings), and at mount time the first connects come
+//! before the mount is listed anywhere. Crediting "the only mount of that
+//! server we know" then credits the wrong one (the v3 mount got a v4.1
+//! mount's transports, issue 11). So a transport is credited to a mount only
+//! when one of these says so, and is otherwise "not yet known":
+//!
+//! 1. `mount link`: the kernel links the mount to its transports
+//!    (`/sys/fs/nfs/<dev>` → RPC client → switch, 6.4+) and the transport's
+//!    live port is one of them;
+//! 2. `remembered port`: the transport remembers a source port (v3/v4.0
+//!    with resvport) that the mount's own transports remember (mountstats),
+//!    or its live port is one the mount remembers;
+//! 3. `appeared after its first connect`: its first connect was seen with
+//!    no mount to credit, and then exactly one new mount of that server
+//!    appeared that fits (remembers no port if the transport remembers none)
+//!    — the attribution is then made late, as an [`Attributed`] record;
+//! 4. `only mount of the server remembering no port`: a transport that
+//!    remembers no port and whose mount was certainly listed already — it
+//!    was connected before we started, or it first connected 30 s ago or
+//!    more and no mount of its server appeared since (an idle transport
+//!    connecting again) — where exactly one such listed mount of that
+//!    server has transports that remember none and no mount link says
+//!    otherwise.
+//!
+//! Once credited, a transport keeps its mount across reconnects (by its
+//! `rpc_xprt` address, stable for the transport's life) though its port
+//! changes: the evidence was about the transport, not the port.
+use std::net::IpAddr;
+
+use rustc_hash::FxHashMap as FastMap;
+
+use crate::{flow::Flow, host::nfsmounts::MountView, model::xprt::XprtObservation};
+
+/// What identifies a transport to attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transport {
+    /// The `rpc_xprt` address, where known (TCP-level records of a SunRPC
+    /// socket carry it; 0 = none).
+    pub xprt: u64,
+    pub raddr: IpAddr,
+    pub dport: u16,
+    /// The port the transport remembers (Some(0): none; None: unknown).
+    pub srcport: Option<u16>,
+    /// The source port it is (or was last) connected from.
+    pub live: Option<u16>,
+}
+
+impl Transport {
+    pub fn of_flow(xprt: u64, flow: &Flow, srcport: Option<u16>) -> Transport {
+        Transport {
+            xprt,
+            raddr: flow.raddr,
+            dport: flow.dport,
+            srcport,
+            live: Some(flow.sport),
+        }
+    }
+}
+
+pub const BY_LINK: &str = "mount link";
+pub const BY_PORT: &str = "remembered port";
+pub const BY_APPEARING: &str = "mount appeared after its first connect";
+pub const BY_ELIMINATION: &str = "only mount of the server remembering no port";
+
+/// The mounts `t` serves and the evidence, or nothing ("not yet known").
+pub fn attribute<'a>(
+    views: &'a [MountView],
+    t: &Transport,
+) -> (Vec<&'a MountView>, Option<&'static str>) {
+    let ip = t.raddr.to_canonical();
+    let same: Vec<&MountView> = views
+        .iter()
+        .filter(|v| v.port == t.dport && v.server_ip() == Some(ip))
+        .collect();
+    let pick = |f: &dyn Fn(&MountView) -> bool| -> Vec<&'a MountView> {
+        same.iter().copied().filter(|v| f(v)).collect()
+    };
+    if t.xprt != 0 {
+        let learned = pick(&|v| v.xprts.iter().any(|(x, _)| *x == t.xprt));
+        if let Some(why) = learned
+            .first()
+            .and_then(|v| v.xprts.iter().find(|(x, _)| *x == t.xprt))
+            .map(|(_, w)| *w)
+        {
+            return (learned, Some(why));
+        }
+    }
+    if let Some(live) = t.live.filter(|p| *p != 0) {
+        let linked = pick(&|v| {
+            v.live_from == "mount link" && v.live_ports.as_ref().is_some_and(|l| l.contains(&live))
+        });
+        if !linked.is_empty() {
+            return (linked, Some(BY_LINK));
+        }
+    }
+    for port in [t.srcport, t.live]
+        .into_iter()
+        .flatten()
+        .filter(|p| *p != 0)
+    {
+        let by_port = pick(&|v| v.remembered_ports.contains(&port));
+        if !by_port.is_empty() {
+            return (by_port, Some(BY_PORT));
+        }
+    }
+    (Vec::new(), None)
+}
+
+/// A late attribution: a transport reported as "not yet known" now has its
+/// mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attributed {
+    pub xprt: u64,
+    pub flow: Flow,
+    pub mounts: Vec<String>,
+    pub evidence: &'static str,
+}
+
+/// A transport whose first connect was seen with no mount to credit.
+struct Pending {
+    flow: Flow,
+    srcport: Option<u16>,
+    first_ns: u64,
+    /// The mounts listed when it first connected: a mount that appears
+    /// later is one that was being mounted.
+    listed_then: Vec<String>,
+}
+
+/// How long a transport waits for its mount to appear (a mount can take
+/// seconds: v4 lease setup, a slow server). Past that it stays unknown.
+const PENDING_NS: u64 = 120_000_000_000;
+/// A transport first seen connecting this long ago, with no mount of its
+/// server appearing since, belonged to a mount already listed then.
+const SETTLED_NS: u64 = 30_000_000_000;
+const MAX_KNOWN: usize = crate::model::xprt::MAX_XPRTS;
+
+/// Remembers what evidence said about each transport, annotates each fresh
+/// read of the mounts with it (`MountView::xprts`), and reports the
+/// attributions made late.
+#[derive(Default)]
+pub struct Attributor {
+    known: FastMap<u64, (Vec<String>, &'static str)>,
+    pending: FastMap<u64, Pending>,
+    /// Mount identities listed at start (None until the first refresh).
+    at_start: Option<Vec<String>>,
+}
+
+/// A mount's identity across reads.
+fn key(v: &MountView) -> String {
+    format!("{}\0{}", v.mountpoint, v.source)
+}
+
+impl Attributor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Call with each transport observation before it is rendered: learns
+    /// from the evidence it carries, annotating `views`.
+    pub fn observe(&mut self, o: &XprtObservation, views: &mut [MountView]) {
+        let c = match o {
+            XprtObservation::Connect(c) => c,
+            XprtObservation::Destroyed { xprt, .. } => {
+                self.known.remove(xprt);
+                self.pending.remove(xprt);
+                return;
+            }
+            XprtObservation::Drop { .. } => return,
+        };
+        let t = Transport::of_flow(c.xprt, &c.flow, c.srcport);
+        let (found, why) = attribute(views, &t);
+        if let Some(why) = why {
+            let keys = found.iter().map(|v| key(v)).collect();
+            self.learn(c.xprt, keys, why, views);
+            return;
+        }
+        if c.connects == 1 && !c.is_reconnect() {
+            if self.pending.len() < MAX_KNOWN {
+                let listed_then = views.iter().map(key).collect();
+                self.pending.insert(
+                    c.xprt,
+                    Pending {
+                        flow: c.flow,
+                        srcport: c.srcport,
+                        first_ns: c.ts_ns,
+                        listed_then,
+                    },
+                );
+            }
+            return;
+        }
+        // Connected before we started: its mount was listed then.
+        if c.srcport == Some(0)
+            && let Some(start) = &self.at_start
+        {
+            let ip = c.flow.raddr.to_canonical();
+            let fits: Vec<&MountView> = views
+                .iter()
+                .filter(|v| {
+                    v.port == c.flow.dport && v.server_ip() == Some(ip) && start.contains(&key(v))
+                })
+                .filter(|v| v.remembered_ports.contains(&0) && v.live_from != "mount link")
+                .collect();
+            if let [only] = fits[..] {
+                let keys = vec![key(only)];
+                self.learn(c.xprt, keys, BY_ELIMINATION, views);
+            }
+        }
+    }
+
+    fn learn(
+        &mut self,
+        xprt: u64,
+        mounts: Vec<String>,
+        why: &'static str,
+        views: &mut [MountView],
+    ) {
+        self.pending.remove(&xprt);
+        if self.known.len() >= MAX_KNOWN && !self.known.contains_key(&xprt) {
+            return;
+        }
+        for v in views.iter_mut().filter(|v| mounts.contains(&key(v))) {
+            if !v.xprts.iter().any(|(x, _)| *x == xprt) {
+                v.xprts.push((xprt, why));
+            }
+        }
+        self.known.insert(xprt, (mounts, why));
+    }
+
+    /// Call with each fresh read of the mounts: annotates it with what is
+    /// known and returns the transports attributed just now.
+    pub fn refresh(&mut self, views: &mut [MountView], now_ns: u64) -> Vec<Attributed> {
+        if self.at_start.is_none() {
+            self.at_start = Some(views.iter().map(key).collect());
+        }
+        for (xprt, (mounts, why)) in &self.known {
+            for v in views.iter_mut().filter(|v| mounts.contains(&key(v))) {
+                v.xprts.push((*xprt, *why));
+            }
+        }
+        let mut out = Vec::new();
+        let mut done = Vec::new();
+        for (&xprt, p) in &self.pending {
+            if now_ns.saturating_sub(p.first_ns) > PENDING_NS {
+                // Too long ago for "appeared after": stays unknown.
+                done.push((xprt, Vec::new(), ""));
+                continue;
+            }
+            let t = Transport::of_flow(xprt, &p.flow, p.srcport);
+            let (mut found, mut why) = attribute(views, &t);
+            if found.is_empty() {
+                let ip = p.flow.raddr.to_canonical();
+                let fits = |v: &&MountView| match p.srcport {
+                    Some(0) => v.remembered_ports.contains(&0),
+                    Some(port) => v.remembered_ports.contains(&port),
+                    None => true,
+                };
+                let appeared: Vec<&MountView> = views
+                    .iter()
+                    .filter(|v| {
+                        v.port == p.flow.dport
+                            && v.server_ip() == Some(ip)
+                            && !p.listed_then.contains(&key(v))
+                    })
+                    .collect();
+                let new: Vec<&MountView> = appeared.iter().copied().filter(fits).collect();
+                if new.len() == 1 {
+                    (found, why) = (new, Some(BY_APPEARING));
+                } else if appeared.is_empty() && now_ns.saturating_sub(p.first_ns) >= SETTLED_NS {
+                    // No mount appeared: it was listed when the transport
+                    // first connected (an idle transport connecting again,
+                    // a lazily connected nconnect sibling).
+                    let old: Vec<&MountView> = views
+                        .iter()
+                        .filter(|v| {
+                            v.port == p.flow.dport
+                                && v.server_ip() == Some(ip)
+                                && p.listed_then.contains(&key(v))
+                        })
+                        .filter(|v| {
+                            p.srcport == Some(0)
+                                && v.remembered_ports.contains(&0)
+                                && v.live_from != "mount link"
+                        })
+                        .collect();
+                    if old.len() == 1 {
+                        (found, why) = (old, Some(BY_ELIMINATION));
+                    }
+                }
+            }
+            match why {
+                Some(why) => {
+                    out.push(Attributed {
+                        xprt,
+                        flow: p.flow,
+                        mounts: found.iter().map(|v| v.mountpoint.clone()).collect(),
+                        evidence: why,
+                    });
+                    done.push((xprt, found.iter().map(|v| key(v)).collect(), why));
+                }
+                None => {}
+            }
+        }
+        for (xprt, mounts, why) in done {
+            if why.is_empty() {
+                self.pending.remove(&xprt);
+            } else {
+                self.learn(xprt, mounts, why, views);
+            }
+        }
+        out.sort_by_key(|a| a.xprt);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,217 @@
+use super::*;
+use crate::{flow::Task, model::xprt::XprtConnect};
+
+const SERVER: &str = "10.99.0.1";
+
+fn flow(sport: u16) -> Flow {
+    Flow {
+        laddr: "10.99.0.2".parse().unwrap(),
+        sport,
+        raddr: SERVER.parse().unwrap(),
+        dport: 2049,
+    }
+}
+
+/// A connect of transport `xprt` from `sport`, remembering `srcport`; the
+/// `n`th connect seen (1 = its first, seen by us).
+fn connect(xprt: u64, sport: u16, srcport: Option<u16>, n: u64) -> XprtObservation {
+    XprtObservation::Connect(XprtConnect {
+        xprt,
+        ts_ns: 1_000_000_000 * n,
+        task: Task::default(),
+        flow: flow(sport),
+        srcport,
+        connects: n,
+        prev_sport: (n > 1).then_some(sport),
+        reused: false,
+        dropped: None,
+        error: 0,
+    })
+}
+
+fn v3() -> MountView {
+    MountView::for_test("/mnt/v3", SERVER, "3", false, 790)
+}
+fn v41(name: &str) -> MountView {
+    MountView::for_test(name, SERVER, "4.1", false, 0)
+}
+
+/// The mount points credited with `xprt` connected from `sport`.
+fn credited(views: &[MountView], xprt: u64, sport: u16, srcport: Option<u16>) -> Vec<String> {
+    attribute(views, &Transport::of_flow(xprt, &flow(sport), srcport))
+        .0
+        .iter()
+        .map(|m| m.mountpoint.clone())
+        .collect()
+}
+
+/// Issue 11: with only the v3 mount of a server listed, a v4.1 mount's
+/// first connects (made while it is being mounted) were credited to the v3
+/// mount. They are not yet known, and are attributed when the 4.1 mount
+/// appears.
+#[test]
+fn a_first_connect_before_its_mount_appears_is_not_credited_to_another_mount() {
+    let mut a = Attributor::new();
+    let mut views = vec![v3()];
+    assert!(a.refresh(&mut views, 0).is_empty());
+    for x in 1..=4 {
+        a.observe(&connect(x, 850 + x as u16, Some(0), 1), &mut views);
+        assert!(
+            credited(&views, x, 850 + x as u16, Some(0)).is_empty(),
+            "xprt {x} is not the v3 mount's"
+        );
+    }
+    let mut views = vec![v3(), v41("/mnt/v41")];
+    let late = a.refresh(&mut views, 2_000_000_000);
+    assert_eq!(late.len(), 4, "{late:?}");
+    assert!(
+        late.iter()
+            .all(|l| l.mounts == ["/mnt/v41"] && l.evidence == BY_APPEARING),
+        "{late:?}"
+    );
+    // Later reconnects from new ports keep it.
+    a.observe(&connect(2, 901, Some(0), 2), &mut views);
+    assert_eq!(credited(&views, 2, 901, Some(0)), ["/mnt/v41"]);
+    // And the next read of the mounts is annotated again.
+    let mut views = vec![v3(), v41("/mnt/v41")];
+    assert!(
+        a.refresh(&mut views, 3_000_000_000).is_empty(),
+        "reported once"
+    );
+    assert_eq!(credited(&views, 3, 1001, Some(0)), ["/mnt/v41"]);
+}
+
+#[test]
+fn a_remembered_port_is_evidence_once_the_mount_lists_it() {
+    let mut a = Attributor::new();
+    let mut views = vec![v41("/mnt/v41")];
+    a.refresh(&mut views, 0);
+    a.observe(&connect(7, 790, Some(790), 1), &mut views);
+    assert!(
+        credited(&views, 7, 790, Some(790)).is_empty(),
+        "the 4.1 mount remembers no 790"
+    );
+    let mut views = vec![v41("/mnt/v41"), v3()];
+    let late = a.refresh(&mut views, 1);
+    assert_eq!(late.len(), 1);
+    assert_eq!(
+        (late[0].mounts.clone(), late[0].evidence),
+        (vec!["/mnt/v3".to_string()], BY_PORT)
+    );
+    // A remembered port credits directly, with no history.
+    assert_eq!(credited(&views, 99, 790, Some(790)), ["/mnt/v3"]);
+    // So does a live port the mount remembers, when the transport's own is unknown.
+    assert_eq!(credited(&views, 99, 790, None), ["/mnt/v3"]);
+}
+
+#[test]
+fn two_new_mounts_that_fit_leave_it_unknown() {
+    let mut a = Attributor::new();
+    let mut views = vec![];
+    a.refresh(&mut views, 0);
+    a.observe(&connect(1, 850, Some(0), 1), &mut views);
+    let mut views = vec![v41("/mnt/a"), v41("/mnt/b")];
+    assert!(
+        a.refresh(&mut views, 1).is_empty(),
+        "either could be it: no guess"
+    );
+    assert!(credited(&views, 1, 850, Some(0)).is_empty());
+}
+
+#[test]
+fn the_kernels_mount_link_is_evidence_and_survives_a_new_port() {
+    let mut linked = v41("/mnt/b");
+    linked.live_from = "mount link";
+    linked.live_ports = Some(vec![41234]);
+    let mut views = vec![v41("/mnt/a"), linked];
+    views[0].live_from = "mount link";
+    views[0].live_ports = Some(vec![41000]);
+    let mut a = Attributor::new();
+    a.refresh(&mut views, 0);
+    assert_eq!(credited(&views, 5, 41234, Some(0)), ["/mnt/b"]);
+    a.observe(&connect(5, 41234, Some(0), 3), &mut views);
+    // It reconnects from a port the (not yet re-read) link does not list.
+    a.observe(&connect(5, 41300, Some(0), 4), &mut views);
+    assert_eq!(credited(&views, 5, 41300, Some(0)), ["/mnt/b"]);
+}
+
+#[test]
+fn elimination_only_for_transports_older_than_the_watch() {
+    let mut a = Attributor::new();
+    let mut views = vec![v3(), v41("/mnt/v41")];
+    a.refresh(&mut views, 0);
+    // Reconnecting, so connected before we started: its mount was listed.
+    a.observe(&connect(3, 900, Some(0), 2), &mut views);
+    assert_eq!(credited(&views, 3, 900, Some(0)), ["/mnt/v41"]);
+    assert_eq!(views[1].xprts, [(3, BY_ELIMINATION)]);
+    // Two mounts listed at start whose transports remember none: unknown.
+    let mut a = Attributor::new();
+    let mut views = vec![v41("/mnt/a"), v41("/mnt/b")];
+    a.refresh(&mut views, 0);
+    a.observe(&connect(3, 900, Some(0), 2), &mut views);
+    assert!(credited(&views, 3, 900, Some(0)).is_empty());
+    // A mount that appeared after we started is no candidate.
+    let mut a = Attributor::new();
+    let mut views = vec![v3()];
+    a.refresh(&mut views, 0);
+    let mut views = vec![v3(), v41("/mnt/v41")];
+    a.refresh(&mut views, 1);
+    a.observe(&connect(3, 900, Some(0), 2), &mut views);
+    assert!(credited(&views, 3, 900, Some(0)).is_empty());
+}
+
+#[test]
+fn unknown_ports_and_other_servers_credit_nothing() {
+    let views = vec![v3(), v41("/mnt/v41")];
+    assert!(
+        credited(&views, 1, 40000, None).is_empty(),
+        "an unknown remembered port picks no mount"
+    );
+    let t = Transport {
+        xprt: 1,
+        raddr: "10.0.0.1".parse().unwrap(),
+        dport: 2049,
+        srcport: Some(790),
+        live: Some(790),
+    };
+    assert!(attribute(&views, &t).0.is_empty(), "another server");
+    // Only one mount of the server, but its remembered port does not match.
+    assert!(credited(&views[..1], 1, 852, Some(0)).is_empty());
+}
+
+#[test]
+fn a_destroyed_transport_is_forgotten_and_pending_ones_expire() {
+    let mut a = Attributor::new();
+    let mut views = vec![];
+    a.refresh(&mut views, 0);
+    a.observe(&connect(1, 850, Some(0), 1), &mut views);
+    a.observe(
+        &XprtObservation::Destroyed { xprt: 1, ts_ns: 2 },
+        &mut views,
+    );
+    a.observe(&connect(2, 851, Some(0), 1), &mut views);
+    let mut views = vec![v41("/mnt/v41")];
+    let late = a.refresh(&mut views, PENDING_NS + 2_000_000_000);
+    assert!(late.is_empty(), "1 destroyed, 2 waited too long: {late:?}");
+}
+
+/// An idle transport connecting again looks like a first connect; its
+/// mount was listed all along.
+#[test]
+fn a_first_connect_with_no_mount_appearing_settles_by_elimination() {
+    let mut a = Attributor::new();
+    let mut views = vec![v3(), v41("/mnt/v41")];
+    a.refresh(&mut views, 0);
+    a.observe(&connect(4, 870, Some(0), 1), &mut views);
+    assert!(
+        a.refresh(&mut views, 1_000_000_000 + SETTLED_NS / 2)
+            .is_empty(),
+        "too early: a mount may still appear"
+    );
+    let late = a.refresh(&mut views, 1_000_000_000 + SETTLED_NS);
+    assert_eq!(late.len(), 1);
+    assert_eq!(
+        (late[0].mounts.clone(), late[0].evidence),
+        (vec!["/mnt/v41".to_string()], BY_ELIMINATION)
+    );
+}
