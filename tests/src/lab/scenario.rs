@@ -315,12 +315,24 @@ fn unmount(ns: &ClientNs, mnt: &Path) -> Result<()> {
 
 /// [`unmount`] of a mount of `server` made in `ns`.
 pub fn unmount_from(ns: &ClientNs, mnt: &Path, server: &str) -> Result<()> {
+    umount(ns, mnt)?;
+    wait_closed(ns, server, &mnt.to_string_lossy())
+}
+
+/// Unmounts `mnt` in `ns`'s mount namespace (a container's, for one of its
+/// mounts), detaching it if a plain unmount fails.
+pub fn umount(ns: &ClientNs, mnt: &Path) -> Result<()> {
     let m = mnt.to_string_lossy().to_string();
-    // umount runs in ns's mount namespace (a container's, for one of its mounts).
     if let Err(e) = cmd::run(ns.command("/bin/busybox").args(["umount", &m]), MOUNT_LIMIT) {
         out::log(format!("umount {m}: {e:#}; detaching"));
         sys::umount_detach(&m)?;
     }
+    Ok(())
+}
+
+/// Waits (5 s at most) until `ns` has no connection to `server`'s NFS port
+/// left, so the next scenario starts clean; kills what is left then.
+pub fn wait_closed(ns: &ClientNs, server: &str, after: &str) -> Result<()> {
     for _ in 0..50 {
         if net::sockets_to(ns, server)?.iter().all(|s| s.state != "ESTAB") {
             return Ok(());
@@ -328,7 +340,7 @@ pub fn unmount_from(ns: &ClientNs, mnt: &Path, server: &str) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let left = net::kill_to(ns, server)?;
-    out::log(format!("after umount {m}: connections left, killed: {left:?}"));
+    out::log(format!("after umount {after}: connections left, killed: {left:?}"));
     Ok(())
 }
 

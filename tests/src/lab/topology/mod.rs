@@ -166,8 +166,16 @@ pub fn run(
     if res.is_ok() && with_tracer {
         res = extra(&mut truth);
     }
+    // All unmounted first: a server's connections close only when no mount
+    // of it is left in that namespace.
     for m in mounts.iter().rev() {
-        if let Err(e) = scenario::unmount_from(m.place.ns, &m.mnt, m.server) {
+        if let Err(e) = scenario::umount(m.place.ns, &m.mnt) {
+            out::log(format!("{name}: {e:#}"));
+        }
+    }
+    for (i, m) in mounts.iter().enumerate() {
+        let first = !mounts[..i].iter().any(|o| std::ptr::eq(o.place, m.place) && o.server == m.server);
+        if first && let Err(e) = scenario::wait_closed(m.place.ns, m.server, name) {
             out::log(format!("{name}: {e:#}"));
         }
     }
