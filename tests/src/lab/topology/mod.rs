@@ -344,7 +344,10 @@ fn reconnect(mounts: &[MountSpec], live: &[Transport], ti: usize, n: usize) -> R
     let want = known.len();
     let t_start = sys::mono_ns();
     let killed = net::kill_flow(m.place.ns, m.server, before.local_port)?;
-    if !killed.iter().any(|s| s.cookie == before.cookie) || killed.len() != 1 {
+    // Only the one live socket: a TIME-WAIT left from that port by an
+    // earlier scenario may be listed too, and does not matter.
+    let live_killed: Vec<&Sock> = killed.iter().filter(|s| s.state == "ESTAB").collect();
+    if !killed.iter().any(|s| s.cookie == before.cookie) || live_killed.len() != 1 {
         bail!("ss -K of port {} killed {killed:?}, want exactly sk:{}", before.local_port, before.cookie);
     }
     let writer = Writer::start(m, &format!("rc{n}"));

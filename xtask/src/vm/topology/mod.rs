@@ -31,11 +31,7 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
     let empty = Vec::new();
     let lines = tracer.unwrap_or(&empty);
     let mounts = truth["mounts"].as_array().cloned().unwrap_or_default();
-    let several_ns = {
-        let mut ns: Vec<&Value> = mounts.iter().map(|m| &m["netns"]).collect();
-        ns.dedup();
-        ns.len() > 1
-    };
+    let several_ns = mounts.iter().map(|m| m["netns"].to_string()).collect::<std::collections::BTreeSet<_>>().len() > 1;
     let mut per_reconnect = Vec::new();
     let mut per_mount = Vec::new();
     let (mut tcp_ok, mut sunrpc_ok, mut netns_ok, mut check) = (true, true, true, Value::Null);
