@@ -154,7 +154,9 @@ pub fn judge_one(lines: &[Value], r: &Value, check_netns: bool) -> Verdict {
 
 /// The mounts' first connects (the tracer ran before mounting): each
 /// transport's `xprt_connect` from the port ss saw may say its mount is not
-/// yet known (no mounts), but must never name another mount.
+/// yet known (no mounts), but must never name another mount; an
+/// `attributed` record for that transport (its xprt, else its port), where
+/// the tracer prints one later, names exactly its own mount.
 pub fn first_connects(truth: &Value, lines: &[Value]) -> Vec<String> {
     let mounts = truth["mounts"].as_array().cloned().unwrap_or_default();
     let mut out = Vec::new();
@@ -168,10 +170,21 @@ pub fn first_connects(truth: &Value, lines: &[Value]) -> Vec<String> {
         if firsts.is_empty() {
             out.push(format!("SunRPC: no xprt_connect for {mount}'s first connect from port {}", t["port"]));
         }
-        for f in firsts {
+        for f in &firsts {
             let names = mount_names(&f["mounts"]);
             if names.iter().any(|n| n != mount) {
                 out.push(format!("SunRPC: the first connect of port {} ({mount}) is credited to {names:?}", t["port"]));
+            }
+        }
+        let xprt = firsts.first().map(|f| &f["xprt"]).filter(|x| !x.is_null());
+        let later = lines.iter().filter(|l| l["type"] == "attributed").filter(|l| match xprt {
+            Some(x) => l["xprt"] == *x,
+            None => l["sport"] == t["port"] && of_flow(l, &m["server"], &m["client"]),
+        });
+        for a in later {
+            let names = mount_names(&a["mounts"]);
+            if names != [mount] {
+                out.push(format!("SunRPC: the transport of port {} ({mount}) is later attributed to {names:?}", t["port"]));
             }
         }
     }

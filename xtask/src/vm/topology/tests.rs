@@ -113,6 +113,16 @@ fn a_first_connect_may_wait_for_its_mount_but_never_guess() {
 }
 
 #[test]
+fn a_later_attribution_must_name_the_own_mount() {
+    let mut l = lines();
+    l[1]["xprt"] = json!("0xff1");
+    l.push(json!({"type": "attributed", "xprt": "0xff1", "mounts": [V3]}));
+    assert_eq!(judge(&truth(), Some(&l), true)["ok"], json!(true));
+    l.push(json!({"type": "attributed", "xprt": "0xff1", "mounts": [V41]}));
+    assert!(problems(&judge(&truth(), Some(&l), true)).contains("later attributed to"));
+}
+
+#[test]
 fn a_missing_connect_or_sunrpc_record_fails() {
     let mut l = lines();
     l.remove(6);
