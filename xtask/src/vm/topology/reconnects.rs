@@ -111,29 +111,29 @@ pub fn judge_one(lines: &[Value], r: &Value, check_netns: bool) -> Verdict {
             tcp.push(format!("connect record says reused={flag}, ss saw {before} -> {after}"));
         }
     }
-    let xprts: Vec<&Value> =
-        lines.iter().filter(|l| is_xprt(l) && of_flow(l, server, client) && in_window(l, t0, t1) && l["sport"].as_u64() == Some(after)).collect();
+    let in_win: Vec<&Value> = lines.iter().filter(|l| is_xprt(l) && of_flow(l, server, client) && in_window(l, t0, t1)).collect();
+    let ends: Vec<&Value> = in_win.iter().copied().filter(|l| l["sport"].as_u64() == Some(after)).collect();
     let said = |x: &Value| {
         format!("{} {} -> {} reused={} mounts={}", x["type"].as_str().unwrap_or("?"), x["prev_sport"], x["sport"], x["reused"], x["mounts"])
     };
-    match xprts.as_slice() {
-        [x] => {
-            checked.push(x);
-            let names = mount_names(&x["mounts"]);
-            if x["type"] != "xprt_reconnect" || x["prev_sport"].as_u64() != Some(before) || x["reused"] != json!(same) {
-                sunrpc.push(format!("SunRPC: the tracer printed {}", said(x)));
-            }
-            if names != [mount] {
-                sunrpc.push(format!("SunRPC: {} credits mounts {names:?}, want exactly [{mount:?}]", x["type"].as_str().unwrap_or("?")));
-            }
-        }
+    let mut chain: Vec<&Value> = Vec::new();
+    match ends.as_slice() {
         [] => sunrpc.push(format!("SunRPC: no transport record from port {after} in the reconnect's window")),
+        [x] => {
+            // The transport's attempts in the window, oldest first: one, or
+            // more where an attempt failed before ss saw the new socket
+            // (seen: an nconnect v4.1 transport drawing the port a sibling
+            // held, failing, then connecting from another).
+            chain = if x["xprt"].is_null() { vec![x] } else { in_win.iter().copied().filter(|l| l["xprt"] == x["xprt"]).collect() };
+            sunrpc.extend(judge_chain(lines, &chain, before, after, same, mount, t0, t1));
+        }
         many => sunrpc.push(format!(
             "SunRPC: {} records from port {after} in the window: {}",
             many.len(),
             many.iter().map(|x| said(x)).collect::<Vec<_>>().join("; ")
         )),
     }
+    checked.extend(chain.iter().copied());
     if check_netns {
         let want = netns_of(&r["netns"]);
         for l in &checked {
@@ -146,10 +146,48 @@ pub fn judge_one(lines: &[Value], r: &Value, check_netns: bool) -> Verdict {
     let record = json!({
         "n": r["n"], "mount": r["mount"], "place": r["place"], "netns": r["netns"], "before": before, "after": after,
         "same_port": same, "tracer_reuse": reuse,
-        "tracer_mounts": xprts.first().map(|x| x["mounts"].clone()),
+        "tracer_mounts": chain.last().map(|x| x["mounts"].clone()),
+        "tracer_attempts": chain.iter().map(|x| &x["sport"]).collect::<Vec<_>>(),
         "agree": tcp.is_empty() && sunrpc.is_empty() && netns.is_empty(),
     });
     Verdict { tcp, sunrpc, netns, record }
+}
+
+/// One reconnect's SunRPC records (one transport's, in order): they chain
+/// from ss's old port to its new one, each an `xprt_reconnect` naming
+/// exactly the mount; `reused` on a single one iff ss saw the same port, on
+/// the last of several false; an attempt before the last never established.
+#[allow(clippy::too_many_arguments)]
+fn judge_chain(lines: &[Value], chain: &[&Value], before: u64, after: u64, same: bool, mount: &str, t0: u64, t1: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    let ports: Vec<String> = chain.iter().map(|x| format!("{} -> {} reused={}", x["prev_sport"], x["sport"], x["reused"])).collect();
+    let (Some(first), Some(last)) = (chain.first(), chain.last()) else { return out };
+    let linked = chain.windows(2).all(|w| w[1]["prev_sport"] == w[0]["sport"]);
+    if first["prev_sport"].as_u64() != Some(before) || last["sport"].as_u64() != Some(after) || !linked {
+        out.push(format!("SunRPC: the transport's records {ports:?} do not lead from ss's {before} to {after}"));
+    }
+    if chain.iter().any(|x| x["type"] != "xprt_reconnect") {
+        out.push(format!("SunRPC: not all of {ports:?} are xprt_reconnect records (the tracer knew the transport)"));
+    }
+    let reused_ok = if chain.len() == 1 { last["reused"] == json!(same) } else { !same && last["reused"] == json!(false) };
+    if !reused_ok {
+        out.push(format!("SunRPC: reused flags {ports:?}, ss saw {before} -> {after}"));
+    }
+    for x in &chain[..chain.len() - 1] {
+        let established = lines.iter().any(|l| {
+            l["type"] == "connect" && l["outcome"] == "established" && l["sport"] == x["sport"] && in_window(l, t0, t1)
+        });
+        if established {
+            out.push(format!("SunRPC: an attempt from port {} established, but ss saw only {after} new", x["sport"]));
+        }
+    }
+    for x in chain {
+        let names = mount_names(&x["mounts"]);
+        if names != [mount] {
+            out.push(format!("SunRPC: {} from port {} credits mounts {names:?}, want exactly [{mount:?}]", x["type"].as_str().unwrap_or("?"), x["sport"]));
+        }
+    }
+    out
 }
 
 /// The mounts' first connects (the tracer ran before mounting): each

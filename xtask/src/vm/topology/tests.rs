@@ -123,6 +123,29 @@ fn a_later_attribution_must_name_the_own_mount() {
 }
 
 #[test]
+fn a_failed_attempt_from_a_siblings_port_chains_to_the_new_one() {
+    // 6.12, nconnect v4.1: the transport drew 910, held by a sibling; the
+    // connect failed, then 40007 connected. ss saw 40001 -> 40007 only.
+    let mut l = lines();
+    for r in l.iter_mut().filter(|r| r["type"] == "xprt_reconnect" && r["sport"] == 40007) {
+        r["xprt"] = json!("0xff2");
+        r["prev_sport"] = json!(910);
+    }
+    l.insert(6, rec("xprt_reconnect", 910, 2040, json!({"xprt": "0xff2", "prev_sport": 40001, "reused": false, "mounts": [V41]})));
+    l.insert(6, rec("connect", 910, 2040, json!({"outcome": "closed", "reused": false})));
+    let v = judge(&truth(), Some(&l), true);
+    assert_eq!(v["ok"], json!(true), "{v}");
+    assert_eq!(v["reconnects"][1]["tracer_attempts"], json!([910, 40007]));
+    // A chain that does not start at ss's old port fails.
+    l[7]["prev_sport"] = json!(1);
+    assert!(problems(&judge(&truth(), Some(&l), true)).contains("do not lead from"));
+    // So does an intermediate attempt that established (ss would have seen it).
+    l[7]["prev_sport"] = json!(40001);
+    l[6]["outcome"] = json!("established");
+    assert!(problems(&judge(&truth(), Some(&l), true)).contains("an attempt from port 910 established"));
+}
+
+#[test]
 fn a_missing_connect_or_sunrpc_record_fails() {
     let mut l = lines();
     l.remove(6);
@@ -130,7 +153,7 @@ fn a_missing_connect_or_sunrpc_record_fails() {
     assert!(problems(&v).contains("no established connect from port 40007"), "{v}");
     let mut l = lines();
     l[7]["type"] = json!("xprt_connect");
-    assert!(problems(&judge(&truth(), Some(&l), true)).contains("SunRPC: the tracer printed"));
+    assert!(problems(&judge(&truth(), Some(&l), true)).contains("are xprt_reconnect records"));
 }
 
 #[test]
