@@ -42,7 +42,7 @@ pub struct VmArgs {
     json: Option<PathBuf>,
     /// Only these scenarios (repeatable), e.g. v3-default, v4.1-noresvport,
     /// stall-v4.0, late-sunrpc, sunrpc-btf, nconnect, shared-server, netns, ipv6;
-    /// `stall` means every stall scenario.
+    /// `stall` means every stall scenario, `topology` the last four.
     #[arg(long)]
     scenario: Vec<String>,
     /// Ground truth only: do not put nfs-trace in the guest.
@@ -61,11 +61,16 @@ pub fn cache_dir() -> PathBuf {
 }
 
 pub fn main(args: VmArgs) -> Result<()> {
-    // `stall`: the stall scenarios (issue 5), one per NFS version.
+    // `stall`: the stall scenarios (issue 5), one per NFS version;
+    // `topology`: the four of issue 11 (nconnect, shared-server, netns, ipv6).
     let wanted: Vec<String> = args
         .scenario
         .iter()
-        .flat_map(|s| if s == "stall" { stall::names() } else { vec![s.clone()] })
+        .flat_map(|s| match s.as_str() {
+            "stall" => stall::names(),
+            "topology" => topology::NAMES.iter().map(|n| n.to_string()).collect(),
+            _ => vec![s.clone()],
+        })
         .collect();
     for s in &wanted {
         scenarios::check_name(s)?;

@@ -399,3 +399,34 @@ pub fn write_matrix(dir: &Path, runs: &[KernelRun], date: &str, source: &str) ->
     });
     write_json(&dir.join("vm-matrix.json"), &j)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(results: Vec<Value>) -> KernelRun {
+        KernelRun {
+            line: "6.12".into(),
+            release: "r".into(),
+            package_version: "p".into(),
+            wall: Duration::from_secs(1),
+            qemu_wall: Duration::from_secs(1),
+            end: "OK".into(),
+            results,
+            with_tracer: true,
+        }
+    }
+
+    #[test]
+    fn the_topology_table_shows_each_mounts_counts_and_verdicts() {
+        let r = json!({"kind": "topology", "scenario": "netns", "guest_s": 6.2, "tcp_agree": true, "sunrpc_agree": false,
+                       "netns_agree": false, "check": {"agree": false},
+                       "mounts": [{"vers": "3", "transports": 1, "place": "client", "ss_same_port": 2, "reconnects": 2, "tracer_reuses": 2},
+                                  {"vers": "3", "transports": 1, "place": "container", "ss_same_port": 2, "reconnects": 2, "tracer_reuses": 1}]});
+        let t = topology_table(&[run(vec![r])]);
+        assert!(t.contains("| 6.12 | netns | v3×1 2/2 → 2; v3×1 (container) 2/2 → 1 | ✔ | ✘ | ✘ | ✘ | 6 s |"), "{t}");
+        assert!(topology_table(&[run(vec![json!({"scenario": "v3-default"})])]).is_empty());
+        // The reconnect table leaves topology records out.
+        assert_eq!(table(&[run(vec![json!({"kind": "topology"})])]).lines().count(), 2);
+    }
+}
