@@ -6,7 +6,7 @@
 mod lab;
 
 use anyhow::{Context as _, Result};
-use lab::{late, middlebox::Middlebox, net, nfsd, out, scenario::Scenario, stall, sunrpc_btf, sys};
+use lab::{late, middlebox::Middlebox, net, nfsd, out, scenario::Scenario, stall, sunrpc_btf, sys, topology};
 use serde_json::json;
 
 fn main() {
@@ -65,6 +65,7 @@ fn run() -> Result<(usize, Vec<String>)> {
             Job::LateSunrpc => continue,
             Job::SunrpcBtf => sunrpc_btf::run(with_tracer),
             Job::Reconnect(sc) => lab::scenario::run(&ns, sc, with_tracer),
+            Job::Topology(name) => topology::run_named(name, &ns, with_tracer),
             Job::Stall(vers) => {
                 let mb = middlebox
                     .get_or_insert_with(|| Middlebox::setup().context("building the middlebox").map_err(|e| format!("{e:#}")));
@@ -90,6 +91,8 @@ enum Job {
     SunrpcBtf,
     Reconnect(Scenario),
     Stall(&'static str),
+    /// Several transports at once: nconnect, shared-server, netns, ipv6.
+    Topology(&'static str),
 }
 
 impl Job {
@@ -97,6 +100,7 @@ impl Job {
         let mut v = vec![Job::LateSunrpc, Job::SunrpcBtf];
         v.extend(Scenario::all().into_iter().map(Job::Reconnect));
         v.extend(stall::VERSIONS.iter().map(|s| Job::Stall(s)));
+        v.extend(topology::NAMES.iter().map(|n| Job::Topology(n)));
         v
     }
 
@@ -106,6 +110,9 @@ impl Job {
         }
         if name == sunrpc_btf::NAME {
             return Ok(Job::SunrpcBtf);
+        }
+        if let Some(n) = topology::NAMES.iter().find(|n| **n == name) {
+            return Ok(Job::Topology(n));
         }
         match stall::parse(name) {
             Some(v) => Ok(Job::Stall(v)),
@@ -119,6 +126,7 @@ impl Job {
             Job::SunrpcBtf => sunrpc_btf::NAME.to_string(),
             Job::Reconnect(sc) => sc.name.clone(),
             Job::Stall(v) => format!("stall-v{v}"),
+            Job::Topology(n) => n.to_string(),
         }
     }
 }

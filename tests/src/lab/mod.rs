@@ -16,4 +16,5 @@ pub mod stall;
 pub mod sunrpc_btf;
 pub mod sys;
 pub mod tools;
+pub mod topology;
 pub mod tracer;

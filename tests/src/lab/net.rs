@@ -25,27 +25,48 @@ const T: Duration = Duration::from_secs(20);
 /// The client namespace: run commands in it.
 pub struct ClientNs {
     fd: File,
+    /// A container's own mount namespace; None: the guest init's.
+    mnt: Option<File>,
 }
 
 impl ClientNs {
     /// Opens a namespace made with `ip netns add <name>`.
     pub fn open(name: &str) -> Result<ClientNs> {
         let fd = File::open(format!("/run/netns/{name}")).with_context(|| format!("cannot open network namespace {name}"))?;
-        Ok(ClientNs { fd })
+        Ok(ClientNs { fd, mnt: None })
+    }
+
+    /// The network and mount namespaces of process `pid` (a container).
+    pub fn of_process(pid: u32) -> Result<ClientNs> {
+        let open = |kind: &str| {
+            File::open(format!("/proc/{pid}/ns/{kind}")).with_context(|| format!("cannot open /proc/{pid}/ns/{kind}"))
+        };
+        Ok(ClientNs { fd: open("net")?, mnt: Some(open("mnt")?) })
     }
 
     /// A command that runs in the client namespace. `setns` in a pre_exec
     /// hook keeps the mount namespace (unlike `ip netns exec`, which would
-    /// hide the NFS mount made inside it).
+    /// hide the NFS mount made inside it), or enters the container's.
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new(program);
         let fd = self.fd.as_raw_fd();
-        // SAFETY: the hook only calls setns, which is async-signal-safe, on an
-        // fd that stays open in the parent for the lifetime of self.
+        let mnt = self.mnt.as_ref().map(|f| f.as_raw_fd());
+        // SAFETY: the hook only calls setns, which is async-signal-safe, on
+        // fds that stay open in the parent for the lifetime of self.
         unsafe {
-            c.pre_exec(move || sys::setns_net(fd));
+            c.pre_exec(move || {
+                sys::setns_net(fd)?;
+                mnt.map_or(Ok(()), sys::setns_mnt)
+            });
         }
         c
+    }
+
+    /// The namespace's inode: what `readlink /proc/PID/ns/net` shows for
+    /// a process in it, and what the tracer's records call `netns`.
+    pub fn inode(&self) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt as _;
+        Ok(self.fd.metadata().context("cannot stat a network namespace")?.ino())
     }
 }
 
@@ -68,6 +89,30 @@ pub fn setup() -> Result<ClientNs> {
     let ns = ClientNs::open(NETNS)?;
     mount_client_sysfs(&ns)?;
     Ok(ns)
+}
+
+/// IPv6 (ULA) addresses on the veth pair; `nodad` makes them usable at once.
+pub const SERVER6: &str = "fd00:99::1";
+pub const CLIENT6: &str = "fd00:99::2";
+
+pub fn add_ipv6() -> Result<()> {
+    ip(&["-6", "addr", "add", &format!("{SERVER6}/64"), "dev", "v0", "nodad"])?;
+    ip(&["-n", NETNS, "-6", "addr", "add", &format!("{CLIENT6}/64"), "dev", "v1", "nodad"])
+}
+
+/// A second client network namespace `name` with its own veth pair into the
+/// server's namespace (`server_side` there, `client` inside), routed to
+/// every server address: a container mounting [`SERVER`] as the client does.
+pub fn add_container_net(name: &str, server_side: &str, client: &str) -> Result<()> {
+    ip(&["netns", "add", name])?;
+    ip(&["link", "add", "v2", "type", "veth", "peer", "name", "v3"])?;
+    ip(&["link", "set", "v3", "netns", name])?;
+    ip(&["addr", "add", &format!("{server_side}/24"), "dev", "v2"])?;
+    ip(&["link", "set", "v2", "up"])?;
+    ip(&["-n", name, "link", "set", "lo", "up"])?;
+    ip(&["-n", name, "addr", "add", &format!("{client}/24"), "dev", "v3"])?;
+    ip(&["-n", name, "link", "set", "v3", "up"])?;
+    ip(&["-n", name, "route", "add", "default", "via", server_side])
 }
 
 /// Mounts a sysfs instance tagged with the client namespace: enter it on this
@@ -123,7 +168,23 @@ pub fn kill_nfs_connections(ns: &ClientNs) -> Result<Vec<Sock>> {
 /// The sockets in `ns` to `server`'s NFS port.
 pub fn sockets_to(ns: &ClientNs, server: &str) -> Result<Vec<Sock>> {
     let text = cmd::run(
-        ns.command("/sbin/ss").args(["-tnaeH", "dst", server, "dport", "=", &format!(":{NFS_PORT}")]),
+        ns.command("/sbin/ss").args(["-tnaeH", "dst", &ss_addr(server), "dport", "=", &format!(":{NFS_PORT}")]),
+        T,
+    )?;
+    parse_ss(&text)
+}
+
+/// An address as ss's filter wants it: IPv6 in brackets.
+fn ss_addr(server: &str) -> String {
+    if server.contains(':') { format!("[{server}]") } else { server.to_string() }
+}
+
+/// `ss -K` of the one socket in `ns` from `sport` to `server`'s NFS port.
+pub fn kill_flow(ns: &ClientNs, server: &str, sport: u16) -> Result<Vec<Sock>> {
+    let text = cmd::run(
+        ns.command("/sbin/ss").args([
+            "-K", "-tnaeH", "dst", &ss_addr(server), "dport", "=", &format!(":{NFS_PORT}"), "sport", "=", &format!(":{sport}"),
+        ]),
         T,
     )?;
     parse_ss(&text)
@@ -142,7 +203,7 @@ pub fn established_to(ns: &ClientNs, server: &str) -> Result<Option<Sock>> {
 /// `ss -K` of the sockets in `ns` to `server`'s NFS port.
 pub fn kill_to(ns: &ClientNs, server: &str) -> Result<Vec<Sock>> {
     let text = cmd::run(
-        ns.command("/sbin/ss").args(["-K", "-tnaeH", "dst", server, "dport", "=", &format!(":{NFS_PORT}")]),
+        ns.command("/sbin/ss").args(["-K", "-tnaeH", "dst", &ss_addr(server), "dport", "=", &format!(":{NFS_PORT}")]),
         T,
     )?;
     parse_ss(&text)
@@ -161,6 +222,14 @@ mod tests {
         assert_eq!(s[0].local_port, 871);
         assert_eq!(s[0].cookie, "1001");
         assert_eq!(s[1].state, "TIME-WAIT");
+    }
+
+    #[test]
+    fn parses_ipv6_ss_lines() {
+        let s = parse_ss("ESTAB 0 0 [fd00:99::2]:871 [fd00:99::1]:2049 ino:0 sk:7 <->\n").unwrap();
+        assert_eq!(s[0].local_port, 871);
+        assert_eq!(ss_addr("fd00:99::1"), "[fd00:99::1]");
+        assert_eq!(ss_addr(SERVER), SERVER);
     }
 
     #[test]

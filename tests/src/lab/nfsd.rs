@@ -16,6 +16,9 @@ const T: Duration = Duration::from_secs(30);
 /// grace costs seconds, not the default 90.
 const GRACE_S: &str = "10";
 
+/// Exported with fsid=2 (xtask's /etc/exports); v4 sees it as `/two`.
+pub const SECOND_EXPORT: &str = "/export/two";
+
 pub fn start(nfsdcld: bool) -> Result<()> {
     sys::mount("nfsd", "/proc/fs/nfsd", "nfsd", None)?;
     for d in ["/var/lib/nfs/v4recovery", "/var/lib/nfs/nfsdcld", "/run/rpcbind"] {
@@ -28,6 +31,9 @@ pub fn start(nfsdcld: bool) -> Result<()> {
         std::fs::write(f, b"").with_context(|| format!("cannot create {f}"))?;
     }
     std::fs::write("/export/hello", b"hello\n").context("cannot write /export/hello")?;
+    // A second export of its own file system (shared-server mounts both).
+    sys::mount("tmpfs", SECOND_EXPORT, "tmpfs", None)?;
+    std::fs::write(format!("{SECOND_EXPORT}/hello"), b"hello\n").context("cannot write the second export's hello")?;
 
     // rpcbind first: mountd and the kernel's nfsd register with it (v3).
     cmd::run(Command::new("/sbin/rpcbind").arg("-w"), T)?;

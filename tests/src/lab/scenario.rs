@@ -58,22 +58,33 @@ impl Scenario {
 /// `mount.nfs` source and options for `vers` from `server`. v3 mounts the
 /// export's path (the export is also the v4 pseudo-root, fsid=0, so v4
 /// mounts `/`); v3 runs without the lock manager (no statd in the guest)
-/// and with MOUNT over TCP.
+/// and with MOUNT over TCP. An IPv6 server goes in brackets, over tcp6.
 pub fn mount_args(server: &str, vers: &str) -> (String, String) {
+    let (host, tcp) = if server.contains(':') { (format!("[{server}]"), "tcp6") } else { (server.to_string(), "tcp") };
     if vers == "3" {
-        (format!("{server}:/export"), "vers=3,proto=tcp,mountproto=tcp,nolock".to_string())
+        (format!("{host}:/export"), format!("vers=3,proto={tcp},mountproto={tcp},nolock"))
+    } else if tcp == "tcp6" {
+        (format!("{host}:/"), format!("vers={vers},proto=tcp6"))
     } else {
-        (format!("{server}:/"), format!("vers={vers}"))
+        (format!("{host}:/"), format!("vers={vers}"))
     }
 }
 
-/// Mounts `src` on `mnt` from `ns`, reads a file through it, and returns
-/// the one ESTABLISHED connection to `server`'s NFS port that `ss` then lists.
-pub fn mount_fresh(ns: &ClientNs, server: &str, src: &str, opts: &str, mnt: &Path) -> Result<net::Sock> {
+/// Mounts `src` on `mnt` from `ns` (and its mount namespace) and reads a
+/// file through it.
+pub fn mount(ns: &ClientNs, src: &str, opts: &str, mnt: &Path) -> Result<()> {
     std::fs::create_dir_all(mnt).with_context(|| format!("cannot create {}", mnt.display()))?;
     cmd::run(ns.command("/sbin/mount.nfs").arg(src).arg(mnt).args(["-o", opts]), MOUNT_LIMIT)
         .with_context(|| format!("mount {src} -o {opts}"))?;
-    std::fs::read_to_string(mnt.join("hello")).context("cannot read a file on the fresh mount")?;
+    cmd::run(ns.command("/bin/busybox").arg("cat").arg(mnt.join("hello")), MOUNT_LIMIT)
+        .context("cannot read a file on the fresh mount")?;
+    Ok(())
+}
+
+/// [`mount`], then the one ESTABLISHED connection to `server`'s NFS port
+/// that `ss` lists.
+pub fn mount_fresh(ns: &ClientNs, server: &str, src: &str, opts: &str, mnt: &Path) -> Result<net::Sock> {
+    mount(ns, src, opts, mnt)?;
     net::established_to(ns, server)?.context("no ESTAB connection to the server after mounting")
 }
 
@@ -304,11 +315,24 @@ fn unmount(ns: &ClientNs, mnt: &Path) -> Result<()> {
 
 /// [`unmount`] of a mount of `server` made in `ns`.
 pub fn unmount_from(ns: &ClientNs, mnt: &Path, server: &str) -> Result<()> {
+    umount(ns, mnt)?;
+    wait_closed(ns, server, &mnt.to_string_lossy())
+}
+
+/// Unmounts `mnt` in `ns`'s mount namespace (a container's, for one of its
+/// mounts), detaching it if a plain unmount fails.
+pub fn umount(ns: &ClientNs, mnt: &Path) -> Result<()> {
     let m = mnt.to_string_lossy().to_string();
-    if let Err(e) = cmd::run(std::process::Command::new("/bin/busybox").args(["umount", &m]), MOUNT_LIMIT) {
+    if let Err(e) = cmd::run(ns.command("/bin/busybox").args(["umount", &m]), MOUNT_LIMIT) {
         out::log(format!("umount {m}: {e:#}; detaching"));
         sys::umount_detach(&m)?;
     }
+    Ok(())
+}
+
+/// Waits (5 s at most) until `ns` has no connection to `server`'s NFS port
+/// left, so the next scenario starts clean; kills what is left then.
+pub fn wait_closed(ns: &ClientNs, server: &str, after: &str) -> Result<()> {
     for _ in 0..50 {
         if net::sockets_to(ns, server)?.iter().all(|s| s.state != "ESTAB") {
             return Ok(());
@@ -316,7 +340,7 @@ pub fn unmount_from(ns: &ClientNs, mnt: &Path, server: &str) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let left = net::kill_to(ns, server)?;
-    out::log(format!("after umount {m}: connections left, killed: {left:?}"));
+    out::log(format!("after umount {after}: connections left, killed: {left:?}"));
     Ok(())
 }
 
@@ -333,5 +357,10 @@ mod tests {
         assert_eq!(s.mount_args(), (format!("{SERVER}:/"), "vers=4.1,noresvport".to_string()));
         assert!(Scenario::parse("v5-default").is_err());
         assert!(Scenario::parse("bogus").is_err());
+        assert_eq!(
+            mount_args("fd00:99::1", "3"),
+            ("[fd00:99::1]:/export".to_string(), "vers=3,proto=tcp6,mountproto=tcp6,nolock".to_string())
+        );
+        assert_eq!(mount_args("fd00:99::1", "4.1"), ("[fd00:99::1]:/".to_string(), "vers=4.1,proto=tcp6".to_string()));
     }
 }

@@ -60,10 +60,38 @@ pub fn insmod(path: &Path) -> Result<bool> {
 
 /// Moves the calling thread into the network namespace behind `fd`.
 pub fn setns_net(fd: RawFd) -> std::io::Result<()> {
-    // SAFETY: setns only reads the fd; CLONE_NEWNET restricts it to a network
-    // namespace. It is async-signal-safe, so it may run in a pre_exec hook.
-    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+    setns(fd, libc::CLONE_NEWNET)
+}
+
+/// Moves the calling process into the mount namespace behind `fd` (only a
+/// single-threaded process may: use it in a pre_exec hook).
+pub fn setns_mnt(fd: RawFd) -> std::io::Result<()> {
+    setns(fd, libc::CLONE_NEWNS)
+}
+
+fn setns(fd: RawFd, kind: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: setns only reads the fd; `kind` restricts it to one namespace
+    // type. It is async-signal-safe, so it may run in a pre_exec hook.
+    if unsafe { libc::setns(fd, kind) } != 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A mount namespace of the caller's own, with nothing propagating in or
+/// out (what `unshare --mount --propagation private` does): a container's.
+/// For a pre_exec hook: unshare and mount are async-signal-safe syscalls.
+pub fn unshare_mounts_private() -> std::io::Result<()> {
+    // SAFETY: unshare takes no pointers; mount gets static NUL-terminated
+    // strings (and NULL for the unused source type and data).
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let (none, root) = (c"none", c"/");
+        if libc::mount(none.as_ptr(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     Ok(())
 }

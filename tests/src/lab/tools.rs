@@ -40,6 +40,13 @@ pub fn check(ns: &ClientNs) -> Result<Value> {
     Ok(json!({"exit": code(o.status), "output": parse(&o.stdout), "stderr": o.stderr.trim()}))
 }
 
+/// `nfs-trace check --json` from the guest's root namespaces (network and
+/// mount), with its own default sysfs: what a host-wide check sees.
+pub fn check_root() -> Result<Value> {
+    let o = cmd::output(std::process::Command::new(BINARY).args(["check", "--json"]), CHECK_LIMIT)?;
+    Ok(json!({"exit": code(o.status), "output": parse(&o.stdout), "stderr": o.stderr.trim()}))
+}
+
 /// `nfs-trace prove --mount M --yes --json -n 2`, with the established
 /// source port from `ss` before and after.
 pub fn prove(ns: &ClientNs, mnt: &Path) -> Result<Value> {

@@ -18,6 +18,7 @@ mod qemu;
 mod report;
 mod scenarios;
 mod stall;
+mod topology;
 mod userland;
 
 use std::{
@@ -40,7 +41,8 @@ pub struct VmArgs {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Only these scenarios (repeatable), e.g. v3-default, v4.1-noresvport,
-    /// stall-v4.0, late-sunrpc, sunrpc-btf; `stall` means every stall scenario.
+    /// stall-v4.0, late-sunrpc, sunrpc-btf, nconnect, shared-server, netns, ipv6;
+    /// `stall` means every stall scenario, `topology` the last four.
     #[arg(long)]
     scenario: Vec<String>,
     /// Ground truth only: do not put nfs-trace in the guest.
@@ -59,11 +61,16 @@ pub fn cache_dir() -> PathBuf {
 }
 
 pub fn main(args: VmArgs) -> Result<()> {
-    // `stall`: the stall scenarios (issue 5), one per NFS version.
+    // `stall`: the stall scenarios (issue 5), one per NFS version;
+    // `topology`: the four of issue 11 (nconnect, shared-server, netns, ipv6).
     let wanted: Vec<String> = args
         .scenario
         .iter()
-        .flat_map(|s| if s == "stall" { stall::names() } else { vec![s.clone()] })
+        .flat_map(|s| match s.as_str() {
+            "stall" => stall::names(),
+            "topology" => topology::NAMES.iter().map(|n| n.to_string()).collect(),
+            _ => vec![s.clone()],
+        })
         .collect();
     for s in &wanted {
         scenarios::check_name(s)?;
@@ -171,6 +178,7 @@ fn run_kernel(cache: &Path, line: &'static kernels::Line, init: &Path, tracer: O
             Some(t) if stall::is_stall(name) => stall::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) if name == late::NAME => late::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) if name == sunrpc_btf::NAME => sunrpc_btf::judge(t, tracer.is_some()),
+            Some(t) if topology::is_topology(name) => topology::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) => scenarios::judge(t, rep.tracer.get(name), tracer.is_some()),
             None => json!({"scenario": name, "ok": false, "agree": null,
                            "problems": [format!("no result from the guest ({end})")]}),
@@ -205,6 +213,10 @@ fn summarise(runs: &[report::KernelRun]) {
     }
     print!("{}", report::late_lines(runs));
     print!("{}", report::sunrpc_btf_lines(runs));
+    let topo = report::topology_table(runs);
+    if !topo.is_empty() {
+        println!("{topo}");
+    }
     println!("{}", report::timings(runs));
     for p in report::problems(runs) {
         println!("✘ {p}");

@@ -240,6 +240,51 @@ pub fn sunrpc_btf_lines(runs: &[KernelRun]) -> String {
     s
 }
 
+/// The topology scenarios (issue 11): per scenario, each mount's reconnects
+/// with the same port by `ss` against the tracer's reuses, and whether the
+/// tracer's TCP records, its SunRPC attribution, its namespaces and `check`
+/// agreed. Empty when none ran.
+pub fn topology_table(runs: &[KernelRun]) -> String {
+    let rows: Vec<(&KernelRun, &Value)> =
+        runs.iter().flat_map(|run| run.results.iter().filter(|r| r["kind"] == "topology").map(move |r| (run, r))).collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "| Kernel | Scenario | Mounts: same port by ss / reconnects → tracer's reuses | TCP agrees | SunRPC agrees | netns | check | Guest time |\n\
+         |---|---|---|---|---|---|---|---:|\n",
+    );
+    let mark = |v: &Value| match v.as_bool() {
+        Some(true) => "✔",
+        Some(false) => "✘",
+        None => "—",
+    };
+    for (run, r) in rows {
+        let mounts: Vec<String> = r["mounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let place = if m["place"] == "container" { " (container)" } else { "" };
+                format!("v{}×{}{place} {}/{} → {}", m["vers"].as_str().unwrap_or("?"), m["transports"], m["ss_same_port"], m["reconnects"], m["tracer_reuses"])
+            })
+            .collect();
+        let check = if r["check"].is_null() { "—" } else { mark(&r["check"]["agree"]) };
+        let secs = r["guest_s"].as_f64().map_or("—".to_string(), |x| format!("{x:.0} s"));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {check} | {secs} |",
+            run.line,
+            r["scenario"].as_str().unwrap_or("?"),
+            if mounts.is_empty() { "—".to_string() } else { mounts.join("; ") },
+            mark(&r["tcp_agree"]),
+            mark(&r["sunrpc_agree"]),
+            mark(&r["netns_agree"]),
+        );
+    }
+    s
+}
+
 /// What went wrong, scenario by scenario (for the console and the matrix).
 pub fn problems(runs: &[KernelRun]) -> Vec<String> {
     let mut out = Vec::new();
@@ -309,6 +354,23 @@ pub fn write_matrix(dir: &Path, runs: &[KernelRun], date: &str, source: &str) ->
                afterwards, from the port `ss` saw.\n\n";
         md += &late;
     }
+    let topo = topology_table(runs);
+    if !topo.is_empty() {
+        md += "\n## Several transports at once: nconnect, two mounts of one server, a container, IPv6\n\n\
+               The tracer starts before the mounts. `nconnect`: a v3 and a v4.1 mount with `nconnect=4`\n\
+               each, all 8 transports reconnected one at a time with `ss -K`. `shared-server`: a v3 and a\n\
+               v4.1 mount of two exports of one server, reconnected interleaved. `netns`: a container (its\n\
+               own network and mount namespace, its own veth) mounts the same server address as the\n\
+               client; `check` runs from the root namespaces. `ipv6`: a v3 and a v4.1 mount over ULA\n\
+               addresses. Truth: `ss` inside each namespace (ports before and after), mountstats and\n\
+               `/sys/fs/nfs` (6.4+) for whose each socket is. *TCP agrees*: a connect from ss's port per\n\
+               reconnect, a `reuse` (not by chance) exactly when the port was the same, the reuses per\n\
+               mount equal to ss's. *SunRPC agrees*: one `xprt_reconnect` per reconnect with ss's ports\n\
+               naming exactly its own mount, and no first connect credited to another mount. *netns*:\n\
+               every such record carries its namespace's inode. *check*: it lists every mount with its\n\
+               netns and flags those that reuse.\n\n";
+        md += &topo;
+    }
     let not = hooks_not_attached(runs);
     if !not.is_empty() {
         md += "\n## Hooks the tracer did not attach, and why (from its `attached` record)\n\n";
@@ -336,4 +398,35 @@ pub fn write_matrix(dir: &Path, runs: &[KernelRun], date: &str, source: &str) ->
         "scenarios": records(runs),
     });
     write_json(&dir.join("vm-matrix.json"), &j)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(results: Vec<Value>) -> KernelRun {
+        KernelRun {
+            line: "6.12".into(),
+            release: "r".into(),
+            package_version: "p".into(),
+            wall: Duration::from_secs(1),
+            qemu_wall: Duration::from_secs(1),
+            end: "OK".into(),
+            results,
+            with_tracer: true,
+        }
+    }
+
+    #[test]
+    fn the_topology_table_shows_each_mounts_counts_and_verdicts() {
+        let r = json!({"kind": "topology", "scenario": "netns", "guest_s": 6.2, "tcp_agree": true, "sunrpc_agree": false,
+                       "netns_agree": false, "check": {"agree": false},
+                       "mounts": [{"vers": "3", "transports": 1, "place": "client", "ss_same_port": 2, "reconnects": 2, "tracer_reuses": 2},
+                                  {"vers": "3", "transports": 1, "place": "container", "ss_same_port": 2, "reconnects": 2, "tracer_reuses": 1}]});
+        let t = topology_table(&[run(vec![r])]);
+        assert!(t.contains("| 6.12 | netns | v3×1 2/2 → 2; v3×1 (container) 2/2 → 1 | ✔ | ✘ | ✘ | ✘ | 6 s |"), "{t}");
+        assert!(topology_table(&[run(vec![json!({"scenario": "v3-default"})])]).is_empty());
+        // The reconnect table leaves topology records out.
+        assert_eq!(table(&[run(vec![json!({"kind": "topology"})])]).lines().count(), 2);
+    }
 }
