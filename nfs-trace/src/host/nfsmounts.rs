@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use crate::{
     host::addr,
-    host::mountinfo::{self, NfsMount},
-    host::mountstats::{self, MountStats},
-    host::sunrpc_sysfs::{self, SysXprt},
+    host::mountinfo::NfsMount,
+    host::mountstats::MountStats,
+    host::sunrpc_sysfs::SysXprt,
 };
 
 /// A mount with everything the host says about it.
@@ -40,6 +40,25 @@ pub struct MountView {
     pub connects: u64,
     /// Why a reconnect will come from the same port, if it will.
     pub reuse: Option<String>,
+    /// The mount namespace (inode) `mountpoint` is in: the tracer's own
+    /// where the mount is seen there. None: not known (a --proc-root tree
+    /// without namespace links).
+    pub mntns: Option<u32>,
+    /// The network namespace (inode) the NFS client lives in: where its
+    /// transports' sockets are. None: not known (see `host::ns_mounts`).
+    pub netns: Option<u32>,
+    /// Every mount namespace this superblock is seen in, `mountpoint`'s first.
+    pub seen_in: Vec<SeenIn>,
+}
+
+/// One place a mount is seen: a mount point in a mount namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SeenIn {
+    pub mntns: Option<u32>,
+    pub mountpoint: String,
+    /// A process in that mount namespace (its `/proc/PID/root` reaches the
+    /// mount point); None for the tracer's own.
+    pub pid: Option<u32>,
 }
 
 impl MountView {
@@ -59,6 +78,9 @@ impl MountView {
             live_from: "ports",
             connects: 0,
             reuse: None,
+            mntns: None,
+            netns: None,
+            seen_in: vec![SeenIn { mntns: None, mountpoint: mountpoint.into(), pid: None }],
         }
     }
 
@@ -123,18 +145,27 @@ fn own_live_ports(i: usize, mounts: &[NfsMount], remembered: &[Vec<u16>], sys: &
     (Some(live), from)
 }
 
-/// Joins the sources. Mounts are matched to mountstats entries by mount
-/// point; sysfs transports as [`own_live_ports`] says.
+/// Joins the sources of one mount namespace. Mounts are matched to
+/// mountstats entries by mount point; sysfs transports as [`own_live_ports`] says.
 pub fn join(mounts: &[NfsMount], stats: &[MountStats], sys: &[SysXprt], links: &HashMap<String, Vec<u32>>) -> Vec<MountView> {
-    let st_of = |m: &NfsMount| stats.iter().find(|s| s.mountpoint == m.mountpoint);
+    let paired: Vec<(NfsMount, Option<MountStats>)> =
+        mounts.iter().map(|m| (m.clone(), stats.iter().find(|s| s.mountpoint == m.mountpoint).cloned())).collect();
+    join_paired(&paired, sys, links)
+}
+
+/// Joins mounts already paired with their mountstats entry (those of one
+/// network namespace, whatever mount namespaces they are seen in) with the
+/// sysfs transports of that network namespace.
+pub fn join_paired(paired: &[(NfsMount, Option<MountStats>)], sys: &[SysXprt], links: &HashMap<String, Vec<u32>>) -> Vec<MountView> {
+    let mounts: Vec<NfsMount> = paired.iter().map(|(m, _)| m.clone()).collect();
     let remembered: Vec<Vec<u16>> =
-        mounts.iter().map(|m| st_of(m).map(|s| s.xprts.iter().map(|x| x.srcport).collect()).unwrap_or_default()).collect();
+        paired.iter().map(|(_, st)| st.as_ref().map(|s| s.xprts.iter().map(|x| x.srcport).collect()).unwrap_or_default()).collect();
     mounts
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let st = st_of(m);
-            let (live, live_from) = own_live_ports(i, mounts, &remembered, sys, links);
+            let st = paired[i].1.as_ref();
+            let (live, live_from) = own_live_ports(i, &mounts, &remembered, sys, links);
             let remembered = remembered[i].clone();
             let nconnect = st
                 .and_then(|s| s.opt("nconnect"))
@@ -160,19 +191,19 @@ pub fn join(mounts: &[NfsMount], stats: &[MountStats], sys: &[SysXprt], links: &
                 live_from,
                 connects: st.map(|s| s.xprts.iter().map(|x| x.connect_count).sum()).unwrap_or(0),
                 reuse,
+                mntns: None,
+                netns: None,
+                seen_in: vec![SeenIn { mntns: None, mountpoint: m.mountpoint.clone(), pid: None }],
             }
         })
         .collect()
 }
 
-/// Reads and joins everything from a proc and a sys tree.
+/// Reads and joins everything from a proc and a sys tree: the mounts of
+/// every mount namespace (see `host::ns_mounts`, which also says what
+/// could not be seen).
 pub fn read(proc_root: &Path, sys_root: &Path) -> std::io::Result<Vec<MountView>> {
-    let mounts = mountinfo::nfs_mounts(proc_root)?;
-    let stats = std::fs::read_to_string(proc_root.join("self/mountstats")).map(|t| mountstats::parse(&t)).unwrap_or_default();
-    let sys = sunrpc_sysfs::transports(sys_root);
-    let links: HashMap<String, Vec<u32>> =
-        mounts.iter().filter_map(|m| Some((m.dev.clone(), sunrpc_sysfs::mount_switches(sys_root, &m.dev)?))).collect();
-    Ok(join(&mounts, &stats, &sys, &links))
+    crate::host::ns_mounts::read(proc_root, sys_root).map(|h| h.views)
 }
 
 /// The mounts a transport serves: same server and port; where several
@@ -193,6 +224,7 @@ pub fn attribute(views: &[MountView], raddr: IpAddr, dport: u16, srcport: Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::{mountinfo, mountstats};
 
     const MOUNTINFO: &str = "\
 36 25 0:32 / /mnt/v40 rw - nfs4 10.99.0.1:/ rw,vers=4.0,proto=tcp,port=0,addr=10.99.0.1
