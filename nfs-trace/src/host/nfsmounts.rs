@@ -354,4 +354,28 @@ device 10.99.0.1:/ mounted on /mnt/b with fstype nfs4 statvers=1.1\n\topts:\trw,
         let one = &v[..1];
         assert_eq!(attribute(one, ip, 2049, None).len(), 1);
     }
+    /// The mounts of every mount namespace: a container's own mount is
+    /// listed, and the host's mount it also sees is listed once.
+    #[test]
+    fn mounts_of_every_mount_namespace_once_each() {
+        use std::os::unix::fs::symlink;
+        let root = std::env::temp_dir().join(format!("nfs-trace-every-mntns-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let host = "36 25 0:52 / /mnt/shared rw - nfs 10.99.0.1:/export rw,vers=3,proto=tcp,port=2049,addr=10.99.0.1\n";
+        let ct = "501 500 0:52 / /data rw - nfs 10.99.0.1:/export rw,vers=3,proto=tcp,port=2049,addr=10.99.0.1\n\
+502 500 0:60 / /srv/own rw - nfs4 10.99.0.1:/ rw,vers=4.1,proto=tcp,addr=10.99.0.1\n";
+        for (pid, mnt, net, mi) in [(1, 10, 20, host), (300, 11, 21, ct)] {
+            let dir = root.join(format!("{pid}"));
+            std::fs::create_dir_all(dir.join("ns")).unwrap();
+            symlink(format!("mnt:[{mnt}]"), dir.join("ns/mnt")).unwrap();
+            symlink(format!("net:[{net}]"), dir.join("ns/net")).unwrap();
+            std::fs::write(dir.join("mountinfo"), mi).unwrap();
+        }
+        symlink("1", root.join("self")).unwrap();
+        let v = read(&root, &root.join("nosys")).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        let points: Vec<&str> = v.iter().map(|m| m.mountpoint.as_str()).collect();
+        assert_eq!(points, ["/mnt/shared", "/srv/own"], "the container's mount found, the shared superblock once");
+    }
+
 }
