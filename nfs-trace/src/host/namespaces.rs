@@ -103,7 +103,8 @@ pub struct NetnsPath {
 }
 
 /// One path per network namespace: the tracer's own first, then the named
-/// ones (`ip netns add`, `/run/netns`), then every process's. An NFS
+/// ones (`ip netns add`, `/run/netns`; for the live /proc only), then
+/// every process's. An NFS
 /// client's namespace may have no process left in it; it is then seen only
 /// if it is named.
 pub fn netns_paths(proc_root: &Path) -> Vec<NetnsPath> {
@@ -120,7 +121,10 @@ pub fn netns_paths(proc_root: &Path) -> Vec<NetnsPath> {
         }
     };
     consider(proc_root.join("self/ns/net"));
-    if let Ok(rd) = std::fs::read_dir("/run/netns") {
+    // Named namespaces are the live host's: not mixed into a --proc-root tree.
+    if proc_root == Path::new("/proc")
+        && let Ok(rd) = std::fs::read_dir("/run/netns")
+    {
         let mut named: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
         named.sort();
         named.into_iter().for_each(&mut consider);

@@ -198,17 +198,24 @@ pub fn decide_netns(g: &Gathered, ns: &Namespaces, sysfs: &BTreeMap<NsIno, Sunrp
 /// namespace's sysfs. A mount whose netns is not known gets its live ports
 /// only where the host has a single network namespace (there is nowhere
 /// else its transports could be); elsewhere they are "not visible".
-pub fn place(gathered: &[Gathered], ns: &Namespaces, sysfs: &BTreeMap<NsIno, SunrpcSysfs>, socks: &[TcpSock], single_netns: Option<NsIno>) -> Vec<MountView> {
+///
+/// `single`: the only network namespace there is (and its sysfs), where the
+/// host has one (or a --proc-root tree names none): mounts of unknown netns
+/// are joined with it, beside the mounts placed there, as one client.
+pub fn place(gathered: &[Gathered], ns: &Namespaces, sysfs: &BTreeMap<NsIno, SunrpcSysfs>, socks: &[TcpSock], single: Option<(Option<NsIno>, &SunrpcSysfs)>) -> Vec<MountView> {
     let netns: Vec<Option<NsIno>> = gathered.iter().map(|g| decide_netns(g, ns, sysfs, socks)).collect();
     let mut groups: BTreeMap<Option<NsIno>, Vec<usize>> = BTreeMap::new();
     for (i, n) in netns.iter().enumerate() {
-        groups.entry(*n).or_default().push(i);
+        groups.entry(n.or(single.and_then(|s| s.0))).or_default().push(i);
     }
     let mut views: Vec<Option<MountView>> = vec![None; gathered.len()];
     let none = (Vec::new(), HashMap::new());
     for (n, idx) in groups {
         let paired: Vec<(NfsMount, Option<MountStats>)> = idx.iter().map(|&i| (gathered[i].mount.clone(), gathered[i].stats.clone())).collect();
-        let tree = n.or(single_netns).and_then(|n| sysfs.get(&n));
+        let tree = match n {
+            Some(n) => sysfs.get(&n),
+            None => single.map(|s| s.1),
+        };
         let (sys, links, visible) = match tree {
             Some(SunrpcSysfs::Read { xprts, links }) => (xprts, links, true),
             Some(SunrpcSysfs::NotLoaded) => (&none.0, &none.1, true),
@@ -219,13 +226,22 @@ pub fn place(gathered: &[Gathered], ns: &Namespaces, sysfs: &BTreeMap<NsIno, Sun
                 v.live_ports = None;
                 v.live_from = "not visible";
             }
-            v.netns = n;
+            v.netns = netns[i];
             v.mntns = gathered[i].mntns();
             v.seen_in = gathered[i].seen_in.clone();
             views[i] = Some(v);
         }
     }
     views.into_iter().flatten().collect()
+}
+
+/// The NFS mounts of every mount namespace, one per superblock, as first
+/// seen (the tracer's own view first); mount namespaces that cannot be
+/// read are skipped. Cheap: no sysfs, no sockets.
+pub fn nfs_mounts(proc_root: &Path) -> Vec<NfsMount> {
+    let ns = Namespaces::scan(proc_root);
+    let per = read_mntns(proc_root, &ns, &mut Vec::new()).unwrap_or_default();
+    dedupe(&per).into_iter().map(|g| g.mount).collect()
 }
 
 /// Everything: namespaces, every mount namespace's mounts, the sockets and
@@ -246,6 +262,8 @@ pub fn read(proc_root: &Path, sys_root: &Path) -> io::Result<HostMounts> {
     let mut sysfs = BTreeMap::new();
     let own_tree = netns_sysfs::read_tree(sys_root, &devs, ns.own_net);
     let loaded = own_tree != SunrpcSysfs::NotLoaded;
+    // Without namespace links (a --proc-root tree) the tree is nobody's
+    // evidence, only the one place there is.
     if let Some(own) = ns.own_net {
         sysfs.insert(own, own_tree.clone());
     }
@@ -279,12 +297,9 @@ pub fn read(proc_root: &Path, sys_root: &Path) -> io::Result<HostMounts> {
             sock_unseen.len()
         ));
     }
-    // Without namespace links (a --proc-root tree), or with one netns on the
-    // host, there is only one place a client can be.
-    let single = if paths.len() <= 1 && ns.net.len() <= 1 { Some(ns.own_net.unwrap_or(0)) } else { None };
-    if ns.own_net.is_none() {
-        sysfs.insert(0, own_tree);
-    }
+    // With one netns on the host (or none named: a --proc-root tree without
+    // namespace links), there is only one place a client can be.
+    let single = (paths.len() <= 1 && ns.net.len() <= 1).then_some((ns.own_net, &own_tree));
     host.views = place(&gathered, &ns, &sysfs, &socks, single);
     host.unseen = unseen;
     Ok(host)

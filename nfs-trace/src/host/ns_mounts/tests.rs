@@ -141,6 +141,7 @@ fn a_mount_is_placed_by_the_sysfs_that_links_it() {
     sysfs.insert(22, SunrpcSysfs::Read { xprts: vec![x], links: HashMap::from([("0:53".to_string(), vec![3])]) });
     assert_eq!(decide_netns(&g[0], &ns, &sysfs, &[]), Some(22));
     let v = place(&g, &ns, &sysfs, &[], None);
+    assert_eq!(v.len(), 1);
     assert_eq!((v[0].netns, v[0].live_ports.clone(), v[0].live_from), (Some(22), Some(vec![870]), "mount link"), "live ports from netns 22's own sysfs");
 }
 
