@@ -87,10 +87,9 @@ pub fn read_mntns(proc_root: &Path, ns: &Namespaces, unseen: &mut Vec<String>) -
         }
     }
     if ns.unreadable > 0 {
-        unseen.push(format!(
-            "the namespaces of {} process(es) cannot be read (not root?): mounts only they see are not shown",
-            ns.unreadable
-        ));
+        // SAFETY: geteuid cannot fail.
+        let why = if unsafe { libc::geteuid() } == 0 { "permission denied" } else { "permission denied: run as root" };
+        unseen.push(format!("the namespaces of {} process(es) cannot be read ({why}): mounts only they see are not shown", ns.unreadable));
     }
     Ok(out)
 }
