@@ -60,7 +60,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
             let d = second
                 .views
                 .iter()
-                .map(|v| first.views.iter().find(|f| f.seen_in.first() == v.seen_in.first()).map(|f| v.connects.saturating_sub(f.connects)))
+                .map(|v| first.views.iter().find(|f| (f.mntns, &f.mountpoint) == (v.mntns, &v.mountpoint)).map(|f| v.connects.saturating_sub(f.connects)))
                 .collect();
             (second, d)
         }
