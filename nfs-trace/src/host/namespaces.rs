@@ -6,10 +6,15 @@
 //! calling thread.
 //!
 //! Cost, measured on this 6.18 host (2 cores, 84–93 processes, debug build,
-//! `cargo test -p nfs-trace --lib cost -- --nocapture`): a scan takes
-//! 1.0–2.3 ms (two readlinks per process), a whole `ns_mounts::read` with no
-//! NFS mount 2.4–3.3 ms — so `watch` repeats it at every mount refresh
-//! (once a second) for well under 1 % of one core.
+//! other builds running; `cargo test -p nfs-trace --lib cost -- --nocapture`):
+//! a scan takes 0.7–2.7 ms (two readlinks per process), a whole
+//! `ns_mounts::read` with no NFS mount 0.8–3.3 ms. With NFS mounts it also
+//! lists sockets in every netns (6–8 ms for two here, thread and setns
+//! each) and, with sunrpc loaded, mounts each other netns's sysfs
+//! (0.5–0.7 ms each; both printed by `tests/tests/host_namespaces.rs`).
+//! `watch` repeats it at each mount refresh (once a second): about 1 % of
+//! one core on such a host.
+
 use std::{
     collections::BTreeMap,
     io,
