@@ -322,6 +322,15 @@ pub fn sockets_everywhere(netns: &[NetnsPath], ports: &[u16]) -> (Vec<TcpSock>, 
     (out, unseen)
 }
 
+/// Established TCP sockets toward `ports` in every network namespace
+/// (NFS transports live in the namespace their mount was made in, which
+/// may have no process left in it: named ones count too).
+pub fn established_everywhere(ports: &[u16]) -> Vec<TcpSock> {
+    let (mut v, _) = sockets_everywhere(&namespaces::netns_paths(Path::new("/proc")), ports);
+    v.retain(|s| s.state == 1);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,13 +361,4 @@ mod tests {
             assert_eq!(err.raw_os_error(), Some(libc::ECONNABORTED));
         }
     }
-}
-
-/// Established TCP sockets toward `ports` in every network namespace
-/// (NFS transports live in the namespace their mount was made in, which
-/// may have no process left in it: named ones count too).
-pub fn established_everywhere(ports: &[u16]) -> Vec<TcpSock> {
-    let (mut v, _) = sockets_everywhere(&namespaces::netns_paths(Path::new("/proc")), ports);
-    v.retain(|s| s.state == 1);
-    v
 }
