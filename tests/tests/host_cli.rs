@@ -259,6 +259,7 @@ device 10.99.0.1:/ mounted on /mnt/v41 with fstype nfs4 statvers=1.1\n\
     let (code, text, _) = run(&["check", "--proc-root", &p, "--sys-root", &s], true);
     assert_eq!(code, 2);
     assert!(text.contains("/mnt/v40") && text.contains("SAME PORT"), "{text}");
+    assert!(!text.contains("mnt:["), "one namespace: no namespace line:\n{text}");
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -319,5 +320,46 @@ device [fe80::1%eth0]:/ mounted on /mnt/ll with fstype nfs4 statvers=1.1\n\
     let (code, _, err) = run(&["prove", "--mount", "/mnt/ll", "--proc-root", &p, "--sys-root", &s], true);
     assert_eq!(code, 1, "{err}");
     assert_one_line_error(&err, "confirm with --yes");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A fake /proc with two mount namespaces: the host's (pid 1, `self`) and a
+/// container's (pids 300, 301, alone in netns 21) that sees the host's mount
+/// through a bind mount and has one of its own. `check` lists each
+/// superblock once, with its namespaces, as nobody.
+#[test]
+fn check_sees_every_mount_namespace() {
+    use std::os::unix::fs::symlink;
+    let root = std::env::temp_dir().join(format!("nfs-trace-check-mntns-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let host = "36 25 0:52 / /mnt/shared rw - nfs 10.99.0.1:/export rw,vers=3,proto=tcp,port=2049,addr=10.99.0.1\n";
+    let ct = "501 500 0:52 / /data rw - nfs 10.99.0.1:/export rw,vers=3,proto=tcp,port=2049,addr=10.99.0.1\n\
+502 500 0:60 / /srv/own rw - nfs4 10.99.0.1:/ rw,vers=4.1,proto=tcp,addr=10.99.0.1\n";
+    for (pid, mnt, net, mi) in [(1, 10, 20, host), (300, 11, 21, ct), (301, 11, 21, ct)] {
+        let dir = root.join("proc").join(pid.to_string());
+        std::fs::create_dir_all(dir.join("ns")).unwrap();
+        symlink(format!("mnt:[{mnt}]"), dir.join("ns/mnt")).unwrap();
+        symlink(format!("net:[{net}]"), dir.join("ns/net")).unwrap();
+        std::fs::write(dir.join("mountinfo"), mi).unwrap();
+        std::fs::write(dir.join("mountstats"), "").unwrap();
+    }
+    symlink("1", root.join("proc/self")).unwrap();
+    std::fs::create_dir_all(root.join("sys")).unwrap();
+    Command::new("chmod").args(["-R", "a+rX"]).arg(&root).status().unwrap();
+    let p = root.join("proc").to_string_lossy().into_owned();
+    let s = root.join("sys").to_string_lossy().into_owned();
+    let (code, out, err) = run(&["check", "--json", "--proc-root", &p, "--sys-root", &s], true);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let m = v["mounts"].as_array().unwrap();
+    let points: Vec<&str> = m.iter().map(|m| m["mountpoint"].as_str().unwrap()).collect();
+    assert_eq!(points, ["/mnt/shared", "/srv/own"], "each superblock once, the host's mount point first");
+    assert_eq!((m[0]["mntns"].as_u64(), m[0]["netns"].as_u64()), (Some(10), None), "no evidence for the host's mount: netns not known");
+    assert_eq!(m[0]["seen_in"][1]["mountpoint"], "/data");
+    assert_eq!((m[1]["mntns"].as_u64(), m[1]["netns"].as_u64()), (Some(11), Some(21)), "the container's mount in the container's netns");
+    assert!(v["unseen"].as_array().is_some(), "what cannot be seen is a JSON field: {v}");
+    let (_, text, _) = run(&["check", "--proc-root", &p, "--sys-root", &s], true);
+    assert!(text.contains("mnt:[11] net:[21]"), "human lines name the namespaces when several are involved:\n{text}");
+    assert!(text.contains("also at /data (mnt:[11])"), "{text}");
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -11,8 +11,28 @@ use serde::Serialize;
 use crate::{
     output::escape::escape,
     cli::CheckArgs,
-    host::nfsmounts::{self, MountView},
+    host::nfsmounts::MountView,
+    host::ns_mounts::{self, HostMounts},
 };
+
+/// What could not be seen, on stderr: one line each.
+fn unseen_lines(host: &HostMounts) {
+    for u in &host.unseen {
+        eprintln!("nfs-trace: cannot see: {}", escape(u));
+    }
+}
+
+/// Where a mount is, for hosts with several namespaces: its mount and
+/// network namespace and the other places it is seen.
+fn where_line(v: &MountView) -> String {
+    let ns = |n: Option<u32>| n.map_or_else(|| "?".to_string(), |n| n.to_string());
+    let mut s = format!("mnt:[{}] net:[{}]", ns(v.mntns), ns(v.netns));
+    let also: Vec<String> = v.seen_in.iter().skip(1).map(|p| format!("{} (mnt:[{}])", escape(&p.mountpoint), ns(p.mntns))).collect();
+    if !also.is_empty() {
+        s.push_str(&format!(", also at {}", also.join(", ")));
+    }
+    s
+}
 
 /// Exit status when a mount is flagged.
 pub const FLAGGED: u8 = 2;
@@ -28,35 +48,42 @@ struct Row<'a> {
 
 pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let read = || {
-        nfsmounts::read(&args.proc_root, &args.sys_root)
+        ns_mounts::read(&args.proc_root, &args.sys_root)
             .with_context(|| format!("cannot read mounts under {}", args.proc_root.display()))
     };
     let first = read()?;
-    let (views, deltas): (Vec<MountView>, Vec<Option<u64>>) = match args.interval {
+    let (host, deltas): (HostMounts, Vec<Option<u64>>) = match args.interval {
         Some(interval) => {
             std::thread::sleep(interval);
             let second = read()?;
+            // The same mount: the same first place (mount namespace and point).
             let d = second
+                .views
                 .iter()
-                .map(|v| first.iter().find(|f| f.mountpoint == v.mountpoint).map(|f| v.connects.saturating_sub(f.connects)))
+                .map(|v| first.views.iter().find(|f| (f.mntns, &f.mountpoint) == (v.mntns, &v.mountpoint)).map(|f| v.connects.saturating_sub(f.connects)))
                 .collect();
             (second, d)
         }
         None => {
-            let n = first.len();
+            let n = first.views.len();
             (first, vec![None; n])
         }
     };
+    let views = &host.views;
     let rows: Vec<Row> =
         views.iter().zip(deltas).map(|(v, d)| Row { view: v, connects_delta: d, flagged: v.reuse_prone() }).collect();
     let flagged = rows.iter().filter(|r| r.flagged).count();
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer(&mut out, &serde_json::json!({"v": 1, "type": "check", "flagged": flagged, "mounts": rows}))?;
+        let body = serde_json::json!({"v": 1, "type": "check", "flagged": flagged, "mounts": rows, "unseen": host.unseen});
+        serde_json::to_writer(&mut out, &body)?;
         writeln!(out)?;
     } else if rows.is_empty() {
+        unseen_lines(&host);
         writeln!(out, "No NFS mounts on this host.")?;
     } else {
+        unseen_lines(&host);
+        let namespaces = host.many_namespaces();
         writeln!(
             out,
             "{:<24} {:<24} {:<5} {:<10} {:>4} {:<12} {:<12} {:>9}  RECONNECT FROM",
@@ -85,8 +112,17 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
                 v.live_ports.as_deref().map_or_else(|| "?".to_string(), list),
                 connects,
             )?;
+            if namespaces {
+                writeln!(out, "  {}", where_line(v))?;
+            }
         }
-        if rows.iter().any(|r| r.view.live_ports.is_none()) {
+        if rows.iter().any(|r| r.view.live_ports.is_none() && r.view.live_from == "not visible") {
+            writeln!(
+                out,
+                "\nLIVE ?: the mount's network namespace is not known, or its sunrpc sysfs cannot be read: its live ports are not shown (the tracer's own namespace's would not be its)."
+            )?;
+        }
+        if rows.iter().any(|r| r.view.live_ports.is_none() && r.view.live_from == "unknown") {
             writeln!(
                 out,
                 "\nLIVE ?: several mounts share that server and this kernel does not link a mount to its transports (6.4+ does, in /sys/fs/nfs): which live ports are whose cannot be told."

@@ -24,7 +24,8 @@ use crate::{
     host::sock_diag::{self, TcpSock},
     host::addr,
     kernel::attach::MapSizes,
-    host::nfsmounts::{self, MountView},
+    host::nfsmounts::MountView,
+    host::{namespaces, netns_sysfs, ns_mounts},
     session::{Obs, Session},
     host::sunrpc_sysfs,
     model::tcp::{Observation, Outcome},
@@ -59,12 +60,17 @@ fn statfs_in_background(mount: &Path) {
 
 /// Writes a sysfs file in a thread, giving up after `limit`: the kernel
 /// takes the transport's lock for a `dstaddr` write and waits for it, so
-/// the write blocks as long as an RPC holds that lock.
-fn write_within(path: &Path, text: String, limit: Duration) -> Result<()> {
+/// the write blocks as long as an RPC holds that lock. `netns`: the path
+/// of the network namespace whose sysfs shows the file (None: ours).
+fn write_within(path: &Path, netns: Option<std::path::PathBuf>, text: String, limit: Duration) -> Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     let p = path.to_path_buf();
     std::thread::spawn(move || {
-        let _ = tx.send(std::fs::write(&p, text));
+        let r = match netns {
+            None => std::fs::write(&p, text).map_err(anyhow::Error::from),
+            Some(ns) => netns_sysfs::write_in(&ns, &p, text),
+        };
+        let _ = tx.send(r);
     });
     match rx.recv_timeout(limit) {
         Ok(r) => r.with_context(|| format!("cannot rewrite {}", path.display())),
@@ -76,8 +82,32 @@ fn write_within(path: &Path, text: String, limit: Duration) -> Result<()> {
     }
 }
 
-fn established(server: IpAddr, port: u16) -> Result<Vec<TcpSock>> {
-    Ok(sock_diag::sockets_to(server, port)?.into_iter().filter(|s| s.state == 1).collect())
+/// Established sockets to `server:port` in network namespace `netns`
+/// (None: ours).
+fn established(netns: Option<u32>, server: IpAddr, port: u16) -> Result<Vec<TcpSock>> {
+    let all = match netns {
+        Some(n) => sock_diag::sockets_to_in(n, server, port)?,
+        None => sock_diag::sockets_to(server, port)?,
+    };
+    Ok(all.into_iter().filter(|s| s.state == 1).collect())
+}
+
+/// The mount `want` names: a mount point in our own mount namespace, else
+/// one seen in exactly one other (a container's); and the path a statfs
+/// reaches it by (through `/proc/PID/root` for a container's).
+fn find_mount(views: &[MountView], own_mnt: Option<u32>, proc_root: &Path, want: &str) -> Result<(MountView, std::path::PathBuf)> {
+    if let Some(v) = views.iter().find(|v| v.seen_in.iter().any(|p| p.mountpoint == want && (p.mntns == own_mnt || p.pid.is_none()))) {
+        return Ok((v.clone(), want.into()));
+    }
+    let elsewhere: Vec<(&MountView, u32)> = views
+        .iter()
+        .flat_map(|v| v.seen_in.iter().filter(|p| p.mountpoint == want).filter_map(move |p| Some((v, p.pid?))))
+        .collect();
+    match elsewhere.as_slice() {
+        [(v, pid)] => Ok(((*v).clone(), proc_root.join(pid.to_string()).join("root").join(want.trim_start_matches('/')))),
+        [] => bail!("{want} is not an NFS mount (`nfs-trace check` lists them)"),
+        _ => bail!("{want} is an NFS mount in several mount namespaces: give the one in this namespace, or /proc/PID/root{want}"),
+    }
 }
 
 /// The socket of this mount's transport among those to its server.
@@ -135,22 +165,38 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
     let want = args.mount.to_string_lossy().trim_end_matches('/').to_string();
     let want = if want.is_empty() { "/".to_string() } else { want };
-    let views = nfsmounts::read(&args.proc_root, &args.sys_root).context("cannot read the mounts")?;
-    let view = views
-        .iter()
-        .find(|v| v.mountpoint == want)
-        .ok_or_else(|| anyhow!("{want} is not an NFS mount (`nfs-trace check` lists them)"))?
-        .clone();
+    let host = ns_mounts::read(&args.proc_root, &args.sys_root).context("cannot read the mounts")?;
+    let many_namespaces = host.many_namespaces();
+    let views = host.views;
+    let (view, reach) = find_mount(&views, host.own_mnt, &args.proc_root, &want)?;
     let server: IpAddr = view.server_ip().ok_or_else(|| anyhow!("server {} of {want} is not an IP address", view.server))?;
+    // Its transport's sockets and sysfs are those of its client's netns.
+    let netns = view.netns.filter(|&n| Some(n) != host.own_net);
+    let netns_path = match netns {
+        Some(n) => Some(
+            namespaces::netns_paths(&args.proc_root)
+                .into_iter()
+                .find(|p| p.ino == n)
+                .ok_or_else(|| anyhow!("network namespace {n} of {want} is gone"))?
+                .path,
+        ),
+        None => None,
+    };
+    if view.netns.is_none() && many_namespaces {
+        eprintln!("nfs-trace: the network namespace of {} is not known: looking for its transport in this one", escape(&want));
+    }
+    // Ports other mounts remember rule out sockets only within one client
+    // netns: a mount of another netns is another client's.
+    let views: Vec<MountView> = views.into_iter().filter(|v| v.netns == view.netns).collect();
     confirm(&args, &view)?;
 
     let mut s = Session::start(&[view.port], &args.paths, MapSizes::default(), args.debug_bpf, t0)?;
     s.poll_sunrpc();
     // Make sure the transport is up before the first round.
-    statfs_in_background(&args.mount);
+    statfs_in_background(&reach);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut sock = loop {
-        match established(server, view.port).and_then(|socks| mount_socket(&view, &views, &socks)) {
+        match established(netns, server, view.port).and_then(|socks| mount_socket(&view, &views, &socks)) {
             Ok(sock) => break sock,
             Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
@@ -160,7 +206,13 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
     for round in 1..=args.reconnects {
         let before = sock.lport;
         s.drain(|_| Ok(true))?; // forget what came before this round
-        let sys = sunrpc_sysfs::transports(&args.sys_root);
+        let sys = match &netns_path {
+            Some(p) => match netns_sysfs::read_netns(p, netns.unwrap_or(0), &[]) {
+                netns_sysfs::SunrpcSysfs::Read { xprts, .. } => xprts,
+                _ => Vec::new(),
+            },
+            None => sunrpc_sysfs::transports(&args.sys_root),
+        };
         let sysx = sys.iter().find(|x| {
             x.proto == "tcp" && x.src_port == Some(before) && x.dstaddr.as_deref().and_then(addr::parse_ip) == Some(server)
         });
@@ -171,7 +223,7 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
                 // Its own text back (a link-local one carries the kernel's
                 // numeric scope, `fe80::1%2`): the same address, reconnected.
                 let same = x.dstaddr.clone().unwrap_or_else(|| view.server.clone());
-                write_within(&x.dir.join("dstaddr"), format!("{same}\n"), args.timeout)?;
+                write_within(&x.dir.join("dstaddr"), netns_path.clone(), format!("{same}\n"), args.timeout)?;
                 "sysfs dstaddr"
             }
             None => {
@@ -180,8 +232,8 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
                 "socket destroy (sock_diag)"
             }
         };
-        statfs_in_background(&args.mount);
-        let after = wait_reconnect(&mut s, server, view.port, args.timeout, &args.mount)?
+        statfs_in_background(&reach);
+        let after = wait_reconnect(&mut s, server, view.port, args.timeout, &reach)?
             .ok_or_else(|| anyhow!("no reconnect of {} within {} s (round {round})", view.mountpoint, args.timeout.as_secs_f64()))?;
         let reconnect_ms = forced.elapsed().as_secs_f64() * 1e3;
         eprintln!("nfs-trace: round {round}: reconnected from port {after} in {reconnect_ms:.0} ms");
@@ -189,7 +241,7 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
         // the socket is listed (seen on 7.2): look again for up to 2 s.
         let listed = Instant::now() + Duration::from_secs(2);
         let socks = loop {
-            let socks = established(server, view.port)?;
+            let socks = established(netns, server, view.port)?;
             if socks.iter().any(|s| s.lport == after) || Instant::now() >= listed {
                 break socks;
             }

@@ -14,8 +14,9 @@ use crate::{
     cli::{Color, WatchArgs},
     output::clock::Clock,
     kernel::env,
-    host::mountinfo::{self, NfsMount},
-    host::nfsmounts::{self, MountView},
+    host::mountinfo::NfsMount,
+    host::nfsmounts::MountView,
+    host::ns_mounts,
     model::attribution::Attributor,
     kernel::attach::MapSizes,
     kernel::hooks::{self, HookStatus},
@@ -209,7 +210,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         eprintln!("nfs-trace: Prometheus metrics on http://{a}/metrics");
     }
 
-    let mounts = mountinfo::nfs_mounts(&args.proc_root).unwrap_or_default();
+    // Every mount namespace's, one per superblock.
+    let mounts = ns_mounts::nfs_mounts(&args.proc_root);
     // NFS mounts on ports outside --port are watched too, from now on.
     let from_mounts: Vec<u16> =
         follow_mount_ports(&mut s, mounts.iter().map(|m| (m.port(), m.mountpoint.as_str()))).into_iter().map(|(p, _)| p).collect();
@@ -234,7 +236,13 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     }
 
     let sys_root = std::path::Path::new("/sys");
-    let read_views = || nfsmounts::read(&args.proc_root, sys_root).unwrap_or_default();
+    // Every namespace's mounts; what cannot be seen is said once.
+    let mut said = std::collections::HashSet::new();
+    let mut read_views = || {
+        let host = ns_mounts::read(&args.proc_root, sys_root).unwrap_or_default();
+        host.unseen.into_iter().filter(|u| said.insert(u.clone())).for_each(|u| eprintln!("nfs-trace: cannot see: {}", escape(&u)));
+        host.views
+    };
     // Refreshed every second: mounts come and go while we watch.
     let mut views: Vec<MountView> = read_views();
     // Transports are credited to mounts only on evidence, some of it

@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use crate::{
     host::addr,
-    host::mountinfo::{self, NfsMount},
-    host::mountstats::{self, MountStats},
-    host::sunrpc_sysfs::{self, SysXprt},
+    host::mountinfo::NfsMount,
+    host::mountstats::MountStats,
+    host::sunrpc_sysfs::SysXprt,
 };
 
 /// A mount with everything the host says about it.
@@ -44,6 +44,25 @@ pub struct MountView {
     /// gathered while watching, and that evidence (model/attribution.rs).
     #[serde(skip)]
     pub xprts: Vec<(u64, &'static str)>,
+    /// The mount namespace (inode) `mountpoint` is in: the tracer's own
+    /// where the mount is seen there. None: not known (a --proc-root tree
+    /// without namespace links).
+    pub mntns: Option<u32>,
+    /// The network namespace (inode) the NFS client lives in: where its
+    /// transports' sockets are. None: not known (see `host::ns_mounts`).
+    pub netns: Option<u32>,
+    /// Every mount namespace this superblock is seen in, `mountpoint`'s first.
+    pub seen_in: Vec<SeenIn>,
+}
+
+/// One place a mount is seen: a mount point in a mount namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SeenIn {
+    pub mntns: Option<u32>,
+    pub mountpoint: String,
+    /// A process in that mount namespace (its `/proc/PID/root` reaches the
+    /// mount point); None for the tracer's own.
+    pub pid: Option<u32>,
 }
 
 impl MountView {
@@ -64,6 +83,9 @@ impl MountView {
             connects: 0,
             reuse: None,
             xprts: Vec::new(),
+            mntns: None,
+            netns: None,
+            seen_in: vec![SeenIn { mntns: None, mountpoint: mountpoint.into(), pid: None }],
         }
     }
 
@@ -128,18 +150,27 @@ fn own_live_ports(i: usize, mounts: &[NfsMount], remembered: &[Vec<u16>], sys: &
     (Some(live), from)
 }
 
-/// Joins the sources. Mounts are matched to mountstats entries by mount
-/// point; sysfs transports as [`own_live_ports`] says.
+/// Joins the sources of one mount namespace. Mounts are matched to
+/// mountstats entries by mount point; sysfs transports as [`own_live_ports`] says.
 pub fn join(mounts: &[NfsMount], stats: &[MountStats], sys: &[SysXprt], links: &HashMap<String, Vec<u32>>) -> Vec<MountView> {
-    let st_of = |m: &NfsMount| stats.iter().find(|s| s.mountpoint == m.mountpoint);
+    let paired: Vec<(NfsMount, Option<MountStats>)> =
+        mounts.iter().map(|m| (m.clone(), stats.iter().find(|s| s.mountpoint == m.mountpoint).cloned())).collect();
+    join_paired(&paired, sys, links)
+}
+
+/// Joins mounts already paired with their mountstats entry (those of one
+/// network namespace, whatever mount namespaces they are seen in) with the
+/// sysfs transports of that network namespace.
+pub fn join_paired(paired: &[(NfsMount, Option<MountStats>)], sys: &[SysXprt], links: &HashMap<String, Vec<u32>>) -> Vec<MountView> {
+    let mounts: Vec<NfsMount> = paired.iter().map(|(m, _)| m.clone()).collect();
     let remembered: Vec<Vec<u16>> =
-        mounts.iter().map(|m| st_of(m).map(|s| s.xprts.iter().map(|x| x.srcport).collect()).unwrap_or_default()).collect();
+        paired.iter().map(|(_, st)| st.as_ref().map(|s| s.xprts.iter().map(|x| x.srcport).collect()).unwrap_or_default()).collect();
     mounts
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let st = st_of(m);
-            let (live, live_from) = own_live_ports(i, mounts, &remembered, sys, links);
+            let st = paired[i].1.as_ref();
+            let (live, live_from) = own_live_ports(i, &mounts, &remembered, sys, links);
             let remembered = remembered[i].clone();
             let nconnect = st
                 .and_then(|s| s.opt("nconnect"))
@@ -166,25 +197,26 @@ pub fn join(mounts: &[NfsMount], stats: &[MountStats], sys: &[SysXprt], links: &
                 connects: st.map(|s| s.xprts.iter().map(|x| x.connect_count).sum()).unwrap_or(0),
                 reuse,
                 xprts: Vec::new(),
+                mntns: None,
+                netns: None,
+                seen_in: vec![SeenIn { mntns: None, mountpoint: m.mountpoint.clone(), pid: None }],
             }
         })
         .collect()
 }
 
-/// Reads and joins everything from a proc and a sys tree.
+/// Reads and joins everything from a proc and a sys tree: the mounts of
+/// every mount namespace (see `host::ns_mounts`, which also says what
+/// could not be seen).
 pub fn read(proc_root: &Path, sys_root: &Path) -> std::io::Result<Vec<MountView>> {
-    let mounts = mountinfo::nfs_mounts(proc_root)?;
-    let stats = std::fs::read_to_string(proc_root.join("self/mountstats")).map(|t| mountstats::parse(&t)).unwrap_or_default();
-    let sys = sunrpc_sysfs::transports(sys_root);
-    let links: HashMap<String, Vec<u32>> =
-        mounts.iter().filter_map(|m| Some((m.dev.clone(), sunrpc_sysfs::mount_switches(sys_root, &m.dev)?))).collect();
-    Ok(join(&mounts, &stats, &sys, &links))
+    crate::host::ns_mounts::read(proc_root, sys_root).map(|h| h.views)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::attribution::{Transport, attribute};
+    use crate::host::{mountinfo, mountstats};
 
     const MOUNTINFO: &str = "\
 36 25 0:32 / /mnt/v40 rw - nfs4 10.99.0.1:/ rw,vers=4.0,proto=tcp,port=0,addr=10.99.0.1
@@ -303,4 +335,43 @@ device 10.99.0.1:/ mounted on /mnt/b with fstype nfs4 statvers=1.1\n\topts:\trw,
         assert!(v.iter().all(|m| m.live_from == "mount link"));
         std::fs::remove_dir_all(&root).unwrap();
     }
+
+    #[test]
+    fn attribution_by_server_then_remembered_port() {
+        let v = views();
+        let ip: IpAddr = "10.99.0.1".parse().unwrap();
+        let a: Vec<&str> = attribute(&v, ip, 2049, Some(790)).iter().map(|m| m.mountpoint.as_str()).collect();
+        assert_eq!(a, ["/mnt/v3"]);
+        let a: Vec<&str> = attribute(&v, ip, 2049, Some(0)).iter().map(|m| m.mountpoint.as_str()).collect();
+        assert_eq!(a, ["/mnt/v41"], "a transport remembering no port is the 4.1 mount's");
+        assert!(attribute(&v, ip, 2049, None).is_empty(), "an unknown remembered port picks no mount of several");
+        assert!(attribute(&v, "10.0.0.1".parse().unwrap(), 2049, Some(0)).is_empty());
+        // One mount of that server: its transports are its own, port or not.
+        let one = &v[..1];
+        assert_eq!(attribute(one, ip, 2049, None).len(), 1);
+    }
+    /// The mounts of every mount namespace: a container's own mount is
+    /// listed, and the host's mount it also sees is listed once.
+    #[test]
+    fn mounts_of_every_mount_namespace_once_each() {
+        use std::os::unix::fs::symlink;
+        let root = std::env::temp_dir().join(format!("nfs-trace-every-mntns-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let host = "36 25 0:52 / /mnt/shared rw - nfs 10.99.0.1:/export rw,vers=3,proto=tcp,port=2049,addr=10.99.0.1\n";
+        let ct = "501 500 0:52 / /data rw - nfs 10.99.0.1:/export rw,vers=3,proto=tcp,port=2049,addr=10.99.0.1\n\
+502 500 0:60 / /srv/own rw - nfs4 10.99.0.1:/ rw,vers=4.1,proto=tcp,addr=10.99.0.1\n";
+        for (pid, mnt, net, mi) in [(1, 10, 20, host), (300, 11, 21, ct)] {
+            let dir = root.join(format!("{pid}"));
+            std::fs::create_dir_all(dir.join("ns")).unwrap();
+            symlink(format!("mnt:[{mnt}]"), dir.join("ns/mnt")).unwrap();
+            symlink(format!("net:[{net}]"), dir.join("ns/net")).unwrap();
+            std::fs::write(dir.join("mountinfo"), mi).unwrap();
+        }
+        symlink("1", root.join("self")).unwrap();
+        let v = read(&root, &root.join("nosys")).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        let points: Vec<&str> = v.iter().map(|m| m.mountpoint.as_str()).collect();
+        assert_eq!(points, ["/mnt/shared", "/srv/own"], "the container's mount found, the shared superblock once");
+    }
+
 }

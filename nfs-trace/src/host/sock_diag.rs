@@ -6,9 +6,12 @@ use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::Path,
 };
 
 use anyhow::{Context as _, Result, bail};
+
+use crate::host::namespaces::{self, NetnsPath};
 
 const NETLINK_SOCK_DIAG: i32 = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -66,8 +69,19 @@ pub struct TcpSock {
     /// TCP state number (1 = ESTABLISHED).
     pub state: u8,
     pub inode: u32,
+    /// The network namespace it lives in (inode, as /proc/PID/ns/net names it).
+    pub netns: u32,
     id_raw: [u8; std::mem::size_of::<SockId>()],
     family: u8,
+}
+
+impl TcpSock {
+    /// An ESTABLISHED socket for unit tests.
+    #[cfg(test)]
+    pub fn for_test(laddr: IpAddr, lport: u16, raddr: IpAddr, rport: u16, netns: u32) -> TcpSock {
+        let family = if laddr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 } as u8;
+        TcpSock { laddr, lport, raddr, rport, state: 1, inode: 0, netns, id_raw: [0; std::mem::size_of::<SockId>()], family }
+    }
 }
 
 fn open() -> Result<OwnedFd> {
@@ -176,6 +190,7 @@ fn parse_dump(buf: &[u8], out: &mut Vec<TcpSock>) -> Result<bool> {
                         rport: u16::from_be_bytes([id[2], id[3]]),
                         state: m[1],
                         inode: u32_at(m, 4 + idlen + 16),
+                        netns: 0,
                         id_raw: id.try_into().expect("sockid size"),
                         family: m[0],
                     });
@@ -208,17 +223,55 @@ pub(crate) fn parse_datagram(buf: &[u8]) -> Result<(bool, Vec<TcpSock>)> {
     Ok((done, out))
 }
 
-/// TCP sockets (both families) toward `raddr:rport`.
-pub fn sockets_to(raddr: IpAddr, rport: u16) -> Result<Vec<TcpSock>> {
+/// Every TCP socket (both families) of the calling thread's network
+/// namespace, each labelled with it.
+fn dump_here() -> Result<Vec<TcpSock>> {
+    let netns = namespaces::netns_ino(Path::new("/proc/thread-self/ns/net")).context("cannot read our network namespace")?;
     let mut v = dump_family(libc::AF_INET as u8)?;
     v.extend(dump_family(libc::AF_INET6 as u8)?);
+    for s in &mut v {
+        s.netns = netns;
+    }
+    Ok(v)
+}
+
+/// TCP sockets (both families) toward `raddr:rport` in the calling
+/// thread's network namespace.
+pub fn sockets_to(raddr: IpAddr, rport: u16) -> Result<Vec<TcpSock>> {
+    let mut v = dump_here()?;
     v.retain(|s| s.raddr == raddr && s.rport == rport);
     Ok(v)
 }
 
-/// Aborts one socket (SOCK_DESTROY), as `ss -K` does: the owner sees
-/// ECONNABORTED and, for an NFS transport, reconnects on its next RPC.
+/// TCP sockets (both families) toward `raddr:rport` in the network
+/// namespace `netns` (entered by a thread of its own when it is not ours).
+pub fn sockets_to_in(netns: u32, raddr: IpAddr, rport: u16) -> Result<Vec<TcpSock>> {
+    let mut v = in_ns(netns, dump_here)?;
+    v.retain(|s| s.raddr == raddr && s.rport == rport);
+    Ok(v)
+}
+
+/// Runs `f` in the network namespace whose inode is `netns`: right here when
+/// it is the calling thread's, else in a thread that entered it.
+fn in_ns<T: Send + 'static>(netns: u32, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    if namespaces::netns_ino(Path::new("/proc/thread-self/ns/net")).ok() == Some(netns) {
+        return f();
+    }
+    let Some(ns) = namespaces::netns_paths(Path::new("/proc")).into_iter().find(|n| n.ino == netns) else {
+        bail!("network namespace {netns} is gone (no process or /run/netns name holds it)");
+    };
+    namespaces::in_netns(&ns.path, f)
+}
+
+/// Aborts one socket (SOCK_DESTROY), as `ss -K` does, in the network
+/// namespace it lives in: the owner sees ECONNABORTED and, for an NFS
+/// transport, reconnects on its next RPC.
 pub fn destroy(s: &TcpSock) -> Result<()> {
+    let s = s.clone();
+    in_ns(s.netns, move || destroy_here(&s))
+}
+
+fn destroy_here(s: &TcpSock) -> Result<()> {
     let fd = open()?;
     let mut id = SockId::default();
     // SAFETY: id_raw was copied from a SockId-shaped reply of the same size.
@@ -242,6 +295,40 @@ pub fn destroy(s: &TcpSock) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// TCP sockets toward `ports` (any state) in every network namespace of
+/// `netns` (from [`namespaces::netns_paths`]), and the namespaces that
+/// could not be looked into, with why (entering one needs root).
+pub fn sockets_everywhere(netns: &[NetnsPath], ports: &[u16]) -> (Vec<TcpSock>, Vec<(u32, String)>) {
+    let (mut out, mut unseen) = (Vec::new(), Vec::new());
+    let here = namespaces::netns_ino(Path::new("/proc/thread-self/ns/net")).ok();
+    for ns in netns {
+        let ports = ports.to_vec();
+        // Our own is read without entering it (setns needs root, even there).
+        let path = ns.path.clone();
+        let enter = move |f: Box<dyn FnOnce() -> Result<Vec<TcpSock>> + Send>| {
+            if here == Some(ns.ino) { f() } else { namespaces::in_netns(&path, f) }
+        };
+        match enter(Box::new(move || {
+            let mut v = dump_here()?;
+            v.retain(|s| ports.contains(&s.rport));
+            Ok(v)
+        })) {
+            Ok(v) => out.extend(v),
+            Err(e) => unseen.push((ns.ino, format!("{e:#}"))),
+        }
+    }
+    (out, unseen)
+}
+
+/// Established TCP sockets toward `ports` in every network namespace
+/// (NFS transports live in the namespace their mount was made in, which
+/// may have no process left in it: named ones count too).
+pub fn established_everywhere(ports: &[u16]) -> Vec<TcpSock> {
+    let (mut v, _) = sockets_everywhere(&namespaces::netns_paths(Path::new("/proc")), ports);
+    v.retain(|s| s.state == 1);
+    v
 }
 
 #[cfg(test)]
@@ -274,60 +361,4 @@ mod tests {
             assert_eq!(err.raw_os_error(), Some(libc::ECONNABORTED));
         }
     }
-}
-
-/// Network namespaces on this host, one path each: every process's and the
-/// named ones (`ip netns add`). NFS transports live in the namespace their
-/// mount was made in, which may have no process left in it.
-fn netns_paths() -> Vec<std::path::PathBuf> {
-    use std::collections::HashSet;
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    let mut consider = |p: std::path::PathBuf| {
-        if let Ok(meta) = std::fs::metadata(&p) {
-            use std::os::unix::fs::MetadataExt;
-            if seen.insert((meta.dev(), meta.ino())) {
-                out.push(p);
-            }
-        }
-    };
-    consider("/proc/self/ns/net".into());
-    if let Ok(rd) = std::fs::read_dir("/run/netns") {
-        for e in rd.flatten() {
-            consider(e.path());
-        }
-    }
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-                consider(e.path().join("ns/net"));
-            }
-        }
-    }
-    out
-}
-
-/// Established TCP sockets toward `ports` in every network namespace. A
-/// thread enters each namespace (setns affects only the calling thread).
-pub fn established_everywhere(ports: &[u16]) -> Vec<TcpSock> {
-    let mut out = Vec::new();
-    for ns in netns_paths() {
-        let ports = ports.to_vec();
-        let found = std::thread::spawn(move || -> Result<Vec<TcpSock>> {
-            let f = std::fs::File::open(&ns)?;
-            // SAFETY: a valid namespace fd; only this short-lived thread moves.
-            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error().into());
-            }
-            let mut v = dump_family(libc::AF_INET as u8)?;
-            v.extend(dump_family(libc::AF_INET6 as u8)?);
-            v.retain(|s| s.state == 1 && ports.contains(&s.rport));
-            Ok(v)
-        })
-        .join();
-        if let Ok(Ok(v)) = found {
-            out.extend(v);
-        }
-    }
-    out
 }

@@ -26,6 +26,9 @@ pub struct SysXprt {
     pub main: Option<bool>,
     /// `xprt_state`, e.g. "CONNECTED BOUND".
     pub state: Option<String>,
+    /// The network namespace whose sysfs listed it (None: the tree given,
+    /// `--sys-root`, read as it is).
+    pub netns: Option<u32>,
 }
 
 /// Parses `key=value` lines (xprt_info, xprt_switch_info).
@@ -73,6 +76,7 @@ pub fn transports(sys_root: &Path) -> Vec<SysXprt> {
                 state: read(&dir.join("xprt_state"))
                     .map(|s| s.trim().trim_start_matches("state=").split_whitespace().collect::<Vec<_>>().join(" ")),
                 dir,
+                netns: None,
             });
         }
     }

@@ -148,9 +148,10 @@ pub struct Attributor {
     at_start: Option<Vec<String>>,
 }
 
-/// A mount's identity across reads.
+/// A mount's identity across reads (a mount point is unique only within
+/// its mount namespace).
 fn key(v: &MountView) -> String {
-    format!("{}\0{}", v.mountpoint, v.source)
+    format!("{:?}\0{}\0{}", v.mntns, v.mountpoint, v.source)
 }
 
 impl Attributor {

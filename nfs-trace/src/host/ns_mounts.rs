@@ -1,0 +1,308 @@
+//! NFS mounts of every mount namespace (containers' too), one per
+//! superblock, each placed in the network namespace its client lives in,
+//! with its live ports from that network namespace's sunrpc sysfs. What
+//! cannot be looked at is said (`unseen`), never replaced by the tracer's
+//! own view.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    io,
+    path::Path,
+};
+
+use crate::host::{
+    addr,
+    mountinfo::{self, NfsMount},
+    mountstats::{self, MountStats},
+    namespaces::{self, Namespaces, NsIno},
+    netns_sysfs::{self, SunrpcSysfs},
+    nfsmounts::{self, MountView, SeenIn},
+    sock_diag::{self, TcpSock},
+};
+
+/// Every NFS mount of the host and what could not be seen.
+#[derive(Clone, Debug, Default)]
+pub struct HostMounts {
+    pub views: Vec<MountView>,
+    /// What could not be looked at, one plain sentence each.
+    pub unseen: Vec<String>,
+    /// The tracer's own namespaces.
+    pub own_mnt: Option<NsIno>,
+    pub own_net: Option<NsIno>,
+}
+
+impl HostMounts {
+    /// Whether the mounts involve a namespace other than the tracer's own,
+    /// or more than one: only then do human lines name namespaces.
+    pub fn many_namespaces(&self) -> bool {
+        let mnt: BTreeSet<Option<NsIno>> = self.views.iter().flat_map(|v| v.seen_in.iter().map(|s| s.mntns)).collect();
+        let net: BTreeSet<NsIno> = self.views.iter().filter_map(|v| v.netns).collect();
+        mnt.len() > 1 || net.len() > 1 || mnt.iter().any(|&m| m != self.own_mnt) || net.iter().any(|&n| Some(n) != self.own_net)
+    }
+}
+
+/// One mount namespace's NFS mounts, as one of its processes sees them.
+#[derive(Clone, Debug)]
+pub struct MntnsMounts {
+    pub mntns: Option<NsIno>,
+    /// The process read (None: `self`).
+    pub pid: Option<u32>,
+    pub mounts: Vec<NfsMount>,
+    pub stats: Vec<MountStats>,
+}
+
+/// Reads mountinfo and mountstats once per mount namespace: the tracer's
+/// own first (through `self`; failing that is an error), then one process
+/// of each other namespace (the next one where a process exits meanwhile).
+pub fn read_mntns(proc_root: &Path, ns: &Namespaces, unseen: &mut Vec<String>) -> io::Result<Vec<MntnsMounts>> {
+    let stats_of = |dir: &str, unseen: &mut Vec<String>| match std::fs::read_to_string(proc_root.join(dir).join("mountstats")) {
+        Ok(t) => mountstats::parse(&t),
+        Err(e) => {
+            if e.kind() == io::ErrorKind::PermissionDenied {
+                unseen.push(format!("{dir}/mountstats cannot be read ({e}): remembered ports and connect counts of its mounts are not shown"));
+            }
+            Vec::new()
+        }
+    };
+    let own = mountinfo::parse_mountinfo(&std::fs::read_to_string(proc_root.join("self/mountinfo"))?);
+    let mut out = vec![MntnsMounts { mntns: ns.own_mnt, pid: None, stats: if own.is_empty() { Vec::new() } else { stats_of("self", unseen) }, mounts: own }];
+    for (&mnt, pids) in &ns.mnt {
+        if Some(mnt) == ns.own_mnt {
+            continue;
+        }
+        for &pid in pids {
+            match std::fs::read_to_string(proc_root.join(pid.to_string()).join("mountinfo")) {
+                Ok(text) => {
+                    let mounts = mountinfo::parse_mountinfo(&text);
+                    let stats = if mounts.is_empty() { Vec::new() } else { stats_of(&pid.to_string(), unseen) };
+                    out.push(MntnsMounts { mntns: Some(mnt), pid: Some(pid), mounts, stats });
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    unseen.push(format!("the mounts of mount namespace {mnt} cannot be read ({pid}/mountinfo: {e})"));
+                    break;
+                }
+                // Gone meanwhile: another process of that namespace.
+                Err(_) => continue,
+            }
+        }
+    }
+    if ns.unreadable > 0 {
+        // SAFETY: geteuid cannot fail.
+        let why = if unsafe { libc::geteuid() } == 0 { "permission denied" } else { "permission denied: run as root" };
+        unseen.push(format!("the namespaces of {} process(es) cannot be read ({why}): mounts only they see are not shown", ns.unreadable));
+    }
+    Ok(out)
+}
+
+/// One superblock, however many mount namespaces see it.
+#[derive(Clone, Debug)]
+pub struct Gathered {
+    /// As seen in its first place (the tracer's own where it is seen there).
+    pub mount: NfsMount,
+    pub stats: Option<MountStats>,
+    pub seen_in: Vec<SeenIn>,
+}
+
+impl Gathered {
+    fn mntns(&self) -> Option<NsIno> {
+        self.seen_in[0].mntns
+    }
+
+    fn remembered(&self) -> Vec<u16> {
+        self.stats.iter().flat_map(|s| s.xprts.iter().map(|x| x.srcport)).filter(|&p| p != 0).collect()
+    }
+}
+
+/// One mount per superblock: the same `maj:min` and server seen from
+/// several mount namespaces (or bind-mounted twice) is one mount with the
+/// list of places it is seen in, the first namespace read (the tracer's
+/// own) first.
+pub fn dedupe(per: &[MntnsMounts]) -> Vec<Gathered> {
+    let mut out: Vec<Gathered> = Vec::new();
+    for ns in per {
+        for m in &ns.mounts {
+            let seen = SeenIn { mntns: ns.mntns, mountpoint: m.mountpoint.clone(), pid: ns.pid };
+            match out.iter_mut().find(|g| g.mount.dev == m.dev && g.mount.server == m.server) {
+                Some(g) => g.seen_in.push(seen),
+                None => out.push(Gathered {
+                    mount: m.clone(),
+                    stats: ns.stats.iter().find(|s| s.mountpoint == m.mountpoint).cloned(),
+                    seen_in: vec![seen],
+                }),
+            }
+        }
+    }
+    out
+}
+
+/// The network namespace a mount's NFS client lives in, by evidence:
+///
+/// 1. a socket in netns N (sock_diag there) to the mount's server and port
+///    from one of the ports it remembers (mountstats), in one netns only;
+/// 2. else the sunrpc sysfs of N listing its transport: linked to the mount
+///    (`/sys/fs/nfs/<maj:min>`, 6.4+), or to its server and port from a port
+///    it remembers — in one netns only;
+/// 3. else, if all processes of its mount namespace are in one netns that
+///    is not the tracer's own (a container), that one;
+/// 4. else None: not known.
+///
+/// A mount's netns is not simply its mount namespace's: `nsenter --net=X
+/// mount …` leaves the mount in the host's mount namespace with its client
+/// in X (and rule 3 cannot decide for the host's mount namespace, whose
+/// processes are in many netns).
+pub fn decide_netns(g: &Gathered, ns: &Namespaces, sysfs: &BTreeMap<NsIno, SunrpcSysfs>, socks: &[TcpSock]) -> Option<NsIno> {
+    let server = addr::parse_ip(&g.mount.server);
+    let port = g.mount.port();
+    let remembered = g.remembered();
+    let only = |mut v: Vec<NsIno>| {
+        v.sort_unstable();
+        v.dedup();
+        (v.len() == 1).then(|| v[0])
+    };
+    let by_socket = socks
+        .iter()
+        .filter(|s| server == Some(s.raddr) && s.rport == port && remembered.contains(&s.lport))
+        .map(|s| s.netns)
+        .collect();
+    if let Some(n) = only(by_socket) {
+        return Some(n);
+    }
+    let by_sysfs = sysfs
+        .iter()
+        .filter(|(_, s)| match s {
+            SunrpcSysfs::Read { xprts, links } => {
+                links.contains_key(&g.mount.dev)
+                    || xprts.iter().any(|x| {
+                        x.proto == "tcp"
+                            && x.dst_port.unwrap_or(port) == port
+                            && x.dstaddr.as_deref().and_then(addr::parse_ip) == server
+                            && x.src_port.is_some_and(|p| remembered.contains(&p))
+                    })
+            }
+            _ => false,
+        })
+        .map(|(&n, _)| n)
+        .collect();
+    if let Some(n) = only(by_sysfs) {
+        return Some(n);
+    }
+    let mnt = g.mntns()?;
+    match ns.nets_of_mnt(mnt).as_slice() {
+        [one] if Some(*one) != ns.own_net => Some(*one),
+        _ => None,
+    }
+}
+
+/// Places each mount in its network namespace and joins it with that
+/// namespace's sysfs. A mount whose netns is not known gets its live ports
+/// only where the host has a single network namespace (there is nowhere
+/// else its transports could be); elsewhere they are "not visible".
+///
+/// `single`: the only network namespace there is (and its sysfs), where the
+/// host has one (or a --proc-root tree names none): mounts of unknown netns
+/// are joined with it, beside the mounts placed there, as one client.
+pub fn place(gathered: &[Gathered], ns: &Namespaces, sysfs: &BTreeMap<NsIno, SunrpcSysfs>, socks: &[TcpSock], single: Option<(Option<NsIno>, &SunrpcSysfs)>) -> Vec<MountView> {
+    let netns: Vec<Option<NsIno>> = gathered.iter().map(|g| decide_netns(g, ns, sysfs, socks)).collect();
+    let mut groups: BTreeMap<Option<NsIno>, Vec<usize>> = BTreeMap::new();
+    for (i, n) in netns.iter().enumerate() {
+        groups.entry(n.or(single.and_then(|s| s.0))).or_default().push(i);
+    }
+    let mut views: Vec<Option<MountView>> = vec![None; gathered.len()];
+    let none = (Vec::new(), HashMap::new());
+    for (n, idx) in groups {
+        let paired: Vec<(NfsMount, Option<MountStats>)> = idx.iter().map(|&i| (gathered[i].mount.clone(), gathered[i].stats.clone())).collect();
+        let tree = match n {
+            Some(n) => sysfs.get(&n),
+            None => single.map(|s| s.1),
+        };
+        let (sys, links, visible) = match tree {
+            Some(SunrpcSysfs::Read { xprts, links }) => (xprts, links, true),
+            Some(SunrpcSysfs::NotLoaded) => (&none.0, &none.1, true),
+            Some(SunrpcSysfs::Unseen(_)) | None => (&none.0, &none.1, false),
+        };
+        for (mut v, &i) in nfsmounts::join_paired(&paired, sys, links).into_iter().zip(&idx) {
+            if !visible {
+                v.live_ports = None;
+                v.live_from = "not visible";
+            }
+            v.netns = netns[i];
+            v.mntns = gathered[i].mntns();
+            v.seen_in = gathered[i].seen_in.clone();
+            views[i] = Some(v);
+        }
+    }
+    views.into_iter().flatten().collect()
+}
+
+/// The NFS mounts of every mount namespace, one per superblock, as first
+/// seen (the tracer's own view first); mount namespaces that cannot be
+/// read are skipped. Cheap: no sysfs, no sockets.
+pub fn nfs_mounts(proc_root: &Path) -> Vec<NfsMount> {
+    let ns = Namespaces::scan(proc_root);
+    let per = read_mntns(proc_root, &ns, &mut Vec::new()).unwrap_or_default();
+    dedupe(&per).into_iter().map(|g| g.mount).collect()
+}
+
+/// Everything: namespaces, every mount namespace's mounts, the sockets and
+/// sunrpc sysfs of every network namespace (the latter only with NFS
+/// mounts, and only where sunrpc is loaded).
+pub fn read(proc_root: &Path, sys_root: &Path) -> io::Result<HostMounts> {
+    let ns = Namespaces::scan(proc_root);
+    let mut unseen = Vec::new();
+    let per = read_mntns(proc_root, &ns, &mut unseen)?;
+    let gathered = dedupe(&per);
+    let mut host = HostMounts { own_mnt: ns.own_mnt, own_net: ns.own_net, ..Default::default() };
+    if gathered.is_empty() {
+        host.unseen = unseen;
+        return Ok(host);
+    }
+    let paths = namespaces::netns_paths(proc_root);
+    let devs: Vec<String> = gathered.iter().map(|g| g.mount.dev.clone()).collect();
+    let mut sysfs = BTreeMap::new();
+    let own_tree = netns_sysfs::read_tree(sys_root, &devs, ns.own_net);
+    let loaded = own_tree != SunrpcSysfs::NotLoaded;
+    // Without namespace links (a --proc-root tree) the tree is nobody's
+    // evidence, only the one place there is.
+    if let Some(own) = ns.own_net {
+        sysfs.insert(own, own_tree.clone());
+    }
+    let mut sys_unseen = Vec::new();
+    for p in paths.iter().filter(|p| Some(p.ino) != ns.own_net) {
+        let s = if !loaded {
+            SunrpcSysfs::NotLoaded
+        } else if sys_root != Path::new("/sys") {
+            SunrpcSysfs::Unseen(format!("--sys-root {} is the tracer's own namespace's", sys_root.display()))
+        } else {
+            netns_sysfs::read_netns(&p.path, p.ino, &devs)
+        };
+        if let SunrpcSysfs::Unseen(why) = &s {
+            sys_unseen.push(format!("{}: {why}", p.ino));
+        }
+        sysfs.insert(p.ino, s);
+    }
+    if let Some(first) = sys_unseen.first() {
+        unseen.push(format!(
+            "the sunrpc sysfs of {} network namespace(s) cannot be read (netns {first}): live ports of transports there are not shown",
+            sys_unseen.len()
+        ));
+    }
+    let mut ports: Vec<u16> = gathered.iter().map(|g| g.mount.port()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let (socks, sock_unseen) = sock_diag::sockets_everywhere(&paths, &ports);
+    if let Some((n, why)) = sock_unseen.first() {
+        unseen.push(format!(
+            "the sockets of {} network namespace(s) cannot be listed (netns {n}: {why}): mounts there are placed by sysfs and their mount namespace only",
+            sock_unseen.len()
+        ));
+    }
+    // With one netns on the host (or none named: a --proc-root tree without
+    // namespace links), there is only one place a client can be.
+    let single = (paths.len() <= 1 && ns.net.len() <= 1).then_some((ns.own_net, &own_tree));
+    host.views = place(&gathered, &ns, &sysfs, &socks, single);
+    host.unseen = unseen;
+    Ok(host)
+}
+
+#[cfg(test)]
+mod tests;
