@@ -336,20 +336,7 @@ device 10.99.0.1:/ mounted on /mnt/b with fstype nfs4 statvers=1.1\n\topts:\trw,
         std::fs::remove_dir_all(&root).unwrap();
     }
 
-    #[test]
-    fn attribution_by_server_then_remembered_port() {
-        let v = views();
-        let ip: IpAddr = "10.99.0.1".parse().unwrap();
-        let a: Vec<&str> = attribute(&v, ip, 2049, Some(790)).iter().map(|m| m.mountpoint.as_str()).collect();
-        assert_eq!(a, ["/mnt/v3"]);
-        let a: Vec<&str> = attribute(&v, ip, 2049, Some(0)).iter().map(|m| m.mountpoint.as_str()).collect();
-        assert_eq!(a, ["/mnt/v41"], "a transport remembering no port is the 4.1 mount's");
-        assert!(attribute(&v, ip, 2049, None).is_empty(), "an unknown remembered port picks no mount of several");
-        assert!(attribute(&v, "10.0.0.1".parse().unwrap(), 2049, Some(0)).is_empty());
-        // One mount of that server: its transports are its own, port or not.
-        let one = &v[..1];
-        assert_eq!(attribute(one, ip, 2049, None).len(), 1);
-    }
+
     /// The mounts of every mount namespace: a container's own mount is
     /// listed, and the host's mount it also sees is listed once.
     #[test]
