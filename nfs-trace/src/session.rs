@@ -3,12 +3,12 @@
 //! renders what it yields; `prove` waits in it for the reconnects it forces.
 use std::time::Instant;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray, RingBuf},
 };
-use nfs_trace_common::{MAP_COUNTERS, MAP_EVENTS, counter};
+use nfs_trace_common::{MAP_COUNTERS, MAP_EVENTS, NO_OFFSET, counter};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -21,7 +21,8 @@ use crate::{
     kernel::{attach, config},
     kernel::{bpf_log, live_ports},
     kernel::lost::Lost,
-    flow::Flow,
+    flow::{Flow, Netns},
+    host::netns_inode,
     model::tcp::{Observation, Tracker},
     model::xprt::{XprtObservation, XprtTracker},
 };
@@ -42,6 +43,11 @@ pub struct Session {
     pub tracker: Tracker,
     pub xtracker: XprtTracker,
     pub decode_errors: u64,
+    /// `--netns`: only records of this network namespace reach the trackers.
+    pub netns: Option<Netns>,
+    /// The namespace of connections seeded from sock_diag (ours; unknown
+    /// when the programs cannot read a socket's).
+    seed_netns: Netns,
     /// Readable when a program woke us: the ring passed its fill level.
     ring: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
@@ -60,7 +66,15 @@ impl Session {
     /// Preflight, config from this kernel's formats and BTF, load, attach.
     /// With `debug_bpf` the programs log their diagnostics (see
     /// `kernel::bpf_log`); call [`Session::flush_bpf_log`] to print them.
-    pub fn start(ports: &[u16], paths: &KernelPaths, sizes: attach::MapSizes, debug_bpf: bool, t0: Instant) -> Result<Session> {
+    /// With `netns`, only records of that network namespace are tracked.
+    pub fn start(
+        ports: &[u16],
+        paths: &KernelPaths,
+        sizes: attach::MapSizes,
+        debug_bpf: bool,
+        netns: Option<Netns>,
+        t0: Instant,
+    ) -> Result<Session> {
         let ports = check_ports(ports).map_err(|e| anyhow!("bad --port: {e}"))?;
         let env = env::preflight(paths.tracefs.as_deref(), paths.btf.as_deref())?;
         env::raise_memlock();
@@ -73,6 +87,11 @@ impl Session {
         config.debug = u32::from(debug_bpf);
         let fentry_id = attach::fentry_func_id(&btf);
         drop(btf);
+        let netns_readable = config.sock.skc_net != NO_OFFSET && config.sock.net_ns_inum != NO_OFFSET;
+        if netns.is_some() && !netns_readable {
+            bail!("--netns: this kernel's BTF lacks sock.__sk_common.skc_net or net.ns.inum, so records carry no network namespace to filter by");
+        }
+        let seed_netns = if netns_readable { netns_inode::own().unwrap_or(Netns::UNKNOWN) } else { Netns::UNKNOWN };
         // Connections already up, in every namespace, listed before attaching:
         // a reconnect from the same port after this point is a real reuse.
         let existing = sock_diag::established_everywhere(&ports);
@@ -91,7 +110,9 @@ impl Session {
             .map_err(|e| anyhow!("counters map: {e}"))?;
         let mut tracker = Tracker::new();
         let mut xtracker = XprtTracker::new(!sunrpc_attached(&hooks));
-        seed(&mut tracker, &mut xtracker, &existing);
+        if netns.is_none_or(|n| n == seed_netns) {
+            seed(&mut tracker, &mut xtracker, &existing, seed_netns);
+        }
         Ok(Session {
             env,
             ports,
@@ -100,6 +121,8 @@ impl Session {
             tracker,
             xtracker,
             decode_errors: 0,
+            netns,
+            seed_netns,
             ring,
             counters,
             bpf_log,
@@ -113,6 +136,11 @@ impl Session {
         while let Some(item) = self.ring.get_mut().next() {
             let rec = decode::decode(&item);
             drop(item);
+            if let (Some(want), Ok(r)) = (self.netns, &rec)
+                && r.flow().netns != want
+            {
+                continue;
+            }
             match rec {
                 Ok(Record::Tcp(ev)) => {
                     for o in self.tracker.on_event(&ev) {
@@ -209,16 +237,20 @@ impl Session {
         }
         live_ports::add(&mut self.ebpf, port)?;
         self.ports.push(port);
-        seed(&mut self.tracker, &mut self.xtracker, &sock_diag::established_everywhere(&[port]));
+        if self.netns.is_none_or(|n| n == self.seed_netns) {
+            seed(&mut self.tracker, &mut self.xtracker, &sock_diag::established_everywhere(&[port]), self.seed_netns);
+        }
         Ok(true)
     }
 }
 
 /// Connections already up when their port began to be watched: each is the
-/// previous flow for its first reconnect.
-fn seed(tracker: &mut Tracker, xtracker: &mut XprtTracker, existing: &[sock_diag::TcpSock]) {
+/// previous flow for its first reconnect. sock_diag lists the tracer's own
+/// network namespace, so that is theirs; unknown where the kernel programs
+/// cannot read a socket's namespace, so that seeds match the records.
+fn seed(tracker: &mut Tracker, xtracker: &mut XprtTracker, existing: &[sock_diag::TcpSock], netns: Netns) {
     for sk in existing {
-        let flow = Flow { laddr: sk.laddr, sport: sk.lport, raddr: sk.raddr, dport: sk.rport };
+        let flow = Flow { laddr: sk.laddr, sport: sk.lport, raddr: sk.raddr, dport: sk.rport, netns };
         tracker.seed(flow);
         xtracker.seed(flow);
     }

@@ -144,7 +144,7 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
     let server: IpAddr = view.server_ip().ok_or_else(|| anyhow!("server {} of {want} is not an IP address", view.server))?;
     confirm(&args, &view)?;
 
-    let mut s = Session::start(&[view.port], &args.paths, MapSizes::default(), args.debug_bpf, t0)?;
+    let mut s = Session::start(&[view.port], &args.paths, MapSizes::default(), args.debug_bpf, None, t0)?;
     s.poll_sunrpc();
     // Make sure the transport is up before the first round.
     statfs_in_background(&args.mount);

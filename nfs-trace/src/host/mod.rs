@@ -7,6 +7,7 @@ pub mod addr;
 pub mod kmsg;
 pub mod mountinfo;
 pub mod mountstats;
+pub mod netns_inode;
 pub mod nfsmounts;
 pub mod sock_diag;
 pub mod sunrpc_sysfs;

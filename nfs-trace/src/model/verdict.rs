@@ -149,7 +149,7 @@ pub fn stall_verdict(st: &Stall, mounts: &[&MountView]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{Flow, Task};
+    use crate::flow::{Flow, Netns, Task};
     use crate::kernel::decode::{XprtRecord, XprtWhat};
 
     fn view(mnt: &str, vers: &str, noresv: bool, remembered: u16) -> MountView {
@@ -164,7 +164,7 @@ mod tests {
             xprt,
             sk: 1,
             task: Task { pid: 1, comm: "k".into() },
-            flow: Flow { laddr: "10.99.0.2".parse().unwrap(), sport, raddr: "10.99.0.1".parse().unwrap(), dport: 2049 },
+            flow: Flow { laddr: "10.99.0.2".parse().unwrap(), sport, raddr: "10.99.0.1".parse().unwrap(), dport: 2049, netns: Netns::UNKNOWN },
             srcport,
             sk_state: 0,
             sock_state: 0,
@@ -225,7 +225,7 @@ mod tests {
                 ts_ns: ts,
                 sk: ts,
                 task: Task { pid: 1, comm: "k".into() },
-                flow: Flow { laddr: "10.99.0.2".parse().unwrap(), sport: 790, raddr: "10.99.0.1".parse().unwrap(), dport: 2049 },
+                flow: Flow { laddr: "10.99.0.2".parse().unwrap(), sport: 790, raddr: "10.99.0.1".parse().unwrap(), dport: 2049, netns: Netns::UNKNOWN },
                 start_ns: ts,
                 syn_ns: 0,
                 established_ns: 0,
