@@ -142,6 +142,13 @@ fn bad_netns_values_are_one_clear_line_and_exit_2() {
         assert_eq!(code, 2, "--netns {value}: {err}");
         assert_one_line_error(&err, needle);
     }
+    // A bad value is quoted back escaped: a terminal gets no control bytes.
+    // (clap drops ESC sequences itself, but a carriage return passed, and
+    // lets a value overwrite the line it is quoted in.)
+    let (code, _, err) = run(&["watch", "--netns", "12\rnfs-trace: all good\x1b[2J"], true);
+    assert_eq!(code, 2, "{err}");
+    assert_one_line_error(&err, "12\\x0dnfs-trace: all good");
+    assert!(!err.contains('\r') && !err.contains('\x1b'), "{err:?}");
 }
 
 #[test]
