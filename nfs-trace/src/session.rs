@@ -22,7 +22,6 @@ use crate::{
     kernel::{bpf_log, live_ports},
     kernel::lost::Lost,
     flow::{Flow, Netns},
-    host::netns_inode,
     model::tcp::{Observation, Tracker},
     model::xprt::{XprtObservation, XprtTracker},
 };
@@ -45,9 +44,8 @@ pub struct Session {
     pub decode_errors: u64,
     /// `--netns`: only records of this network namespace reach the trackers.
     pub netns: Option<Netns>,
-    /// The namespace of connections seeded from sock_diag (ours; unknown
-    /// when the programs cannot read a socket's).
-    seed_netns: Netns,
+    /// How seeds get their namespace.
+    seed_netns: NetnsSeeds,
     /// Readable when a program woke us: the ring passed its fill level.
     ring: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
@@ -91,7 +89,7 @@ impl Session {
         if netns.is_some() && !netns_readable {
             bail!("--netns: this kernel's BTF lacks sock.__sk_common.skc_net or net.ns.inum, so records carry no network namespace to filter by");
         }
-        let seed_netns = if netns_readable { netns_inode::own().unwrap_or(Netns::UNKNOWN) } else { Netns::UNKNOWN };
+        let seed_netns = NetnsSeeds { readable: netns_readable, only: netns };
         // Connections already up, in every namespace, listed before attaching:
         // a reconnect from the same port after this point is a real reuse.
         let existing = sock_diag::established_everywhere(&ports);
@@ -110,9 +108,7 @@ impl Session {
             .map_err(|e| anyhow!("counters map: {e}"))?;
         let mut tracker = Tracker::new();
         let mut xtracker = XprtTracker::new(!sunrpc_attached(&hooks));
-        if netns.is_none_or(|n| n == seed_netns) {
-            seed(&mut tracker, &mut xtracker, &existing, seed_netns);
-        }
+        seed(&mut tracker, &mut xtracker, &existing, seed_netns);
         Ok(Session {
             env,
             ports,
@@ -237,20 +233,31 @@ impl Session {
         }
         live_ports::add(&mut self.ebpf, port)?;
         self.ports.push(port);
-        if self.netns.is_none_or(|n| n == self.seed_netns) {
-            seed(&mut self.tracker, &mut self.xtracker, &sock_diag::established_everywhere(&[port]), self.seed_netns);
-        }
+        seed(&mut self.tracker, &mut self.xtracker, &sock_diag::established_everywhere(&[port]), self.seed_netns);
         Ok(true)
     }
 }
 
+/// How seeds are tagged: whether the programs read namespaces at all, and
+/// the one `--netns` keeps.
+#[derive(Clone, Copy)]
+struct NetnsSeeds {
+    readable: bool,
+    only: Option<Netns>,
+}
+
 /// Connections already up when their port began to be watched: each is the
-/// previous flow for its first reconnect. sock_diag lists the tracer's own
-/// network namespace, so that is theirs; unknown where the kernel programs
-/// cannot read a socket's namespace, so that seeds match the records.
-fn seed(tracker: &mut Tracker, xtracker: &mut XprtTracker, existing: &[sock_diag::TcpSock], netns: Netns) {
+/// previous flow for its first reconnect, in the network namespace sock_diag
+/// listed it in. With `--netns`, only that namespace's; where the kernel
+/// programs cannot read a socket's namespace, records say unknown, and so
+/// do the seeds, so that they still meet.
+fn seed(tracker: &mut Tracker, xtracker: &mut XprtTracker, existing: &[sock_diag::TcpSock], netns: NetnsSeeds) {
     for sk in existing {
-        let flow = Flow { laddr: sk.laddr, sport: sk.lport, raddr: sk.raddr, dport: sk.rport, netns };
+        let ns = if netns.readable { Netns(sk.netns) } else { Netns::UNKNOWN };
+        if netns.only.is_some_and(|n| n != ns) {
+            continue;
+        }
+        let flow = Flow { laddr: sk.laddr, sport: sk.lport, raddr: sk.raddr, dport: sk.rport, netns: ns };
         tracker.seed(flow);
         xtracker.seed(flow);
     }

@@ -6,7 +6,7 @@ use std::{os::unix::fs::MetadataExt as _, process::Command, sync::mpsc, thread};
 
 use serde_json::Value;
 
-use nfs_trace_tests::host::{Records, Server, Tracer, connect_and_abort, in_new_netns, run_ok};
+use nfs_trace_tests::host::{Records, Server, Tracer, abort, client_socket, connect_and_abort, in_new_netns, run_ok};
 
 /// The address both namespaces give themselves (on their own `lo`), and the
 /// port no other host test watches.
@@ -15,12 +15,16 @@ const PORT: u16 = 4149;
 const SRV: &str = "10.249.0.1:4149";
 const BOUND: &str = "10.249.0.1:41490";
 
-/// In the calling thread's (fresh) namespace: the address, a listener, and
-/// the namespace's inode.
-fn set_up_here() -> (Server, u64) {
+/// In the calling thread's (fresh) namespace: the address, a listener on
+/// `srv`, and the namespace's inode.
+fn set_up_here_on(srv: &str) -> (Server, u64) {
     run_ok(Command::new("ip").args(["addr", "add", &format!("{ADDR}/32"), "dev", "lo"]));
     let ino = std::fs::metadata("/proc/thread-self/ns/net").expect("stat /proc/thread-self/ns/net").ino();
-    (Server::start(SRV), ino)
+    (Server::start(srv), ino)
+}
+
+fn set_up_here() -> (Server, u64) {
+    set_up_here_on(SRV)
 }
 
 fn gettid() -> i64 {
@@ -109,4 +113,56 @@ fn the_same_flow_in_two_netns_is_two_flows_and_netns_filters() {
     assert_eq!(netns_of(&only_a.to("connect", ADDR, PORT)), vec![ino_a, ino_a]);
     assert_eq!(netns_of(&only_a.to("reuse", ADDR, PORT)), vec![ino_a]);
     assert_eq!(rows(&only_a), vec![(ino_a, 2, 1)]);
+}
+
+/// A connection already up in another namespace when the tracer starts is
+/// the previous flow of its first reconnect there (what a container's NFS
+/// mount looks like to a tracer started later). The tracer lists it through
+/// sock_diag in that namespace, so the seed carries that namespace, not the
+/// tracer's own. Before, seeds were tagged with the tracer's namespace and
+/// this reconnect was reported as no reuse (the VM lab's first reconnect on
+/// 5.10, with its client in a namespace of its own, showed it too).
+#[test]
+fn a_connection_from_before_start_in_another_netns_is_the_previous_flow() {
+    const PORT2: u16 = 4150;
+    let srv = format!("{ADDR}:{PORT2}");
+    let bound = format!("{ADDR}:41500");
+    let (to_main, from_ns) = mpsc::channel::<u64>();
+    let (to_ns, go) = mpsc::channel::<()>();
+    let (tracer, ino, ports) = thread::scope(move |sc| {
+        let ns = sc.spawn(|| {
+            in_new_netns(move || {
+                let (_srv, ino) = set_up_here_on(&srv);
+                // A process in the namespace, as a container has: how the
+                // tracer finds namespaces (/proc/PID/ns/net), and a thread's
+                // own is not listed there.
+                let mut resident = Command::new("sleep").arg("60").spawn().expect("spawn sleep");
+                let dst: std::net::SocketAddr = srv.parse().unwrap();
+                let s = client_socket(&dst, Some(bound.parse().unwrap()));
+                s.connect(&dst.into()).expect("connect before the tracer starts");
+                let before = s.local_addr().unwrap().as_socket().unwrap().port();
+                to_main.send(ino).unwrap();
+                go.recv().unwrap();
+                abort(&s);
+                drop(s);
+                let again = connect_and_abort(&srv, Some(&bound));
+                let _ = resident.kill();
+                let _ = resident.wait();
+                (ino, [before, again])
+            })
+        });
+        let ino = from_ns.recv().expect("namespace set up");
+        let tracer = Tracer::start(&["--port", &PORT2.to_string()]);
+        to_ns.send(()).unwrap();
+        let (ino2, ports) = ns.join().expect("namespace thread");
+        assert_eq!(ino, ino2);
+        (tracer, ino, ports)
+    });
+    let recs = tracer.stop();
+    assert_eq!(ports, [41500, 41500], "the reconnect came from the same port");
+    let connects = recs.to("connect", ADDR, PORT2);
+    assert_eq!(netns_of(&connects), vec![ino], "{connects:?}");
+    assert_eq!(connects[0]["reused"], true, "a reuse of the flow that was up before start: {connects:?}");
+    let reuses = recs.to("reuse", ADDR, PORT2);
+    assert_eq!(netns_of(&reuses), vec![ino], "{reuses:?}");
 }

@@ -66,6 +66,8 @@ pub struct TcpSock {
     /// TCP state number (1 = ESTABLISHED).
     pub state: u8,
     pub inode: u32,
+    /// Inode of the network namespace it was listed in (0: not known).
+    pub netns: u32,
     id_raw: [u8; std::mem::size_of::<SockId>()],
     family: u8,
 }
@@ -176,6 +178,7 @@ fn parse_dump(buf: &[u8], out: &mut Vec<TcpSock>) -> Result<bool> {
                         rport: u16::from_be_bytes([id[2], id[3]]),
                         state: m[1],
                         inode: u32_at(m, 4 + idlen + 16),
+                        netns: 0,
                         id_raw: id.try_into().expect("sockid size"),
                         family: m[0],
                     });
@@ -322,6 +325,10 @@ pub fn established_everywhere(ports: &[u16]) -> Vec<TcpSock> {
             let mut v = dump_family(libc::AF_INET as u8)?;
             v.extend(dump_family(libc::AF_INET6 as u8)?);
             v.retain(|s| s.state == 1 && ports.contains(&s.rport));
+            // Tagged with the namespace they live in, as the kernel
+            // programs tag records, so a seed meets its own reconnect.
+            let netns = crate::host::netns_inode::of_file(&ns).map_or(0, |n| n.0);
+            v.iter_mut().for_each(|s| s.netns = netns);
             Ok(v)
         })
         .join();
