@@ -158,6 +158,13 @@ pub struct ConnEvent {
     pub dport: u16,
     pub family: u16,
     pub _pad: u16,
+    /// Inode of the socket's network namespace (`net->ns.inum`, what
+    /// `/proc/PID/ns/net` names), read once at SYN_SENT. 0 when this kernel's
+    /// BTF did not give the offsets or the read failed: no namespace has
+    /// inode 0, so 0 means "unknown", never a namespace.
+    pub netns: u32,
+    /// Padding as a scalar (a zeroed array would be a memset call in BPF).
+    pub _pad1: u32,
 }
 
 /// One SunRPC transport record on the ring buffer (`kind` = XPRT). The socket
@@ -202,7 +209,9 @@ pub struct XprtEvent {
     /// Padding as scalars (a zeroed array would be a memset call in BPF).
     pub _pad0: u8,
     pub _pad1: u16,
-    pub _pad2: u32,
+    /// Inode of the transport's network namespace (`xprt->xprt_net`, else
+    /// its socket's); 0 when unknown, as in [`ConnEvent::netns`].
+    pub netns: u32,
 }
 
 /// Byte offsets of the `sock:inet_sock_set_state` fields, read at run time
@@ -278,6 +287,10 @@ pub struct SockOffsets {
     /// `struct socket`.
     pub socket_sk: u32,
     pub socket_state: u32,
+    /// `struct sock.__sk_common.skc_net.net` (the `struct net *`).
+    pub skc_net: u32,
+    /// `struct net.ns.inum` (the namespace's inode number).
+    pub net_ns_inum: u32,
 }
 
 /// Offsets in the sunrpc module's structs, from its split BTF. They live in a
@@ -292,7 +305,8 @@ pub struct XprtOffsets {
     pub srcport: u32,
     /// Non-zero once filled in.
     pub valid: u32,
-    pub _pad: u32,
+    /// `struct rpc_xprt.xprt_net` (the transport's `struct net *`).
+    pub xprt_net: u32,
 }
 
 /// Name of the one-entry array map holding [`XprtOffsets`].
@@ -338,6 +352,8 @@ impl SockOffsets {
         skc_v6_rcv_saddr: NO_OFFSET,
         socket_sk: NO_OFFSET,
         socket_state: NO_OFFSET,
+        skc_net: NO_OFFSET,
+        net_ns_inum: NO_OFFSET,
     };
 }
 
@@ -401,11 +417,14 @@ mod tests {
     #[test]
     fn event_layout_is_stable() {
         // The ring buffer reader checks the record size against this.
-        assert_eq!(core::mem::size_of::<ConnEvent>(), 120);
+        assert_eq!(core::mem::size_of::<ConnEvent>(), 128);
+        assert_eq!(core::mem::offset_of!(ConnEvent, netns), 120);
         assert_eq!(core::mem::align_of::<ConnEvent>(), 8);
         assert_eq!(core::mem::size_of::<XprtEvent>(), 104);
         assert_eq!(core::mem::offset_of!(XprtEvent, srcport), 92);
         assert_eq!(core::mem::offset_of!(XprtEvent, srcport_known), 96);
+        assert_eq!(core::mem::offset_of!(XprtEvent, netns), 100);
+        assert_eq!(core::mem::size_of::<XprtOffsets>(), 16);
         // The reader dispatches on the first byte.
         assert_eq!(core::mem::offset_of!(ConnEvent, kind), 0);
         assert_eq!(core::mem::offset_of!(XprtEvent, kind), 0);

@@ -81,9 +81,10 @@ pub struct SockState {
     pub state: u8,
     /// The first state after ESTABLISHED (0 until it leaves ESTABLISHED).
     pub first_exit: u8,
-    /// Padding as scalars: a zeroed byte array would be a memset call.
+    /// Padding as a scalar: a zeroed byte array would be a memset call.
     pub _pad0: u16,
-    pub _pad1: u32,
+    /// Inode of the socket's network namespace, read at SYN_SENT (0: unknown).
+    pub netns: u32,
 }
 
 // Userspace reads SOCKS values as SOCK_STATE_BYTES bytes.
@@ -116,6 +117,14 @@ pub fn count(idx: u32) {
         // SAFETY: a per-CPU slot, only this CPU writes it while we run.
         unsafe { *p += 1 };
     }
+}
+
+/// Inode of the network namespace `net` (a `struct net *`): `net->ns.inum`.
+/// 0 when the offset is unknown, `net` is NULL or the read fails; no
+/// namespace has inode 0, so userspace reads 0 as "unknown".
+#[inline(always)]
+pub fn netns_inum(cfg: &Config, net: u64) -> u32 {
+    read_at::<u32>(net, cfg.sock.net_ns_inum)
 }
 
 /// Reads a kernel value at `base + off`; NO_OFFSET means "unknown field".

@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use nfs_trace_common::{AF_INET, AF_INET6, NO_OFFSET, XprtEvent, XprtOffsets, counter, kind, xprt_event};
 
-use crate::maps::{EVENTS, XPRT_OFFSETS, config, count, read_at, submit, watched};
+use crate::maps::{EVENTS, XPRT_OFFSETS, config, count, netns_inum, read_at, submit, watched};
 
 /// IPv4 as v4-mapped IPv6, like the TCP tracepoints store it.
 #[inline(always)]
@@ -25,7 +25,7 @@ fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
 fn xprt_offsets() -> XprtOffsets {
     match XPRT_OFFSETS.get(0) {
         Some(o) if o.valid != 0 => *o,
-        _ => XprtOffsets { xprt_addr: NO_OFFSET, srcport: NO_OFFSET, valid: 0, _pad: 0 },
+        _ => XprtOffsets { xprt_addr: NO_OFFSET, srcport: NO_OFFSET, valid: 0, xprt_net: NO_OFFSET },
     }
 }
 
@@ -57,6 +57,16 @@ fn xprt_dest(xprt: u64, xo: &XprtOffsets) -> (u16, u16, [u8; 16]) {
 #[inline(always)]
 fn srcport(xprt: u64, xo: &XprtOffsets) -> (u16, u8) {
     (read_at(xprt, xo.srcport), u8::from(xo.srcport != NO_OFFSET && xprt != 0))
+}
+
+/// The transport's network namespace: `xprt->xprt_net`, where the sunrpc
+/// BTF gives that offset, else the socket's (`sk->skc_net`; the socket is
+/// made in `xprt_net`, so both name the same one; 5.10 has no module BTF).
+/// 0 when neither is known.
+#[inline(always)]
+fn xprt_netns(cfg: &nfs_trace_common::Config, xprt: u64, sk: u64, xo: &XprtOffsets) -> u32 {
+    let net = if xo.xprt_net != NO_OFFSET { read_at::<u64>(xprt, xo.xprt_net) } else { read_at::<u64>(sk, cfg.sock.skc_net) };
+    netns_inum(cfg, net)
 }
 
 /// rpc_socket_* events: (xprt, socket[, error]).
@@ -118,7 +128,7 @@ fn try_socket_event(ctx: &RawTracePointContext, what: u8, has_error: bool) -> Re
         (*ev).family = fam;
         (*ev)._pad0 = 0;
         (*ev)._pad1 = 0;
-        (*ev)._pad2 = 0;
+        (*ev).netns = xprt_netns(cfg, xprt, sk, &xo);
     }
     submit(entry);
     Ok(0)
@@ -157,6 +167,7 @@ fn try_xprt_event(ctx: &RawTracePointContext, what: u8) -> Result<u32, i64> {
         (*ev).srcport = port;
         (*ev).srcport_known = known;
         (*ev).family = family;
+        (*ev).netns = xprt_netns(cfg, xprt, 0, &xo);
     }
     submit(entry);
     Ok(0)

@@ -15,7 +15,7 @@ use nfs_trace_common::{
     tcp_state::{CLOSE, ESTABLISHED, LISTEN, SYN_RECV, SYN_SENT},
 };
 
-use crate::maps::{EVENTS, SOCKS, SockState, config, count, read_at, submit, watched};
+use crate::maps::{EVENTS, SOCKS, SockState, config, count, netns_inum, read_at, submit, watched};
 
 /// `sk_user_data` carries flag bits in its low bits (SK_USER_DATA_NOCOPY,
 /// _BPF, _PSOCK); the pointer is 8-aligned.
@@ -125,6 +125,10 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
         // A SunRPC transport's socket points back at its rpc_xprt
         // (xs_tcp_finish_connecting sets sk_user_data before connecting).
         let xprt = read_at::<u64>(sk, cfg.sock.sk_user_data) & SK_USER_DATA_PTRMASK;
+        // Its network namespace, so two containers' flows with the same
+        // addresses stay apart: two reads, paid only here (a watched socket
+        // starting to connect), never on the unwatched path above.
+        let netns = netns_inum(cfg, read_at::<u64>(sk, cfg.sock.skc_net));
         // Built field by field with scalar stores: aya's bpf_get_current_comm
         // wrapper and the byte arrays cost four memset calls and ~40 byte
         // copies here.
@@ -146,7 +150,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
             (*p).state = SYN_SENT;
             (*p).first_exit = 0;
             (*p)._pad0 = 0;
-            (*p)._pad1 = 0;
+            (*p).netns = netns;
             st.assume_init_ref()
         };
         if SOCKS.insert(sk, st, 0).is_err() {
@@ -273,6 +277,8 @@ fn emit(
         (*ev).newstate = newstate;
         (*ev).first_exit = st.first_exit;
         (*ev)._pad = 0;
+        (*ev).netns = st.netns;
+        (*ev)._pad1 = 0;
         (*ev).err = read_at::<i32>(sk, cfg.sock.sk_err);
         (*ev).sport = f.sport();
         (*ev).dport = f.dport();
@@ -321,6 +327,7 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<u32, i64> {
         (*ev).comm = st.comm;
         (*ev).pid = st.pid;
         (*ev).syn_retrans = st.syn_retrans;
+        (*ev).netns = st.netns;
         (*ev).kind = kind::SYN_RETRANSMIT;
         (*ev).oldstate = SYN_SENT;
         (*ev).newstate = SYN_SENT;

@@ -97,6 +97,10 @@ pub struct WatchArgs {
     /// reads, unexpected values. Off by default, and then costs nothing.
     #[arg(long)]
     pub debug_bpf: bool,
+    /// Only this network namespace: its inode (as in `readlink /proc/PID/ns/net`),
+    /// a PID in it (up to 4194304), or a namespace file such as /run/netns/NAME.
+    #[arg(long, value_name = "INODE|PID", value_parser = crate::host::netns_inode::parse)]
+    pub netns: Option<crate::flow::Netns>,
     #[command(flatten)]
     pub paths: KernelPaths,
 }

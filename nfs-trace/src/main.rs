@@ -20,9 +20,10 @@ fn main() -> ExitCode {
                 return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { ExitCode::from(2) } else { ExitCode::SUCCESS };
             }
             // One line, not clap's usage block: "bad flag" should read as such.
+            // It quotes the bad value back: escaped, like any outside text.
             let msg = e.to_string();
             let first = msg.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
-            eprintln!("nfs-trace: error: {first} (see nfs-trace --help)");
+            eprintln!("nfs-trace: error: {} (see nfs-trace --help)", escape(first));
             return ExitCode::from(2);
         }
     };

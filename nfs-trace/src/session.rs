@@ -3,12 +3,12 @@
 //! renders what it yields; `prove` waits in it for the reconnects it forces.
 use std::time::Instant;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray, RingBuf},
 };
-use nfs_trace_common::{MAP_COUNTERS, MAP_EVENTS, counter};
+use nfs_trace_common::{MAP_COUNTERS, MAP_EVENTS, NO_OFFSET, counter};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -21,7 +21,7 @@ use crate::{
     kernel::{attach, config},
     kernel::{bpf_log, live_ports},
     kernel::lost::Lost,
-    flow::Flow,
+    flow::{Flow, Netns},
     model::tcp::{Observation, Tracker},
     model::xprt::{XprtObservation, XprtTracker},
 };
@@ -42,6 +42,10 @@ pub struct Session {
     pub tracker: Tracker,
     pub xtracker: XprtTracker,
     pub decode_errors: u64,
+    /// `--netns`: only records of this network namespace reach the trackers.
+    pub netns: Option<Netns>,
+    /// How seeds get their namespace.
+    seed_netns: NetnsSeeds,
     /// Readable when a program woke us: the ring passed its fill level.
     ring: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
@@ -60,7 +64,15 @@ impl Session {
     /// Preflight, config from this kernel's formats and BTF, load, attach.
     /// With `debug_bpf` the programs log their diagnostics (see
     /// `kernel::bpf_log`); call [`Session::flush_bpf_log`] to print them.
-    pub fn start(ports: &[u16], paths: &KernelPaths, sizes: attach::MapSizes, debug_bpf: bool, t0: Instant) -> Result<Session> {
+    /// With `netns`, only records of that network namespace are tracked.
+    pub fn start(
+        ports: &[u16],
+        paths: &KernelPaths,
+        sizes: attach::MapSizes,
+        debug_bpf: bool,
+        netns: Option<Netns>,
+        t0: Instant,
+    ) -> Result<Session> {
         let ports = check_ports(ports).map_err(|e| anyhow!("bad --port: {e}"))?;
         let env = env::preflight(paths.tracefs.as_deref(), paths.btf.as_deref())?;
         env::raise_memlock();
@@ -73,6 +85,11 @@ impl Session {
         config.debug = u32::from(debug_bpf);
         let fentry_id = attach::fentry_func_id(&btf);
         drop(btf);
+        let netns_readable = config.sock.skc_net != NO_OFFSET && config.sock.net_ns_inum != NO_OFFSET;
+        if netns.is_some() && !netns_readable {
+            bail!("--netns: this kernel's BTF lacks sock.__sk_common.skc_net or net.ns.inum, so records carry no network namespace to filter by");
+        }
+        let seed_netns = NetnsSeeds { readable: netns_readable, only: netns };
         // Connections already up, in every namespace, listed before attaching:
         // a reconnect from the same port after this point is a real reuse.
         let existing = sock_diag::established_everywhere(&ports);
@@ -91,7 +108,7 @@ impl Session {
             .map_err(|e| anyhow!("counters map: {e}"))?;
         let mut tracker = Tracker::new();
         let mut xtracker = XprtTracker::new(!sunrpc_attached(&hooks));
-        seed(&mut tracker, &mut xtracker, &existing);
+        seed(&mut tracker, &mut xtracker, &existing, seed_netns);
         Ok(Session {
             env,
             ports,
@@ -100,6 +117,8 @@ impl Session {
             tracker,
             xtracker,
             decode_errors: 0,
+            netns,
+            seed_netns,
             ring,
             counters,
             bpf_log,
@@ -113,6 +132,11 @@ impl Session {
         while let Some(item) = self.ring.get_mut().next() {
             let rec = decode::decode(&item);
             drop(item);
+            if let (Some(want), Ok(r)) = (self.netns, &rec)
+                && r.flow().netns != want
+            {
+                continue;
+            }
             match rec {
                 Ok(Record::Tcp(ev)) => {
                     for o in self.tracker.on_event(&ev) {
@@ -209,16 +233,31 @@ impl Session {
         }
         live_ports::add(&mut self.ebpf, port)?;
         self.ports.push(port);
-        seed(&mut self.tracker, &mut self.xtracker, &sock_diag::established_everywhere(&[port]));
+        seed(&mut self.tracker, &mut self.xtracker, &sock_diag::established_everywhere(&[port]), self.seed_netns);
         Ok(true)
     }
 }
 
+/// How seeds are tagged: whether the programs read namespaces at all, and
+/// the one `--netns` keeps.
+#[derive(Clone, Copy)]
+struct NetnsSeeds {
+    readable: bool,
+    only: Option<Netns>,
+}
+
 /// Connections already up when their port began to be watched: each is the
-/// previous flow for its first reconnect.
-fn seed(tracker: &mut Tracker, xtracker: &mut XprtTracker, existing: &[sock_diag::TcpSock]) {
+/// previous flow for its first reconnect, in the network namespace sock_diag
+/// listed it in. With `--netns`, only that namespace's; where the kernel
+/// programs cannot read a socket's namespace, records say unknown, and so
+/// do the seeds, so that they still meet.
+fn seed(tracker: &mut Tracker, xtracker: &mut XprtTracker, existing: &[sock_diag::TcpSock], netns: NetnsSeeds) {
     for sk in existing {
-        let flow = Flow { laddr: sk.laddr, sport: sk.lport, raddr: sk.raddr, dport: sk.rport };
+        let ns = if netns.readable { Netns(sk.netns) } else { Netns::UNKNOWN };
+        if netns.only.is_some_and(|n| n != ns) {
+            continue;
+        }
+        let flow = Flow { laddr: sk.laddr, sport: sk.lport, raddr: sk.raddr, dport: sk.rport, netns: ns };
         tracker.seed(flow);
         xtracker.seed(flow);
     }

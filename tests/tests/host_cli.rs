@@ -126,6 +126,31 @@ fn huge_seconds_are_one_clear_line_and_exit_2() {
     }
 }
 
+/// `--netns INODE|PID`: a value that names no namespace is one line and
+/// exit 2 like any bad flag, before anything is attached (no root needed).
+#[test]
+fn bad_netns_values_are_one_clear_line_and_exit_2() {
+    // A PID no process has: the highest PID Linux allows is 2^22 - 1.
+    for (value, needle) in [
+        ("abc", "is not a namespace inode, PID or namespace file"),
+        ("4194304", "no process with PID 4194304"),
+        ("0", "neither a PID nor a namespace inode"),
+        ("99999999999", "too large for a namespace inode"),
+        ("/etc/hostname", "not a network namespace file"),
+    ] {
+        let (code, _, err) = run(&["watch", "--netns", value], true);
+        assert_eq!(code, 2, "--netns {value}: {err}");
+        assert_one_line_error(&err, needle);
+    }
+    // A bad value is quoted back escaped: a terminal gets no control bytes.
+    // (clap drops ESC sequences itself, but a carriage return passed, and
+    // lets a value overwrite the line it is quoted in.)
+    let (code, _, err) = run(&["watch", "--netns", "12\rnfs-trace: all good\x1b[2J"], true);
+    assert_eq!(code, 2, "{err}");
+    assert_one_line_error(&err, "12\\x0dnfs-trace: all good");
+    assert!(!err.contains('\r') && !err.contains('\x1b'), "{err:?}");
+}
+
 #[test]
 fn probes_lists_every_hook_and_why() {
     require_root();

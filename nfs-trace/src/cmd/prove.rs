@@ -190,7 +190,7 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
     let views: Vec<MountView> = views.into_iter().filter(|v| v.netns == view.netns).collect();
     confirm(&args, &view)?;
 
-    let mut s = Session::start(&[view.port], &args.paths, MapSizes::default(), args.debug_bpf, t0)?;
+    let mut s = Session::start(&[view.port], &args.paths, MapSizes::default(), args.debug_bpf, None, t0)?;
     s.poll_sunrpc();
     // Make sure the transport is up before the first round.
     statfs_in_background(&reach);

@@ -49,6 +49,8 @@ struct AttachedBody<'a> {
     metrics: Option<String>,
     /// `--debug-bpf`: kernel diagnostics go to stderr.
     debug_bpf: bool,
+    /// `--netns`: the one network namespace reported (its inode), else null.
+    netns: Option<crate::flow::Netns>,
 }
 
 /// Ports of NFS mounts outside the watched set, with their mount points,
@@ -195,6 +197,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         &args.paths,
         MapSizes { ringbuf_bytes: args.ringbuf_kb * 1024, socks: args.socks_max },
         args.debug_bpf,
+        args.netns,
         t0,
     )?;
     let metrics = match args.metrics {
@@ -229,6 +232,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             tracefs_mounted_by_us: s.env.mounted_tracefs,
             metrics: metrics_addr.map(|a| a.to_string()),
             debug_bpf: args.debug_bpf,
+            netns: s.netns,
         };
         if !keep_going(out.json_line("attached", body).and_then(|_| out.flush()))? {
             return Ok(());

@@ -12,6 +12,7 @@ pub mod mountinfo;
 pub mod mountstats;
 pub mod namespaces;
 pub mod netns_sysfs;
+pub mod netns_inode;
 pub mod nfsmounts;
 pub mod ns_mounts;
 pub mod sock_diag;

@@ -293,7 +293,7 @@ device 10.99.0.1:/export mounted on /mnt/v3 with fstype nfs statvers=1.1
         let mut v = v;
         v[0].remembered_ports = vec![812];
         v[1].remembered_ports = vec![901];
-        let t = |ip: &str, port| Transport { xprt: 0, raddr: ip.parse().unwrap(), dport: 2049, srcport: Some(port), live: Some(port) };
+        let t = |ip: &str, port| Transport { xprt: 0, raddr: ip.parse().unwrap(), dport: 2049, netns: crate::flow::Netns::UNKNOWN, srcport: Some(port), live: Some(port) };
         let names = |t: &Transport| attribute(&v, t).0.iter().map(|m| m.mountpoint.clone()).collect::<Vec<_>>();
         assert_eq!(names(&t("10.99.0.5", 812)), ["/mnt/mapped"]);
         assert_eq!(names(&t("fe80::1", 901)), ["/mnt/ll"]);

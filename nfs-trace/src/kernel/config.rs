@@ -63,6 +63,11 @@ pub fn build_config(ports: &[u16], tracefs: &Path, btf: &KernelBtf) -> Result<Co
         skc_v6_rcv_saddr: off("sock", "__sk_common.skc_v6_rcv_saddr"),
         socket_sk: off("socket", "sk"),
         socket_state: off("socket", "state"),
+        // The socket's network namespace (`possible_net_t` wraps the
+        // pointer) and the namespace's inode: without either, records say
+        // netns unknown (0), never a made-up namespace.
+        skc_net: off("sock", "__sk_common.skc_net.net"),
+        net_ns_inum: off("net", "ns.inum"),
     };
     Ok(c)
 }

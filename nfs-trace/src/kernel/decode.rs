@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use anyhow::{Result, bail};
 use nfs_trace_common::{ConnEvent, XprtEvent, kind, xprt_event};
 
-use crate::flow::{Flow, Task};
+use crate::flow::{Flow, Netns, Task};
 
 /// A decoded kernel record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +58,16 @@ fn comm(raw: &[u8; 16]) -> String {
 pub enum Record {
     Tcp(Event),
     Xprt(XprtRecord),
+}
+
+impl Record {
+    /// The flow the record is about (its `netns` is what `--netns` filters on).
+    pub fn flow(&self) -> &Flow {
+        match self {
+            Record::Tcp(e) => &e.flow,
+            Record::Xprt(x) => &x.flow,
+        }
+    }
 }
 
 /// What happened to a SunRPC transport.
@@ -117,7 +127,7 @@ fn xprt_from_raw(e: &XprtEvent) -> Result<XprtRecord> {
         xprt: e.xprt,
         sk: e.sk,
         task: Task { pid: e.pid, comm: comm(&e.comm) },
-        flow: Flow { laddr: addr(e.saddr), sport: e.sport, raddr: addr(e.daddr), dport: e.dport },
+        flow: Flow { laddr: addr(e.saddr), sport: e.sport, raddr: addr(e.daddr), dport: e.dport, netns: Netns(e.netns) },
         srcport: (e.srcport_known != 0).then_some(e.srcport),
         sk_state: e.sk_state,
         sock_state: e.sock_state,
@@ -158,7 +168,7 @@ pub fn from_raw(e: &ConnEvent) -> Result<Event> {
         ts_ns: e.ts_ns,
         sk: e.sk,
         task: Task { pid: e.pid, comm: comm(&e.comm) },
-        flow: Flow { laddr: addr(e.saddr), sport: e.sport, raddr: addr(e.daddr), dport: e.dport },
+        flow: Flow { laddr: addr(e.saddr), sport: e.sport, raddr: addr(e.daddr), dport: e.dport, netns: Netns(e.netns) },
         start_ns: e.start_ns,
         syn_ns: e.syn_ns,
         established_ns: e.established_ns,
@@ -238,8 +248,48 @@ mod tests {
         assert_eq!(e.flow.raddr, "fd00::2".parse::<IpAddr>().unwrap());
         assert_eq!((e.flow.sport, e.flow.dport), (999, 2049));
         assert_eq!(e.task.comm, "test");
+        assert_eq!(e.flow.netns, Netns::UNKNOWN, "0 from the kernel is no namespace");
         assert!(decode(&bytes[..10]).is_err());
         assert!(decode(&[]).is_err());
+    }
+
+    /// The namespace inode rides at its own offset (after the old 120-byte
+    /// layout) and lands in the flow, so two namespaces' records with the
+    /// same addresses decode to two flows; 0 stays "unknown", serialised as
+    /// null rather than as a namespace 0.
+    #[test]
+    fn the_netns_inode_is_part_of_the_flow() {
+        let raw_conn = |netns: u32| {
+            let mut raw: ConnEvent = unsafe { std::mem::zeroed() };
+            raw.kind = kind::CONNECT_DONE;
+            raw.sport = 999;
+            raw.dport = 2049;
+            raw.saddr = Ipv6Addr::from([0, 0, 0, 0, 0, 0xffff, 0x7f00, 1]).octets();
+            raw.daddr = raw.saddr;
+            raw.netns = netns;
+            let bytes = unsafe {
+                std::slice::from_raw_parts((&raw as *const ConnEvent).cast::<u8>(), std::mem::size_of::<ConnEvent>())
+            };
+            assert_eq!(u32::from_ne_bytes(bytes[120..124].try_into().unwrap()), netns, "netns at byte 120");
+            let Record::Tcp(e) = decode(bytes).unwrap() else { panic!("a TCP record") };
+            e.flow
+        };
+        let (a, b) = (raw_conn(4026531840), raw_conn(4026532301));
+        assert_eq!((a.netns, b.netns), (Netns(4026531840), Netns(4026532301)));
+        assert_ne!(a, b, "same addresses, two namespaces: two flows");
+        assert_ne!(a.dest(), b.dest());
+        assert_eq!(serde_json::to_value(a).unwrap()["netns"], 4026531840u32);
+        assert_eq!(serde_json::to_value(raw_conn(0)).unwrap()["netns"], serde_json::Value::Null);
+
+        let mut raw: XprtEvent = unsafe { std::mem::zeroed() };
+        raw.kind = kind::XPRT;
+        raw.what = xprt_event::CONNECT;
+        raw.netns = 4026532301;
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw as *const XprtEvent).cast::<u8>(), std::mem::size_of::<XprtEvent>())
+        };
+        let Record::Xprt(x) = decode(bytes).unwrap() else { panic!("an xprt record") };
+        assert_eq!(x.flow.netns, Netns(4026532301));
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct SunrpcTypes {
     pub srcport: Option<u32>,
     /// Why a field is unknown, in one phrase; None when both are known.
     pub why: Option<String>,
+    /// `struct rpc_xprt.xprt_net` (the transport's network namespace);
+    /// None when unknown: the programs then take the socket's namespace,
+    /// and events without a socket (`xprt_*`) say netns unknown.
+    pub xprt_net: Option<u32>,
 }
 
 impl SunrpcTypes {
@@ -34,7 +38,7 @@ impl SunrpcTypes {
             let source = module_btf.display().to_string();
             return match vmlinux.with_module(module_btf) {
                 Ok(m) => Self::look_up(&m, source),
-                Err(e) => SunrpcTypes { source, xprt_addr: None, srcport: None, why: Some(format!("{e:#}")) },
+                Err(e) => SunrpcTypes { source, xprt_addr: None, srcport: None, why: Some(format!("{e:#}")), xprt_net: None },
             };
         }
         let mut t = Self::look_up(vmlinux, "vmlinux".into());
@@ -58,7 +62,9 @@ impl SunrpcTypes {
         };
         let (xprt_addr, srcport) = (off("rpc_xprt", "addr"), off("sock_xprt", "srcport"));
         why.dedup();
-        SunrpcTypes { source, xprt_addr, srcport, why: (!why.is_empty()).then(|| why.join("; ")) }
+        // Not in `why`: without it the socket's namespace serves (see the field).
+        let xprt_net = btf.member_offset("rpc_xprt", "xprt_net").ok();
+        SunrpcTypes { source, xprt_addr, srcport, why: (!why.is_empty()).then(|| why.join("; ")), xprt_net }
     }
 
     /// For the programs' XPRT_OFFSETS map: NO_OFFSET where unknown.
@@ -67,7 +73,7 @@ impl SunrpcTypes {
             xprt_addr: self.xprt_addr.unwrap_or(NO_OFFSET),
             srcport: self.srcport.unwrap_or(NO_OFFSET),
             valid: 1,
-            _pad: 0,
+            xprt_net: self.xprt_net.unwrap_or(NO_OFFSET),
         }
     }
 

@@ -32,7 +32,9 @@ use std::net::IpAddr;
 
 use rustc_hash::FxHashMap as FastMap;
 
-use crate::{flow::Flow, host::nfsmounts::MountView, model::xprt::XprtObservation};
+use crate::{
+    flow::{Flow, Netns},
+    host::nfsmounts::MountView, model::xprt::XprtObservation};
 
 /// What identifies a transport to attribute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +44,8 @@ pub struct Transport {
     pub xprt: u64,
     pub raddr: IpAddr,
     pub dport: u16,
+    /// Its network namespace (UNKNOWN: not known).
+    pub netns: Netns,
     /// The port the transport remembers (Some(0): none; None: unknown).
     pub srcport: Option<u16>,
     /// The source port it is (or was last) connected from.
@@ -54,6 +58,7 @@ impl Transport {
             xprt,
             raddr: flow.raddr,
             dport: flow.dport,
+            netns: flow.netns,
             srcport,
             live: Some(flow.sport),
         }
@@ -70,10 +75,9 @@ pub fn attribute<'a>(
     views: &'a [MountView],
     t: &Transport,
 ) -> (Vec<&'a MountView>, Option<&'static str>) {
-    let ip = t.raddr.to_canonical();
     let same: Vec<&MountView> = views
         .iter()
-        .filter(|v| v.port == t.dport && v.server_ip() == Some(ip))
+        .filter(|v| serves_dest(v, t.raddr, t.dport, t.netns))
         .collect();
     let pick = |f: &dyn Fn(&MountView) -> bool| -> Vec<&'a MountView> {
         same.iter().copied().filter(|v| f(v)).collect()
@@ -107,6 +111,15 @@ pub fn attribute<'a>(
         }
     }
     (Vec::new(), None)
+}
+
+/// Whether mount `v` is one of server `raddr:dport` from network namespace
+/// `netns`: two containers may mount the same server address, each its own.
+/// A mount or transport whose namespace is not known is not told apart so.
+fn serves_dest(v: &MountView, raddr: IpAddr, dport: u16, netns: Netns) -> bool {
+    v.port == dport
+        && v.server_ip() == Some(raddr.to_canonical())
+        && (netns == Netns::UNKNOWN || v.netns.is_none_or(|n| n == netns.0))
 }
 
 /// A late attribution: a transport reported as "not yet known" now has its
@@ -197,11 +210,10 @@ impl Attributor {
         if c.srcport == Some(0)
             && let Some(start) = &self.at_start
         {
-            let ip = c.flow.raddr.to_canonical();
             let fits: Vec<&MountView> = views
                 .iter()
                 .filter(|v| {
-                    v.port == c.flow.dport && v.server_ip() == Some(ip) && start.contains(&key(v))
+                    serves_dest(v, c.flow.raddr, c.flow.dport, c.flow.netns) && start.contains(&key(v))
                 })
                 .filter(|v| v.remembered_ports.contains(&0) && v.live_from != "mount link")
                 .collect();
@@ -253,7 +265,6 @@ impl Attributor {
             let t = Transport::of_flow(xprt, &p.flow, p.srcport);
             let (mut found, mut why) = attribute(views, &t);
             if found.is_empty() {
-                let ip = p.flow.raddr.to_canonical();
                 let fits = |v: &&MountView| match p.srcport {
                     Some(0) => v.remembered_ports.contains(&0),
                     Some(port) => v.remembered_ports.contains(&port),
@@ -262,8 +273,7 @@ impl Attributor {
                 let appeared: Vec<&MountView> = views
                     .iter()
                     .filter(|v| {
-                        v.port == p.flow.dport
-                            && v.server_ip() == Some(ip)
+                        serves_dest(v, p.flow.raddr, p.flow.dport, p.flow.netns)
                             && !p.listed_then.contains(&key(v))
                     })
                     .collect();
@@ -277,8 +287,7 @@ impl Attributor {
                     let old: Vec<&MountView> = views
                         .iter()
                         .filter(|v| {
-                            v.port == p.flow.dport
-                                && v.server_ip() == Some(ip)
+                            serves_dest(v, p.flow.raddr, p.flow.dport, p.flow.netns)
                                 && p.listed_then.contains(&key(v))
                         })
                         .filter(|v| {

@@ -308,7 +308,8 @@ impl Tracker {
     /// connection predates the tracer, so its kernel state was never kept),
     /// this is when the flow that a reconnect may reuse ended.
     /// The local address is not compared: the transport's record may not
-    /// carry it (no socket at the drop).
+    /// carry it (no socket at the drop). The namespace is: a transport in
+    /// one container says nothing of another's flow with the same port.
     pub fn on_flow_end(&mut self, flow: &Flow, ts_ns: u64) {
         let open = |m: &FlowMem| m.end_ns.is_none() && !m.outcome.failed();
         if let Some(m) = self.flows.get_mut(flow).filter(|m| open(m)) {
@@ -316,7 +317,7 @@ impl Tracker {
             return;
         }
         for (f, m) in self.flows.iter_mut() {
-            if f.raddr == flow.raddr && f.dport == flow.dport && f.sport == flow.sport && open(m) {
+            if f.raddr == flow.raddr && f.dport == flow.dport && f.sport == flow.sport && f.netns == flow.netns && open(m) {
                 m.end_ns = Some(ts_ns);
             }
         }

@@ -67,7 +67,7 @@ pub fn verdicts(views: &[MountView], x: &XprtTracker) -> Vec<Verdict> {
     let mut ports: Vec<Vec<u16>> = vec![Vec::new(); out.len()];
     for (xprt, s) in x.all() {
         let Some(raddr) = s.raddr else { continue };
-        let t = Transport { xprt, raddr, dport: s.dport, srcport: s.srcport, live: s.ports.last().copied() };
+        let t = Transport { xprt, raddr, dport: s.dport, netns: s.netns, srcport: s.srcport, live: s.ports.last().copied() };
         for m in attribute(views, &t).0 {
             let i = views.iter().position(|v| std::ptr::eq(v, m)).expect("attribute returns members of views");
             out[i].transports.push(format!("{xprt:#x}"));
@@ -151,7 +151,7 @@ pub fn stall_verdict(st: &Stall, mounts: &[&MountView]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{Flow, Task};
+    use crate::flow::{Flow, Netns, Task};
     use crate::kernel::decode::{XprtRecord, XprtWhat};
 
     fn view(mnt: &str, vers: &str, noresv: bool, remembered: u16) -> MountView {
@@ -166,7 +166,7 @@ mod tests {
             xprt,
             sk: 1,
             task: Task { pid: 1, comm: "k".into() },
-            flow: Flow { laddr: "10.99.0.2".parse().unwrap(), sport, raddr: "10.99.0.1".parse().unwrap(), dport: 2049 },
+            flow: Flow { laddr: "10.99.0.2".parse().unwrap(), sport, raddr: "10.99.0.1".parse().unwrap(), dport: 2049, netns: Netns::UNKNOWN },
             srcport,
             sk_state: 0,
             sock_state: 0,
@@ -231,7 +231,7 @@ mod tests {
                 ts_ns: ts,
                 sk: ts,
                 task: Task { pid: 1, comm: "k".into() },
-                flow: Flow { laddr: "10.99.0.2".parse().unwrap(), sport: 790, raddr: "10.99.0.1".parse().unwrap(), dport: 2049 },
+                flow: Flow { laddr: "10.99.0.2".parse().unwrap(), sport: 790, raddr: "10.99.0.1".parse().unwrap(), dport: 2049, netns: Netns::UNKNOWN },
                 start_ns: ts,
                 syn_ns: 0,
                 established_ns: 0,

@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap as FastMap;
 use nfs_trace_common::tcp_state;
 
 use crate::{
-    flow::{Flow, Task},
+    flow::{Flow, Netns, Task},
     kernel::decode::{Event, XprtRecord, XprtWhat, errno_name},
 };
 
@@ -108,6 +108,8 @@ pub enum XprtObservation {
 pub struct XprtStats {
     pub raddr: Option<IpAddr>,
     pub dport: u16,
+    /// The network namespace it connects in (`xprt->xprt_net`).
+    pub netns: Netns,
     pub connects: u64,
     pub reconnects: u64,
     pub reuses: u64,
@@ -255,6 +257,7 @@ impl XprtTracker {
         s.last_active_ns = ts_ns;
         s.raddr = Some(raddr);
         s.dport = dport;
+        s.netns = flow.netns;
         s.srcport = srcport;
         s.connects += 1;
         let prev = s.last_sport;

@@ -21,6 +21,7 @@ use prometheus_client::{
 use rustc_hash::FxHashMap as FastMap;
 
 use crate::{
+    flow::Netns,
     host::nfsmounts::MountView,
     model::attribution::{Transport, attribute},
     kernel::lost::Lost,
@@ -103,6 +104,7 @@ struct OpenStall {
 struct XprtSeen {
     raddr: IpAddr,
     dport: u16,
+    netns: Netns,
     srcport: Option<u16>,
     labels: Option<XprtLabels>,
 }
@@ -288,7 +290,7 @@ impl Metrics {
     fn xprt_labels(&mut self, xprt: u64, views: &[MountView], now: bool) -> Option<XprtLabels> {
         let x = self.xprts.get_mut(&xprt)?;
         if x.labels.is_none() {
-            let mount = mounts_of(views, &Transport { xprt, raddr: x.raddr, dport: x.dport, srcport: x.srcport, live: None });
+            let mount = mounts_of(views, &Transport { xprt, raddr: x.raddr, dport: x.dport, netns: x.netns, srcport: x.srcport, live: None });
             if mount.is_empty() && !now {
                 return None;
             }
@@ -311,7 +313,7 @@ impl Metrics {
                     if self.xprts.len() >= MAX_XPRTS_REMEMBERED {
                         self.xprts.clear();
                     }
-                    self.xprts.insert(c.xprt, XprtSeen { raddr: c.flow.raddr, dport: c.flow.dport, srcport: c.srcport, labels: None });
+                    self.xprts.insert(c.xprt, XprtSeen { raddr: c.flow.raddr, dport: c.flow.dport, netns: c.flow.netns, srcport: c.srcport, labels: None });
                 }
                 let Some(l) = self.xprt_labels(c.xprt, views, c.is_reconnect()) else { return };
                 if c.is_reconnect() {

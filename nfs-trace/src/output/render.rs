@@ -30,11 +30,14 @@ pub struct Renderer<W: Write> {
     clock: Clock,
     /// Reused for the hot records (see `jsonline`).
     line: Vec<u8>,
+    /// Network namespaces seen so far: human lines name the namespace once
+    /// there is more than one (see `human::NetnsSeen`).
+    netns: human::NetnsSeen,
 }
 
 impl<W: Write> Renderer<W> {
     pub fn new(out: W, format: Format, clock: Clock) -> Self {
-        Renderer { out, format, clock, line: Vec::with_capacity(512) }
+        Renderer { out, format, clock, line: Vec::with_capacity(512), netns: human::NetnsSeen::default() }
     }
 
     fn style(&self, s: &'static str) -> &'static str {

@@ -344,6 +344,8 @@ fn host_btf_matches_btf_rs() {
         ("sock", "__sk_common.skc_v6_daddr"),
         ("sock", "sk_user_data"),
         ("sock", "sk_socket"),
+        ("sock", "__sk_common.skc_net.net"),
+        ("net", "ns.inum"),
         ("socket", "sk"),
         ("socket", "state"),
         ("socket", "file"),
@@ -470,11 +472,14 @@ fn sunrpc_types_match_btf_rs_on_this_host() {
 }
 
 /// The sunrpc structs in the shape the programs read: `sock_xprt` embeds
-/// `rpc_xprt` at 0; returns (xprt_addr, srcport) byte offsets built in.
+/// `rpc_xprt` at 0; returns (xprt_addr, srcport) byte offsets built in
+/// (`rpc_xprt.xprt_net` is at 176).
 fn add_sunrpc_types(b: &mut Builder, int: u32) -> (u32, u32) {
     let ushort = b.int("unsigned short", 2, 16);
     let storage = b.strukt("__kernel_sockaddr_storage", 128, &[("ss_family", ushort, 0, 0)]);
-    let xprt = b.strukt("rpc_xprt", 200, &[("state", int, 0, 0), ("addr", storage, 8 * 40, 0)]);
+    let net = b.strukt("net", 8, &[("x", int, 0, 0)]);
+    let net_ptr = b.refer(kind::PTR, "", net);
+    let xprt = b.strukt("rpc_xprt", 200, &[("state", int, 0, 0), ("addr", storage, 8 * 40, 0), ("xprt_net", net_ptr, 8 * 176, 0)]);
     b.strukt("sock_xprt", 400, &[("xprt", xprt, 0, 0), ("srcport", ushort, 8 * 312, 0)]);
     (40, 312)
 }
@@ -493,7 +498,7 @@ fn sunrpc_types_from_module_btf_else_vmlinux() {
     let (addr, srcport) = add_sunrpc_types(&mut b, int);
     let builtin = KernelBtf::from_bytes(b.finish()).unwrap();
     let t = SunrpcTypes::find(&builtin, &absent);
-    assert_eq!(t, SunrpcTypes { source: "vmlinux".into(), xprt_addr: Some(addr), srcport: Some(srcport), why: None });
+    assert_eq!(t, SunrpcTypes { source: "vmlinux".into(), xprt_addr: Some(addr), srcport: Some(srcport), why: None, xprt_net: Some(176) });
 
     // sunrpc a module with split BTF.
     let mut base = Builder::new();
@@ -507,11 +512,13 @@ fn sunrpc_types_from_module_btf_else_vmlinux() {
     assert_eq!((t.xprt_addr, t.srcport, t.why.as_deref()), (Some(addr), Some(srcport), None));
     assert_eq!(t.source, split.display().to_string());
     assert_eq!(t.offsets().srcport, srcport);
+    assert_eq!(t.offsets().xprt_net, 176);
 
     // A module without module BTF (5.10): vmlinux lacks the types.
     let t = SunrpcTypes::find(&vmlinux, &absent);
     assert_eq!((t.xprt_addr, t.srcport), (None, None));
     assert_eq!(t.offsets().xprt_addr, NO_OFFSET_FOR_TEST);
+    assert_eq!((t.xprt_net, t.offsets().xprt_net), (None, NO_OFFSET_FOR_TEST), "unknown, not a fake offset");
     assert!(t.why.as_deref().unwrap().contains("before 5.11 have no module BTF"), "{:?}", t.why);
 
     // A module BTF that does not parse: unknown, with the parse error.

@@ -1,10 +1,15 @@
 use super::*;
-use crate::{flow::Task, model::xprt::XprtConnect};
+use crate::{flow::{Netns, Task}, model::xprt::XprtConnect};
 
 const SERVER: &str = "10.99.0.1";
 
 fn flow(sport: u16) -> Flow {
+    flow_in(Netns::UNKNOWN, sport)
+}
+
+fn flow_in(netns: Netns, sport: u16) -> Flow {
     Flow {
+        netns,
         laddr: "10.99.0.2".parse().unwrap(),
         sport,
         raddr: SERVER.parse().unwrap(),
@@ -171,6 +176,7 @@ fn unknown_ports_and_other_servers_credit_nothing() {
         xprt: 1,
         raddr: "10.0.0.1".parse().unwrap(),
         dport: 2049,
+        netns: Netns::UNKNOWN,
         srcport: Some(790),
         live: Some(790),
     };
@@ -214,4 +220,39 @@ fn a_first_connect_with_no_mount_appearing_settles_by_elimination() {
         (late[0].mounts.clone(), late[0].evidence),
         (vec!["/mnt/v41".to_string()], BY_ELIMINATION)
     );
+}
+
+/// Two containers mount the same server address: a transport is only ever
+/// one of its own network namespace's mounts.
+#[test]
+fn a_transport_is_credited_only_within_its_network_namespace() {
+    let mut host = v41("/mnt/host");
+    host.netns = Some(11);
+    let mut container = v41("/mnt/container");
+    container.netns = Some(22);
+    container.mntns = Some(33);
+    let mut views = vec![host, container];
+    let mut a = Attributor::new();
+    a.refresh(&mut views, 0);
+    // Reconnecting, so its mount was listed: of netns 22's mounts of that
+    // server, exactly one remembers no port.
+    let mut c = connect(9, 900, Some(0), 2);
+    if let XprtObservation::Connect(x) = &mut c {
+        x.flow = flow_in(Netns(22), 900);
+    }
+    a.observe(&c, &mut views);
+    let t = Transport::of_flow(9, &flow_in(Netns(22), 900), Some(0));
+    let got: Vec<&str> = attribute(&views, &t).0.iter().map(|m| m.mountpoint.as_str()).collect();
+    assert_eq!(got, ["/mnt/container"]);
+    // Without the namespace both fit: no guess.
+    let mut a = Attributor::new();
+    let mut views = vec![v41("/mnt/host"), v41("/mnt/container")];
+    a.refresh(&mut views, 0);
+    a.observe(&connect(9, 900, Some(0), 2), &mut views);
+    assert!(credited(&views, 9, 900, Some(0)).is_empty());
+    // A remembered port of a mount in another namespace is no evidence.
+    let mut v3c = v3();
+    v3c.netns = Some(22);
+    let t = Transport::of_flow(5, &flow_in(Netns(11), 790), Some(790));
+    assert!(attribute(&[v3c], &t).0.is_empty());
 }

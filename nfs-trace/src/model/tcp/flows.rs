@@ -91,9 +91,10 @@ impl FlowMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::Netns;
 
     fn flow(sport: u16) -> Flow {
-        Flow { laddr: "10.0.0.2".parse().unwrap(), sport, raddr: "10.0.0.1".parse().unwrap(), dport: 2049 }
+        Flow { laddr: "10.0.0.2".parse().unwrap(), sport, raddr: "10.0.0.1".parse().unwrap(), dport: 2049, netns: Netns::UNKNOWN }
     }
 
     fn mem(sk: u64) -> FlowMem {

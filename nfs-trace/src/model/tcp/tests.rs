@@ -3,7 +3,7 @@ use nfs_trace_common::tcp_state::{CLOSE, CLOSE_WAIT, FIN_WAIT1, SYN_SENT};
 
 use super::*;
 use std::net::IpAddr;
-use crate::flow::{Flow, Task};
+use crate::flow::{Flow, Netns, Task};
 
 const MS: u64 = 1_000_000;
 
@@ -14,7 +14,7 @@ fn ip(s: &str) -> IpAddr {
 /// A synthetic event: `sk` socket from laddr:sport to raddr:dport.
 fn ev(kind: Kind, ts_ms: u64, sk: u64, l: &str, sport: u16, r: &str, dport: u16) -> Event {
     let task = Task { pid: 42, comm: "kworker".into() };
-    let flow = Flow { laddr: ip(l), sport, raddr: ip(r), dport };
+    let flow = Flow { laddr: ip(l), sport, raddr: ip(r), dport, netns: Netns::UNKNOWN };
     Event { start_ns: ts_ms.saturating_sub(1) * MS, ..Event::for_test(kind, ts_ms * MS, sk, task, flow) }
 }
 
@@ -334,8 +334,8 @@ fn syn_retransmits_are_reported_live() {
 #[test]
 fn a_connection_seen_at_start_is_the_previous_one() {
     let mut t = Tracker::new();
-    let dest = DestKey { laddr: ip("10.0.0.2"), raddr: ip("10.0.0.1"), dport: 2049 };
-    t.seed(Flow { laddr: dest.laddr, sport: 966, raddr: dest.raddr, dport: dest.dport });
+    let dest = DestKey { laddr: ip("10.0.0.2"), raddr: ip("10.0.0.1"), dport: 2049, netns: Netns::UNKNOWN };
+    t.seed(Flow { laddr: dest.laddr, sport: 966, raddr: dest.raddr, dport: dest.dport, netns: Netns::UNKNOWN });
     let obs = run(&mut t, &[connected(10, 1, 966), connected(20, 2, 966)]);
     let r = reuses(&obs);
     assert_eq!(r.len(), 2, "the first connect after start reuses the seeded port");
@@ -404,12 +404,12 @@ fn a_reused_port_stuck_in_syn_sent_is_a_stall_until_a_connect_succeeds() {
 fn a_flow_end_seen_by_another_layer_dates_the_reused_flow() {
     // Seeded (connected before the tracer), its close seen only by SunRPC.
     let mut t = Tracker::new();
-    let dest = DestKey { laddr: "10.0.0.2".parse().unwrap(), raddr: "10.0.0.1".parse().unwrap(), dport: 2049 };
-    t.seed(Flow { laddr: dest.laddr, sport: 999, raddr: dest.raddr, dport: dest.dport });
-    t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 999, raddr: ip("10.0.0.9"), dport: 2049 }, 500_000_000); // another server: ignored
-    t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 998, raddr: ip("10.0.0.1"), dport: 2049 }, 500_000_000); // another port: ignored
-    t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 999, raddr: ip("10.0.0.1"), dport: 2049 }, 1_000_000_000);
-    t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 999, raddr: ip("10.0.0.1"), dport: 2049 }, 1_500_000_000); // the first end stands
+    let dest = DestKey { laddr: "10.0.0.2".parse().unwrap(), raddr: "10.0.0.1".parse().unwrap(), dport: 2049, netns: Netns::UNKNOWN };
+    t.seed(Flow { laddr: dest.laddr, sport: 999, raddr: dest.raddr, dport: dest.dport, netns: Netns::UNKNOWN });
+    t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 999, raddr: ip("10.0.0.9"), dport: 2049, netns: Netns::UNKNOWN }, 500_000_000); // another server: ignored
+    t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 998, raddr: ip("10.0.0.1"), dport: 2049, netns: Netns::UNKNOWN }, 500_000_000); // another port: ignored
+    t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 999, raddr: ip("10.0.0.1"), dport: 2049, netns: Netns::UNKNOWN }, 1_000_000_000);
+    t.on_flow_end(&Flow { laddr: ip("10.0.0.2"), sport: 999, raddr: ip("10.0.0.1"), dport: 2049, netns: Netns::UNKNOWN }, 1_500_000_000); // the first end stands
     let obs = t.on_event(&retransmit(3000, 8, 999, 2000, 1));
     let s = stalls(&obs);
     assert_eq!(s.len(), 1);
@@ -464,4 +464,52 @@ fn destinations_are_bounded() {
     assert_eq!(t.evicted, 7);
     // The most recent ones stay.
     assert!(t.destinations().iter().any(|(k, _)| k.raddr == ip("10.0.1.9")));
+}
+
+/// `e` in network namespace `netns`.
+fn in_ns(netns: u32, mut e: Event) -> Event {
+    e.flow.netns = Netns(netns);
+    e
+}
+
+/// Two containers connecting with the same addresses and bound port are two
+/// flows: the second container's first connect is no reuse of the first's,
+/// and each has its own destination row. Within one namespace the next
+/// connect from that port is a reuse, as before.
+#[test]
+fn same_four_tuple_in_two_netns_is_two_flows() {
+    const A: u32 = 4026532301;
+    const B: u32 = 4026532302;
+    let mut t = Tracker::new();
+    let obs = run(
+        &mut t,
+        &[
+            in_ns(A, connected(100, 1, 999)),
+            in_ns(A, closed(200, 1, 999, CLOSE, libc::ECONNABORTED)),
+            in_ns(B, connected(250, 2, 999)),
+            in_ns(B, closed(300, 2, 999, CLOSE, libc::ECONNABORTED)),
+        ],
+    );
+    assert!(reuses(&obs).is_empty(), "no reuse across namespaces: {obs:?}");
+    let obs = run(&mut t, &[in_ns(A, connected(400, 3, 999))]);
+    let r = reuses(&obs);
+    assert_eq!(r.len(), 1, "the same namespace's flow again is a reuse");
+    assert_eq!((r[0].who.flow.netns, r[0].prev_end_ns, r[0].streak), (Netns(A), Some(200 * MS), 1));
+    let rows: Vec<(Netns, u64, u64)> = t.destinations().iter().map(|(k, d)| (k.netns, d.connects, d.reuses)).collect();
+    assert_eq!(rows, vec![(Netns(A), 2, 1), (Netns(B), 1, 0)]);
+}
+
+/// A transport's drop in one namespace dates only that namespace's flow:
+/// the other container's open flow with the same port stays open.
+#[test]
+fn a_transport_drop_ends_the_flow_of_its_own_netns_only() {
+    let mut t = Tracker::new();
+    let flow = |netns| Flow { laddr: ip("10.0.0.2"), sport: 999, raddr: ip("10.0.0.1"), dport: 2049, netns: Netns(netns) };
+    t.seed(flow(7));
+    t.seed(flow(8));
+    // The xprt record may carry no local address: the loop, not the exact match.
+    t.on_flow_end(&Flow { laddr: ip("0.0.0.0"), ..flow(7) }, 500 * MS);
+    let obs = run(&mut t, &[in_ns(7, connected(600, 1, 999)), in_ns(8, connected(700, 2, 999))]);
+    let gaps: Vec<(Netns, Option<u64>)> = reuses(&obs).iter().map(|r| (r.who.flow.netns, r.prev_end_ns)).collect();
+    assert_eq!(gaps, vec![(Netns(7), Some(500 * MS)), (Netns(8), None)]);
 }

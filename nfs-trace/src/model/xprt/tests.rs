@@ -1,6 +1,6 @@
 //! The transport tracker on synthetic SunRPC and TCP records.
 use super::*;
-use crate::flow::{Flow, Task};
+use crate::flow::{Flow, Netns, Task};
 
 const MS: u64 = 1_000_000;
 
@@ -11,7 +11,7 @@ fn rec(what: XprtWhat, ts_ms: u64, xprt: u64, sport: u16) -> XprtRecord {
         xprt,
         sk: 0xffff_0000 + sport as u64,
         task: Task { pid: 99, comm: "kworker/u2:1".into() },
-        flow: Flow { laddr: "10.99.0.2".parse().unwrap(), sport, raddr: "10.99.0.1".parse().unwrap(), dport: 2049 },
+        flow: Flow { laddr: "10.99.0.2".parse().unwrap(), sport, raddr: "10.99.0.1".parse().unwrap(), dport: 2049, netns: Netns::UNKNOWN },
         srcport: Some(0),
         sk_state: 0,
         sock_state: 0,
@@ -71,7 +71,7 @@ fn new_port_each_reconnect_and_server_close() {
 #[test]
 fn a_transport_connected_before_start_reconnects_from_its_seeded_port() {
     let mut t = XprtTracker::new(false);
-    t.seed(Flow { laddr: "10.99.0.2".parse().unwrap(), sport: 966, raddr: "10.99.0.1".parse().unwrap(), dport: 2049 });
+    t.seed(Flow { laddr: "10.99.0.2".parse().unwrap(), sport: 966, raddr: "10.99.0.1".parse().unwrap(), dport: 2049, netns: Netns::UNKNOWN });
     // The abort of the old connection arrives before the reconnect.
     let mut err = rec(XprtWhat::Error, 5, 5, 966);
     err.error = -libc::ECONNABORTED;
@@ -84,8 +84,8 @@ fn a_transport_connected_before_start_reconnects_from_its_seeded_port() {
     assert_eq!(t.all()[0].1.reconnects, 1);
     // Ambiguous seeds are not used.
     let mut t = XprtTracker::new(false);
-    t.seed(Flow { laddr: "10.99.0.2".parse().unwrap(), sport: 966, raddr: "10.99.0.1".parse().unwrap(), dport: 2049 });
-    t.seed(Flow { laddr: "10.99.0.2".parse().unwrap(), sport: 967, raddr: "10.99.0.1".parse().unwrap(), dport: 2049 });
+    t.seed(Flow { laddr: "10.99.0.2".parse().unwrap(), sport: 966, raddr: "10.99.0.1".parse().unwrap(), dport: 2049, netns: Netns::UNKNOWN });
+    t.seed(Flow { laddr: "10.99.0.2".parse().unwrap(), sport: 967, raddr: "10.99.0.1".parse().unwrap(), dport: 2049, netns: Netns::UNKNOWN });
     let obs = t.on_xprt(&rec(XprtWhat::Connect, 10, 5, 966));
     assert_eq!(connects(&obs)[0].prev_sport, None);
 }
@@ -112,7 +112,7 @@ fn tcp_records_drive_transports_without_sunrpc_hooks() {
         ts_ns: ts_ms * MS,
         sk: 1,
         task: Task { pid: 1, comm: "k".into() },
-        flow: Flow { laddr: "10.0.0.2".parse().unwrap(), sport, raddr: "10.0.0.1".parse().unwrap(), dport: 2049 },
+        flow: Flow { laddr: "10.0.0.2".parse().unwrap(), sport, raddr: "10.0.0.1".parse().unwrap(), dport: 2049, netns: Netns::UNKNOWN },
         start_ns: ts_ms * MS,
         syn_ns: 0,
         established_ns: 0,

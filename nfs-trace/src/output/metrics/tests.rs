@@ -1,11 +1,11 @@
 //! Metrics: counters that never go down, bounded labels, and text promtool reads.
 use super::*;
-use crate::flow::{Flow, Task};
+use crate::flow::{Flow, Netns, Task};
 use crate::kernel::decode::{Event, Kind};
 
 fn ev(kind: Kind, raddr: &str, ts_ms: u64, sk: u64, start_ms: u64, retrans: u32) -> Event {
     let task = Task { pid: 1, comm: "kworker".into() };
-    let flow = Flow { laddr: "10.0.0.2".parse().unwrap(), sport: 871, raddr: raddr.parse().unwrap(), dport: 2049 };
+    let flow = Flow { laddr: "10.0.0.2".parse().unwrap(), sport: 871, raddr: raddr.parse().unwrap(), dport: 2049, netns: Netns::UNKNOWN };
     Event { start_ns: start_ms * 1_000_000, syn_retrans: retrans, ..Event::for_test(kind, ts_ms * 1_000_000, sk, task, flow) }
 }
 
@@ -142,7 +142,7 @@ fn transport_series_keep_their_mount() {
             xprt: 0xabc,
             ts_ns,
             task: Task { pid: 1, comm: "kworker".into() },
-            flow: Flow { laddr: "10.0.0.2".parse().unwrap(), sport, raddr: "10.0.0.1".parse().unwrap(), dport: 2049 },
+            flow: Flow { laddr: "10.0.0.2".parse().unwrap(), sport, raddr: "10.0.0.1".parse().unwrap(), dport: 2049, netns: Netns::UNKNOWN },
             srcport: Some(871),
             connects: 1,
             prev_sport: prev,

@@ -7,13 +7,13 @@ use std::{
 
 use super::Renderer;
 use crate::{
-    flow::Flow,
+    flow::{Flow, Netns},
     output::escape::escape,
     host::nfsmounts::MountView,
     model::attribution::{Attributed, Transport, attribute},
     kernel::decode::errno_name,
     model::tcp::{Observation, Outcome, Stall, Who},
-    model::xprt::XprtObservation,
+    model::xprt::{XprtConnect, XprtObservation},
 };
 
 fn ms(ns: u64) -> f64 {
@@ -73,6 +73,30 @@ fn ordinal(n: u32) -> String {
     };
     format!("{n}{suffix}")
 }
+/// Whether more than one network namespace has been seen: until then
+/// naming it on every line would be noise (a host without containers has
+/// one); from the first record of a second one on, lines say `netns N`.
+#[derive(Debug, Default)]
+pub(super) struct NetnsSeen {
+    first: Option<Netns>,
+    many: bool,
+}
+
+impl NetnsSeen {
+    pub(super) fn see(&mut self, n: Netns) {
+        match self.first {
+            None => self.first = Some(n),
+            Some(f) if f != n => self.many = true,
+            Some(_) => {}
+        }
+    }
+
+    /// " netns N" once several were seen, else "".
+    pub(super) fn suffix(&self, n: Netns) -> String {
+        if self.many { format!(" netns {n}") } else { String::new() }
+    }
+}
+
 // ANSI styles, only when writing to a terminal.
 pub(super) const RED_BOLD: &str = "\x1b[1;31m";
 pub(super) const YELLOW: &str = "\x1b[33m";
@@ -83,15 +107,23 @@ pub(super) const RESET: &str = "\x1b[0m";
 impl<W: Write> Renderer<W> {
     fn prefix(&self, who: &Who, ts_ns: u64) -> String {
         format!(
-            "{} {:<16} {:>7}  {} → {}",
+            "{} {:<16} {:>7}  {} → {}{}",
             self.clock.time_of_day(ts_ns),
             escape(&who.task.comm),
             who.task.pid,
             endpoint(who.flow.laddr, who.flow.sport),
-            endpoint(who.flow.raddr, who.flow.dport)
+            endpoint(who.flow.raddr, who.flow.dport),
+            self.netns.suffix(who.flow.netns)
         )
     }
     pub(super) fn observation_human(&mut self, o: &Observation, views: &[MountView]) -> io::Result<()> {
+        let who = match o {
+            Observation::Connect(a) => &a.who,
+            Observation::Reuse(r) => &r.who,
+            Observation::Stall { stall, .. } => &stall.who,
+            Observation::SynRetransmit { who, .. } | Observation::Close { who, .. } => who,
+        };
+        self.netns.see(who.flow.netns);
         let mut line = String::new();
         match o {
             Observation::Connect(a) => {
@@ -211,17 +243,21 @@ impl<W: Write> Renderer<W> {
         )
     }
     pub(super) fn xprt_human(&mut self, o: &XprtObservation, views: &[MountView]) -> io::Result<()> {
+        if let XprtObservation::Connect(XprtConnect { flow, .. }) | XprtObservation::Drop { flow, .. } = o {
+            self.netns.see(flow.netns);
+        }
         match o {
             XprtObservation::Destroyed { .. } => Ok(()),
             XprtObservation::Connect(c) => {
                 let mounts = mount_list(views, c.xprt, &c.flow, c.srcport, ",");
                 let on = if mounts.is_empty() { String::new() } else { format!(" [{mounts}]") };
                 let who = format!(
-                    "{} xprt {:#x}{on}  {} → {}",
+                    "{} xprt {:#x}{on}  {} → {}{}",
                     self.clock.time_of_day(c.ts_ns),
                     c.xprt,
                     endpoint(c.flow.laddr, c.flow.sport),
-                    endpoint(c.flow.raddr, c.flow.dport)
+                    endpoint(c.flow.raddr, c.flow.dport),
+                    self.netns.suffix(c.flow.netns)
                 );
                 let line = match c.prev_sport {
                     None => format!("{who}  transport connected (first connect seen)\n"),
@@ -240,10 +276,11 @@ impl<W: Write> Renderer<W> {
             }
             XprtObservation::Drop { xprt, ts_ns, flow, reason } => writeln!(
                 self.out,
-                "{} xprt {xprt:#x}  :{} → {}  transport dropped: {}",
+                "{} xprt {xprt:#x}  :{} → {}{}  transport dropped: {}",
                 self.clock.time_of_day(*ts_ns),
                 flow.sport,
                 endpoint(flow.raddr, flow.dport),
+                self.netns.suffix(flow.netns),
                 reason.name()
             ),
         }

@@ -237,6 +237,7 @@ impl<W: Write> Renderer<W> {
             .value("sport", &who.flow.sport)
             .addr("raddr", who.flow.raddr)
             .value("dport", &who.flow.dport)
+            .value("netns", &who.flow.netns)
             .hex("sk", who.sk);
         body(&mut l);
         l.end();

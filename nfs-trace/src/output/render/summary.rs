@@ -14,7 +14,7 @@ use super::{
     json::{StallBody, ms3},
 };
 use crate::{
-    flow::Flow,
+    flow::{Flow, Netns},
     host::nfsmounts::MountView,
     output::escape::escape,
     kernel::lost::Lost,
@@ -67,6 +67,7 @@ pub struct XprtSummary {
     pub xprt: String,
     pub raddr: Option<IpAddr>,
     pub dport: u16,
+    pub netns: Netns,
     pub connects: u64,
     pub reconnects: u64,
     pub reuses: u64,
@@ -103,6 +104,7 @@ impl<W: Write> Renderer<W> {
                 xprt: format!("{k:#x}"),
                 raddr: s.raddr,
                 dport: s.dport,
+                netns: s.netns,
                 connects: s.connects,
                 reconnects: s.reconnects,
                 reuses: s.reuses,
@@ -153,12 +155,15 @@ impl<W: Write> Renderer<W> {
                     let _ = writeln!(s, "(no connects toward the watched ports)");
                 }
                 for d in &dests {
+                    self.netns.see(d.dest.netns);
+                }
+                for d in &dests {
                     let reuse_style = if d.reuses > 0 { self.style(RED_BOLD) } else { "" };
                     let reset = if d.reuses > 0 { self.style(RESET) } else { "" };
                     let _ = writeln!(
                         s,
                         "{:<44} {:>8} {:>6} {reuse_style}{:>6}{reset} {:>6} {:>8} {:>13}",
-                        format!("{} → {}", d.dest.laddr, endpoint(d.dest.raddr, d.dest.dport)),
+                        format!("{} → {}{}", d.dest.laddr, endpoint(d.dest.raddr, d.dest.dport), self.netns.suffix(d.dest.netns)),
                         d.connects,
                         d.distinct_ports,
                         d.reuses,
@@ -174,7 +179,7 @@ impl<W: Write> Renderer<W> {
                         "TRANSPORT", "SERVER", "CONNECTS", "RECONNECTS", "REUSES", "PORTS"
                     );
                     for x in &transports {
-                        let server = x.raddr.map(|a| endpoint(a, x.dport)).unwrap_or_default();
+                        let server = x.raddr.map(|a| endpoint(a, x.dport) + &self.netns.suffix(x.netns)).unwrap_or_default();
                         let ports: Vec<String> = x.ports.iter().map(u16::to_string).collect();
                         let _ = writeln!(
                             s,
@@ -189,9 +194,10 @@ impl<W: Write> Renderer<W> {
                         let mounts = if st.body.mounts.is_empty() { String::new() } else { format!("  [{}]", escape(&st.body.mounts.join(", "))) };
                         let _ = writeln!(
                             s,
-                            "  {} → {}{mounts}  from {}  {:.1} s{}, {} SYN retransmits, {} failed attempts{}",
+                            "  {} → {}{}{mounts}  from {}  {:.1} s{}, {} SYN retransmits, {} failed attempts{}",
                             endpoint(st.flow.laddr, st.flow.sport),
                             endpoint(st.flow.raddr, st.flow.dport),
+                            self.netns.suffix(st.flow.netns),
                             st.body.start,
                             st.body.duration_s,
                             if st.ongoing { " and still going" } else { "" },

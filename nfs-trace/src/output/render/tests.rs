@@ -4,7 +4,7 @@ use super::{
     json::{close_body, connect_body},
 };
 use crate::{
-    flow::{Flow, Task},
+    flow::{Flow, Netns, Task},
     host::nfsmounts::MountView,
     kernel::lost::Lost,
     model::tcp::{Attempt, CloseHow, Observation, Outcome, Tracker, Who},
@@ -16,7 +16,7 @@ use nfs_trace_common::tcp_state::ESTABLISHED;
 
 fn connect(ts_ms: u64, sk: u64, sport: u16) -> Event {
     let task = Task { pid: 7, comm: "mount.nfs".into() };
-    let flow = Flow { laddr: "127.0.0.1".parse().unwrap(), sport, raddr: "127.0.0.1".parse().unwrap(), dport: 2049 };
+    let flow = Flow { laddr: "127.0.0.1".parse().unwrap(), sport, raddr: "127.0.0.1".parse().unwrap(), dport: 2049, netns: Netns::UNKNOWN };
     Event::for_test(Kind::ConnectDone, ts_ms * 1_000_000, sk, task, flow)
 }
 
@@ -57,15 +57,15 @@ fn stalled_reconnect() -> Vec<Event> {
 /// The hand-written hot records are byte for byte what serde writes.
 #[test]
 fn fast_connect_and_close_lines_equal_the_serde_ones() {
-    let who = |laddr: &str, raddr: &str, comm: &str| Who {
-        flow: Flow { laddr: laddr.parse().unwrap(), sport: 871, raddr: raddr.parse().unwrap(), dport: 2049 },
+    let who = |laddr: &str, raddr: &str, comm: &str, netns: u32| Who {
+        flow: Flow { laddr: laddr.parse().unwrap(), sport: 871, raddr: raddr.parse().unwrap(), dport: 2049, netns: Netns(netns) },
         task: Task { pid: 4242, comm: comm.into() },
         sk: 0xffff_8881_0234_5678,
         xprt: 0,
     };
     let whos = [
-        who("10.0.0.2", "10.0.0.1", "mount.nfs"),
-        who("fd00::2", "fd00::1", "we\"ird\u{1}\\name"),
+        who("10.0.0.2", "10.0.0.1", "mount.nfs", 4026531840),
+        who("fd00::2", "fd00::1", "we\"ird\u{1}\\name", 0),
     ];
     let outcomes = [Outcome::Established, Outcome::Refused, Outcome::Error(libc::EHOSTUNREACH)];
     for w in &whos {
@@ -146,4 +146,36 @@ fn human_lines_mark_reuse_and_colour_only_on_request() {
     assert!(!plain.contains('\x1b'));
     let coloured = render(Format::Human { color: true }, &[connect(10, 1, 999), connect(20, 2, 999)]);
     assert!(coloured.contains("\x1b[1;31mREUSED"));
+}
+
+/// `connect(…)` in network namespace `netns`.
+fn in_ns(netns: u32, mut e: Event) -> Event {
+    e.flow.netns = Netns(netns);
+    e
+}
+
+/// Every JSON record with a flow carries its namespace (a number; null
+/// only when the kernel could not read it). Human lines name it only once a
+/// second namespace was seen: on a host without containers it is noise.
+#[test]
+fn netns_is_in_json_always_and_in_human_lines_once_there_are_two() {
+    let one = [in_ns(4026531840, connect(10, 1, 999)), in_ns(4026531840, connect(20, 2, 999))];
+    let out = render(Format::Json, &one);
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for l in &lines[..3] {
+        assert_eq!(l["netns"], 4026531840u32, "{l}");
+    }
+    assert_eq!(lines[3]["destinations"][0]["netns"], 4026531840u32);
+    let unknown = render(Format::Json, &[connect(10, 1, 999)]);
+    let first: serde_json::Value = serde_json::from_str(unknown.lines().next().unwrap()).unwrap();
+    assert_eq!(first["netns"], serde_json::Value::Null, "unknown is null, not a namespace 0");
+
+    let human = render(Format::Human { color: false }, &one);
+    assert!(!human.contains("netns"), "one namespace: not named\n{human}");
+    let two = render(Format::Human { color: false }, &[one[0].clone(), in_ns(4026532301, connect(20, 2, 999))]);
+    let lines: Vec<&str> = two.lines().collect();
+    assert!(!lines[0].contains("netns"), "{two}");
+    assert!(lines[1].contains("127.0.0.1:999 → 127.0.0.1:2049 netns 4026532301  SYN_SENT→ESTABLISHED"), "{two}");
+    assert!(!two.contains("REUSED"), "another namespace's flow is no reuse\n{two}");
+    assert!(two.contains("127.0.0.1 → 127.0.0.1:2049 netns 4026531840") && two.contains("127.0.0.1 → 127.0.0.1:2049 netns 4026532301"), "summary rows per namespace\n{two}");
 }
