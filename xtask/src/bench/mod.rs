@@ -102,6 +102,8 @@ pub struct Plan {
     pub connects: u64,
     pub threads: u32,
     pub rounds: usize,
+    /// CPUs of this machine (the storm keeps them all busy).
+    pub cpus: u32,
     /// Run-time runs per tracer and storm (0: none).
     pub run_time_rounds: u32,
     /// Only run-time runs were made.
@@ -157,6 +159,7 @@ pub fn main(args: BenchArgs) -> Result<()> {
         },
         run_time_rounds: args.run_time_rounds.unwrap_or(if args.run_time_only { 5 } else { 1 }),
         run_time_only: args.run_time_only,
+        cpus,
         stats_sysctl: bpfstats::sysctl_enabled(),
     };
     crate::setup::ensure_apt(PEER_PACKAGES)?;

@@ -230,6 +230,39 @@ impl<'a> Report<'a> {
         .collect()
     }
 
+    /// What the throughput ratio should be from CPU alone: nfs-trace's
+    /// CPU per connect (its userspace, plus its programs' run time from the
+    /// watched run-time run) as a share of what the untraced storm spends
+    /// per connect on all CPUs. The same tracer costs a larger share of a
+    /// faster storm, so the ratio falls when the baseline runs faster.
+    fn cpu_share(&self) -> Option<String> {
+        let n = self.row(Tool::NfsTrace);
+        let made = n.made as f64 / n.rates.len().max(1) as f64;
+        let bpf_ns = self
+            .costs
+            .iter()
+            .find(|c| c.tool == Tool::NfsTrace && c.target == Target::Watched)
+            .and_then(Cost::ns_per_connect)?;
+        if n.cpu_s.is_empty() || made == 0.0 || self.base.is_empty() {
+            return None;
+        }
+        let user_us = median(&n.cpu_s) / made * 1e6;
+        let per_conn_us = user_us + bpf_ns / 1e3;
+        let base = median(&self.base);
+        let share = per_conn_us * 1e-6 * base / self.plan.cpus as f64;
+        Some(format!(
+            "From CPU alone: nfs-trace spends {per_conn_us:.2} µs per connect ({user_us:.2} in userspace, {:.2} in its \
+             BPF programs with stats on); the untraced storm at {} connects/s on {} CPUs spends {:.1} µs per \
+             connect, so the tracer is {:.1} % of the machine: expected ratio ≈ {:.2}.",
+            bpf_ns / 1e3,
+            thousands(base),
+            self.plan.cpus,
+            self.plan.cpus as f64 / base * 1e6,
+            share * 100.0,
+            1.0 - share,
+        ))
+    }
+
     pub fn markdown(&self) -> String {
         let p = self.plan;
         let mut s = String::new();
@@ -283,6 +316,9 @@ impl<'a> Report<'a> {
         s += "\n## Targets (issue 6; BPF run time: issue 11) for nfs-trace\n\n";
         for (what, got, ok) in self.targets() {
             let _ = writeln!(s, "- **{}** {what}: {got}", if ok { "PASS" } else { "MISS" });
+        }
+        if let Some(e) = self.cpu_share() {
+            let _ = writeln!(s, "\n{e}");
         }
         s += "\n## How it is measured\n\n";
         s += "- Load: client threads each `connect()` to a listener on 127.0.0.1 that accepts and drops, and close with \
