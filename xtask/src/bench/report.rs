@@ -650,6 +650,40 @@ mod tests {
     }
 
     #[test]
+    fn prefill_target_needs_a_full_memory_before_the_storm() {
+        use super::super::{Prefill, storm::StormResult};
+        let run = |p: Option<Prefill>| Run {
+            tool: if p.is_some() { Tool::NfsTraceFull } else { Tool::NfsTrace },
+            storm: StormResult { made: 1_000, noise: 0, failed: 0, elapsed: std::time::Duration::from_secs(1) },
+            seen: 1_000,
+            noise_seen: 0,
+            lost: Some(0),
+            cpu_s: 0.1,
+            hwm_kb: 20_000,
+            attach_ms: Some(40.0),
+            ready: std::time::Duration::from_millis(80),
+            wakeups: 5,
+            prefill: p,
+        };
+        let pre = |seen, tracked, evicted| {
+            Some(Prefill { made: 33_768, seen_before_storm: seen, summary_flows: Some((tracked, evicted)) })
+        };
+        let (what, got, met) = prefill_target(&[run(None), run(pre(33_768, 32_768, 14_850))]);
+        assert!(what.contains("32,768"), "{what}");
+        assert_eq!(got, "33,768 of 33,768 pre-fill flows seen before the storm, then 32,768 tracked, 14,850 evicted");
+        assert!(met);
+        // The tracer had not reported the pre-fill when the storm started.
+        assert!(!prefill_target(&[run(pre(20_000, 32_768, 14_850))]).2);
+        // Its memory was not full (a bound raised, or flows merged).
+        assert!(!prefill_target(&[run(pre(33_768, 30_000, 3_768))]).2);
+        // Fewer evictions than the pre-fill alone forces.
+        assert!(!prefill_target(&[run(pre(33_768, 32_768, 10))]).2);
+        // No summary (the tracer died) or no full-memory run at all.
+        assert!(!prefill_target(&[run(Some(Prefill { made: 33_768, seen_before_storm: 33_768, summary_flows: None }))]).2);
+        assert!(!prefill_target(&[run(None)]).2);
+    }
+
+    #[test]
     fn paired_target_cancels_the_order_of_attachment() {
         let paired = |tool, ns| Cost { target: Target::UnwatchedPaired, ..unwatched(tool, 1_000, ns) };
         // Round 1: nfs-trace first (+10), then bpftrace first (-6): +2 on average.
