@@ -13,6 +13,10 @@ pub const MAP_SOCKS: &str = "SOCKS";
 pub const GLOBAL_CONFIG: &str = "CONFIG";
 /// Ports watched since start (NFS mounts on ports outside `--port`).
 pub const MAP_LIVE_PORTS: &str = "LIVE_PORTS";
+/// The programs' `LIVE_ANY` flag (non-zero once a port was added): a global
+/// in a section of its own, which aya loads as a one-entry array map named
+/// after the section.
+pub const MAP_LIVE_ANY: &str = ".data.live_any";
 /// Name of aya-log's record map (`--debug-bpf` diagnostics).
 pub const MAP_BPF_LOG: &str = "AYA_LOGS";
 

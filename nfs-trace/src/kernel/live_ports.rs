@@ -1,12 +1,13 @@
 //! Ports watched since start: the kernel's `LIVE_PORTS` bitmap (see
 //! `nfs_trace_common::live_port_bit`). `--port` stays in CONFIG (.rodata,
 //! compared against constants on the fast path); a port added at run time
-//! (an NFS mount on another port) is set here, consulted by the programs
-//! only when a socket starts connecting. The bitmap holds every port, so an
-//! add cannot fail for want of room.
+//! (an NFS mount on another port) is set here. The programs consult the
+//! bitmap only once `LIVE_ANY` is set (after the first add), so a tracer
+//! that never adds a port pays no bitmap lookup on other sockets' state
+//! changes. The bitmap holds every port, so an add cannot fail for want of room.
 use anyhow::{Result, anyhow};
 use aya::{Ebpf, maps::Array};
-use nfs_trace_common::{MAP_LIVE_PORTS, live_port_bit};
+use nfs_trace_common::{MAP_LIVE_ANY, MAP_LIVE_PORTS, live_port_bit};
 
 /// Sets `port`'s bit: connects toward it are traced from now on.
 pub fn add(ebpf: &mut Ebpf, port: u16) -> Result<()> {
@@ -16,5 +17,9 @@ pub fn add(ebpf: &mut Ebpf, port: u16) -> Result<()> {
     // Only this process writes the map, so read-modify-write is safe.
     let w = a.get(&word, 0).map_err(|e| anyhow!("map {MAP_LIVE_PORTS}: {e}"))?;
     a.set(word, w | bit, 0).map_err(|e| anyhow!("map {MAP_LIVE_PORTS}: {e}"))?;
+    // The bit first, then the flag: a program that sees the flag finds the bit.
+    let map = ebpf.map_mut(MAP_LIVE_ANY).ok_or_else(|| anyhow!("map {MAP_LIVE_ANY} missing"))?;
+    let mut flag = Array::<_, u32>::try_from(map).map_err(|e| anyhow!("map {MAP_LIVE_ANY}: {e}"))?;
+    flag.set(0, 1, 0).map_err(|e| anyhow!("map {MAP_LIVE_ANY}: {e}"))?;
     Ok(())
 }

@@ -136,12 +136,17 @@ pub enum Target {
     Watched,
     /// Another port (2050): what every other TCP socket on a host costs.
     Unwatched,
+    /// The same, with nfs-trace and the bpftrace one-liner attached at once:
+    /// both programs run on the same state changes, one after the other, so
+    /// the machine's drift between runs cannot favour either.
+    UnwatchedPaired,
 }
 
 impl Target {
     pub fn label(self) -> &'static str {
         match self {
             Target::Watched => "watched",
+            Target::UnwatchedPaired => "unwatched, paired",
             Target::Unwatched => "unwatched",
         }
     }

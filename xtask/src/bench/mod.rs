@@ -4,7 +4,9 @@
 //! One loopback connect storm (`storm`) is run in one go under no tracer,
 //! nfs-trace, libbpf-tools tcpstates and a bpftrace one-liner (`tracer`), the
 //! baseline interleaved between the tracers so the machine's own noise shows
-//! as the baseline's spread. `report` turns the runs into the table in
+//! as the baseline's spread. nfs-trace runs a second time with its flow
+//! memory filled before the storm (more distinct flows than it remembers),
+//! so the storm pays for evicting on every new flow. `report` turns the runs into the table in
 //! docs/bench.md and checks the targets. After the throughput runs,
 //! one run-time run per tracer (`bpfstats`) reads what its BPF programs cost
 //! in the kernel on a storm to the watched port and one to an unwatched port,
@@ -40,7 +42,22 @@ pub struct BenchArgs {
     /// building the work tree's.
     #[arg(long, value_name = "PATH")]
     bin: Option<PathBuf>,
+    /// Only the BPF run-time runs, no throughput runs: for comparing the
+    /// programs' own cost (which the machine's noise does not blur).
+    #[arg(long)]
+    run_time_only: bool,
+    /// Run-time runs per tracer and storm, to show their spread [default: 1, --run-time-only: 5].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    run_time_rounds: Option<u32>,
 }
+
+/// Flows nfs-trace remembers at most (`MAX_FLOWS` in
+/// nfs-trace/src/model/tcp/flows.rs). The full-memory case fills it with
+/// more than that before its storm; the report checks the tracer's own
+/// summary says it was full.
+pub const FLOW_MEMORY: u64 = 32_768;
+/// Distinct flows the full-memory case makes before its storm.
+pub const PREFILL_FLOWS: u64 = FLOW_MEMORY + 1_000;
 
 /// Peers, installed for the bench only (not part of `setup`: nothing else needs them).
 const PEER_PACKAGES: &[&str] = &["libbpf-tools", "bpftrace"];
@@ -64,6 +81,18 @@ pub struct Run {
     pub attach_ms: Option<f64>,
     /// Start until it reported the first probe connect (all tools).
     pub ready: Duration,
+    /// The tracer's wakeups (voluntary context switches) over storm and drain.
+    pub wakeups: u64,
+    /// The full-memory case: flows made before the storm, those the tracer
+    /// reported before the storm began, and its summary's (tracked, evicted) flows.
+    pub prefill: Option<Prefill>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Prefill {
+    pub made: u64,
+    pub seen_before_storm: u64,
+    pub summary_flows: Option<(u64, u64)>,
 }
 
 pub struct Plan {
@@ -73,6 +102,12 @@ pub struct Plan {
     pub connects: u64,
     pub threads: u32,
     pub rounds: usize,
+    /// CPUs of this machine (the storm keeps them all busy).
+    pub cpus: u32,
+    /// Run-time runs per tracer and storm (0: none).
+    pub run_time_rounds: u32,
+    /// Only run-time runs were made.
+    pub run_time_only: bool,
     /// `kernel.bpf_stats_enabled` at the start: if someone set it, the
     /// throughput runs ran with stats on too (the report says so).
     pub stats_sysctl: Option<bool>,
@@ -115,7 +150,16 @@ pub fn main(args: BenchArgs) -> Result<()> {
         // connects, so tracer overhead shows as lost throughput.
         threads: args.threads.unwrap_or(cpus.max(2)),
         // More rounds in full mode so a tool's ratio is a median, not one sample.
-        rounds: if args.quick { 2 } else { 3 },
+        rounds: if args.run_time_only {
+            0
+        } else if args.quick {
+            2
+        } else {
+            3
+        },
+        run_time_rounds: args.run_time_rounds.unwrap_or(if args.run_time_only { 5 } else { 1 }),
+        run_time_only: args.run_time_only,
+        cpus,
         stats_sysctl: bpfstats::sysctl_enabled(),
     };
     crate::setup::ensure_apt(PEER_PACKAGES)?;
@@ -130,8 +174,8 @@ pub fn main(args: BenchArgs) -> Result<()> {
 
     // Baseline first and after every tracer; the tracers' order rotates per
     // round so none always follows the same neighbour.
-    let tools = [Tool::NfsTrace, Tool::Tcpstates, Tool::Bpftrace];
-    let mut order = vec![Tool::Baseline];
+    let tools = [Tool::NfsTrace, Tool::NfsTraceFull, Tool::Tcpstates, Tool::Bpftrace];
+    let mut order = if plan.run_time_only { vec![] } else { vec![Tool::Baseline] };
     for r in 0..plan.rounds {
         for i in 0..tools.len() {
             order.push(tools[(i + r) % tools.len()]);
@@ -168,8 +212,10 @@ pub fn main(args: BenchArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(300));
     }
     // The run-time runs last, apart: stats on slows every program a little.
+    // (The full-memory case changes nothing in the kernel programs.)
     let mut costs = Vec::new();
-    for (i, tool) in tools.iter().enumerate() {
+    let cost_tools = [Tool::NfsTrace, Tool::Tcpstates, Tool::Bpftrace];
+    for (i, tool) in (0..plan.run_time_rounds as usize).flat_map(|_| cost_tools.iter()).enumerate() {
         let c = cost_run(*tool, &plan, &bin, &dir.0, i)?;
         for c in &c {
             eprintln!(
@@ -180,6 +226,27 @@ pub fn main(args: BenchArgs) -> Result<()> {
                 c.rate,
                 c.ns_per_run().map_or("–".into(), |v| format!("{v:.0}")),
                 c.ns_per_connect().map_or("–".into(), |v| format!("{v:.0}")),
+            );
+        }
+        costs.extend(c);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Then nfs-trace and bpftrace side by side on the same unwatched storm,
+    // twice per round: each attached first once. Whichever program runs first
+    // on a state change pays more (measured: 3–18 ns per run), so a round's
+    // difference is the mean over both orders.
+    for (i, pair) in (0..plan.run_time_rounds as usize)
+        .flat_map(|_| [[Tool::NfsTrace, Tool::Bpftrace], [Tool::Bpftrace, Tool::NfsTrace]])
+        .enumerate()
+    {
+        let c = paired_cost_run(pair, &plan, &bin, &dir.0, i)?;
+        for c in &c {
+            eprintln!(
+                "xtask bench: [run time, paired] {:<32} :{} {:>9.0} connects/s  {} ns per run",
+                c.tool.name(),
+                c.port,
+                c.rate,
+                c.ns_per_run().map_or("–".into(), |v| format!("{v:.1}")),
             );
         }
         costs.extend(c);
@@ -208,11 +275,23 @@ fn one_run(tool: Tool, plan: &Plan, bin: &std::path::Path, dir: &std::path::Path
             hwm_kb: 0,
             attach_ms: None,
             ready: Duration::ZERO,
+            wakeups: 0,
+            prefill: None,
         });
     }
     let mut r = Running::start(tool, bin, dir, &format!("run{i}"))?;
     // bpftrace compiles its program with LLVM first: give it time on a busy box.
     let ready = r.wait_ready(Duration::from_secs(60))?;
+    let prefill = if tool == Tool::NfsTraceFull {
+        // More distinct ended flows than the tracer remembers, all reported
+        // before the storm starts: the storm then runs with the memory full,
+        // every new flow evicting the oldest.
+        let made = storm::prefill(PREFILL_FLOWS)?;
+        r.drain_prefill(made, Duration::from_secs(2), Duration::from_secs(60))?;
+        Some(Prefill { made, seen_before_storm: r.counts.prefill, summary_flows: None })
+    } else {
+        None
+    };
     let before = tracer::proc_stat(r.pid())?;
     let storm = storm::run(plan.connects, plan.threads)?;
     // A tracer may still be working through a backlog: what it reports
@@ -230,6 +309,8 @@ fn one_run(tool: Tool, plan: &Plan, bin: &std::path::Path, dir: &std::path::Path
         hwm_kb: after.hwm_kb,
         attach_ms: counts.attach_ms,
         ready,
+        wakeups: after.wakeups.saturating_sub(before.wakeups),
+        prefill: prefill.map(|p| Prefill { summary_flows: counts.summary_flows, ..p }),
     })
 }
 
@@ -277,6 +358,45 @@ fn cost_run(
     // The tool still filters: it reports the watched storm and none of the other.
     for c in &mut costs {
         c.reported = if c.target == bpfstats::Target::Watched { counts.seen } else { counts.noise };
+    }
+    Ok(costs)
+}
+
+/// Two tracers attached at once, stats on, one storm to the unwatched port:
+/// each one's own programs' deltas over the same state changes.
+fn paired_cost_run(
+    pair: [Tool; 2],
+    plan: &Plan,
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    round: usize,
+) -> Result<Vec<bpfstats::Cost>> {
+    let mut running = Vec::new();
+    for (k, tool) in pair.iter().enumerate() {
+        let mut r = Running::start(*tool, bin, dir, &format!("pair{round}-{k}"))?;
+        r.wait_ready(Duration::from_secs(60))?;
+        running.push(r);
+    }
+    let port = storm::NOISE_PORT;
+    let (before, s, after) = {
+        let _stats = bpfstats::StatsOn::enable()?;
+        let before: Vec<_> = running.iter().map(|r| bpfstats::snapshot(r.pid())).collect::<Result<_>>()?;
+        let s = storm::run_to(port, plan.connects, plan.threads)?;
+        let after: Vec<_> = running.iter().map(|r| bpfstats::snapshot(r.pid())).collect::<Result<_>>()?;
+        (before, s, after)
+    };
+    let mut costs = Vec::new();
+    for (k, r) in running.into_iter().enumerate() {
+        let counts = r.stop()?;
+        costs.push(bpfstats::Cost {
+            tool: pair[k],
+            target: bpfstats::Target::UnwatchedPaired,
+            port,
+            connects: s.made,
+            rate: s.rate(),
+            reported: counts.noise,
+            progs: bpfstats::delta(&before[k], &after[k]),
+        });
     }
     Ok(costs)
 }

@@ -55,6 +55,50 @@ fn set_linger_zero(s: &TcpStream) -> io::Result<()> {
 /// its address keeps probes apart from the storm's connects when counting.
 pub const PROBE_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
+/// Where the flow-memory pre-fill connects: port 2049 on a loopback address
+/// with no listener (refused: one SYN and one RST each, no accept work for
+/// the server), so its records are told apart from the storm's and the
+/// probes'.
+pub const PREFILL_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
+/// The pre-fill's source addresses: each (address, port) pair is one flow.
+const PREFILL_SRC: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 6), Ipv4Addr::new(127, 0, 0, 7)];
+/// The pre-fill's source ports, below the ephemeral range so they do not
+/// collide with the storm's.
+const PREFILL_PORTS: std::ops::Range<u16> = 10_000..30_000;
+
+/// `flows` connects toward PREFILL_ADDR:2049, each from a source address
+/// and port no other connect here uses: as many distinct ended flows as
+/// the tracer is told of. A pair already bound by something else on the
+/// host is skipped. Returns the connects made (each refused, as meant).
+pub fn prefill(flows: u64) -> Result<u64> {
+    let dst = socket2::SockAddr::from(SocketAddr::from((PREFILL_ADDR, NFS_PORT)));
+    let mut made = 0;
+    'all: for src in PREFILL_SRC {
+        for port in PREFILL_PORTS {
+            if made == flows {
+                break 'all;
+            }
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            if s.bind(&SocketAddr::from((src, port)).into()).is_err() {
+                continue;
+            }
+            match s.connect(&dst) {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => made += 1,
+                Err(e) => bail!("pre-fill connect from {src}:{port} to {PREFILL_ADDR}:{NFS_PORT}: {e}"),
+                // Something listens there after all: still one flow, closed with an RST.
+                Ok(()) => {
+                    s.set_linger(Some(Duration::ZERO))?;
+                    made += 1;
+                }
+            }
+        }
+    }
+    if made < flows {
+        bail!("pre-fill made only {made} of {flows} flows (source ports taken)");
+    }
+    Ok(made)
+}
+
 /// One connect, RST close. Used by the storm.
 pub fn connect_once(port: u16) -> io::Result<()> {
     let s = TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;

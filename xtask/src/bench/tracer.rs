@@ -14,12 +14,14 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::storm::{NFS_PORT, NOISE_PORT, PROBE_ADDR, probe};
+use super::storm::{NFS_PORT, NOISE_PORT, PREFILL_ADDR, PROBE_ADDR, probe};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {
     Baseline,
     NfsTrace,
+    /// nfs-trace again, its flow memory filled before the storm (issue 11).
+    NfsTraceFull,
     Tcpstates,
     Bpftrace,
 }
@@ -29,6 +31,7 @@ impl Tool {
         match self {
             Tool::Baseline => "no tracer (baseline)",
             Tool::NfsTrace => "nfs-trace watch --json",
+            Tool::NfsTraceFull => "nfs-trace watch --json, flow memory full",
             Tool::Tcpstates => "libbpf-tools tcpstates -D 2049",
             Tool::Bpftrace => "bpftrace inet_sock_set_state",
         }
@@ -71,13 +74,17 @@ pub struct Counts {
     pub attach_ms: Option<f64>,
     /// nfs-trace: `lost_events` of its `summary` record.
     pub summary_lost: Option<u64>,
+    /// nfs-trace: `tracked_flows` and `evicted_flows` of its `summary` record.
+    pub summary_flows: Option<(u64, u64)>,
+    /// Connect records for the pre-fill's destination (see `storm::prefill`).
+    pub prefill: u64,
 }
 
 impl Counts {
     fn stdout_line(&mut self, tool: Tool, line: &str) {
         match tool {
             Tool::Baseline => {}
-            Tool::NfsTrace => self.nfs_trace_line(line),
+            Tool::NfsTrace | Tool::NfsTraceFull => self.nfs_trace_line(line),
             Tool::Tcpstates => {
                 // SKADDR PID COMM LADDR LPORT RADDR RPORT OLDSTATE -> NEWSTATE MS;
                 // read from the end, a COMM may hold spaces. Leaving SYN_SENT is
@@ -129,6 +136,8 @@ impl Counts {
             }
         } else if raddr == PROBE_ADDR.to_string() && port == NFS_PORT {
             self.probes += 1;
+        } else if raddr == PREFILL_ADDR.to_string() && port == NFS_PORT {
+            self.prefill += 1;
         }
     }
 
@@ -142,7 +151,10 @@ impl Counts {
             }
             Some("attached") => self.attach_ms = v["attach_ms"].as_f64(),
             Some("lost") => self.lost_lines = self.lost_lines.max(v["events"].as_u64().unwrap_or(0)),
-            Some("summary") => self.summary_lost = v["lost_events"].as_u64(),
+            Some("summary") => {
+                self.summary_lost = v["lost_events"].as_u64();
+                self.summary_flows = v["tracked_flows"].as_u64().zip(v["evicted_flows"].as_u64());
+            }
             _ => {}
         }
     }
@@ -151,7 +163,7 @@ impl Counts {
     /// others' running warnings.
     pub fn lost(&self, tool: Tool) -> Option<u64> {
         match tool {
-            Tool::NfsTrace => self.summary_lost,
+            Tool::NfsTrace | Tool::NfsTraceFull => self.summary_lost,
             _ => Some(self.lost_lines),
         }
     }
@@ -201,6 +213,10 @@ impl Tail {
 pub struct ProcStat {
     pub cpu_s: f64,
     pub hwm_kb: u64,
+    /// Voluntary context switches over all its threads: each time one
+    /// blocked and was woken again (a timer tick, a ring buffer wakeup, a
+    /// pipe). The difference over a storm counts the reader's wakeups.
+    pub wakeups: u64,
 }
 
 unsafe extern "C" {
@@ -225,7 +241,17 @@ pub fn proc_stat(pid: u32) -> Result<ProcStat> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmHWM in /proc/PID/status")?;
-    Ok(ProcStat { cpu_s, hwm_kb })
+    let mut wakeups = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread that ended since the listing has no status any more.
+        let Ok(st) = std::fs::read_to_string(task?.path().join("status")) else { continue };
+        wakeups += st
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(ProcStat { cpu_s, hwm_kb, wakeups })
 }
 
 /// A tracer running with its output going to files.
@@ -243,7 +269,7 @@ pub struct Running {
 pub fn command(tool: Tool, nfs_trace: &Path) -> Result<Command> {
     Ok(match tool {
         Tool::Baseline => bail!("the baseline runs no tracer"),
-        Tool::NfsTrace => {
+        Tool::NfsTrace | Tool::NfsTraceFull => {
             let mut c = Command::new(nfs_trace);
             c.args(["watch", "--json", "--port"]).arg(NFS_PORT.to_string());
             c
@@ -336,6 +362,22 @@ impl Running {
         Ok(())
     }
 
+    /// Before a storm: wait until the tool has reported `target` pre-fill
+    /// connects or its count has stood still for `quiet`.
+    pub fn drain_prefill(&mut self, target: u64, quiet: Duration, cap: Duration) -> Result<()> {
+        self.poll()?;
+        let t0 = Instant::now();
+        let (mut last, mut since) = (self.counts.prefill, Instant::now());
+        while self.counts.prefill < target && since.elapsed() < quiet && t0.elapsed() < cap {
+            std::thread::sleep(Duration::from_millis(50));
+            self.poll()?;
+            if self.counts.prefill != last {
+                (last, since) = (self.counts.prefill, Instant::now());
+            }
+        }
+        Ok(())
+    }
+
     /// SIGINT (all three print their final words on it), then wait; SIGKILL
     /// if it hangs. Returns the final counts.
     pub fn stop(mut self) -> Result<Counts> {
@@ -358,7 +400,7 @@ impl Running {
         self.err.finish(|l| counts.stderr_line(tool, l))?;
         match status {
             None => eprintln!("xtask bench: warning: {} did not stop on SIGINT within 15 s; killed", tool.name()),
-            Some(st) if !st.success() && tool == Tool::NfsTrace => {
+            Some(st) if !st.success() && matches!(tool, Tool::NfsTrace | Tool::NfsTraceFull) => {
                 eprintln!("xtask bench: warning: {} exited with {st}: {}", tool.name(), self.stderr_tail())
             }
             _ => {}
@@ -429,7 +471,9 @@ mod tests {
         c.stdout_line(n, r#"{"v":1,"type":"reuse","raddr":"127.0.0.1","dport":2049}"#);
         c.stdout_line(n, "not json");
         assert_eq!(c.lost(n), None, "no summary yet: lost is unknown, not 0");
-        c.stdout_line(n, r#"{"v":1,"type":"summary","lost_events":2}"#);
+        c.stdout_line(n, r#"{"v":1,"type":"connect","raddr":"127.0.0.5","dport":2049}"#);
+        c.stdout_line(n, r#"{"v":1,"type":"summary","lost_events":2,"tracked_flows":32768,"evicted_flows":310}"#);
         assert_eq!((c.seen, c.attach_ms, c.lost(n)), (1, Some(41.5), Some(2)));
+        assert_eq!((c.prefill, c.summary_flows), (1, Some((32_768, 310))), "the pre-fill is not the storm");
     }
 }
