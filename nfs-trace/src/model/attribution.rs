@@ -185,7 +185,12 @@ impl Attributor {
             XprtObservation::Drop { .. } => return,
         };
         let t = Transport::of_flow(c.xprt, &c.flow, c.srcport);
-        let (found, why) = attribute(views, &t);
+        let (mut found, mut why) = attribute(views, &t);
+        if why.is_none() && c.prev_sport.is_some() {
+            // The mounts were read before this reconnect: a mount link
+            // lists the port the transport was connected from until now.
+            (found, why) = attribute(views, &Transport { live: c.prev_sport, ..t });
+        }
         if let Some(why) = why {
             let keys = found.iter().map(|v| key(v)).collect();
             self.learn(c.xprt, keys, why, views);

@@ -256,3 +256,26 @@ fn a_transport_is_credited_only_within_its_network_namespace() {
     let t = Transport::of_flow(5, &flow_in(Netns(11), 790), Some(790));
     assert!(attribute(&[v3c], &t).0.is_empty());
 }
+
+/// On 6.4+ every mount has a link, and the first record of a transport
+/// that was up before we started is its reconnect from a new port: the
+/// link (read before it) lists the port it came from.
+#[test]
+fn a_reconnect_is_joined_to_the_link_that_lists_its_previous_port() {
+    let mut linked = v41("/mnt/v41");
+    linked.live_from = "mount link";
+    linked.live_ports = Some(vec![985]);
+    let mut other = v41("/mnt/other");
+    other.live_from = "mount link";
+    other.live_ports = Some(vec![700]);
+    let mut views = vec![other, linked];
+    let mut a = Attributor::new();
+    a.refresh(&mut views, 0);
+    let mut c = connect(8, 929, Some(0), 1);
+    if let XprtObservation::Connect(x) = &mut c {
+        x.prev_sport = Some(985);
+    }
+    a.observe(&c, &mut views);
+    assert_eq!(credited(&views, 8, 929, Some(0)), ["/mnt/v41"]);
+    assert_eq!(views[1].xprts, [(8, BY_LINK)]);
+}
