@@ -3,6 +3,7 @@
 //! sequences. `tcp` follows connects per destination, `xprt` SunRPC
 //! transports across reconnects, `verdict` turns both into what to do.
 pub mod attribution;
+pub mod canary;
 pub mod tcp;
 pub mod verdict;
 pub mod xprt;
