@@ -142,6 +142,8 @@ pub fn dedupe(per: &[MntnsMounts]) -> Vec<Gathered> {
 /// 2. else the sunrpc sysfs of N listing its transport: linked to the mount
 ///    (`/sys/fs/nfs/<maj:min>`, 6.4+), or to its server and port from a port
 ///    it remembers — in one netns only;
+/// 2b. else, for a mount that remembers no port, the one netns with any
+///    connection to its server and port (v4.1+, before 6.4 or without sunrpc sysfs);
 /// 3. else, if all processes of its mount namespace are in one netns that
 ///    is not the tracer's own (a container), that one;
 /// 4. else None: not known.
@@ -185,6 +187,15 @@ pub fn decide_netns(g: &Gathered, ns: &Namespaces, sysfs: &BTreeMap<NsIno, Sunrp
         .collect();
     if let Some(n) = only(by_sysfs) {
         return Some(n);
+    }
+    // A client's transports connect to the server's port; only one netns
+    // holding such connections at all is where they are (a v4.1 mount
+    // remembers no port, and before 6.4 sysfs links no mount).
+    if remembered.is_empty() {
+        let by_any_socket = socks.iter().filter(|s| server == Some(s.raddr) && s.rport == port).map(|s| s.netns).collect();
+        if let Some(n) = only(by_any_socket) {
+            return Some(n);
+        }
     }
     let mnt = g.mntns()?;
     match ns.nets_of_mnt(mnt).as_slice() {

@@ -137,9 +137,6 @@ struct Pending {
     flow: Flow,
     srcport: Option<u16>,
     first_ns: u64,
-    /// The mounts listed when it first connected: a mount that appears
-    /// later is one that was being mounted.
-    listed_then: Vec<String>,
 }
 
 /// How long a transport waits for its mount to appear (a mount can take
@@ -157,8 +154,22 @@ const MAX_KNOWN: usize = crate::model::xprt::MAX_XPRTS;
 pub struct Attributor {
     known: FastMap<u64, (Vec<String>, &'static str)>,
     pending: FastMap<u64, Pending>,
-    /// Mount identities listed at start (None until the first refresh).
-    at_start: Option<Vec<String>>,
+    /// When each mount was first listed (0: at start), by identity: a mount
+    /// first listed after a transport's first connect is one that was being
+    /// mounted then.
+    first_seen: FastMap<String, u64>,
+    started: bool,
+}
+
+/// Whether a mount's own transports could include one that remembers
+/// `srcport`, with no mount link saying otherwise (a linked mount lists its
+/// transports: it would have been found by them).
+fn fits(v: &MountView, srcport: Option<u16>) -> bool {
+    v.live_from != "mount link"
+        && match srcport {
+            Some(p) => v.remembered_ports.contains(&p),
+            None => true,
+        }
 }
 
 /// A mount's identity across reads (a mount point is unique only within
@@ -198,31 +209,19 @@ impl Attributor {
         }
         if c.connects == 1 && !c.is_reconnect() {
             if self.pending.len() < MAX_KNOWN {
-                let listed_then = views.iter().map(key).collect();
-                self.pending.insert(
-                    c.xprt,
-                    Pending {
-                        flow: c.flow,
-                        srcport: c.srcport,
-                        first_ns: c.ts_ns,
-                        listed_then,
-                    },
-                );
+                self.pending.insert(c.xprt, Pending { flow: c.flow, srcport: c.srcport, first_ns: c.ts_ns });
             }
             return;
         }
-        // Connected before we started: its mount was listed then.
-        if c.srcport == Some(0)
-            && let Some(start) = &self.at_start
-        {
-            let fits: Vec<&MountView> = views
+        // Connected before we started (we never saw its first connect): its
+        // mount was listed at our start.
+        if self.started && !self.pending.contains_key(&c.xprt) {
+            let fitting: Vec<&MountView> = views
                 .iter()
-                .filter(|v| {
-                    serves_dest(v, c.flow.raddr, c.flow.dport, c.flow.netns) && start.contains(&key(v))
-                })
-                .filter(|v| v.remembered_ports.contains(&0) && v.live_from != "mount link")
+                .filter(|v| serves_dest(v, c.flow.raddr, c.flow.dport, c.flow.netns))
+                .filter(|v| self.first_seen.get(&key(v)) == Some(&0) && fits(v, c.srcport))
                 .collect();
-            if let [only] = fits[..] {
+            if let [only] = fitting[..] {
                 let keys = vec![key(only)];
                 self.learn(c.xprt, keys, BY_ELIMINATION, views);
             }
@@ -251,8 +250,15 @@ impl Attributor {
     /// Call with each fresh read of the mounts: annotates it with what is
     /// known and returns the transports attributed just now.
     pub fn refresh(&mut self, views: &mut [MountView], now_ns: u64) -> Vec<Attributed> {
-        if self.at_start.is_none() {
-            self.at_start = Some(views.iter().map(key).collect());
+        let seen_at = if self.started { now_ns.max(1) } else { 0 };
+        self.started = true;
+        for v in views.iter() {
+            self.first_seen.entry(key(v)).or_insert(seen_at);
+        }
+        if self.first_seen.len() > MAX_KNOWN {
+            // Mounts come and go; forget those no longer listed.
+            let listed: Vec<String> = views.iter().map(key).collect();
+            self.first_seen.retain(|k, _| listed.contains(k));
         }
         for (xprt, (mounts, why)) in &self.known {
             for v in views.iter_mut().filter(|v| mounts.contains(&key(v))) {
@@ -270,19 +276,12 @@ impl Attributor {
             let t = Transport::of_flow(xprt, &p.flow, p.srcport);
             let (mut found, mut why) = attribute(views, &t);
             if found.is_empty() {
-                let fits = |v: &&MountView| match p.srcport {
-                    Some(0) => v.remembered_ports.contains(&0),
-                    Some(port) => v.remembered_ports.contains(&port),
-                    None => true,
-                };
+                let listed_then = |v: &MountView| self.first_seen.get(&key(v)).is_some_and(|&t| t <= p.first_ns);
                 let appeared: Vec<&MountView> = views
                     .iter()
-                    .filter(|v| {
-                        serves_dest(v, p.flow.raddr, p.flow.dport, p.flow.netns)
-                            && !p.listed_then.contains(&key(v))
-                    })
+                    .filter(|v| serves_dest(v, p.flow.raddr, p.flow.dport, p.flow.netns) && !listed_then(v))
                     .collect();
-                let new: Vec<&MountView> = appeared.iter().copied().filter(fits).collect();
+                let new: Vec<&MountView> = appeared.iter().copied().filter(|v| fits(v, p.srcport)).collect();
                 if new.len() == 1 {
                     (found, why) = (new, Some(BY_APPEARING));
                 } else if appeared.is_empty() && now_ns.saturating_sub(p.first_ns) >= SETTLED_NS {
@@ -291,15 +290,8 @@ impl Attributor {
                     // a lazily connected nconnect sibling).
                     let old: Vec<&MountView> = views
                         .iter()
-                        .filter(|v| {
-                            serves_dest(v, p.flow.raddr, p.flow.dport, p.flow.netns)
-                                && p.listed_then.contains(&key(v))
-                        })
-                        .filter(|v| {
-                            p.srcport == Some(0)
-                                && v.remembered_ports.contains(&0)
-                                && v.live_from != "mount link"
-                        })
+                        .filter(|v| serves_dest(v, p.flow.raddr, p.flow.dport, p.flow.netns) && listed_then(v))
+                        .filter(|v| fits(v, p.srcport))
                         .collect();
                     if old.len() == 1 {
                         (found, why) = (old, Some(BY_ELIMINATION));

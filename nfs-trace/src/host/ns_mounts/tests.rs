@@ -129,6 +129,21 @@ fn a_mount_made_with_nsenter_net_is_placed_by_its_socket() {
     assert_eq!(decide_netns(&g[0], &ns, &BTreeMap::new(), &[sock(20, 790), sock(22, 790)]), None, "the port in two netns: ambiguous");
 }
 
+/// A v4.1 mount remembers no port and, before 6.4, sysfs links no mount:
+/// the one netns with connections to its server at all is where it is.
+#[test]
+fn a_mount_remembering_no_port_is_placed_where_the_only_connections_to_its_server_are() {
+    let ns = ns_of(&[(1, 10, 20), (50, 10, 22)]);
+    let mi = "37 25 0:53 / /mnt/v41 rw - nfs4 10.99.0.1:/ rw,vers=4.1,proto=tcp,addr=10.99.0.1\n";
+    let ms = "device 10.99.0.1:/ mounted on /mnt/v41 with fstype nfs4 statvers=1.1\n\topts:\trw,vers=4.1\n\txprt:\ttcp 0 0 1 0 0 1 1 0 1 0 2 0 0\n";
+    let g = host_mount(mi, ms);
+    let sock = |netns, lport| TcpSock::for_test("10.99.0.2".parse().unwrap(), lport, "10.99.0.1".parse().unwrap(), 2049, netns);
+    assert_eq!(decide_netns(&g[0], &ns, &BTreeMap::new(), &[sock(22, 41000)]), Some(22));
+    assert_eq!(decide_netns(&g[0], &ns, &BTreeMap::new(), &[sock(22, 41000), sock(20, 41002)]), None, "two netns connect there: no guess");
+    let other = TcpSock::for_test("10.99.0.2".parse().unwrap(), 41000, "10.99.0.9".parse().unwrap(), 2049, 22);
+    assert_eq!(decide_netns(&g[0], &ns, &BTreeMap::new(), &[other]), None, "another server's connection is no evidence");
+}
+
 #[test]
 fn a_mount_is_placed_by_the_sysfs_that_links_it() {
     let ns = ns_of(&[(1, 10, 20), (50, 10, 22)]);

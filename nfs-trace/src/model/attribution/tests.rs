@@ -279,3 +279,59 @@ fn a_reconnect_is_joined_to_the_link_that_lists_its_previous_port() {
     assert_eq!(credited(&views, 8, 929, Some(0)), ["/mnt/v41"]);
     assert_eq!(views[1].xprts, [(8, BY_LINK)]);
 }
+
+/// 6.1 nconnect: the siblings' first connects come just before the refresh
+/// that first lists their mount, but are drained after it. What counts is
+/// when they connected, not when we read their records.
+#[test]
+fn first_connects_drained_after_their_mount_was_listed_still_appeared_before_it() {
+    let mut a = Attributor::new();
+    let mut views = vec![v3()];
+    a.refresh(&mut views, 0);
+    let mut views = vec![v3(), v41("/mnt/v41")];
+    // The refresh at 3 s lists the 4.1 mount first...
+    assert!(a.refresh(&mut views, 3_000_000_000).is_empty());
+    // ...and then come the records of connects made at 2 s (connect(.., 2)
+    // is at 2 s) and 1 s.
+    for (x, n) in [(21u64, 1u64), (22, 1)] {
+        let mut c = connect(x, 800 + x as u16, Some(0), n);
+        if let XprtObservation::Connect(cc) = &mut c {
+            cc.ts_ns = 1_000_000_000 * x.saturating_sub(20);
+        }
+        a.observe(&c, &mut views);
+    }
+    let mut views = vec![v3(), v41("/mnt/v41")];
+    let late = a.refresh(&mut views, 4_000_000_000);
+    assert_eq!(late.len(), 2, "{late:?}");
+    assert!(late.iter().all(|l| l.mounts == ["/mnt/v41"] && l.evidence == BY_APPEARING));
+}
+
+/// 5.10 with sunrpc as a module has no BTF for sock_xprt: the remembered
+/// port is unknown. A transport up before we started is then the only mount
+/// of its server listed at start, whatever it remembers.
+#[test]
+fn an_unknown_remembered_port_is_eliminated_among_mounts_listed_at_start() {
+    let mut a = Attributor::new();
+    let mut views = vec![v41("/mnt/v41")];
+    a.refresh(&mut views, 0);
+    a.observe(&connect(6, 773, None, 2), &mut views);
+    assert_eq!(credited(&views, 6, 773, None), ["/mnt/v41"]);
+    // Two listed at start: no guess.
+    let mut a = Attributor::new();
+    let mut views = vec![v3(), v41("/mnt/v41")];
+    a.refresh(&mut views, 0);
+    a.observe(&connect(6, 773, None, 2), &mut views);
+    assert!(credited(&views, 6, 773, None).is_empty());
+}
+
+/// A transport whose first connect we saw is not one that was up at our
+/// start: it is never eliminated among the mounts listed then.
+#[test]
+fn a_transport_first_seen_by_us_is_not_eliminated_among_mounts_listed_at_start() {
+    let mut a = Attributor::new();
+    let mut views = vec![v41("/mnt/old")];
+    a.refresh(&mut views, 0);
+    a.observe(&connect(7, 850, Some(0), 1), &mut views);
+    a.observe(&connect(7, 851, Some(0), 2), &mut views);
+    assert!(credited(&views, 7, 851, Some(0)).is_empty(), "its mount may still be coming");
+}
