@@ -142,6 +142,13 @@ pub fn stall_verdict(st: &Stall, mounts: &[&MountView]) -> String {
         0 => String::new(),
         n => format!(" while {n} connect(s) to the same server from other ports succeeded"),
     };
+    if !st.reused {
+        // No earlier flow of that port: nothing a middlebox could still hold.
+        return format!(
+            "a connect from new port {} sat in SYN_SENT {secs:.1} s with {} SYN retransmits {how}{siblings}: not a reused flow, so not a middlebox holding an old one; the server or the path did not answer it{held}",
+            st.who.flow.sport, st.retransmits
+        );
+    }
     format!(
         "a reconnect from port {}{since} sat in SYN_SENT {secs:.1} s with {} SYN retransmits {how}{siblings}: consistent with a middlebox or firewall still holding the old flow and dropping its SYNs{held}",
         st.who.flow.sport, st.retransmits

@@ -194,7 +194,7 @@ impl Metrics {
             m.reuses.clone(),
         );
         r.register("nfs_trace_syn_retransmits", "SYN retransmits of finished connect attempts", m.syn_retransmits.clone());
-        r.register("nfs_trace_stalls", "Stalls: reconnects stuck in SYN_SENT from the previous connection port", m.stalls.clone());
+        r.register("nfs_trace_stalls", "Stalls: connects stuck in SYN_SENT retransmitting SYNs, from a reused port or a new one", m.stalls.clone());
         r.register("nfs_trace_stall_seconds", "Time spent in stalls, ongoing ones so far", m.stall_seconds.clone());
         r.register("nfs_trace_stalls_ongoing", "Stalls going on now", m.stalls_ongoing.clone());
         r.register("nfs_trace_transport_reconnects", "Reconnects of a SunRPC transport", m.xprt_reconnects.clone());

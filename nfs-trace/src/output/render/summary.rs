@@ -189,15 +189,16 @@ impl<W: Write> Renderer<W> {
                     }
                 }
                 if !stalls.is_empty() {
-                    let _ = writeln!(s, "\n{}Stalls (a reused source port stuck in SYN_SENT):{}", self.style(RED_BOLD), self.style(RESET));
+                    let _ = writeln!(s, "\n{}Stalls (connects stuck in SYN_SENT, from a reused port unless marked new):{}", self.style(RED_BOLD), self.style(RESET));
                     for st in &stalls {
                         let mounts = if st.body.mounts.is_empty() { String::new() } else { format!("  [{}]", escape(&st.body.mounts.join(", "))) };
                         let _ = writeln!(
                             s,
-                            "  {} → {}{}{mounts}  from {}  {:.1} s{}, {} SYN retransmits, {} failed attempts{}",
+                            "  {} → {}{}{}{mounts}  from {}  {:.1} s{}, {} SYN retransmits, {} failed attempts{}",
                             endpoint(st.flow.laddr, st.flow.sport),
                             endpoint(st.flow.raddr, st.flow.dport),
                             self.netns.suffix(st.flow.netns),
+                            if st.body.reused { "" } else { " (new port)" },
                             st.body.start,
                             st.body.duration_s,
                             if st.ongoing { " and still going" } else { "" },
