@@ -12,6 +12,7 @@ use super::{
     Format, Renderer,
     human::{RED_BOLD, RESET, endpoint, human_duration},
     json::{StallBody, ms3},
+    episode::EpisodeBody,
 };
 use crate::{
     flow::{Flow, Netns},
@@ -19,7 +20,8 @@ use crate::{
     output::escape::escape,
     kernel::lost::Lost,
     model::tcp::{DestKey, Tracker},
-    model::verdict::{Verdict, port_range},
+    model::episode::EpisodeTracker,
+    model::verdict::{Verdict, honoured, port_range},
     model::xprt::XprtTracker,
 };
 
@@ -51,6 +53,8 @@ struct SummaryBody {
     transports: Vec<XprtSummary>,
     mounts: Vec<Verdict>,
     stalls: Vec<StallSummary>,
+    /// Ended ones, then those going on.
+    episodes: Vec<EpisodeBody>,
 }
 
 #[derive(Serialize)]
@@ -85,7 +89,15 @@ impl<W: Write> Renderer<W> {
         verdicts: Vec<Verdict>,
         lost: Lost,
         duration_ns: u64,
+        episodes: &EpisodeTracker,
     ) -> io::Result<()> {
+        let seen_ok = honoured(&verdicts);
+        let episodes: Vec<EpisodeBody> = episodes
+            .ended
+            .iter()
+            .map(|e| self.episode_body(e, "ended", views, &seen_ok))
+            .chain(episodes.open_episodes().iter().map(|e| self.episode_body(e, "ongoing", views, &seen_ok)))
+            .collect();
         let stalls: Vec<StallSummary> = t
             .stalls
             .iter()
@@ -141,6 +153,7 @@ impl<W: Write> Renderer<W> {
                     transports,
                     mounts: verdicts,
                     stalls,
+                    episodes,
                 },
             ),
             Format::Human { .. } => {
@@ -205,6 +218,26 @@ impl<W: Write> Renderer<W> {
                             st.body.retransmits,
                             st.body.failed_attempts,
                             if st.body.kernel_said.is_empty() { String::new() } else { format!("; kernel: {}", escape(&st.body.kernel_said.join(" | "))) }
+                        );
+                    }
+                }
+                if !episodes.is_empty() {
+                    let _ = writeln!(s, "\n{}Episodes (first symptom to recovery, with a verdict):{}", self.style(RED_BOLD), self.style(RESET));
+                    for e in &episodes {
+                        let mounts = if e.mounts.is_empty() { String::new() } else { format!("  [{}]", escape(&e.mounts.join(", "))) };
+                        let _ = writeln!(
+                            s,
+                            "  #{} {} → {}{}{mounts}  from {}  {:.1} s{}: {}: {}\n    → {}",
+                            e.id,
+                            endpoint(e.flow.laddr, e.flow.sport),
+                            endpoint(e.flow.raddr, e.flow.dport),
+                            self.netns.suffix(e.flow.netns),
+                            e.start,
+                            e.duration_s,
+                            if e.ongoing { " and still going" } else { "" },
+                            e.verdict,
+                            escape(&e.evidence),
+                            escape(&e.advice)
                         );
                     }
                 }
