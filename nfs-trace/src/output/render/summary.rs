@@ -81,6 +81,8 @@ pub struct XprtSummary {
 }
 
 impl<W: Write> Renderer<W> {
+    // The run's whole state, from its one caller (watch).
+    #[allow(clippy::too_many_arguments)]
     pub fn summary(
         &mut self,
         t: &Tracker,
