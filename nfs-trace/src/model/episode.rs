@@ -44,6 +44,8 @@ pub const MAX_ENDED_KEPT: usize = 1024;
 /// Closes remembered per flow, to date phase (b) of an episode opened later
 /// by a stall of that flow (the close itself was no symptom: e.g. `ss -K`).
 const MAX_CLOSES_KEPT: usize = 4096;
+/// Kernel lines an ended episode takes (its "server … OK").
+const MAX_LINES_AFTER: usize = 16;
 
 /// What phase (a) would carry. Nothing fills it today (no hook): kept so
 /// that the rules that need it are written down and tested.
@@ -499,12 +501,23 @@ impl EpisodeTracker {
     }
 
     /// A kernel log line about `server` ("not responding", "OK"): joined to
-    /// the episodes going on toward it.
+    /// the episodes going on toward it, else to the last one that ended
+    /// toward it ("server … OK" comes once RPCs are answered, after the
+    /// reconnect: part of its recovery).
     pub fn on_kernel_line(&mut self, server: IpAddr, line: &str) {
+        let mut joined = false;
         for e in self.open.iter_mut().filter(|e| e.flow.raddr == server) {
+            joined = true;
             if !e.kernel_said.iter().any(|l| l == line) {
                 e.kernel_said.push(line.to_string());
             }
+        }
+        // Bounded: a server that keeps flapping must not grow an old episode.
+        if !joined
+            && let Some(e) = self.ended.iter_mut().rev().find(|e| e.flow.raddr == server)
+            && e.kernel_said.len() < MAX_LINES_AFTER
+        {
+            e.kernel_said.push(line.to_string());
         }
     }
 

@@ -259,3 +259,17 @@ fn advice_never_says_noresvport_where_it_did_not_help() {
     let v42 = view("/mnt/v42", "4.2", false, 0);
     assert!(!advice(e, &[&v42], &[]).contains("middlebox"), "4.2 does not keep its port");
 }
+
+/// The kernel's "server … OK" comes once RPCs are answered again, after the
+/// reconnect: it joins the episode that just recovered (phase d).
+#[test]
+fn the_kernels_ok_line_joins_the_episode_that_recovered() {
+    let mut r = Run::new(None);
+    r.feed(&stalled_reuse());
+    let server: IpAddr = "10.0.0.1".parse().unwrap();
+    r.ep.on_kernel_line(server, "nfs: server 10.0.0.1 not responding, still trying");
+    r.feed(&[connected(4_500, 2, 999, 1_000, 0)]);
+    r.ep.on_kernel_line(server, "nfs: server 10.0.0.1 OK");
+    r.ep.on_kernel_line("10.9.9.9".parse().unwrap(), "nfs: server 10.9.9.9 OK");
+    assert_eq!(r.ep.ended[0].kernel_said, ["nfs: server 10.0.0.1 not responding, still trying", "nfs: server 10.0.0.1 OK"]);
+}
