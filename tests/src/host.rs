@@ -84,7 +84,7 @@ impl Tracer {
             panic!("nfs-trace did not attach within 60 s");
         });
         assert_eq!(first["type"], "attached", "first record must be `attached`: {first}");
-        assert_eq!(first["v"], 1);
+        assert_eq!(first["v"], 2, "schema version (docs/json-schema.md)");
         Tracer { child, rx, attached: first, stderr: Some(stderr), seen: Vec::new() }
     }
 

@@ -310,6 +310,53 @@ fn a_stalled_reconnect_from_a_reused_port_is_reported_live_and_timed() {
     assert_eq!(st["ongoing"], false);
 }
 
+/// Issue 12: the same hang as an episode, end to end. Without a canary the
+/// verdict must be `unknown` and say the canary is what is missing; its
+/// phases carry the reused port, the earlier close and the recovery, and its
+/// duration is the time the test's own connect() blocked.
+#[test]
+fn a_stalled_reconnect_is_an_episode_whose_verdict_names_the_missing_canary() {
+    let tracer = Tracer::start(&[]);
+    let blocked = in_new_netns(|| {
+        let _srv = Server::start("127.0.2.11:2049");
+        connect_and_abort("127.0.2.11:2049", Some("127.0.2.11:41011"));
+        nft("table inet nfstrace_episode {\n chain out {\n  type filter hook output priority 0;\n  ip daddr 127.0.2.11 tcp dport 2049 tcp flags & (syn | ack) == syn drop\n }\n}\n");
+        let t = std::thread::spawn(|| {
+            let dst: SocketAddr = "127.0.2.11:2049".parse().unwrap();
+            let s = client_socket(&dst, Some("127.0.2.11:41011".parse().unwrap()));
+            let start = std::time::Instant::now();
+            s.connect(&SockAddr::from(dst)).expect("connects once the filter is gone");
+            start.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(2500));
+        nft("delete table inet nfstrace_episode\n");
+        t.join().unwrap()
+    });
+    let recs = tracer.stop();
+    let eps = recs.to("episode", "127.0.2.11", 2049);
+    let states: Vec<&str> = eps.iter().map(|r| r["state"].as_str().unwrap_or("?")).collect();
+    assert_eq!(states.first(), Some(&"opened"), "reported when it opens: {:?}", recs.all);
+    assert_eq!(states.last(), Some(&"ended"), "{states:?}");
+    let e = eps.last().unwrap();
+    assert_eq!(e["verdict"], "unknown", "{e}");
+    let evidence = e["evidence"].as_str().unwrap();
+    let missing = evidence.split_once("missing: ").map(|(_, m)| m).unwrap_or_default();
+    assert!(missing.contains("canary"), "the missing canary is named: {evidence}");
+    assert!(evidence.contains("reused port 41011"), "{evidence}");
+    let p = &e["phases"];
+    assert_eq!(p["reconnect"]["ports"], serde_json::json!([41011]), "{p}");
+    assert_eq!(p["reconnect"]["reused"], true);
+    assert_eq!(p["closed"]["sport"], 41011, "the flow's earlier close: {p}");
+    assert_eq!(p["recovered"]["sport"], 41011);
+    assert!(p["unanswered"].is_null());
+    let dur = e["duration_s"].as_f64().unwrap();
+    let truth = blocked.as_secs_f64();
+    assert!(truth >= 2.0, "the filter held the connect for 2.5 s");
+    assert!((dur - truth).abs() < 0.5, "episode {dur} s, connect() blocked {truth} s");
+    let sum = recs.summary()["episodes"].as_array().unwrap().iter().find(|s| s["raddr"] == "127.0.2.11").cloned();
+    assert_eq!(sum.map(|s| s["state"].clone()), Some("ended".into()), "in the summary");
+}
+
 /// An undersized ring buffer under a connect storm: records are lost, and
 /// every lost one is counted, so connects made = connects seen + lost, exactly.
 /// A port of its own keeps other tests' traffic out of the counts.

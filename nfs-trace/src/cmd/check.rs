@@ -75,7 +75,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let flagged = rows.iter().filter(|r| r.flagged).count();
     let mut out = std::io::stdout().lock();
     if args.json {
-        let body = serde_json::json!({"v": 1, "type": "check", "flagged": flagged, "mounts": rows, "unseen": host.unseen});
+        let body = serde_json::json!({"v": crate::output::render::SCHEMA_VERSION, "type": "check", "flagged": flagged, "mounts": rows, "unseen": host.unseen});
         serde_json::to_writer(&mut out, &body)?;
         writeln!(out)?;
     } else if rows.is_empty() {

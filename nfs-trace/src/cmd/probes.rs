@@ -64,7 +64,7 @@ pub fn run(args: ProbesArgs) -> Result<()> {
         .collect();
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer(&mut out, &serde_json::json!({"v": 1, "type": "probes", "kernel": release, "hooks": rows, "sunrpc_types": types}))?;
+        serde_json::to_writer(&mut out, &serde_json::json!({"v": crate::output::render::SCHEMA_VERSION, "type": "probes", "kernel": release, "hooks": rows, "sunrpc_types": types}))?;
         writeln!(out)?;
     } else {
         writeln!(out, "Hooks on kernel {release}:")?;

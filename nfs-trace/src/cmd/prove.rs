@@ -258,7 +258,7 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
     if args.json {
         serde_json::to_writer(
             &mut out,
-            &serde_json::json!({"v": 1, "type": "prove", "mount": view, "rounds": rounds, "reused": reused, "reconnects": rounds.len()}),
+            &serde_json::json!({"v": crate::output::render::SCHEMA_VERSION, "type": "prove", "mount": view, "rounds": rounds, "reused": reused, "reconnects": rounds.len()}),
         )?;
         writeln!(out)?;
     } else {

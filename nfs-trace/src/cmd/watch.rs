@@ -18,6 +18,7 @@ use crate::{
     host::nfsmounts::MountView,
     host::ns_mounts,
     model::attribution::Attributor,
+    model::episode::{EpisodeObservation, EpisodeTracker},
     kernel::attach::MapSizes,
     kernel::hooks::{self, HookStatus},
     kernel::lost::Lost,
@@ -36,6 +37,8 @@ const LOST_EVERY: Duration = Duration::from_secs(1);
 /// A stall with no SYN retransmit for this long is reported again (its
 /// retransmits back off to tens of seconds apart).
 const STALL_EVERY: Duration = Duration::from_secs(5);
+/// An episode with nothing new for this long is reported as going on.
+const EPISODE_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Serialize)]
 struct AttachedBody<'a> {
@@ -253,6 +256,10 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     // gathered while watching (model/attribution.rs).
     let mut attributor = Attributor::new();
     attributor.refresh(&mut views, Clock::mono_now_ns());
+    // Hangs from first symptom to recovery, with a verdict (model/episode.rs);
+    // `honoured`: option sets this host was seen to honour, for the advice.
+    let mut episodes = EpisodeTracker::new(Some("watch makes no canary connects yet"));
+    let mut honoured: Vec<String> = Vec::new();
     let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
@@ -285,14 +292,16 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                 if let Some(m) = counted.as_mut() {
                     m.observe(o, &views);
                 }
-                keep_going(out.observation(o, &views))
+                let eps = episodes.on_tcp(o);
+                Ok(keep_going(out.observation(o, &views))? && episodes_out(&mut out, counted.as_mut(), &eps, &views, &honoured)?)
             }
             Obs::Xprt(o) => {
                 attributor.observe(o, &mut views);
                 if let Some(m) = counted.as_mut() {
                     m.observe_xprt(o, &views);
                 }
-                keep_going(out.xprt_observation(o, &views))
+                let eps = episodes.on_xprt(o);
+                Ok(keep_going(out.xprt_observation(o, &views))? && episodes_out(&mut out, counted.as_mut(), &eps, &views, &honoured)?)
             }
         })?;
         s.flush_bpf_log();
@@ -303,6 +312,9 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                     views.iter().find(|v| v.server == l.server || v.source_host() == l.server).and_then(|v| v.server_ip())
                 });
                 let joined = ip.is_some_and(|ip| s.tracker.on_kernel_line(ip, &l.text));
+                if let Some(ip) = ip {
+                    episodes.on_kernel_line(ip, &l.text);
+                }
                 if format == Format::Json {
                     open = open && keep_going(out.json_line("kernel", KernelBody { text: &l.text, server: &l.server, not_responding: l.not_responding, joined_stall: joined }))?;
                 } else {
@@ -313,6 +325,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         if open && (stop || last_lost_check.elapsed() >= LOST_EVERY) {
             last_lost_check = Instant::now();
             views = read_views();
+            honoured = verdict::honoured(&verdict::verdicts(&views, &s.xtracker));
             let now = Clock::mono_now_ns();
             for a in attributor.refresh(&mut views, now) {
                 open = open && keep_going(out.attributed(&a, now))?;
@@ -340,6 +353,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                 }
                 open = open && keep_going(out.observation(&o, &views))?;
             }
+            let eps = episodes.tick(Clock::mono_now_ns(), EPISODE_EVERY.as_nanos() as u64);
+            open = open && episodes_out(&mut out, counted.as_mut(), &eps, &views, &honoured)?;
             let now = s.lost();
             if open && now != lost {
                 lost = now;
@@ -367,7 +382,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         }
     }
     let verdicts = verdict::verdicts(&views, &s.xtracker);
-    if keep_going(out.summary(&s.tracker, &s.xtracker, &views, verdicts, lost, dur).and_then(|_| out.flush()))?
+    if keep_going(out.summary(&s.tracker, &s.xtracker, &views, verdicts, lost, dur, &episodes).and_then(|_| out.flush()))?
         && s.decode_errors > 0
     {
         eprintln!("nfs-trace: {} records could not be decoded", s.decode_errors);
@@ -375,6 +390,25 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     // Dropping the session detaches every program.
     drop(s);
     Ok(())
+}
+
+/// Renders and counts episode observations; false when nobody reads any more.
+fn episodes_out<W: io::Write>(
+    out: &mut Renderer<W>,
+    mut counted: Option<&mut crate::output::metrics::Metrics>,
+    eps: &[EpisodeObservation],
+    views: &[MountView],
+    honoured: &[String],
+) -> Result<bool> {
+    for e in eps {
+        if let Some(m) = counted.as_deref_mut() {
+            m.observe_episode(e);
+        }
+        if !keep_going(out.episode(e, views, honoured))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Answers one HTTP request with the metrics (any path: it is the only thing served).

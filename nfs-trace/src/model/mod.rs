@@ -4,6 +4,7 @@
 //! transports across reconnects, `verdict` turns both into what to do.
 pub mod attribution;
 pub mod canary;
+pub mod episode;
 pub mod tcp;
 pub mod verdict;
 pub mod xprt;

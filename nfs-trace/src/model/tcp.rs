@@ -146,18 +146,23 @@ impl Tracker {
                 }];
                 let i = match self.open_stall_of(ev) {
                     Some(i) => Some(i),
-                    // A new stall: this flow was seen before. The remembered
-                    // connect is an earlier one even when its socket address
-                    // is the same (the kernel recycles `struct sock`, and a
-                    // socket may connect again after a failed attempt).
+                    // A new stall, `reused` when this flow was seen before.
+                    // The remembered connect is an earlier one even when its
+                    // socket address is the same (the kernel recycles `struct
+                    // sock`, and a socket may connect again after a failed
+                    // attempt). A new port's SYNs unanswered hang a mount
+                    // too (issue 12): a stall, not a reuse.
                     None if ev.flow.sport != 0 && self.open.len() < MAX_OPEN_STALLS => {
-                        self.flows.get(&ev.flow).map(|prev| prev.end_ns).map(|prev_end_ns| {
+                        let prev = self.flows.get(&ev.flow).map(|prev| prev.end_ns);
+                        Some(prev).map(|prev| {
+                            let (reused, prev_end_ns) = (prev.is_some(), prev.flatten());
                             self.open.push(Stall {
                                 who: who.clone(),
                                 start_ns: ev.start_ns,
                                 last_ns: ev.ts_ns,
                                 retransmits: 0,
                                 failed_attempts: 0,
+                                reused,
                                 prev_end_ns,
                                 end_ns: None,
                                 end_sport: None,

@@ -47,6 +47,13 @@ fn describe(v: &Verdict) -> String {
     )
 }
 
+/// The mounts here seen reconnecting, never from their old port, each as
+/// "MOUNTPOINT (vers=V[,noresvport])": option sets this host honoured
+/// (also what an episode's advice names, model/episode).
+pub fn honoured(verdicts: &[Verdict]) -> Vec<String> {
+    verdicts.iter().filter(|v| v.reconnects > 0 && v.reused == 0).map(describe).collect()
+}
+
 /// Verdicts for every mount that transports were attributed to.
 pub fn verdicts(views: &[MountView], x: &XprtTracker) -> Vec<Verdict> {
     let mut out: Vec<Verdict> = views
@@ -80,7 +87,7 @@ pub fn verdicts(views: &[MountView], x: &XprtTracker) -> Vec<Verdict> {
         v.port_range = port_range(p);
     }
     // Mounts here that reconnected and never reused: the evidence for a suggestion.
-    let changers: Vec<String> = out.iter().filter(|v| v.reconnects > 0 && v.reused == 0).map(describe).collect();
+    let changers = honoured(&out);
     for v in &mut out {
         if v.transports.is_empty() {
             v.observed = "no transport of this mount was seen connecting".into();
@@ -142,6 +149,13 @@ pub fn stall_verdict(st: &Stall, mounts: &[&MountView]) -> String {
         0 => String::new(),
         n => format!(" while {n} connect(s) to the same server from other ports succeeded"),
     };
+    if !st.reused {
+        // No earlier flow of that port: nothing a middlebox could still hold.
+        return format!(
+            "a connect from new port {} sat in SYN_SENT {secs:.1} s with {} SYN retransmits {how}{siblings}: not a reused flow, so not a middlebox holding an old one; the server or the path did not answer it{held}",
+            st.who.flow.sport, st.retransmits
+        );
+    }
     format!(
         "a reconnect from port {}{since} sat in SYN_SENT {secs:.1} s with {} SYN retransmits {how}{siblings}: consistent with a middlebox or firewall still holding the old flow and dropping its SYNs{held}",
         st.who.flow.sport, st.retransmits

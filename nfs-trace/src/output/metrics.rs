@@ -15,7 +15,7 @@ use std::{collections::HashSet, net::IpAddr, sync::atomic::AtomicU64};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 use rustc_hash::FxHashMap as FastMap;
@@ -24,6 +24,7 @@ use crate::{
     flow::Netns,
     host::nfsmounts::MountView,
     model::attribution::{Transport, attribute},
+    model::episode::{EpisodeObservation, VerdictName},
     kernel::lost::Lost,
     model::tcp::{DestKey, Observation, Stall, Tracker},
     model::xprt::{XprtObservation, XprtTracker},
@@ -58,6 +59,19 @@ struct XprtLabels {
     raddr: String,
     dport: String,
     mount: String,
+}
+
+/// One of the five verdicts (model/episode/judge.rs): bounded by design.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: &'static str,
+}
+
+/// Episode durations, seconds: a quick reconnect to a lease-long hang.
+const EPISODE_BUCKETS: [f64; 10] = [1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
+
+fn episode_histogram() -> Histogram {
+    Histogram::new(EPISODE_BUCKETS)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -124,6 +138,8 @@ pub struct Metrics {
     stalls_ongoing: Family<StallLabels, Gauge>,
     xprt_reconnects: Family<XprtLabels, Counter>,
     xprt_reuses: Family<XprtLabels, Counter>,
+    episodes: Family<VerdictLabels, Counter>,
+    episode_seconds: Family<VerdictLabels, Histogram, fn() -> Histogram>,
     lost_events: Counter,
     lost_connects: Counter,
     lost_sockets: Counter,
@@ -168,6 +184,8 @@ impl Metrics {
             stalls_ongoing: Family::default(),
             xprt_reconnects: Family::default(),
             xprt_reuses: Family::default(),
+            episodes: Family::default(),
+            episode_seconds: Family::new_with_constructor(episode_histogram as fn() -> Histogram),
             lost_events: Counter::default(),
             lost_connects: Counter::default(),
             lost_sockets: Counter::default(),
@@ -194,7 +212,7 @@ impl Metrics {
             m.reuses.clone(),
         );
         r.register("nfs_trace_syn_retransmits", "SYN retransmits of finished connect attempts", m.syn_retransmits.clone());
-        r.register("nfs_trace_stalls", "Stalls: reconnects stuck in SYN_SENT from the previous connection port", m.stalls.clone());
+        r.register("nfs_trace_stalls", "Stalls: connects stuck in SYN_SENT retransmitting SYNs, from a reused port or a new one", m.stalls.clone());
         r.register("nfs_trace_stall_seconds", "Time spent in stalls, ongoing ones so far", m.stall_seconds.clone());
         r.register("nfs_trace_stalls_ongoing", "Stalls going on now", m.stalls_ongoing.clone());
         r.register("nfs_trace_transport_reconnects", "Reconnects of a SunRPC transport", m.xprt_reconnects.clone());
@@ -203,6 +221,13 @@ impl Metrics {
             "Reconnects of a SunRPC transport from its previous source port",
             m.xprt_reuses.clone(),
         );
+        r.register("nfs_trace_episodes", "Episodes (hangs, first symptom to recovery) that ended, by verdict", m.episodes.clone());
+        r.register("nfs_trace_episode_duration_seconds", "Duration of the episodes that ended, by verdict", m.episode_seconds.clone());
+        // Every verdict's series from the start, at 0 until one ends so.
+        for v in VerdictName::ALL {
+            drop(m.episodes.get_or_create(&VerdictLabels { verdict: v.name() }));
+            drop(m.episode_seconds.get_or_create(&VerdictLabels { verdict: v.name() }));
+        }
         r.register("nfs_trace_lost_events", "Ring buffer records that could not be reserved", m.lost_events.clone());
         r.register("nfs_trace_lost_connects", "Of those, connect attempts", m.lost_connects.clone());
         r.register("nfs_trace_lost_sockets", "Sockets whose state could not be stored", m.lost_sockets.clone());
@@ -303,6 +328,16 @@ impl Metrics {
             x.labels = Some(l);
         }
         x.labels.clone()
+    }
+
+    /// An episode's observation: counted, with its duration, when it ends
+    /// (by its final verdict).
+    pub fn observe_episode(&mut self, o: &EpisodeObservation) {
+        if let EpisodeObservation::Ended(e) = o {
+            let l = VerdictLabels { verdict: e.verdict.name() };
+            self.episodes.get_or_create(&l).inc();
+            self.episode_seconds.get_or_create(&l).observe(e.duration_ns() as f64 / 1e9);
+        }
     }
 
     /// One transport observation, as it happens.

@@ -16,7 +16,7 @@ use crate::{
 use human::{RED_BOLD, RESET};
 
 /// Version of the JSON lines schema (docs/json-schema.md).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -94,6 +94,7 @@ impl<W: Write> Renderer<W> {
     }
 }
 
+mod episode;
 mod human;
 mod json;
 mod summary;

@@ -57,9 +57,10 @@ pub struct Reuse {
     pub chance: bool,
 }
 
-/// A stall: a connect stuck in SYN_SENT, retransmitting SYNs, on a flow that
+/// A stall: a connect stuck in SYN_SENT, retransmitting SYNs — on a flow that
 /// was seen before (what a middlebox still holding the old flow does to a
-/// reconnect). It belongs to its socket's transport (or, for a socket no
+/// reconnect), or from a new port (`reused` false: the server or the path
+/// does not answer). It belongs to its socket's transport (or, for a socket no
 /// transport owns, to its socket and flow) and lasts until that connects;
 /// other flows to the server connecting meanwhile are its siblings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +74,9 @@ pub struct Stall {
     pub retransmits: u32,
     /// Attempts that ended without a connection.
     pub failed_attempts: u32,
+    /// Whether its flow was seen before (a reused port). A stall from a new
+    /// port is a hang too, but no middlebox holds an earlier flow of it.
+    pub reused: bool,
     /// When the flow whose port was reused ended, if seen.
     pub prev_end_ns: Option<u64>,
     /// Set when it ended: the time and the port that finally connected.

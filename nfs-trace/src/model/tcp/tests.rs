@@ -323,7 +323,8 @@ fn syn_retransmits_are_reported_live() {
     e.start_ns = 1000 * MS;
     e.syn_retrans = 2;
     match t.on_event(&e).as_slice() {
-        [Observation::SynRetransmit { retransmits: 2, elapsed_ns, who, .. }] => {
+        // Then the stall it begins (a new port's: see below).
+        [Observation::SynRetransmit { retransmits: 2, elapsed_ns, who, .. }, Observation::Stall { .. }] => {
             assert_eq!(*elapsed_ns, 1000 * MS);
             assert_eq!(who.flow.sport, 999);
         }
@@ -436,12 +437,23 @@ fn a_quiet_stall_is_reported_again_on_ticks() {
     assert!(t.tick(30_000_000_000, 5_000_000_000).is_empty(), "no stall left to report");
 }
 
+/// Issue 12: a connect from a port never seen before that retransmits its
+/// SYN hangs its mount as surely as a reused one: it is a stall too, marked
+/// not reused (no earlier flow, so no middlebox entry of it to blame).
 #[test]
-fn retransmits_from_a_new_port_are_no_stall() {
+fn retransmits_from_a_new_port_are_a_stall_not_reused() {
     let mut t = Tracker::new();
     let obs = run(&mut t, &[connected(100, 1, 999), retransmit(2_000, 2, 1000, 1_000, 1), connected(2_500, 2, 1000)]);
-    assert!(stalls(&obs).is_empty());
-    assert!(t.stalls.is_empty());
+    let s = stalls(&obs);
+    assert_eq!(s.len(), 2, "live, then its end: {obs:?}");
+    let (end, ended) = s[1];
+    assert!(ended);
+    assert_eq!((end.who.flow.sport, end.reused, end.prev_end_ns), (1000, false, None));
+    assert_eq!((end.start_ns, end.end_sport), (1_000 * MS, Some(1000)));
+    assert_eq!(t.stalls.len(), 1);
+    // A reused port's stall says so.
+    let obs = run(&mut t, &[closed(3_000, 2, 1000, CLOSE, libc::ECONNABORTED), retransmit(5_000, 3, 1000, 4_000, 1)]);
+    assert!(stalls(&obs)[0].0.reused);
 }
 
 #[test]

@@ -164,3 +164,37 @@ fn transport_series_keep_their_mount() {
     assert_eq!(value(&out, "nfs_trace_transport_port_reuses_total", has), Some(1.0));
     assert_eq!(out.lines().filter(|l| l.starts_with("nfs_trace_transport_reconnects_total{")).count(), 1, "{out}");
 }
+
+/// Issue 12: an episode counts under its final verdict when it ends, with
+/// its duration in the histogram; every verdict's series exists from the
+/// start (five, a bounded set), and one going on is not counted yet.
+#[test]
+fn episodes_are_counted_by_verdict_with_their_duration() {
+    use crate::model::episode::EpisodeTracker;
+    let mut t = Tracker::new();
+    let mut eps = EpisodeTracker::new(Some("--passive"));
+    let mut m = Metrics::new();
+    let out = scrape(&mut m, &t, &[]);
+    for v in ["reused-flow-dropped", "server-or-path-down", "server-not-answering", "path-blackhole", "unknown"] {
+        assert!(out.contains(&format!("nfs_trace_episodes_total{{verdict=\"{v}\"}} 0\n")), "{v}: {out}");
+    }
+    let mut run = |evs: &[Event]| {
+        for e in evs {
+            for o in t.on_event(e) {
+                for ep in eps.on_tcp(&o) {
+                    m.observe_episode(&ep);
+                }
+            }
+        }
+    };
+    // A stall of 2 s (from 1 s to 3 s), then one that is still going on.
+    run(&stall("10.0.0.1", 0, 1));
+    run(&stall("10.0.0.7", 0, 10)[..2]);
+    let out = scrape(&mut m, &t, &[]);
+    assert!(out.contains("nfs_trace_episodes_total{verdict=\"unknown\"} 1\n"), "{out}");
+    assert_eq!(value(&out, "nfs_trace_episode_duration_seconds_sum", "verdict=\"unknown\""), Some(2.0), "{out}");
+    assert_eq!(value(&out, "nfs_trace_episode_duration_seconds_count", "verdict=\"unknown\""), Some(1.0), "{out}");
+    assert!(out.contains("nfs_trace_episode_duration_seconds_bucket{verdict=\"unknown\",le=\"1\"} 0\n"), "{out}");
+    assert!(out.contains("nfs_trace_episode_duration_seconds_bucket{verdict=\"unknown\",le=\"5\"} 1\n"), "{out}");
+    assert!(out.contains("nfs_trace_episodes_total{verdict=\"reused-flow-dropped\"} 0\n"), "{out}");
+}

@@ -189,9 +189,10 @@ impl<W: Write> Renderer<W> {
                     Some(e) => format!(" from a flow closed {} ago", human_duration(stall.last_ns.saturating_sub(e))),
                     None => String::new(),
                 };
+                let reused = if stall.reused { "reused" } else { "new" };
                 let _ = write!(
                     line,
-                    "{}  {}STALLED {}, SYN retransmits {}, port {} reused{prev}{}{}",
+                    "{}  {}STALLED {}, SYN retransmits {}, port {} {reused}{prev}{}{}",
                     self.prefix(&stall.who, stall.last_ns),
                     self.style(RED_BOLD),
                     human_duration(stall.duration_ns()),

@@ -113,6 +113,8 @@ pub struct StallBody {
     pub duration_s: f64,
     pub retransmits: u32,
     pub failed_attempts: u32,
+    /// Its flow was seen before (false: a stall from a new port).
+    pub reused: bool,
     /// When the flow whose port was reused ended (null if not seen).
     pub prev_end: Option<String>,
     /// The port that finally connected.
@@ -193,6 +195,7 @@ impl<W: Write> Renderer<W> {
             duration_s: (st.duration_ns() as f64 / 1e6).round() / 1e3,
             retransmits: st.retransmits,
             failed_attempts: st.failed_attempts,
+            reused: st.reused,
             prev_end: st.prev_end_ns.map(|t| self.clock.rfc3339(t)),
             end_sport: st.end_sport,
             kernel_said: st.kernel_said.clone(),

@@ -12,6 +12,7 @@ use super::{
     Format, Renderer,
     human::{RED_BOLD, RESET, endpoint, human_duration},
     json::{StallBody, ms3},
+    episode::EpisodeBody,
 };
 use crate::{
     flow::{Flow, Netns},
@@ -19,7 +20,8 @@ use crate::{
     output::escape::escape,
     kernel::lost::Lost,
     model::tcp::{DestKey, Tracker},
-    model::verdict::{Verdict, port_range},
+    model::episode::EpisodeTracker,
+    model::verdict::{Verdict, honoured, port_range},
     model::xprt::XprtTracker,
 };
 
@@ -51,6 +53,8 @@ struct SummaryBody {
     transports: Vec<XprtSummary>,
     mounts: Vec<Verdict>,
     stalls: Vec<StallSummary>,
+    /// Ended ones, then those going on.
+    episodes: Vec<EpisodeBody>,
 }
 
 #[derive(Serialize)]
@@ -77,6 +81,8 @@ pub struct XprtSummary {
 }
 
 impl<W: Write> Renderer<W> {
+    // The run's whole state, from its one caller (watch).
+    #[allow(clippy::too_many_arguments)]
     pub fn summary(
         &mut self,
         t: &Tracker,
@@ -85,7 +91,15 @@ impl<W: Write> Renderer<W> {
         verdicts: Vec<Verdict>,
         lost: Lost,
         duration_ns: u64,
+        episodes: &EpisodeTracker,
     ) -> io::Result<()> {
+        let seen_ok = honoured(&verdicts);
+        let episodes: Vec<EpisodeBody> = episodes
+            .ended
+            .iter()
+            .map(|e| self.episode_body(e, "ended", views, &seen_ok))
+            .chain(episodes.open_episodes().iter().map(|e| self.episode_body(e, "ongoing", views, &seen_ok)))
+            .collect();
         let stalls: Vec<StallSummary> = t
             .stalls
             .iter()
@@ -141,6 +155,7 @@ impl<W: Write> Renderer<W> {
                     transports,
                     mounts: verdicts,
                     stalls,
+                    episodes,
                 },
             ),
             Format::Human { .. } => {
@@ -189,21 +204,42 @@ impl<W: Write> Renderer<W> {
                     }
                 }
                 if !stalls.is_empty() {
-                    let _ = writeln!(s, "\n{}Stalls (a reused source port stuck in SYN_SENT):{}", self.style(RED_BOLD), self.style(RESET));
+                    let _ = writeln!(s, "\n{}Stalls (connects stuck in SYN_SENT, from a reused port unless marked new):{}", self.style(RED_BOLD), self.style(RESET));
                     for st in &stalls {
                         let mounts = if st.body.mounts.is_empty() { String::new() } else { format!("  [{}]", escape(&st.body.mounts.join(", "))) };
                         let _ = writeln!(
                             s,
-                            "  {} → {}{}{mounts}  from {}  {:.1} s{}, {} SYN retransmits, {} failed attempts{}",
+                            "  {} → {}{}{}{mounts}  from {}  {:.1} s{}, {} SYN retransmits, {} failed attempts{}",
                             endpoint(st.flow.laddr, st.flow.sport),
                             endpoint(st.flow.raddr, st.flow.dport),
                             self.netns.suffix(st.flow.netns),
+                            if st.body.reused { "" } else { " (new port)" },
                             st.body.start,
                             st.body.duration_s,
                             if st.ongoing { " and still going" } else { "" },
                             st.body.retransmits,
                             st.body.failed_attempts,
                             if st.body.kernel_said.is_empty() { String::new() } else { format!("; kernel: {}", escape(&st.body.kernel_said.join(" | "))) }
+                        );
+                    }
+                }
+                if !episodes.is_empty() {
+                    let _ = writeln!(s, "\n{}Episodes (first symptom to recovery, with a verdict):{}", self.style(RED_BOLD), self.style(RESET));
+                    for e in &episodes {
+                        let mounts = if e.mounts.is_empty() { String::new() } else { format!("  [{}]", escape(&e.mounts.join(", "))) };
+                        let _ = writeln!(
+                            s,
+                            "  #{} {} → {}{}{mounts}  from {}  {:.1} s{}: {}: {}\n    → {}",
+                            e.id,
+                            endpoint(e.flow.laddr, e.flow.sport),
+                            endpoint(e.flow.raddr, e.flow.dport),
+                            self.netns.suffix(e.flow.netns),
+                            e.start,
+                            e.duration_s,
+                            if e.ongoing { " and still going" } else { "" },
+                            e.verdict,
+                            escape(&e.evidence),
+                            escape(&e.advice)
                         );
                     }
                 }

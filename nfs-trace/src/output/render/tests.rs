@@ -7,6 +7,7 @@ use crate::{
     flow::{Flow, Netns, Task},
     host::nfsmounts::MountView,
     kernel::lost::Lost,
+    model::episode::EpisodeTracker,
     model::tcp::{Attempt, CloseHow, Observation, Outcome, Tracker, Who},
     model::xprt::XprtTracker,
     output::clock::Clock,
@@ -26,13 +27,18 @@ fn render(format: Format, evs: &[Event]) -> String {
 
 fn render_with(format: Format, evs: &[Event], views: &[MountView]) -> String {
     let mut t = Tracker::new();
+    // As watch runs it: episodes from the same observations (no canary).
+    let mut eps = EpisodeTracker::new(Some("--passive"));
     let mut r = Renderer::new(Vec::new(), format, Clock::fixed(0));
     for e in evs {
         for o in t.on_event(e) {
             r.observation(&o, views).unwrap();
+            for ep in eps.on_tcp(&o) {
+                r.episode(&ep, views, &[]).unwrap();
+            }
         }
     }
-    r.summary(&t, &XprtTracker::new(false), views, Vec::new(), Lost { events: 3, sockets: 0, connects: 1 }, 1_000_000_000)
+    r.summary(&t, &XprtTracker::new(false), views, Vec::new(), Lost { events: 3, sockets: 0, connects: 1 }, 1_000_000_000, &eps)
         .unwrap();
     String::from_utf8(r.out).unwrap()
 }
@@ -124,7 +130,7 @@ fn a_stall_names_its_mount_and_says_what_it_shows() {
 fn json_lines_carry_schema_and_reuse() {
     let out = render(Format::Json, &[connect(10, 1, 999), connect(20, 2, 999)]);
     let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(lines.iter().all(|l| l["v"] == 1));
+    assert!(lines.iter().all(|l| l["v"] == super::SCHEMA_VERSION));
     let types: Vec<_> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["connect", "connect", "reuse", "summary"]);
     assert_eq!(lines[1]["reused"], true);
@@ -178,4 +184,49 @@ fn netns_is_in_json_always_and_in_human_lines_once_there_are_two() {
     assert!(lines[1].contains("127.0.0.1:999 → 127.0.0.1:2049 netns 4026532301  SYN_SENT→ESTABLISHED"), "{two}");
     assert!(!two.contains("REUSED"), "another namespace's flow is no reuse\n{two}");
     assert!(two.contains("127.0.0.1 → 127.0.0.1:2049 netns 4026531840") && two.contains("127.0.0.1 → 127.0.0.1:2049 netns 4026532301"), "summary rows per namespace\n{two}");
+}
+
+/// Issue 12: an episode record carries its verdict by name, its evidence as
+/// a sentence, its phases with times, the flattened flow and its mounts; the
+/// human lines say when it opened and ended, and the summary lists it.
+#[test]
+fn an_episode_record_has_verdict_evidence_phases_and_mounts() {
+    let view = MountView::for_test("/mnt/data", "127.0.0.1", "3", false, 871);
+    let out = render_with(Format::Json, &stalled_reconnect(), std::slice::from_ref(&view));
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let eps: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "episode").collect();
+    let states: Vec<&str> = eps.iter().map(|l| l["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["opened", "ended"], "{out}");
+    let e = eps[1];
+    assert_eq!(e["v"], 2);
+    assert_eq!((e["id"].as_u64(), e["opened_by"].as_str()), (Some(1), Some("stall")));
+    assert_eq!(e["verdict"], "unknown");
+    let evidence = e["evidence"].as_str().unwrap();
+    assert!(evidence.contains("reused port 871") && evidence.ends_with("missing: no canary: --passive"), "{evidence}");
+    assert!(e["advice"].as_str().unwrap().contains("--passive"), "{e}");
+    // The flow, flattened as in every record, with netns; the mounts.
+    assert_eq!((e["laddr"].as_str(), e["sport"].as_u64(), e["raddr"].as_str(), e["dport"].as_u64()), (Some("127.0.0.1"), Some(871), Some("127.0.0.1"), Some(2049)));
+    assert!(e.as_object().unwrap().contains_key("netns"), "{e}");
+    assert_eq!(e["mounts"], serde_json::json!(["/mnt/data"]));
+    assert_eq!((e["start"].as_str(), e["end"].as_str()), (Some("1970-01-01T00:00:01.500000Z"), Some("1970-01-01T00:00:21.500000Z")));
+    assert_eq!((e["duration_s"].as_f64(), e["ongoing"].as_bool()), (Some(20.0), Some(false)));
+    let p = &e["phases"];
+    assert!(p["unanswered"].is_null());
+    assert!(p["unanswered_note"].as_str().unwrap().starts_with("not observed: no hook"), "{p}");
+    // Its flow's earlier close (straight to CLOSE, no error: a local
+    // abort) dates phase (b).
+    assert_eq!(p["closed"]["how"], "local");
+    assert_eq!(p["closed"]["time"], "1970-01-01T00:00:01.000000Z");
+    assert_eq!(p["reconnect"]["ports"], serde_json::json!([871]));
+    assert_eq!((p["reconnect"]["syn_retransmits"].as_u64(), p["reconnect"]["reused"].as_bool()), (Some(9), Some(true)));
+    assert!(p["reconnect"]["canary"].is_null());
+    assert_eq!(p["recovered"]["time"], "1970-01-01T00:00:21.500000Z");
+    let summary = &lines.last().unwrap()["episodes"];
+    assert_eq!(summary.as_array().map(Vec::len), Some(1), "{summary}");
+    assert_eq!(summary[0]["state"], "ended");
+
+    let human = render_with(Format::Human { color: false }, &stalled_reconnect(), &[view]);
+    assert!(human.contains("EPISODE #1  127.0.0.1:871 → 127.0.0.1:2049 (mount /mnt/data)  opened by a stall; verdict unknown: "), "{human}");
+    assert!(human.contains("recovered after 20.0 s; verdict unknown"), "{human}");
+    assert!(human.contains("Episodes (first symptom to recovery"), "{human}");
 }

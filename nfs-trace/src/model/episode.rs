@@ -1,0 +1,535 @@
+//! Episodes (issue 12): every hang toward a server, from its first symptom
+//! to recovery, in phases with times, and a verdict its evidence proves.
+//!
+//! An episode belongs to a SunRPC transport (its `rpc_xprt`), or, for a
+//! socket no transport owns, to its destination and process. It opens at the
+//! first symptom: a transport dropped by an error, a transport's socket
+//! closed by a reset, a timeout or an error, or a stall (a connect stuck in
+//! SYN_SENT — from a reused port or a new one). Its phases:
+//!
+//! - (a) `unanswered`: the established flow stops being answered (data
+//!   retransmits without ACK progress, RPC major timeouts). No hook reports
+//!   these yet: the phase is always absent, and says so.
+//! - (b) `closed`: how the transport's connection went away (user timeout,
+//!   reset, local, server closed, error) and when.
+//! - (c) `reconnect`: the attempts after it — ports, SYN retransmits, failed
+//!   attempts, other flows to the server that connected meanwhile, and the
+//!   canary's result.
+//! - (d) `recovered`: the transport connected again (the kernel's "server …
+//!   OK" line is joined when it prints one).
+//!
+//! It ends at recovery (or when its transport is destroyed), or is reported
+//! ongoing at ticks and in the summary. The verdict is in `judge`. Pure: no
+//! I/O and no clock but the observations' own timestamps.
+use std::net::IpAddr;
+
+use rustc_hash::FxHashMap as FastMap;
+
+use crate::{
+    flow::{DestKey, Flow},
+    model::canary::CanaryResult,
+    model::tcp::{CloseHow, Observation, Outcome, Stall},
+    model::xprt::{DropReason, XprtObservation},
+};
+
+mod judge;
+#[cfg(test)]
+mod tests;
+
+pub use judge::{VerdictName, advice, judge};
+
+/// Episodes going on at once, and ended ones kept for the summary.
+pub const MAX_OPEN_EPISODES: usize = 1024;
+pub const MAX_ENDED_KEPT: usize = 1024;
+/// Closes remembered per flow, to date phase (b) of an episode opened later
+/// by a stall of that flow (the close itself was no symptom: e.g. `ss -K`).
+const MAX_CLOSES_KEPT: usize = 4096;
+/// Kernel lines an ended episode takes (its "server … OK").
+const MAX_LINES_AFTER: usize = 16;
+
+/// What phase (a) would carry. Nothing fills it today (no hook): kept so
+/// that the rules that need it are written down and tested.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unanswered {
+    pub start_ns: u64,
+    /// Data retransmits without ACK progress on the established flow.
+    pub data_retransmits: u32,
+    /// RPC major timeouts while TCP stayed established and ACKed.
+    pub rpc_timeouts: u32,
+}
+
+/// Why phase (a) is absent: no hook reports it yet.
+pub const UNANSWERED_NOT_OBSERVED: &str = "not observed: no hook (data retransmits and RPC timeouts are not traced yet)";
+
+/// Phase (b): how the connection went away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Closed {
+    pub ts_ns: u64,
+    /// "user_timeout", "reset", "local", "server_closed" or "error".
+    pub how: &'static str,
+    /// The errno, where one was given (positive).
+    pub errno: Option<i32>,
+    /// The source port of the flow that went away.
+    pub sport: u16,
+}
+
+/// Phase (c): the reconnect attempts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconnect {
+    /// SYN_SENT start of the first attempt seen.
+    pub start_ns: u64,
+    /// Source ports tried, in order.
+    pub ports: Vec<u16>,
+    pub syn_retransmits: u32,
+    pub failed_attempts: u32,
+    /// An attempt was stuck in SYN_SENT (a stall).
+    pub stalled: bool,
+    /// The stalled flow was seen before: its port was reused.
+    pub reused: bool,
+    /// When the stall began (SYN_SENT start of its first attempt), and
+    /// the port stuck.
+    pub stall_start_ns: Option<u64>,
+    pub stalled_sport: Option<u16>,
+    /// Connects to the same server from other flows that succeeded meanwhile.
+    pub siblings_connected: u32,
+    pub canary: Option<CanaryResult>,
+}
+
+/// Phase (d): connected again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    pub ts_ns: u64,
+    pub sport: u16,
+}
+
+/// What opened it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Symptom {
+    /// The transport dropped by an error (SunRPC).
+    Drop,
+    /// The transport's socket closed by a reset, timeout or error.
+    Close,
+    /// A connect stuck in SYN_SENT.
+    Stall,
+}
+
+impl Symptom {
+    pub fn name(self) -> &'static str {
+        match self {
+            Symptom::Drop => "transport_drop",
+            Symptom::Close => "close",
+            Symptom::Stall => "stall",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Episode {
+    /// 1-based, in the order they opened.
+    pub id: u64,
+    /// The transport (0: a socket no transport owns).
+    pub xprt: u64,
+    /// The flow it is about: the one that went away, then the one stuck.
+    pub flow: Flow,
+    pub pid: u32,
+    pub opened_by: Symptom,
+    pub start_ns: u64,
+    /// The latest event of the episode.
+    pub last_ns: u64,
+    pub unanswered: Option<Unanswered>,
+    pub closed: Option<Closed>,
+    pub reconnect: Option<Reconnect>,
+    pub recovered: Option<Recovered>,
+    /// Ended without recovery (its transport was destroyed).
+    pub destroyed: bool,
+    /// The kernel's lines meanwhile ("not responding", "OK").
+    pub kernel_said: Vec<String>,
+    /// Why no canary was made (e.g. "--passive"); None: canaries are made.
+    pub canary_off: Option<&'static str>,
+    pub verdict: VerdictName,
+    /// One sentence: the facts the verdict rests on, or what was missing.
+    pub evidence: String,
+    reported_ns: u64,
+}
+
+impl Episode {
+    pub fn dest(&self) -> DestKey {
+        self.flow.dest()
+    }
+
+    pub fn end_ns(&self) -> Option<u64> {
+        self.recovered.as_ref().map(|r| r.ts_ns).or(self.destroyed.then_some(self.last_ns))
+    }
+
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns().unwrap_or(self.last_ns).saturating_sub(self.start_ns)
+    }
+
+    pub fn ended(&self) -> bool {
+        self.end_ns().is_some()
+    }
+
+    fn rejudge(&mut self) -> bool {
+        let (v, e) = judge(self);
+        let changed = v != self.verdict;
+        self.verdict = v;
+        self.evidence = e;
+        changed
+    }
+
+    fn reconnect(&mut self, start_ns: u64) -> &mut Reconnect {
+        self.reconnect.get_or_insert_with(|| Reconnect { start_ns, ..Default::default() })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EpisodeObservation {
+    Opened(Episode),
+    /// Its verdict changed (a canary came back, a stall began).
+    Verdict(Episode),
+    /// It recovered, or its transport was destroyed.
+    Ended(Episode),
+    /// Still going on (at a tick).
+    Ongoing(Episode),
+}
+
+impl EpisodeObservation {
+    pub fn episode(&self) -> &Episode {
+        match self {
+            EpisodeObservation::Opened(e)
+            | EpisodeObservation::Verdict(e)
+            | EpisodeObservation::Ended(e)
+            | EpisodeObservation::Ongoing(e) => e,
+        }
+    }
+}
+
+/// How phase (b) names a TCP close.
+fn close_how(how: CloseHow) -> (&'static str, Option<i32>) {
+    match how {
+        CloseHow::TimedOut => ("user_timeout", Some(libc::ETIMEDOUT)),
+        CloseHow::Reset => ("reset", Some(libc::ECONNRESET)),
+        CloseHow::Aborted => ("local", Some(libc::ECONNABORTED)),
+        CloseHow::LocalClose | CloseHow::LocalAbort => ("local", None),
+        CloseHow::RemoteClose => ("server_closed", None),
+        CloseHow::Error(e) => ("error", Some(e)),
+    }
+}
+
+/// How phase (b) names a transport's drop.
+fn drop_how(r: &DropReason) -> (&'static str, Option<i32>) {
+    match r {
+        DropReason::Error(e) if *e == libc::ETIMEDOUT => ("user_timeout", Some(*e)),
+        DropReason::Error(e) if *e == libc::ECONNRESET => ("reset", Some(*e)),
+        DropReason::Error(e) if *e == libc::ECONNABORTED => ("local", Some(*e)),
+        DropReason::Error(e) => ("error", Some(*e)),
+        DropReason::ServerClosed => ("server_closed", None),
+        DropReason::ClientClosed | DropReason::Forced | DropReason::Idle | DropReason::Closed => ("local", None),
+    }
+}
+
+pub struct EpisodeTracker {
+    open: Vec<Episode>,
+    /// Episodes that ended, oldest first (bounded).
+    pub ended: Vec<Episode>,
+    /// Last close of each flow (bounded).
+    closes: FastMap<Flow, Closed>,
+    canary_off: Option<&'static str>,
+    next_id: u64,
+}
+
+impl EpisodeTracker {
+    /// `canary_off`: why no canary connects are made (`Some("--passive")`),
+    /// or None when watch makes them: the verdict says which was missing.
+    pub fn new(canary_off: Option<&'static str>) -> Self {
+        EpisodeTracker { open: Vec::new(), ended: Vec::new(), closes: FastMap::default(), canary_off, next_id: 1 }
+    }
+
+    /// Episodes going on (for the summary at exit).
+    pub fn open_episodes(&self) -> &[Episode] {
+        &self.open
+    }
+
+    /// The open episode of transport `xprt`, or for a socket no transport
+    /// owns, of `pid` toward `dest`.
+    fn find(&self, xprt: u64, dest: DestKey, pid: u32) -> Option<usize> {
+        self.open.iter().position(|e| {
+            if xprt != 0 { e.xprt == xprt } else { e.xprt == 0 && e.pid == pid && e.dest() == dest }
+        })
+    }
+
+    fn open_one(&mut self, xprt: u64, flow: Flow, pid: u32, by: Symptom, ts_ns: u64) -> Option<usize> {
+        if self.open.len() >= MAX_OPEN_EPISODES {
+            return None;
+        }
+        let mut e = Episode {
+            id: self.next_id,
+            xprt,
+            flow,
+            pid,
+            opened_by: by,
+            start_ns: ts_ns,
+            last_ns: ts_ns,
+            unanswered: None,
+            closed: None,
+            reconnect: None,
+            recovered: None,
+            destroyed: false,
+            kernel_said: Vec::new(),
+            canary_off: self.canary_off,
+            verdict: VerdictName::Unknown,
+            evidence: String::new(),
+            reported_ns: ts_ns,
+        };
+        self.next_id += 1;
+        e.rejudge();
+        self.open.push(e);
+        Some(self.open.len() - 1)
+    }
+
+    fn end(&mut self, i: usize) -> EpisodeObservation {
+        let mut e = self.open.swap_remove(i);
+        e.rejudge();
+        self.ended.push(e.clone());
+        if self.ended.len() > MAX_ENDED_KEPT {
+            self.ended.remove(0);
+        }
+        EpisodeObservation::Ended(e)
+    }
+
+    /// Opened (with its verdict) when new, else Verdict when that changed.
+    fn after(&mut self, i: usize, opened: bool) -> Vec<EpisodeObservation> {
+        let e = &mut self.open[i];
+        let changed = e.rejudge();
+        if opened || changed {
+            e.reported_ns = e.last_ns;
+        }
+        if opened {
+            vec![EpisodeObservation::Opened(e.clone())]
+        } else if changed {
+            vec![EpisodeObservation::Verdict(e.clone())]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn remember_close(&mut self, flow: Flow, c: Closed) {
+        if self.closes.len() >= MAX_CLOSES_KEPT && !self.closes.contains_key(&flow) {
+            self.closes.clear();
+        }
+        self.closes.insert(flow, c);
+    }
+
+    /// A TCP observation (from `model::tcp::Tracker`).
+    pub fn on_tcp(&mut self, o: &Observation) -> Vec<EpisodeObservation> {
+        match o {
+            Observation::Close { who, ts_ns, how, .. } => {
+                let (name, errno) = close_how(*how);
+                let c = Closed { ts_ns: *ts_ns, how: name, errno, sport: who.flow.sport };
+                self.remember_close(who.flow, c.clone());
+                let found = self.find(who.xprt, who.flow.dest(), who.task.pid);
+                // A transport's socket going away by a reset, a timeout or
+                // an error is a symptom; an orderly or user-space close is not.
+                let symptom = who.xprt != 0 && matches!(how, CloseHow::TimedOut | CloseHow::Reset | CloseHow::Aborted | CloseHow::Error(_));
+                let (i, opened) = match found {
+                    Some(i) => (i, false),
+                    None if symptom => match self.open_one(who.xprt, who.flow, who.task.pid, Symptom::Close, *ts_ns) {
+                        Some(i) => (i, true),
+                        None => return Vec::new(),
+                    },
+                    None => return Vec::new(),
+                };
+                let e = &mut self.open[i];
+                e.last_ns = e.last_ns.max(*ts_ns);
+                if e.closed.is_none() {
+                    e.closed = Some(c);
+                }
+                self.after(i, opened)
+            }
+            Observation::Stall { stall, ended } => self.on_stall(stall, *ended),
+            Observation::Connect(a) => {
+                let Some(i) = self.find(a.who.xprt, a.who.flow.dest(), a.who.task.pid) else {
+                    // Another flow to a server with a stalled episode got through.
+                    if !a.outcome.failed() {
+                        for e in self.open.iter_mut().filter(|e| e.dest() == a.who.flow.dest()) {
+                            if let Some(r) = e.reconnect.as_mut().filter(|r| r.stalled) {
+                                r.siblings_connected += 1;
+                            }
+                        }
+                    }
+                    return Vec::new();
+                };
+                let start = a.ts_ns.saturating_sub(a.syn_sent_ns);
+                let e = &mut self.open[i];
+                e.last_ns = e.last_ns.max(a.ts_ns);
+                let r = e.reconnect(start);
+                if r.ports.last() != Some(&a.who.flow.sport) {
+                    r.ports.push(a.who.flow.sport);
+                }
+                // A stall's own counts come with its end (below).
+                if !r.stalled {
+                    r.syn_retransmits += a.syn_retrans;
+                    if a.outcome.failed() {
+                        r.failed_attempts += 1;
+                    }
+                }
+                if a.outcome == Outcome::Established && !r.stalled {
+                    e.flow = a.who.flow;
+                    e.recovered = Some(Recovered { ts_ns: a.ts_ns, sport: a.who.flow.sport });
+                    return vec![self.end(i)];
+                }
+                self.after(i, false)
+            }
+            Observation::Reuse(_) | Observation::SynRetransmit { .. } => Vec::new(),
+        }
+    }
+
+    fn on_stall(&mut self, st: &Stall, ended: bool) -> Vec<EpisodeObservation> {
+        let (i, opened) = match self.find(st.who.xprt, st.who.flow.dest(), st.who.task.pid) {
+            Some(i) => (i, false),
+            None if ended => return Vec::new(),
+            None => match self.open_one(st.who.xprt, st.who.flow, st.who.task.pid, Symptom::Stall, st.start_ns) {
+                Some(i) => (i, true),
+                None => return Vec::new(),
+            },
+        };
+        // The stalled flow's earlier close, if one was seen, is phase (b).
+        let prev_close = if st.reused { self.closes.get(&st.who.flow).cloned() } else { None };
+        let e = &mut self.open[i];
+        if e.closed.is_none() {
+            e.closed = prev_close;
+        }
+        e.flow = st.who.flow;
+        e.last_ns = e.last_ns.max(st.end_ns.unwrap_or(st.last_ns));
+        e.kernel_said.extend(st.kernel_said.iter().filter(|l| !e.kernel_said.contains(l)).cloned().collect::<Vec<_>>());
+        let r = e.reconnect(st.start_ns);
+        r.start_ns = r.start_ns.min(st.start_ns);
+        r.stalled = true;
+        r.reused |= st.reused;
+        r.stall_start_ns.get_or_insert(st.start_ns);
+        r.stalled_sport.get_or_insert(st.who.flow.sport);
+        r.syn_retransmits = r.syn_retransmits.max(st.retransmits);
+        r.failed_attempts = r.failed_attempts.max(st.failed_attempts);
+        r.siblings_connected = r.siblings_connected.max(st.siblings_connected);
+        if r.ports.last() != Some(&st.who.flow.sport) {
+            r.ports.push(st.who.flow.sport);
+        }
+        if let (true, Some(end), Some(sport)) = (ended, st.end_ns, st.end_sport) {
+            if r.ports.last() != Some(&sport) {
+                r.ports.push(sport);
+            }
+            e.recovered = Some(Recovered { ts_ns: end, sport });
+            e.flow.sport = sport;
+            return vec![self.end(i)];
+        }
+        self.after(i, opened)
+    }
+
+    /// A transport observation (from `model::xprt::XprtTracker`).
+    pub fn on_xprt(&mut self, o: &XprtObservation) -> Vec<EpisodeObservation> {
+        match o {
+            XprtObservation::Drop { xprt, ts_ns, flow, reason } => {
+                let (name, errno) = drop_how(reason);
+                let c = Closed { ts_ns: *ts_ns, how: name, errno, sport: flow.sport };
+                let (i, opened) = match self.open.iter().position(|e| e.xprt == *xprt) {
+                    Some(i) => (i, false),
+                    // Dropped by an error: a symptom. An idle or forced
+                    // disconnect, or the client's own close, is not.
+                    None if matches!(reason, DropReason::Error(_)) => {
+                        match self.open_one(*xprt, *flow, 0, Symptom::Drop, *ts_ns) {
+                            Some(i) => (i, true),
+                            None => return Vec::new(),
+                        }
+                    }
+                    None => return Vec::new(),
+                };
+                let e = &mut self.open[i];
+                e.last_ns = e.last_ns.max(*ts_ns);
+                if e.closed.is_none() {
+                    e.closed = Some(c);
+                }
+                self.after(i, opened)
+            }
+            XprtObservation::Destroyed { xprt, ts_ns } => match self.open.iter().position(|e| e.xprt == *xprt) {
+                Some(i) => {
+                    let e = &mut self.open[i];
+                    e.last_ns = e.last_ns.max(*ts_ns);
+                    e.destroyed = true;
+                    vec![self.end(i)]
+                }
+                None => Vec::new(),
+            },
+            // Connected is judged from the TCP connect (the transport's
+            // connect record may come before the handshake completes).
+            XprtObservation::Connect(_) => Vec::new(),
+        }
+    }
+
+    /// A canary's result, for the episodes toward its destination that are
+    /// stalled now: the verdict may change.
+    pub fn on_canary(&mut self, c: &CanaryResult) -> Vec<EpisodeObservation> {
+        let mut out = Vec::new();
+        for i in 0..self.open.len() {
+            let e = &mut self.open[i];
+            let stalled = e.reconnect.as_ref().is_some_and(|r| r.stalled);
+            if e.dest() != c.dest || !stalled {
+                continue;
+            }
+            e.last_ns = e.last_ns.max(c.end_ns);
+            e.reconnect(c.start_ns).canary = Some(c.clone());
+            out.extend(self.after(i, false));
+        }
+        out
+    }
+
+    /// Destinations with a stalled episode and no canary yet in it: where
+    /// watch should make one now (it rate-limits them itself). Empty when
+    /// canaries are off.
+    pub fn wants_canary(&self) -> Vec<DestKey> {
+        if self.canary_off.is_some() {
+            return Vec::new();
+        }
+        let mut v: Vec<DestKey> = self
+            .open
+            .iter()
+            .filter(|e| e.reconnect.as_ref().is_some_and(|r| r.stalled && r.canary.is_none()))
+            .map(Episode::dest)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// A kernel log line about `server` ("not responding", "OK"): joined to
+    /// the episodes going on toward it, else to the last one that ended
+    /// toward it ("server … OK" comes once RPCs are answered, after the
+    /// reconnect: part of its recovery).
+    pub fn on_kernel_line(&mut self, server: IpAddr, line: &str) {
+        let mut joined = false;
+        for e in self.open.iter_mut().filter(|e| e.flow.raddr == server) {
+            joined = true;
+            if !e.kernel_said.iter().any(|l| l == line) {
+                e.kernel_said.push(line.to_string());
+            }
+        }
+        // Bounded: a server that keeps flapping must not grow an old episode.
+        if !joined
+            && let Some(e) = self.ended.iter_mut().rev().find(|e| e.flow.raddr == server)
+            && e.kernel_said.len() < MAX_LINES_AFTER
+        {
+            e.kernel_said.push(line.to_string());
+        }
+    }
+
+    /// Episodes with nothing reported for `every_ns`: reported as ongoing.
+    pub fn tick(&mut self, now_ns: u64, every_ns: u64) -> Vec<EpisodeObservation> {
+        let mut out = Vec::new();
+        for e in self.open.iter_mut().filter(|e| now_ns >= e.reported_ns.saturating_add(every_ns)) {
+            e.last_ns = e.last_ns.max(now_ns);
+            e.reported_ns = now_ns;
+            e.rejudge();
+            out.push(EpisodeObservation::Ongoing(e.clone()));
+        }
+        out
+    }
+}
