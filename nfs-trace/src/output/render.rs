@@ -94,6 +94,7 @@ impl<W: Write> Renderer<W> {
     }
 }
 
+mod canary;
 mod human;
 mod json;
 mod summary;
