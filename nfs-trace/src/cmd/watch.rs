@@ -282,7 +282,6 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let mut kmsg = crate::host::kmsg::Kmsg::open();
     // Canary connects toward stalled servers (host/canary.rs), off with --passive.
     let mut canaries = (!args.passive).then(|| Canaries::new(s.canary_flows.clone()));
-
     let mut open = true;
     while open {
         let stop = tokio::select! {

@@ -142,6 +142,19 @@ fn connects_from_a_fresh_port_and_closes() {
     assert_ne!(r.sport, 0);
 }
 
+/// IPv6: bound to the flow's local address, like IPv4.
+#[test]
+fn connects_over_ipv6_too() {
+    let l = std::net::TcpListener::bind("[::1]:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let d = DestKey { laddr: "::1".parse().unwrap(), raddr: "::1".parse().unwrap(), dport: port, netns: Netns(5) };
+    let (r, flow) = connect_once(d, &CanaryFlows::default(), TIMEOUT).unwrap();
+    let (_conn, peer) = l.accept().unwrap();
+    assert_eq!((peer.ip(), peer.port()), (d.laddr, r.sport));
+    assert_eq!(flow.laddr, d.laddr);
+    assert!(r.connected());
+}
+
 /// The threaded path end to end, in the tracer's own namespace: a request
 /// answered through the channel, the second one within 10 s refused.
 #[test]
