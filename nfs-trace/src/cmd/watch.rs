@@ -118,6 +118,8 @@ pub fn format_for(json: bool, color: Color) -> Format {
 }
 
 /// One line for people on stderr: what is attached and which NFS mounts exist.
+// Each argument is one part of the line.
+#[allow(clippy::too_many_arguments)]
 fn start_line(
     env: &env::Env,
     ports: &[u16],
