@@ -101,6 +101,10 @@ pub struct WatchArgs {
     /// a PID in it (up to 4194304), or a namespace file such as /run/netns/NAME.
     #[arg(long, value_name = "INODE|PID", value_parser = crate::host::netns_inode::parse)]
     pub netns: Option<crate::flow::Netns>,
+    /// Make no canary connects: by default, when a connect to a server stalls,
+    /// watch makes one TCP connect to it from a fresh port (one per server per 10 s).
+    #[arg(long)]
+    pub passive: bool,
     #[command(flatten)]
     pub paths: KernelPaths,
 }

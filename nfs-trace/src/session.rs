@@ -13,7 +13,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     kernel::btf::KernelBtf,
-    host::sock_diag,
+    host::{canary::CanaryFlows, sock_diag},
     cli::{KernelPaths, check_ports},
     kernel::decode::{self, Record},
     kernel::env,
@@ -44,6 +44,8 @@ pub struct Session {
     pub decode_errors: u64,
     /// `--netns`: only records of this network namespace reach the trackers.
     pub netns: Option<Netns>,
+    /// Flows of `watch`'s canary connects: their records reach no tracker.
+    pub canary_flows: CanaryFlows,
     /// How seeds get their namespace.
     seed_netns: NetnsSeeds,
     /// Readable when a program woke us: the ring passed its fill level.
@@ -118,6 +120,7 @@ impl Session {
             xtracker,
             decode_errors: 0,
             netns,
+            canary_flows: CanaryFlows::default(),
             seed_netns,
             ring,
             counters,
@@ -134,6 +137,11 @@ impl Session {
             drop(item);
             if let (Some(want), Ok(r)) = (self.netns, &rec)
                 && r.flow().netns != want
+            {
+                continue;
+            }
+            if let Ok(Record::Tcp(ev)) = &rec
+                && self.canary_flows.is_canary(ev)
             {
                 continue;
             }

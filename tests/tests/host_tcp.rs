@@ -316,7 +316,7 @@ fn a_stalled_reconnect_from_a_reused_port_is_reported_live_and_timed() {
 /// duration is the time the test's own connect() blocked.
 #[test]
 fn a_stalled_reconnect_is_an_episode_whose_verdict_names_the_missing_canary() {
-    let tracer = Tracer::start(&[]);
+    let tracer = Tracer::start(&["--passive"]);
     let blocked = in_new_netns(|| {
         let _srv = Server::start("127.0.2.11:2049");
         connect_and_abort("127.0.2.11:2049", Some("127.0.2.11:41011"));

@@ -14,6 +14,7 @@ use crate::{
     cli::{Color, WatchArgs},
     output::clock::Clock,
     kernel::env,
+    host::canary::{self, Canaries},
     host::mountinfo::NfsMount,
     host::nfsmounts::MountView,
     host::ns_mounts,
@@ -54,6 +55,8 @@ struct AttachedBody<'a> {
     debug_bpf: bool,
     /// `--netns`: the one network namespace reported (its inode), else null.
     netns: Option<crate::flow::Netns>,
+    /// Whether stalls get a canary connect (false with `--passive`).
+    canaries: bool,
 }
 
 /// Ports of NFS mounts outside the watched set, with their mount points,
@@ -118,6 +121,8 @@ pub fn format_for(json: bool, color: Color) -> Format {
 }
 
 /// One line for people on stderr: what is attached and which NFS mounts exist.
+// Each argument is one part of the line.
+#[allow(clippy::too_many_arguments)]
 fn start_line(
     env: &env::Env,
     ports: &[u16],
@@ -126,6 +131,7 @@ fn start_line(
     mounts: &[NfsMount],
     attach_ms: f64,
     debug_bpf: bool,
+    canaries: bool,
 ) -> String {
     let (tcp, sunrpc) = hooks.split_at(hooks::FIRST_SUNRPC_HOOK.min(hooks.len()));
     let on: Vec<String> = tcp.iter().filter(|h| h.attached).map(|h| format!("{} ({})", h.name, h.kind.name())).collect();
@@ -173,12 +179,26 @@ fn start_line(
     };
     let tracefs = if env.mounted_tracefs { format!("; mounted tracefs at {}", env.tracefs.display()) } else { String::new() };
     let debug = if debug_bpf { "; kernel diagnostics on (--debug-bpf)" } else { "" };
+    let canary = if canaries {
+        "; canary connects: on (one per stalled server per 10 s; --passive turns them off)"
+    } else {
+        "; canary connects: off (--passive)"
+    };
     format!(
-        "nfs-trace: attached {} in {attach_ms:.0} ms on {}{off}{sunrpc}{tracefs}{debug}; watching TCP connects to port {}. {mounts}.",
+        "nfs-trace: attached {} in {attach_ms:.0} ms on {}{off}{sunrpc}{tracefs}{debug}{canary}; watching TCP connects to port {}. {mounts}.",
         on.join(", "),
         env.release,
         port_list.join(",")
     )
+}
+
+/// A canary for a stalled server, if `o` asks for one (rate limited in
+/// `Canaries`): a stall going on is what opens a stalled episode, whose
+/// verdict waits for it (`EpisodeTracker::on_canary`).
+fn ask_canary(c: &mut Option<Canaries>, o: &crate::model::tcp::Observation) {
+    if let (Some(c), Some(t)) = (c.as_mut(), canary::trigger_of(o)) {
+        c.request(t, Clock::mono_now_ns());
+    }
 }
 
 /// Whether output can go on: a closed stdout (`| head`) ends the watch quietly.
@@ -224,7 +244,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let clock = Clock::new();
     let format = format_for(args.json, args.color);
     let mut out = Renderer::new(io::BufWriter::with_capacity(64 * 1024, io::stdout().lock()), format, clock);
-    eprintln!("{}", start_line(&s.env, &s.ports, &from_mounts, &s.hooks, &mounts, s.attach_ms, args.debug_bpf));
+    eprintln!("{}", start_line(&s.env, &s.ports, &from_mounts, &s.hooks, &mounts, s.attach_ms, args.debug_bpf, !args.passive));
     if format == Format::Json {
         let body = AttachedBody {
             kernel: &s.env.release,
@@ -236,6 +256,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             metrics: metrics_addr.map(|a| a.to_string()),
             debug_bpf: args.debug_bpf,
             netns: s.netns,
+            canaries: !args.passive,
         };
         if !keep_going(out.json_line("attached", body).and_then(|_| out.flush()))? {
             return Ok(());
@@ -258,7 +279,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     attributor.refresh(&mut views, Clock::mono_now_ns());
     // Hangs from first symptom to recovery, with a verdict (model/episode.rs);
     // `honoured`: option sets this host was seen to honour, for the advice.
-    let mut episodes = EpisodeTracker::new(Some("watch makes no canary connects yet"));
+    let mut episodes = EpisodeTracker::new(args.passive.then_some("--passive"));
     let mut honoured: Vec<String> = Vec::new();
     let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -268,6 +289,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let mut last_lost_check = Instant::now();
 
     let mut kmsg = crate::host::kmsg::Kmsg::open();
+    // Canary connects toward stalled servers (host/canary.rs), off with --passive.
+    let mut canaries = (!args.passive).then(|| Canaries::new(s.canary_flows.clone()));
     let mut open = true;
     while open {
         let stop = tokio::select! {
@@ -289,6 +312,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         };
         open = s.drain(|o| match o {
             Obs::Tcp(o) => {
+                ask_canary(&mut canaries, o);
                 if let Some(m) = counted.as_mut() {
                     m.observe(o, &views);
                 }
@@ -305,6 +329,17 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             }
         })?;
         s.flush_bpf_log();
+        for done in canaries.as_mut().map(|c| c.poll(Clock::mono_now_ns())).unwrap_or_default() {
+            match done {
+                Ok(d) => {
+                    open = open && keep_going(out.canary(&d.result, d.stalled_sport))?;
+                    // What the canary found decides the stalled episodes' verdicts.
+                    let eps = episodes.on_canary(&d.result);
+                    open = open && episodes_out(&mut out, counted.as_mut(), &eps, &views, &honoured)?;
+                }
+                Err(why) => eprintln!("nfs-trace: canary not made: {}", escape(&why)),
+            }
+        }
         if let Some(k) = kmsg.as_mut() {
             for l in k.poll() {
                 // The kernel names the server as mounted; map it to an address.
@@ -348,6 +383,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                 }
             }
             for o in s.tracker.tick(Clock::mono_now_ns(), STALL_EVERY.as_nanos() as u64) {
+                ask_canary(&mut canaries, &o);
                 if let Some(m) = counted.as_mut() {
                     m.observe(&o, &views);
                 }

@@ -4,9 +4,11 @@
 //! first three into one view per NFS mount (`nfsmounts`) — per namespace:
 //! every process's mount and network namespace (`namespaces`), the sunrpc
 //! sysfs of another netns (`netns_sysfs`), every mount namespace's mounts
-//! placed in their client's netns (`ns_mounts`). Parsers are pure
+//! placed in their client's netns (`ns_mounts`). And the one thing it does
+//! to the network: a canary connect toward a stalled server (`canary`). Parsers are pure
 //! functions over text so they are tested on fake trees.
 pub mod addr;
+pub mod canary;
 pub mod kmsg;
 pub mod mountinfo;
 pub mod mountstats;

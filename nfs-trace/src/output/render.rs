@@ -94,6 +94,7 @@ impl<W: Write> Renderer<W> {
     }
 }
 
+mod canary;
 mod episode;
 mod human;
 mod json;

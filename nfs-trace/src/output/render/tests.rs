@@ -230,3 +230,43 @@ fn an_episode_record_has_verdict_evidence_phases_and_mounts() {
     assert!(human.contains("recovered after 20.0 s; verdict unknown"), "{human}");
     assert!(human.contains("Episodes (first symptom to recovery"), "{human}");
 }
+
+/// A canary's record and line: what it found, and what that means.
+#[test]
+fn canary_records_and_lines_say_what_the_fresh_port_found() {
+    use crate::{
+        flow::DestKey,
+        model::canary::{CanaryOutcome, CanaryResult},
+    };
+    let dest = DestKey { laddr: "10.0.0.2".parse().unwrap(), raddr: "10.0.0.1".parse().unwrap(), dport: 2049, netns: Netns(4026531840) };
+    let at = |outcome| CanaryResult { dest, sport: 40123, start_ns: 5_000_000_000, end_ns: 5_000_400_000, outcome };
+    let one = |format, r: &CanaryResult, stalled| {
+        let mut out = Renderer::new(Vec::new(), format, Clock::fixed(0));
+        out.canary(r, stalled).unwrap();
+        String::from_utf8(out.out).unwrap()
+    };
+    let human = one(Format::Human { color: false }, &at(CanaryOutcome::Connected { rtt_ns: 400_000 }), Some(790));
+    assert!(
+        human.contains("canary from :40123 to 10.0.0.1:2049 connected in 400 µs while port 790 stalls — the server answers new flows"),
+        "{human}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&one(Format::Json, &at(CanaryOutcome::Connected { rtt_ns: 400_000 }), Some(790))).unwrap();
+    assert_eq!(json["type"], "canary");
+    assert_eq!((json["laddr"].as_str(), json["raddr"].as_str(), json["dport"].as_u64()), (Some("10.0.0.2"), Some("10.0.0.1"), Some(2049)));
+    assert_eq!((json["netns"].as_u64(), json["sport"].as_u64(), json["stalled_sport"].as_u64()), (Some(4026531840), Some(40123), Some(790)));
+    assert_eq!((json["outcome"].as_str(), json["rtt_ms"].as_f64()), (Some("connected"), Some(0.4)));
+    assert!(json["errno"].is_null() && json["start"].is_string() && json["end"] == json["time"], "{json}");
+
+    let timed_out = CanaryResult { end_ns: 8_000_000_000, ..at(CanaryOutcome::TimedOut) };
+    let human = one(Format::Human { color: false }, &timed_out, None);
+    assert!(human.contains("timed out after 3000.0 ms while a flow to it stalls — the server or the path drops new flows too"), "{human}");
+    let json: serde_json::Value = serde_json::from_str(&one(Format::Json, &timed_out, None)).unwrap();
+    assert_eq!((json["outcome"].as_str(), json["duration_ms"].as_f64()), (Some("timed_out"), Some(3000.0)));
+    assert!(json["rtt_ms"].is_null() && json["stalled_sport"].is_null());
+
+    let json: serde_json::Value = serde_json::from_str(&one(Format::Json, &at(CanaryOutcome::Error(libc::EHOSTUNREACH)), Some(790))).unwrap();
+    assert_eq!((json["outcome"].as_str(), json["errno"].as_i64(), json["errno_name"].as_str()), (Some("error"), Some(i64::from(libc::EHOSTUNREACH)), Some("EHOSTUNREACH")));
+    let human = one(Format::Human { color: false }, &at(CanaryOutcome::Refused), Some(790));
+    assert!(human.contains("refused while port 790 stalls"), "{human}");
+}
