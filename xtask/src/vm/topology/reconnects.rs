@@ -200,10 +200,39 @@ pub fn first_connects(truth: &Value, lines: &[Value]) -> Vec<String> {
     let mut out = Vec::new();
     for t in truth["transports"].as_array().into_iter().flatten() {
         let Some(m) = mounts.iter().find(|m| m["mountpoint"] == t["mount"]) else { continue };
-        let firsts: Vec<&Value> = lines
+        let mut firsts: Vec<&Value> = lines
             .iter()
             .filter(|l| l["type"] == "xprt_connect" && of_flow(l, &m["server"], &m["client"]) && l["sport"] == t["port"])
             .collect();
+        if firsts.is_empty() {
+            // Its first attempt failed (7.2 nconnect: it drew a port a
+            // sibling held): the transport's first connect is from that
+            // port, never established, and ss's port is its next attempt.
+            firsts = lines
+                .iter()
+                .filter(|l| l["type"] == "xprt_reconnect" && of_flow(l, &m["server"], &m["client"]) && l["sport"] == t["port"])
+                .filter(|l| {
+                    lines.iter().any(|c| {
+                        c["type"] == "xprt_connect"
+                            && c["xprt"] == l["xprt"]
+                            && c["sport"] == l["prev_sport"]
+                            // The TCP record of that attempt: the last connect
+                            // from that port up to it (a sibling may hold the
+                            // port, established, earlier).
+                            && lines
+                                .iter()
+                                .filter(|tcp| {
+                                    tcp["type"] == "connect"
+                                        && tcp["sport"] == c["sport"]
+                                        && of_flow(tcp, &m["server"], &m["client"])
+                                        && tcp["mono_ns"].as_u64() <= c["mono_ns"].as_u64()
+                                })
+                                .last()
+                                .is_some_and(|tcp| tcp["outcome"] != "established")
+                    })
+                })
+                .collect();
+        }
         let mount = mount_of(&t["mount"]);
         if firsts.is_empty() {
             out.push(format!("SunRPC: no xprt_connect for {mount}'s first connect from port {}", t["port"]));

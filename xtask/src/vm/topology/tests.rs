@@ -248,3 +248,20 @@ fn check_must_list_the_containers_mount_with_its_netns() {
     t["container_ns_link"] = json!("net:[7]");
     assert!(problems(&judge(&t, Some(&netns_lines()), true)).contains("truth: readlink"));
 }
+
+#[test]
+fn a_first_connect_that_failed_chains_to_the_port_ss_saw() {
+    // 7.2, nconnect v4.1: the transport's first attempt drew 979, which a
+    // sibling held (established); that attempt closed and 40001 (ss's
+    // port) connected as its second connect.
+    let mut l = lines();
+    l[2] = rec("xprt_reconnect", 40001, 21, json!({"xprt": "0xff3", "prev_sport": 979, "reused": false, "mounts": []}));
+    l.insert(2, rec("xprt_connect", 979, 19, json!({"xprt": "0xff3", "mounts": []})));
+    l.insert(2, rec("connect", 979, 18, json!({"outcome": "closed"})));
+    l.insert(2, rec("connect", 979, 15, json!({"outcome": "established"})));
+    let v = judge(&truth(), Some(&l), true);
+    assert!(!problems(&v).contains("no xprt_connect"), "{v}");
+    // The attempt from 979 established: then 40001 was no first connect.
+    l[3]["outcome"] = json!("established");
+    assert!(problems(&judge(&truth(), Some(&l), true)).contains("no xprt_connect"));
+}
