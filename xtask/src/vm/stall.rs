@@ -69,6 +69,13 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
         .filter(|s| to_server(s))
         .collect();
     let tracer_s = ends.first().and_then(|e| e["duration_s"].as_f64());
+    // Issue 12: the canary and the episode verdict it proves.
+    let canaries: Vec<&Value> = lines.iter().filter(|l| l["type"] == "canary" && to_server(l)).collect();
+    let verdicts: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "episode" && l["state"] == "ended" && to_server(l))
+        .filter_map(|l| l["verdict"].as_str())
+        .collect();
     if with_tracer && truth["error"].is_null() {
         if truth["tracer"]["ran"] != json!(true) {
             problems.push("the tracer did not run".into());
@@ -77,6 +84,9 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
         }
         if blocked {
             judge_stall(&mut problems, st, mount, &live, &ends, &summary, block_s.unwrap_or(0.0));
+            judge_proof(&mut problems, st, &canaries, &verdicts);
+        } else if verdicts.contains(&"reused-flow-dropped") {
+            problems.push(format!("the write did not block, yet an episode's verdict is reused-flow-dropped ({verdicts:?})"));
         } else if !live.is_empty() || !ends.is_empty() || !summary.is_empty() {
             problems.push(format!(
                 "the write did not block ({:.1} s) but the tracer reported a stall ({} live, {} ended, {} in the summary)",
@@ -103,6 +113,8 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
         "tracer_retransmits": ends.first().map(|e| e["retransmits"].clone()),
         "tracer_live_records": live.len(),
         "tracer_exit": truth["tracer"]["exit"],
+        "canary": canaries.first().map(|c| json!({"sport": c["sport"], "outcome": c["outcome"], "rtt_ms": c["rtt_ms"]})),
+        "episode_verdicts": verdicts,
         "agree": if with_tracer { json!(problems.is_empty()) } else { Value::Null },
         "ok": problems.is_empty(),
         "problems": problems,
@@ -153,6 +165,21 @@ fn judge_stall(problems: &mut Vec<String>, st: &Value, mount: &str, live: &[&Val
     }
 }
 
+/// The middlebox holds only the old flow: a canary from a fresh port gets
+/// through while the reused flow stalls, and that proof is the episode's
+/// verdict (`reused-flow-dropped`).
+fn judge_proof(problems: &mut Vec<String>, st: &Value, canaries: &[&Value], verdicts: &[&str]) {
+    match canaries {
+        [] => problems.push("no canary connect while the reused flow stalled".into()),
+        [c, ..] if c["outcome"] != "connected" => problems.push(format!("the canary did not connect ({}): the router passes new flows", c["outcome"])),
+        [c, ..] if c["sport"] == st["before"] => problems.push(format!("the canary connected from the stalled port {}", c["sport"])),
+        _ => {}
+    }
+    if !verdicts.contains(&"reused-flow-dropped") {
+        problems.push(format!("no ended episode with verdict reused-flow-dropped (verdicts: {verdicts:?})"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,7 +208,26 @@ mod tests {
             rec("stall_end", 30_000_000_000, json!({"duration_s": duration, "end_sport": 871, "retransmits": 8,
                                                     "mounts": ["/mnt/stall-v4.0"], "prev_end": "2026-11-23T22:06:51.9Z"})),
             json!({"type": "summary", "stalls": [{"raddr": "10.98.0.1", "dport": 2049, "duration_s": duration, "ongoing": false}]}),
+            rec("canary", 3_000_000_000, json!({"sport": 40123, "outcome": "connected", "rtt_ms": 0.4})),
+            rec("episode", 30_000_000_001, json!({"state": "ended", "verdict": "reused-flow-dropped"})),
         ]
+    }
+
+    #[test]
+    fn a_stall_is_proven_by_a_canary_and_its_episode_verdict() {
+        let t = truth(true, 28.0);
+        let without = |kind: &str| stalled(27.2).into_iter().filter(|l| l["type"] != kind).collect::<Vec<_>>();
+        assert!(judge(&t, Some(&without("canary")), true)["problems"].to_string().contains("no canary"));
+        assert!(judge(&t, Some(&without("episode")), true)["problems"].to_string().contains("reused-flow-dropped"));
+        let mut l = stalled(27.2);
+        l[4]["outcome"] = json!("timed_out");
+        assert!(judge(&t, Some(&l), true)["problems"].to_string().contains("did not connect"));
+        let mut l = stalled(27.2);
+        l[5]["verdict"] = json!("server-or-path-down");
+        assert_eq!(judge(&t, Some(&l), true)["ok"], json!(false));
+        // No block: a reuse verdict is wrong.
+        let l = vec![json!({"type": "attached"}), rec("episode", 1, json!({"state": "ended", "verdict": "reused-flow-dropped"}))];
+        assert_eq!(judge(&truth(false, 0.4), Some(&l), true)["ok"], json!(false));
     }
 
     #[test]
