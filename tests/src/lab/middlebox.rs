@@ -43,7 +43,7 @@ const T: Duration = Duration::from_secs(20);
 /// back is the outage alone, not the reused-flow rule.
 const OUTAGE_RULES: &str = "\
 table ip outage {
-    chain fwd {
+    chain blocked {
         type filter hook forward priority filter - 1; policy accept;
         ip daddr 10.98.0.1 counter drop
         ip saddr 10.98.0.1 counter drop
@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn sums_the_outage_counters() {
-        let l = "table ip outage {\n chain fwd {\n  ip daddr 10.98.0.1 counter packets 12 bytes 720 drop\n  ip saddr 10.98.0.1 counter packets 3 bytes 180 drop\n }\n}\n";
+        let l = "table ip outage {\n chain blocked {\n  ip daddr 10.98.0.1 counter packets 12 bytes 720 drop\n  ip saddr 10.98.0.1 counter packets 3 bytes 180 drop\n }\n}\n";
         assert_eq!(packets_of(l), 15);
         assert_eq!(packets_of("table ip outage {}"), 0);
     }
