@@ -38,9 +38,8 @@ pub const TRACKED_TIMEOUT_S: u32 = 14;
 const T: Duration = Duration::from_secs(20);
 
 /// The outage (issue 12): every packet to or from the server dropped in
-/// the forward hook, each direction counted. After conntrack, so the
-/// client's abort RST closes the router's entry: what holds the reconnect
-/// back is the outage alone, not the reused-flow rule.
+/// the forward hook, each direction counted. The reconnect's SYNs are new
+/// to conntrack (ct state new), so the reused-flow rule never matches them.
 const OUTAGE_RULES: &str = "\
 table ip outage {
     chain blocked {

@@ -63,6 +63,8 @@ pub fn cannot_run(kind: Kind, vers: &str, why: &str) -> bool {
 /// How long the outage drops everything: long enough for several SYN
 /// retries and a 3 s canary, short enough for a run under a minute.
 pub const OUTAGE: Duration = Duration::from_secs(20);
+/// How long into the outage the write starts.
+const WRITE_AFTER: Duration = Duration::from_secs(3);
 
 /// Longer than any stall this model makes (tracked timeout plus SYN backoff,
 /// or the NFSv4 lease that ends it): the write is given up after this.
@@ -212,13 +214,21 @@ fn timed_write(mb: &Middlebox, path: &Path, mut tick: impl FnMut(Duration) -> Re
     }
 }
 
-/// The outage: the router drops everything to and from the server, the
-/// mount's connection is aborted (its RST dropped too), a write is timed;
-/// the rule goes [`OUTAGE`] after it came. Truth: the write's block, the
-/// outage's start and end on the lab clock, ss ports, the rule's counter.
+/// The outage: the mount's connection is aborted (its RST reaches the
+/// server: no stale flow anywhere, so what holds the reconnect back is the
+/// outage alone), the router then drops everything to and from the server,
+/// and a write is timed; the rule goes [`OUTAGE`] after it came. The write
+/// waits [`WRITE_AFTER`] so that a SYN retry slot (6.12: 1 s five times,
+/// then 2, 4, 8 s) falls soon after the outage and the run stays short.
+/// Truth: the write's block, the outage on the lab clock, ss ports, the
+/// rule's counter.
 fn outage_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value) -> Result<()> {
     let server = middlebox::SERVER;
     std::fs::write(mnt.join("before-outage"), b"x").context("writing before the outage")?;
+    let killed = net::kill_to(&mb.client, server)?;
+    if !killed.iter().any(|s| s.cookie == before.cookie) {
+        bail!("ss -K did not report killing sk:{} (it listed {killed:?})", before.cookie);
+    }
     mb.outage_begin()?;
     let t_begin = sys::mono_ns();
     let mut t_end: Option<u64> = None;
@@ -231,11 +241,8 @@ fn outage_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value
         }
         Ok(())
     };
-    let res = (|| {
-        let killed = net::kill_to(&mb.client, server)?;
-        if !killed.iter().any(|s| s.cookie == before.cookie) {
-            bail!("ss -K did not report killing sk:{} (it listed {killed:?})", before.cookie);
-        }
+    let res: Result<TimedWrite> = (|| {
+        std::thread::sleep(WRITE_AFTER);
         let w = timed_write(mb, &mnt.join("during-outage"), |_| {
             if sys::mono_ns().saturating_sub(t_begin) >= OUTAGE.as_nanos() as u64 {
                 end(&mut t_end, &mut drops)?;
