@@ -476,7 +476,14 @@ impl EpisodeTracker {
                 continue;
             }
             e.last_ns = e.last_ns.max(c.end_ns);
-            e.reconnect(c.start_ns).canary = Some(c.clone());
+            // A failed canary stays: the server or path was down during this
+            // episode, and one that connects once the path is back (while
+            // the reused flow waits for its next SYN slot) proves no reuse.
+            let r = e.reconnect(c.start_ns);
+            if c.connected() && r.canary.as_ref().is_some_and(|p| !p.connected()) {
+                continue;
+            }
+            r.canary = Some(c.clone());
             out.extend(self.after(i, false));
         }
         out

@@ -66,12 +66,12 @@ fn run() -> Result<(usize, Vec<String>)> {
             Job::SunrpcBtf => sunrpc_btf::run(with_tracer),
             Job::Reconnect(sc) => lab::scenario::run(&ns, sc, with_tracer),
             Job::Topology(name) => topology::run_named(name, &ns, with_tracer),
-            Job::Stall(vers) => {
+            Job::Stall(kind, vers) => {
                 let mb = middlebox
                     .get_or_insert_with(|| Middlebox::setup().context("building the middlebox").map_err(|e| format!("{e:#}")));
                 match mb {
-                    Ok(mb) => stall::run(mb, vers, with_tracer),
-                    Err(e) => stall::cannot_run(vers, e),
+                    Ok(mb) => stall::run(mb, *kind, vers, with_tracer),
+                    Err(e) => stall::cannot_run(*kind, vers, e),
                 }
             }
         };
@@ -84,13 +84,13 @@ fn run() -> Result<(usize, Vec<String>)> {
 }
 
 /// One scenario: the tracer started before sunrpc loads, a reconnect
-/// scenario, or a stall through the middlebox.
+/// scenario, or a stall or outage through the middlebox.
 enum Job {
     LateSunrpc,
     /// The tracer's sunrpc struct offsets against btf-rs (defect 5).
     SunrpcBtf,
     Reconnect(Scenario),
-    Stall(&'static str),
+    Stall(stall::Kind, &'static str),
     /// Several transports at once: nconnect, shared-server, netns, ipv6.
     Topology(&'static str),
 }
@@ -99,7 +99,8 @@ impl Job {
     fn all() -> Vec<Job> {
         let mut v = vec![Job::LateSunrpc, Job::SunrpcBtf];
         v.extend(Scenario::all().into_iter().map(Job::Reconnect));
-        v.extend(stall::VERSIONS.iter().map(|s| Job::Stall(s)));
+        v.extend(stall::VERSIONS.iter().map(|s| Job::Stall(stall::Kind::Stall, s)));
+        v.extend(stall::OUTAGE_VERSIONS.iter().map(|s| Job::Stall(stall::Kind::Outage, s)));
         v.extend(topology::NAMES.iter().map(|n| Job::Topology(n)));
         v
     }
@@ -115,7 +116,7 @@ impl Job {
             return Ok(Job::Topology(n));
         }
         match stall::parse(name) {
-            Some(v) => Ok(Job::Stall(v)),
+            Some((k, v)) => Ok(Job::Stall(k, v)),
             None => Scenario::parse(name).map(Job::Reconnect),
         }
     }
@@ -125,7 +126,7 @@ impl Job {
             Job::LateSunrpc => late::NAME.to_string(),
             Job::SunrpcBtf => sunrpc_btf::NAME.to_string(),
             Job::Reconnect(sc) => sc.name.clone(),
-            Job::Stall(v) => format!("stall-v{v}"),
+            Job::Stall(k, v) => k.name(v),
             Job::Topology(n) => n.to_string(),
         }
     }

@@ -37,6 +37,19 @@ pub const TRACKED_TIMEOUT_S: u32 = 14;
 
 const T: Duration = Duration::from_secs(20);
 
+/// The outage (issue 12): every packet to or from the server dropped in
+/// the forward hook, each direction counted. The reconnect's SYNs are new
+/// to conntrack (ct state new), so the reused-flow rule never matches them.
+const OUTAGE_RULES: &str = "\
+table ip outage {
+    chain blocked {
+        type filter hook forward priority filter - 1; policy accept;
+        ip daddr 10.98.0.1 counter drop
+        ip saddr 10.98.0.1 counter drop
+    }
+}
+";
+
 /// The namespaces of the middlebox topology.
 pub struct Middlebox {
     pub client: ClientNs,
@@ -126,6 +139,18 @@ impl Middlebox {
         Ok(killed)
     }
 
+    /// Starts the outage: the router drops everything to and from the server.
+    pub fn outage_begin(&self) -> Result<()> {
+        nft_load(&self.router, "outage", OUTAGE_RULES).context("loading the outage rule")
+    }
+
+    /// Ends the outage; returns the packets it dropped (both directions).
+    pub fn outage_end(&self) -> Result<u64> {
+        let listing = nft(&self.router, &["list", "table", "ip", "outage"]).context("listing the outage rule")?;
+        nft(&self.router, &["delete", "table", "ip", "outage"]).context("removing the outage rule")?;
+        Ok(packets_of(&listing))
+    }
+
     /// SYNs the router has dropped so far (the forward rule's counter):
     /// shows the middlebox, not the client, held the reconnect back.
     pub fn forward_drops(&self) -> Result<u64> {
@@ -142,6 +167,11 @@ fn counter_of(listing: &str) -> Option<String> {
     Some(rest[..end].trim().to_string())
 }
 
+/// The sum of every rule's "packets N" in an nft listing.
+fn packets_of(listing: &str) -> u64 {
+    listing.split("packets ").skip(1).filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok()).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +181,18 @@ mod tests {
         let l = "table ip middlebox {\n chain forward {\n  tcp flags & (syn | ack) == syn ct state established counter packets 7 bytes 420 drop\n }\n}\n";
         assert_eq!(counter_of(l).as_deref(), Some("packets 7 bytes 420"));
         assert_eq!(counter_of("table ip x {}").as_deref(), None);
+    }
+
+    #[test]
+    fn sums_the_outage_counters() {
+        let l = "table ip outage {\n chain blocked {\n  ip daddr 10.98.0.1 counter packets 12 bytes 720 drop\n  ip saddr 10.98.0.1 counter packets 3 bytes 180 drop\n }\n}\n";
+        assert_eq!(packets_of(l), 15);
+        assert_eq!(packets_of("table ip outage {}"), 0);
+    }
+
+    #[test]
+    fn the_outage_rule_names_the_server() {
+        assert!(OUTAGE_RULES.contains(&format!("ip daddr {SERVER} ")));
+        assert!(OUTAGE_RULES.contains(&format!("ip saddr {SERVER} ")));
     }
 }

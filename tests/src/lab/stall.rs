@@ -19,27 +19,60 @@ use super::{
 };
 
 pub const VERSIONS: &[&str] = &["3", "4.0", "4.1"];
+/// The outage scenarios (issue 12): one version that reuses its port, one that does not.
+pub const OUTAGE_VERSIONS: &[&str] = &["3", "4.1"];
 
-/// `stall-v4.0` → `4.0`.
-pub fn parse(name: &str) -> Option<&'static str> {
-    let v = name.strip_prefix("stall-v")?;
-    VERSIONS.iter().copied().find(|x| *x == v)
+/// What the middlebox does to the aborted mount: hold its reused flow
+/// (`stall`), or drop everything to the server for [`OUTAGE`] (`outage`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Stall,
+    Outage,
+}
+
+impl Kind {
+    pub fn name(self, vers: &str) -> String {
+        match self {
+            Kind::Stall => format!("stall-v{vers}"),
+            Kind::Outage => format!("outage-v{vers}"),
+        }
+    }
+
+    pub fn versions(self) -> &'static [&'static str] {
+        match self {
+            Kind::Stall => VERSIONS,
+            Kind::Outage => OUTAGE_VERSIONS,
+        }
+    }
+}
+
+/// `stall-v4.0` → (Stall, `4.0`); `outage-v3` → (Outage, `3`).
+pub fn parse(name: &str) -> Option<(Kind, &'static str)> {
+    [Kind::Stall, Kind::Outage]
+        .into_iter()
+        .find_map(|k| k.versions().iter().copied().find(|v| k.name(v) == name).map(|v| (k, v)))
 }
 
 /// The scenario's truth record when the middlebox could not be built.
-pub fn cannot_run(vers: &str, why: &str) -> bool {
-    out::emit(&json!({"kind": "truth", "scenario": format!("stall-v{vers}"), "vers": vers, "stall": null,
+pub fn cannot_run(kind: Kind, vers: &str, why: &str) -> bool {
+    out::emit(&json!({"kind": "truth", "scenario": kind.name(vers), "vers": vers, "stall": null,
                       "tracer": {"ran": false}, "error": why}));
     false
 }
+
+/// How long the outage drops everything: long enough for several SYN
+/// retries and a 3 s canary, short enough for a run under a minute.
+pub const OUTAGE: Duration = Duration::from_secs(20);
+/// How long into the outage the write starts.
+const WRITE_AFTER: Duration = Duration::from_secs(3);
 
 /// Longer than any stall this model makes (tracked timeout plus SYN backoff,
 /// or the NFSv4 lease that ends it): the write is given up after this.
 const WRITE_LIMIT: Duration = Duration::from_secs(180);
 
 /// Runs one stall scenario; emits its `truth` record and the tracer's lines.
-pub fn run(mb: &Middlebox, vers: &str, with_tracer: bool) -> bool {
-    let name = format!("stall-v{vers}");
+pub fn run(mb: &Middlebox, kind: Kind, vers: &str, with_tracer: bool) -> bool {
+    let name = kind.name(vers);
     let mnt = PathBuf::from(format!("/mnt/{name}"));
     let (src, opts) = scenario::mount_args(middlebox::SERVER, vers);
     let mut truth = json!({
@@ -54,11 +87,12 @@ pub fn run(mb: &Middlebox, vers: &str, with_tracer: bool) -> bool {
         "tracked_timeout_s": middlebox::TRACKED_TIMEOUT_S,
         "ports": [],
         "stall": null,
+        "outage": null,
         "tracer": {"ran": false},
         "error": null,
     });
     let mut finished = None;
-    let res = run_inner(mb, &mnt, &src, &opts, with_tracer, &mut truth, &mut finished);
+    let res = run_inner(mb, kind, &mnt, &src, &opts, with_tracer, &mut truth, &mut finished);
     if let Some(f) = finished {
         truth["tracer"] = f.emit(&name);
     }
@@ -73,8 +107,10 @@ pub fn run(mb: &Middlebox, vers: &str, with_tracer: bool) -> bool {
     ok
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_inner(
     mb: &Middlebox,
+    kind: Kind,
     mnt: &Path,
     src: &str,
     opts: &str,
@@ -86,7 +122,10 @@ fn run_inner(
     truth["ports"].as_array_mut().expect("array").push(json!(before.local_port));
 
     let tracer = if with_tracer { Some(Tracer::start()?) } else { None };
-    let res = stall_once(mb, mnt, &before, truth);
+    let res = match kind {
+        Kind::Stall => stall_once(mb, mnt, &before, truth),
+        Kind::Outage => outage_once(mb, mnt, &before, truth),
+    };
     if let Some(t) = tracer {
         // The reader drains every 20 ms; let it print the end of the stall.
         std::thread::sleep(Duration::from_millis(500));
@@ -107,36 +146,8 @@ fn stall_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value)
         bail!("ss -K did not report killing sk:{} (it listed {killed:?})", before.cookie);
     }
 
-    // The write runs in a thread: a hard mount blocks for as long as the
-    // reconnect is held back. Its start and end are the ground truth.
-    let path = mnt.join("after-abort");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let t0 = sys::mono_ns();
-        let r = std::fs::write(&path, b"x");
-        let _ = tx.send((r, t0, sys::mono_ns()));
-    });
-    let start = Instant::now();
-    let mut syn_ports: Vec<u16> = Vec::new();
-    let (write_start, write_end) = loop {
-        match rx.recv_timeout(Duration::from_millis(250)) {
-            Ok((r, t0, t1)) => {
-                r.context("the write after the abort failed")?;
-                break (t0, t1);
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(e) => bail!("the writer thread died: {e}"),
-        }
-        // What the client is trying meanwhile (SYN-SENT from which port).
-        for s in net::sockets_to(&mb.client, server)? {
-            if s.state == "SYN-SENT" && !syn_ports.contains(&s.local_port) {
-                syn_ports.push(s.local_port);
-            }
-        }
-        if start.elapsed() > WRITE_LIMIT {
-            bail!("the write after the abort still blocks after {} s", WRITE_LIMIT.as_secs());
-        }
-    };
+    let w = timed_write(mb, &mnt.join("after-abort"), |_| Ok(()))?;
+    let (write_start, write_end, syn_ports) = (w.start_ns, w.end_ns, w.syn_sent_ports);
     let after = net::established_to(&mb.client, server)?.context("no ESTAB connection after the write returned")?;
     let drops = mb.forward_drops()?.saturating_sub(drops_before);
     let block_s = (write_end.saturating_sub(write_start)) as f64 / 1e9;
@@ -161,15 +172,127 @@ fn stall_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value)
     Ok(())
 }
 
+/// One write timed on the lab clock, and the ports ss saw in SYN-SENT meanwhile.
+struct TimedWrite {
+    start_ns: u64,
+    end_ns: u64,
+    syn_sent_ports: Vec<u16>,
+}
+
+/// Writes `path` in a thread (a hard mount blocks for as long as the
+/// reconnect is held back: its start and end are the ground truth), polling
+/// ss every 250 ms and calling `tick` with the time since the write began.
+fn timed_write(mb: &Middlebox, path: &Path, mut tick: impl FnMut(Duration) -> Result<()>) -> Result<TimedWrite> {
+    let path = path.to_path_buf();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let t0 = sys::mono_ns();
+        let r = std::fs::write(&path, b"x");
+        let _ = tx.send((r, t0, sys::mono_ns()));
+    });
+    let start = Instant::now();
+    let mut syn_sent_ports: Vec<u16> = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok((r, t0, t1)) => {
+                r.context("the write after the abort failed")?;
+                return Ok(TimedWrite { start_ns: t0, end_ns: t1, syn_sent_ports });
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(e) => bail!("the writer thread died: {e}"),
+        }
+        tick(start.elapsed())?;
+        // What the client is trying meanwhile (SYN-SENT from which port).
+        for s in net::sockets_to(&mb.client, middlebox::SERVER)? {
+            if s.state == "SYN-SENT" && !syn_sent_ports.contains(&s.local_port) {
+                syn_sent_ports.push(s.local_port);
+            }
+        }
+        if start.elapsed() > WRITE_LIMIT {
+            bail!("the write after the abort still blocks after {} s", WRITE_LIMIT.as_secs());
+        }
+    }
+}
+
+/// The outage: the mount's connection is aborted (its RST reaches the
+/// server: no stale flow anywhere, so what holds the reconnect back is the
+/// outage alone), the router then drops everything to and from the server,
+/// and a write is timed; the rule goes [`OUTAGE`] after it came. The write
+/// waits [`WRITE_AFTER`] so that a SYN retry slot (6.12: 1 s five times,
+/// then 2, 4, 8 s) falls soon after the outage and the run stays short.
+/// Truth: the write's block, the outage on the lab clock, ss ports, the
+/// rule's counter.
+fn outage_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value) -> Result<()> {
+    let server = middlebox::SERVER;
+    std::fs::write(mnt.join("before-outage"), b"x").context("writing before the outage")?;
+    let killed = net::kill_to(&mb.client, server)?;
+    if !killed.iter().any(|s| s.cookie == before.cookie) {
+        bail!("ss -K did not report killing sk:{} (it listed {killed:?})", before.cookie);
+    }
+    mb.outage_begin()?;
+    let t_begin = sys::mono_ns();
+    let mut t_end: Option<u64> = None;
+    let mut drops = 0;
+    // The rule must go whatever happens below, or later scenarios hang.
+    let end = |t_end: &mut Option<u64>, drops: &mut u64| -> Result<()> {
+        if t_end.is_none() {
+            *drops = mb.outage_end()?;
+            *t_end = Some(sys::mono_ns());
+        }
+        Ok(())
+    };
+    let res: Result<TimedWrite> = (|| {
+        std::thread::sleep(WRITE_AFTER);
+        let w = timed_write(mb, &mnt.join("during-outage"), |_| {
+            if sys::mono_ns().saturating_sub(t_begin) >= OUTAGE.as_nanos() as u64 {
+                end(&mut t_end, &mut drops)?;
+            }
+            Ok(())
+        })?;
+        end(&mut t_end, &mut drops)?;
+        Ok(w)
+    })();
+    let cleanup = end(&mut t_end, &mut drops);
+    let w = res?;
+    cleanup?;
+    let t_end = t_end.expect("ended above");
+    let after = net::established_to(&mb.client, server)?.context("no ESTAB connection after the write returned")?;
+    let block_s = (w.end_ns.saturating_sub(w.start_ns)) as f64 / 1e9;
+    out::log(format!(
+        "outage: {:.1} s, router dropped {drops} packet(s); port {} -> {}, write blocked {block_s:.2} s, SYN-SENT ports seen {:?}",
+        (t_end - t_begin) as f64 / 1e9,
+        before.local_port,
+        after.local_port,
+        w.syn_sent_ports
+    ));
+    truth["ports"].as_array_mut().expect("array").push(json!(after.local_port));
+    truth["outage"] = json!({
+        "before": before.local_port,
+        "after": after.local_port,
+        "same_port": before.local_port == after.local_port,
+        "begin_ns": t_begin,
+        "end_ns": t_end,
+        "drops": drops,
+        "write_start_ns": w.start_ns,
+        "write_end_ns": w.end_ns,
+        "block_s": (block_s * 1000.0).round() / 1000.0,
+        "syn_sent_ports": w.syn_sent_ports,
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names() {
-        assert_eq!(parse("stall-v4.0"), Some("4.0"));
-        assert_eq!(parse("stall-v4.1"), Some("4.1"));
-        assert_eq!(parse("stall-v3"), Some("3"));
+        assert_eq!(parse("stall-v4.0"), Some((Kind::Stall, "4.0")));
+        assert_eq!(parse("stall-v4.1"), Some((Kind::Stall, "4.1")));
+        assert_eq!(parse("stall-v3"), Some((Kind::Stall, "3")));
+        assert_eq!(parse("outage-v3"), Some((Kind::Outage, "3")));
+        assert_eq!(parse("outage-v4.1"), Some((Kind::Outage, "4.1")));
+        assert_eq!(parse("outage-v4.0"), None);
         assert_eq!(parse("stall-v4.2"), None);
         assert_eq!(parse("v4.0-default"), None);
     }

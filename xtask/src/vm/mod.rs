@@ -4,7 +4,7 @@
 //! `kernels` fetches kernels through a private apt view, `modules`,
 //! `userland` and `initramfs` build the guest's initramfs (`image` puts them
 //! together), `qemu` boots it, `scenarios` judges the console output and
-//! `report` writes results; `stall` judges the middlebox scenarios. The guest
+//! `report` writes results; `stall` and `outage` judge the middlebox scenarios. The guest
 //! half is `tests/src/lab`.
 mod apt;
 mod image;
@@ -17,6 +17,7 @@ mod modules;
 mod qemu;
 mod report;
 mod scenarios;
+mod outage;
 mod stall;
 mod topology;
 mod userland;
@@ -42,7 +43,8 @@ pub struct VmArgs {
     json: Option<PathBuf>,
     /// Only these scenarios (repeatable), e.g. v3-default, v4.1-noresvport,
     /// stall-v4.0, late-sunrpc, sunrpc-btf, nconnect, shared-server, netns, ipv6;
-    /// `stall` means every stall scenario, `topology` the last four.
+    /// outage-v3, outage-v4.1; `stall` means every stall scenario, `outage`
+    /// both outage ones, `topology` the last four.
     #[arg(long)]
     scenario: Vec<String>,
     /// Ground truth only: do not put nfs-trace in the guest.
@@ -68,6 +70,7 @@ pub fn main(args: VmArgs) -> Result<()> {
         .iter()
         .flat_map(|s| match s.as_str() {
             "stall" => stall::names(),
+            "outage" => outage::names(),
             "topology" => topology::NAMES.iter().map(|n| n.to_string()).collect(),
             _ => vec![s.clone()],
         })
@@ -175,6 +178,7 @@ fn run_kernel(cache: &Path, line: &'static kernels::Line, init: &Path, tracer: O
     let mut results = Vec::new();
     for name in &wanted {
         let mut r = match rep.truths.iter().find(|t| t["scenario"] == name.as_str()) {
+            Some(t) if outage::is_outage(name) => outage::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) if stall::is_stall(name) => stall::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) if name == late::NAME => late::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) if name == sunrpc_btf::NAME => sunrpc_btf::judge(t, tracer.is_some()),
@@ -210,6 +214,10 @@ fn summarise(runs: &[report::KernelRun]) {
     let stalls = report::stall_table(runs);
     if !stalls.is_empty() {
         println!("{stalls}");
+    }
+    let outages = report::outage_table(runs);
+    if !outages.is_empty() {
+        println!("{outages}");
     }
     print!("{}", report::late_lines(runs));
     print!("{}", report::sunrpc_btf_lines(runs));

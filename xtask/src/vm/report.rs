@@ -191,6 +191,41 @@ pub fn stall_table(runs: &[KernelRun]) -> String {
     s
 }
 
+/// The outage scenarios (issue 12): the router dropped everything to the
+/// server for 20 s; the canary and the episode's verdict against that.
+/// Empty when none ran.
+pub fn outage_table(runs: &[KernelRun]) -> String {
+    let rows: Vec<(&KernelRun, &Value)> =
+        runs.iter().flat_map(|run| run.results.iter().filter(|r| r["kind"] == "outage").map(move |r| (run, r))).collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "| Kernel | NFS | Ports (ss: before → SYN-SENT → after) | Outage (truth) | Packets dropped | Write blocked (truth) | Canaries during it | Episode verdict | Episode end − write end | Agrees |\n\
+         |---|---|---|---:|---:|---:|---|---|---:|---|\n",
+    );
+    let secs = |v: &Value| v.as_f64().map_or("—".to_string(), |x| format!("{x:.1} s"));
+    for (run, r) in rows {
+        let canaries: Vec<String> = r["canaries"].as_array().into_iter().flatten().map(|c| c["outcome"].as_str().unwrap_or("?").to_string()).collect();
+        let verdicts: Vec<&str> = r["episode_verdicts"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            run.line,
+            r["vers"].as_str().unwrap_or("?"),
+            stall_ports(r),
+            secs(&r["outage_s"]),
+            r["outage_drops"],
+            secs(&r["block_s"]),
+            if canaries.is_empty() { "none".to_string() } else { canaries.join(", ") },
+            if verdicts.is_empty() { "none".to_string() } else { verdicts.join(", ") },
+            r["episode_end_minus_write_s"].as_f64().map_or("—".to_string(), |d| format!("{d:+.2} s")),
+            agrees(r),
+        );
+    }
+    s
+}
+
 /// One line per kernel for `late-sunrpc` (the tracer started before the
 /// sunrpc module loaded). Empty when it did not run.
 pub fn late_lines(runs: &[KernelRun]) -> String {
@@ -345,6 +380,16 @@ pub fn write_matrix(dir: &Path, runs: &[KernelRun], date: &str, source: &str) ->
                exactly when the write blocked, its duration within 2 s of the block, from the old port,\n\
                attributed to the mount, and the same in its summary; no stall when the write did not block.\n\n";
         md += &stalls;
+    }
+    let outages = outage_table(runs);
+    if !outages.is_empty() {
+        md += "\n## Stall lab: the server unreachable (`outage`)\n\n\
+               Through the same router, an nft rule drops every packet to and from the server for 20 s\n\
+               (its counter is the truth) while the mount's connection is aborted and one write waits.\n\
+               *Agrees*: the write blocked past the outage; every canary the tracer made during it failed;\n\
+               an episode ended with verdict `server-or-path-down` (never `reused-flow-dropped`, in any\n\
+               record) within 2 s of the write completing.\n\n";
+        md += &outages;
     }
     let late = late_lines(runs);
     if !late.is_empty() {

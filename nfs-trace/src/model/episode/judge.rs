@@ -4,7 +4,7 @@
 //! | verdict | needs |
 //! |---|---|
 //! | `reused-flow-dropped` | a connect from a reused port stuck in SYN_SENT while a canary from a fresh port (or another flow to the same server) connected |
-//! | `server-or-path-down` | a connect stuck in SYN_SENT and a canary that failed too |
+//! | `server-or-path-down` | a connect stuck in SYN_SENT and a canary that failed too (a later one that connects does not undo it) |
 //! | `path-blackhole` | data retransmits without ACK progress on the established flow (phase a; no hook yet) |
 //! | `server-not-answering` | RPC timeouts while TCP stayed healthy (phase a; no hook yet) |
 //! | `unknown` | anything short of those: its evidence says what was missing ("no canary: --passive", "canary not yet back", "no hook") |

@@ -155,6 +155,20 @@ fn server_or_path_down_needs_the_canary_failing() {
     assert_eq!(r.last().verdict, VerdictName::ServerOrPathDown);
 }
 
+/// The outage lab (6.12, v3): canaries failed while the router dropped
+/// everything, the path came back, and the reused flow still waited for its
+/// next SYN slot when the next canary connected. The episode was an outage,
+/// not a middlebox holding the flow.
+#[test]
+fn a_canary_that_connects_after_one_failed_does_not_make_it_a_reuse() {
+    let mut r = Run::new(None);
+    r.feed(&stalled_reuse()).canary(3_100, CanaryOutcome::TimedOut);
+    r.canary(13_100, CanaryOutcome::Connected { rtt_ns: 200_000 });
+    let e = r.last();
+    assert_eq!(e.verdict, VerdictName::ServerOrPathDown, "{}", e.evidence);
+    assert!(e.evidence.contains("got no answer"), "{}", e.evidence);
+}
+
 /// Phase (a) has no hook yet: both verdicts that need it are reachable only
 /// by its evidence, which is absent today (so `unknown`).
 #[test]
