@@ -320,6 +320,25 @@ impl EpisodeTracker {
         self.closes.insert(flow, c);
     }
 
+    /// Phase (b) of the episode `found`, or of one `open` opens (a symptom:
+    /// xprt, flow, pid and what it is); nothing when neither.
+    fn on_closed(&mut self, found: Option<usize>, open: Option<(u64, Flow, u32, Symptom)>, c: Closed) -> Vec<EpisodeObservation> {
+        let (i, opened) = match (found, open) {
+            (Some(i), _) => (i, false),
+            (None, Some((xprt, flow, pid, by))) => match self.open_one(xprt, flow, pid, by, c.ts_ns) {
+                Some(i) => (i, true),
+                None => return Vec::new(),
+            },
+            (None, None) => return Vec::new(),
+        };
+        let e = &mut self.open[i];
+        e.last_ns = e.last_ns.max(c.ts_ns);
+        if e.closed.is_none() {
+            e.closed = Some(c);
+        }
+        self.after(i, opened)
+    }
+
     /// A TCP observation (from `model::tcp::Tracker`).
     pub fn on_tcp(&mut self, o: &Observation) -> Vec<EpisodeObservation> {
         match o {
@@ -331,20 +350,7 @@ impl EpisodeTracker {
                 // A transport's socket going away by a reset, a timeout or
                 // an error is a symptom; an orderly or user-space close is not.
                 let symptom = who.xprt != 0 && matches!(how, CloseHow::TimedOut | CloseHow::Reset | CloseHow::Aborted | CloseHow::Error(_));
-                let (i, opened) = match found {
-                    Some(i) => (i, false),
-                    None if symptom => match self.open_one(who.xprt, who.flow, who.task.pid, Symptom::Close, *ts_ns) {
-                        Some(i) => (i, true),
-                        None => return Vec::new(),
-                    },
-                    None => return Vec::new(),
-                };
-                let e = &mut self.open[i];
-                e.last_ns = e.last_ns.max(*ts_ns);
-                if e.closed.is_none() {
-                    e.closed = Some(c);
-                }
-                self.after(i, opened)
+                self.on_closed(found, symptom.then_some((who.xprt, who.flow, who.task.pid, Symptom::Close)), c)
             }
             Observation::Stall { stall, ended } => self.on_stall(stall, *ended),
             Observation::Connect(a) => {
@@ -431,24 +437,11 @@ impl EpisodeTracker {
             XprtObservation::Drop { xprt, ts_ns, flow, reason } => {
                 let (name, errno) = drop_how(reason);
                 let c = Closed { ts_ns: *ts_ns, how: name, errno, sport: flow.sport };
-                let (i, opened) = match self.open.iter().position(|e| e.xprt == *xprt) {
-                    Some(i) => (i, false),
-                    // Dropped by an error: a symptom. An idle or forced
-                    // disconnect, or the client's own close, is not.
-                    None if matches!(reason, DropReason::Error(_)) => {
-                        match self.open_one(*xprt, *flow, 0, Symptom::Drop, *ts_ns) {
-                            Some(i) => (i, true),
-                            None => return Vec::new(),
-                        }
-                    }
-                    None => return Vec::new(),
-                };
-                let e = &mut self.open[i];
-                e.last_ns = e.last_ns.max(*ts_ns);
-                if e.closed.is_none() {
-                    e.closed = Some(c);
-                }
-                self.after(i, opened)
+                let found = self.open.iter().position(|e| e.xprt == *xprt);
+                // Dropped by an error: a symptom. An idle or forced
+                // disconnect, or the client's own close, is not.
+                let symptom = matches!(reason, DropReason::Error(_));
+                self.on_closed(found, symptom.then_some((*xprt, *flow, 0, Symptom::Drop)), c)
             }
             XprtObservation::Destroyed { xprt, ts_ns } => match self.open.iter().position(|e| e.xprt == *xprt) {
                 Some(i) => {
