@@ -144,13 +144,6 @@ pub fn netns_paths(proc_root: &Path) -> Vec<NetnsPath> {
     out
 }
 
-/// The inode of the network namespace at `path`.
-pub fn netns_ino(path: &Path) -> io::Result<NsIno> {
-    use std::os::unix::fs::MetadataExt;
-    let ino = std::fs::metadata(path)?.ino();
-    NsIno::try_from(ino).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "namespace inode beyond 32 bits"))
-}
-
 /// Runs `f` on a thread of its own that has entered the network namespace
 /// at `path` (setns moves only the calling thread; the thread ends with
 /// `f`, so nothing else ever runs there). Sockets `f` opens belong to that

@@ -28,9 +28,10 @@ pub fn of_file(path: &Path) -> std::io::Result<Netns> {
         .ok_or_else(|| std::io::Error::other(format!("inode {ino} of {} is not a namespace's", path.display())))
 }
 
-/// This process's network namespace (where sock_diag lists sockets).
+/// The calling thread's network namespace (where its sockets, sock_diag's
+/// included, live): the process's, except on a thread that entered another.
 pub fn own() -> Option<Netns> {
-    of_file(Path::new("/proc/self/ns/net")).ok()
+    of_file(Path::new("/proc/thread-self/ns/net")).ok()
 }
 
 /// PIDs are at most 2^22 (PID_MAX_LIMIT); namespace inodes are allocated

@@ -11,7 +11,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::host::namespaces::{self, NetnsPath};
+use crate::host::{
+    namespaces::{self, NetnsPath},
+    netns_inode,
+};
 
 const NETLINK_SOCK_DIAG: i32 = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -226,7 +229,7 @@ pub(crate) fn parse_datagram(buf: &[u8]) -> Result<(bool, Vec<TcpSock>)> {
 /// Every TCP socket (both families) of the calling thread's network
 /// namespace, each labelled with it.
 fn dump_here() -> Result<Vec<TcpSock>> {
-    let netns = namespaces::netns_ino(Path::new("/proc/thread-self/ns/net")).context("cannot read our network namespace")?;
+    let netns = netns_inode::own().context("cannot read our network namespace")?.0;
     let mut v = dump_family(libc::AF_INET as u8)?;
     v.extend(dump_family(libc::AF_INET6 as u8)?);
     for s in &mut v {
@@ -254,7 +257,7 @@ pub fn sockets_to_in(netns: u32, raddr: IpAddr, rport: u16) -> Result<Vec<TcpSoc
 /// Runs `f` in the network namespace whose inode is `netns`: right here when
 /// it is the calling thread's, else in a thread that entered it.
 fn in_ns<T: Send + 'static>(netns: u32, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    if namespaces::netns_ino(Path::new("/proc/thread-self/ns/net")).ok() == Some(netns) {
+    if netns_inode::own().map(|n| n.0) == Some(netns) {
         return f();
     }
     let Some(ns) = namespaces::netns_paths(Path::new("/proc")).into_iter().find(|n| n.ino == netns) else {
@@ -302,7 +305,7 @@ fn destroy_here(s: &TcpSock) -> Result<()> {
 /// could not be looked into, with why (entering one needs root).
 pub fn sockets_everywhere(netns: &[NetnsPath], ports: &[u16]) -> (Vec<TcpSock>, Vec<(u32, String)>) {
     let (mut out, mut unseen) = (Vec::new(), Vec::new());
-    let here = namespaces::netns_ino(Path::new("/proc/thread-self/ns/net")).ok();
+    let here = netns_inode::own().map(|n| n.0);
     for ns in netns {
         let ports = ports.to_vec();
         // Our own is read without entering it (setns needs root, even there).
