@@ -67,8 +67,9 @@ pub struct Trigger {
     pub stalled_sport: Option<u16>,
 }
 
-/// The trigger, until the episode tracker's `wants_canary()` takes over: a
-/// stall going on (reported at each SYN retransmit and every 5 s).
+/// The trigger: a stall going on (reported at each SYN retransmit and every
+/// 5 s). The rate limit makes that one canary per server per 10 s, so a
+/// long outage is probed again rather than judged on one early canary.
 pub fn trigger_of(o: &Observation) -> Option<Trigger> {
     match o {
         Observation::Stall { stall, ended: false } => {

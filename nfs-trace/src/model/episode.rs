@@ -482,24 +482,6 @@ impl EpisodeTracker {
         out
     }
 
-    /// Destinations with a stalled episode and no canary yet in it: where
-    /// watch should make one now (it rate-limits them itself). Empty when
-    /// canaries are off.
-    pub fn wants_canary(&self) -> Vec<DestKey> {
-        if self.canary_off.is_some() {
-            return Vec::new();
-        }
-        let mut v: Vec<DestKey> = self
-            .open
-            .iter()
-            .filter(|e| e.reconnect.as_ref().is_some_and(|r| r.stalled && r.canary.is_none()))
-            .map(Episode::dest)
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    }
-
     /// A kernel log line about `server` ("not responding", "OK"): joined to
     /// the episodes going on toward it, else to the last one that ended
     /// toward it ("server … OK" comes once RPCs are answered, after the

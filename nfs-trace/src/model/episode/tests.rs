@@ -92,13 +92,13 @@ fn a_stall_from_a_new_port_opens_an_episode_and_wants_a_canary() {
     assert_eq!((e.opened_by, e.flow.sport, e.start_ns), (Symptom::Stall, 1000, 1_000 * MS));
     let rc = e.reconnect.as_ref().unwrap();
     assert!(rc.stalled && !rc.reused, "{rc:?}");
-    assert_eq!(r.ep.wants_canary(), vec![flow(0).dest()]);
+    assert!(rc.canary.is_none());
     assert_eq!(e.verdict, VerdictName::Unknown);
     assert!(e.evidence.ends_with("missing: canary not yet back"), "{}", e.evidence);
     // A fresh canary connecting does not make a new port's stall a reuse.
     r.canary(2_500, CanaryOutcome::Connected { rtt_ns: 200_000 });
     assert_eq!(r.ep.open_episodes()[0].verdict, VerdictName::Unknown);
-    assert!(r.ep.wants_canary().is_empty(), "one canary per episode");
+    assert!(r.ep.open_episodes()[0].reconnect.as_ref().unwrap().canary.is_some(), "the canary joined the episode");
 }
 
 #[test]
@@ -119,7 +119,6 @@ fn reused_flow_dropped_needs_the_canary_through() {
 fn without_a_canary_the_verdict_names_it_missing() {
     let mut r = Run::new(Some("--passive"));
     r.feed(&stalled_reuse());
-    assert!(r.ep.wants_canary().is_empty(), "--passive: no canary wanted");
     r.feed(&[connected(4_500, 2, 999, 1_000, 0)]);
     let [.., EpisodeObservation::Ended(e)] = r.out.as_slice() else { panic!("{:?}", r.out) };
     assert_eq!(e.verdict, VerdictName::Unknown);
