@@ -15,6 +15,7 @@ use crate::host::{
     mountstats::{self, MountStats},
     namespaces::{self, Namespaces, NsIno},
     netns_sysfs::{self, SunrpcSysfs},
+    nfsfs_volumes,
     nfsmounts::{self, MountView, SeenIn},
     sock_diag::{self, TcpSock},
 };
@@ -135,24 +136,39 @@ pub fn dedupe(per: &[MntnsMounts]) -> Vec<Gathered> {
     out
 }
 
-/// The network namespace a mount's NFS client lives in, by evidence:
+/// What places a mount in a network namespace, per netns: the NFS
+/// superblocks its clients hold (`nfsfs/volumes`), its sunrpc sysfs, and
+/// the sockets to NFS servers' ports in every netns.
+#[derive(Clone, Debug, Default)]
+pub struct Evidence {
+    pub volumes: BTreeMap<NsIno, BTreeSet<String>>,
+    pub sysfs: BTreeMap<NsIno, SunrpcSysfs>,
+    pub socks: Vec<TcpSock>,
+}
+
+/// The network namespace a mount's NFS client lives in, by evidence, each
+/// rule deciding only where exactly one netns fits it:
 ///
-/// 1. a socket in netns N (sock_diag there) to the mount's server and port
-///    from one of the ports it remembers (mountstats), in one netns only;
-/// 2. else the sunrpc sysfs of N listing its transport: linked to the mount
-///    (`/sys/fs/nfs/<maj:min>`, 6.4+), or to its server and port from a port
-///    it remembers — in one netns only;
-/// 2b. else, for a mount that remembers no port, the one netns with any
-///    connection to its server and port (v4.1+, before 6.4 or without sunrpc sysfs);
-/// 3. else, if all processes of its mount namespace are in one netns that
+/// 1. the netns whose `nfsfs/volumes` lists the mount's superblock (every
+///    kernel; needs a way into that netns);
+/// 2. the netns whose sysfs links the mount (`/sys/fs/nfs/<maj:min>`, 6.4+);
+/// 3. a socket in netns N (sock_diag there) to the mount's server and port
+///    from one of the ports it remembers (mountstats);
+/// 4. the sunrpc sysfs of N listing a transport to its server and port from
+///    a port it remembers;
+/// 4b. for a mount that remembers no port, the one netns with any
+///    connection to its server and port (v4.1+);
+/// 5. if all processes of its mount namespace are in one netns that
 ///    is not the tracer's own (a container), that one;
-/// 4. else None: not known.
+/// 6. else None: not known.
 ///
-/// A mount's netns is not simply its mount namespace's: `nsenter --net=X
-/// mount …` leaves the mount in the host's mount namespace with its client
-/// in X (and rule 3 cannot decide for the host's mount namespace, whose
-/// processes are in many netns).
-pub fn decide_netns(g: &Gathered, ns: &Namespaces, sysfs: &BTreeMap<NsIno, SunrpcSysfs>, socks: &[TcpSock]) -> Option<NsIno> {
+/// Ports alone (3, 4) cannot tell two netns apart whose transports share a
+/// port, which is why the kernel's own records come first. A mount's netns
+/// is not simply its mount namespace's: `nsenter --net=X mount …` leaves
+/// the mount in the host's mount namespace with its client in X (and rule
+/// 5 cannot decide for the host's mount namespace, whose processes are in
+/// many netns).
+pub fn decide_netns(g: &Gathered, ns: &Namespaces, ev: &Evidence) -> Option<NsIno> {
     let server = addr::parse_ip(&g.mount.server);
     let port = g.mount.port();
     let remembered = g.remembered();
@@ -161,6 +177,23 @@ pub fn decide_netns(g: &Gathered, ns: &Namespaces, sysfs: &BTreeMap<NsIno, Sunrp
         v.dedup();
         (v.len() == 1).then(|| v[0])
     };
+    let (sysfs, socks) = (&ev.sysfs, ev.socks.as_slice());
+    // The kernel's own records of which netns holds the superblock come
+    // first: ports are per netns, so two containers' transports to one
+    // server can share a port (the VM lab's `netns` scenario pins exactly
+    // that), and then only these tell the mounts apart.
+    let by_volume = ev.volumes.iter().filter(|(_, devs)| devs.contains(&g.mount.dev)).map(|(&n, _)| n).collect();
+    if let Some(n) = only(by_volume) {
+        return Some(n);
+    }
+    let by_link = sysfs
+        .iter()
+        .filter(|(_, s)| matches!(s, SunrpcSysfs::Read { links, .. } if links.contains_key(&g.mount.dev)))
+        .map(|(&n, _)| n)
+        .collect();
+    if let Some(n) = only(by_link) {
+        return Some(n);
+    }
     let by_socket = socks
         .iter()
         .filter(|s| server == Some(s.raddr) && s.rport == port && remembered.contains(&s.lport))
@@ -172,15 +205,12 @@ pub fn decide_netns(g: &Gathered, ns: &Namespaces, sysfs: &BTreeMap<NsIno, Sunrp
     let by_sysfs = sysfs
         .iter()
         .filter(|(_, s)| match s {
-            SunrpcSysfs::Read { xprts, links } => {
-                links.contains_key(&g.mount.dev)
-                    || xprts.iter().any(|x| {
-                        x.proto == "tcp"
-                            && x.dst_port.unwrap_or(port) == port
-                            && x.dstaddr.as_deref().and_then(addr::parse_ip) == server
-                            && x.src_port.is_some_and(|p| remembered.contains(&p))
-                    })
-            }
+            SunrpcSysfs::Read { xprts, .. } => xprts.iter().any(|x| {
+                x.proto == "tcp"
+                    && x.dst_port.unwrap_or(port) == port
+                    && x.dstaddr.as_deref().and_then(addr::parse_ip) == server
+                    && x.src_port.is_some_and(|p| remembered.contains(&p))
+            }),
             _ => false,
         })
         .map(|(&n, _)| n)
@@ -212,8 +242,8 @@ pub fn decide_netns(g: &Gathered, ns: &Namespaces, sysfs: &BTreeMap<NsIno, Sunrp
 /// `single`: the only network namespace there is (and its sysfs), where the
 /// host has one (or a --proc-root tree names none): mounts of unknown netns
 /// are joined with it, beside the mounts placed there, as one client.
-pub fn place(gathered: &[Gathered], ns: &Namespaces, sysfs: &BTreeMap<NsIno, SunrpcSysfs>, socks: &[TcpSock], single: Option<(Option<NsIno>, &SunrpcSysfs)>) -> Vec<MountView> {
-    let netns: Vec<Option<NsIno>> = gathered.iter().map(|g| decide_netns(g, ns, sysfs, socks)).collect();
+pub fn place(gathered: &[Gathered], ns: &Namespaces, ev: &Evidence, single: Option<(Option<NsIno>, &SunrpcSysfs)>) -> Vec<MountView> {
+    let netns: Vec<Option<NsIno>> = gathered.iter().map(|g| decide_netns(g, ns, ev)).collect();
     let mut groups: BTreeMap<Option<NsIno>, Vec<usize>> = BTreeMap::new();
     for (i, n) in netns.iter().enumerate() {
         groups.entry(n.or(single.and_then(|s| s.0))).or_default().push(i);
@@ -223,7 +253,7 @@ pub fn place(gathered: &[Gathered], ns: &Namespaces, sysfs: &BTreeMap<NsIno, Sun
     for (n, idx) in groups {
         let paired: Vec<(NfsMount, Option<MountStats>)> = idx.iter().map(|&i| (gathered[i].mount.clone(), gathered[i].stats.clone())).collect();
         let tree = match n {
-            Some(n) => sysfs.get(&n),
+            Some(n) => ev.sysfs.get(&n),
             None => single.map(|s| s.1),
         };
         let (sys, links, visible) = match tree {
@@ -297,6 +327,19 @@ pub fn read(proc_root: &Path, sys_root: &Path) -> io::Result<HostMounts> {
             sys_unseen.len()
         ));
     }
+    // Which superblocks each netns's clients hold: the tracer's own
+    // through /proc, the others from a thread in each (live /proc only).
+    let mut volumes = BTreeMap::new();
+    if let (Some(own), Some(v)) = (ns.own_net, nfsfs_volumes::read_own(proc_root)) {
+        volumes.insert(own, v);
+    }
+    if proc_root == Path::new("/proc") {
+        for p in paths.iter().filter(|p| Some(p.ino) != ns.own_net) {
+            if let Some(v) = nfsfs_volumes::read_in(&p.path) {
+                volumes.insert(p.ino, v);
+            }
+        }
+    }
     let mut ports: Vec<u16> = gathered.iter().map(|g| g.mount.port()).collect();
     ports.sort_unstable();
     ports.dedup();
@@ -310,7 +353,7 @@ pub fn read(proc_root: &Path, sys_root: &Path) -> io::Result<HostMounts> {
     // With one netns on the host (or none named: a --proc-root tree without
     // namespace links), there is only one place a client can be.
     let single = (paths.len() <= 1 && ns.net.len() <= 1).then_some((ns.own_net, &own_tree));
-    host.views = place(&gathered, &ns, &sysfs, &socks, single);
+    host.views = place(&gathered, &ns, &Evidence { volumes, sysfs, socks }, single);
     host.unseen = unseen;
     Ok(host)
 }

@@ -112,6 +112,10 @@ fn ns_of(procs: &[(u32, NsIno, NsIno)]) -> Namespaces {
     ns
 }
 
+fn by_socks(socks: Vec<TcpSock>) -> Evidence {
+    Evidence { socks, ..Default::default() }
+}
+
 fn host_mount(mi: &str, ms: &str) -> Vec<Gathered> {
     dedupe(&[MntnsMounts { mntns: Some(10), pid: None, mounts: mountinfo::parse_mountinfo(mi), stats: mountstats::parse(ms) }])
 }
@@ -123,10 +127,10 @@ fn a_mount_made_with_nsenter_net_is_placed_by_its_socket() {
     let ns = ns_of(&[(1, 10, 20), (50, 10, 22)]);
     let g = host_mount(HOST_MI, HOST_MS);
     let sock = |netns, lport| TcpSock::for_test("10.99.0.2".parse().unwrap(), lport, "10.99.0.1".parse().unwrap(), 2049, netns);
-    assert_eq!(decide_netns(&g[0], &ns, &BTreeMap::new(), &[]), None, "host mount namespace spans two netns: no guess");
-    assert_eq!(decide_netns(&g[0], &ns, &BTreeMap::new(), &[sock(22, 790)]), Some(22), "its remembered port's socket is in 22");
-    assert_eq!(decide_netns(&g[0], &ns, &BTreeMap::new(), &[sock(20, 41000)]), None, "another port's socket is no evidence");
-    assert_eq!(decide_netns(&g[0], &ns, &BTreeMap::new(), &[sock(20, 790), sock(22, 790)]), None, "the port in two netns: ambiguous");
+    assert_eq!(decide_netns(&g[0], &ns, &Evidence::default()), None, "host mount namespace spans two netns: no guess");
+    assert_eq!(decide_netns(&g[0], &ns, &by_socks(vec![sock(22, 790)])), Some(22), "its remembered port's socket is in 22");
+    assert_eq!(decide_netns(&g[0], &ns, &by_socks(vec![sock(20, 41000)])), None, "another port's socket is no evidence");
+    assert_eq!(decide_netns(&g[0], &ns, &by_socks(vec![sock(20, 790), sock(22, 790)])), None, "the port in two netns: ambiguous");
 }
 
 /// A v4.1 mount remembers no port and, before 6.4, sysfs links no mount:
@@ -138,10 +142,10 @@ fn a_mount_remembering_no_port_is_placed_where_the_only_connections_to_its_serve
     let ms = "device 10.99.0.1:/ mounted on /mnt/v41 with fstype nfs4 statvers=1.1\n\topts:\trw,vers=4.1\n\txprt:\ttcp 0 0 1 0 0 1 1 0 1 0 2 0 0\n";
     let g = host_mount(mi, ms);
     let sock = |netns, lport| TcpSock::for_test("10.99.0.2".parse().unwrap(), lport, "10.99.0.1".parse().unwrap(), 2049, netns);
-    assert_eq!(decide_netns(&g[0], &ns, &BTreeMap::new(), &[sock(22, 41000)]), Some(22));
-    assert_eq!(decide_netns(&g[0], &ns, &BTreeMap::new(), &[sock(22, 41000), sock(20, 41002)]), None, "two netns connect there: no guess");
+    assert_eq!(decide_netns(&g[0], &ns, &by_socks(vec![sock(22, 41000)])), Some(22));
+    assert_eq!(decide_netns(&g[0], &ns, &by_socks(vec![sock(22, 41000), sock(20, 41002)])), None, "two netns connect there: no guess");
     let other = TcpSock::for_test("10.99.0.2".parse().unwrap(), 41000, "10.99.0.9".parse().unwrap(), 2049, 22);
-    assert_eq!(decide_netns(&g[0], &ns, &BTreeMap::new(), &[other]), None, "another server's connection is no evidence");
+    assert_eq!(decide_netns(&g[0], &ns, &by_socks(vec![other])), None, "another server's connection is no evidence");
 }
 
 #[test]
@@ -154,10 +158,41 @@ fn a_mount_is_placed_by_the_sysfs_that_links_it() {
     let mut sysfs = BTreeMap::new();
     sysfs.insert(20, SunrpcSysfs::Read { xprts: vec![], links: HashMap::new() });
     sysfs.insert(22, SunrpcSysfs::Read { xprts: vec![x], links: HashMap::from([("0:53".to_string(), vec![3])]) });
-    assert_eq!(decide_netns(&g[0], &ns, &sysfs, &[]), Some(22));
-    let v = place(&g, &ns, &sysfs, &[], None);
+    let ev = Evidence { sysfs, ..Default::default() };
+    assert_eq!(decide_netns(&g[0], &ns, &ev), Some(22));
+    let v = place(&g, &ns, &ev, None);
     assert_eq!(v.len(), 1);
     assert_eq!((v[0].netns, v[0].live_ports.clone(), v[0].live_from), (Some(22), Some(vec![870]), "mount link"), "live ports from netns 22's own sysfs");
+}
+
+/// The CI failure of stop 18: the lab's client (netns 20 by `nsenter
+/// --net`) and a container (22) both connect from port 726 to one server
+/// (ports are per netns). Sockets and sysfs transports fit both; the
+/// mount's sysfs link is in 20 only, and decides.
+#[test]
+fn two_netns_sharing_the_port_are_told_apart_by_the_mount_link() {
+    let ns = ns_of(&[(1, 10, 19), (50, 10, 20), (60, 11, 22)]);
+    let mi = "36 25 0:52 / /mnt/netns-client rw - nfs 10.99.0.1:/ rw,vers=3,proto=tcp,port=2049,addr=10.99.0.1\n";
+    let ms = "device 10.99.0.1:/ mounted on /mnt/netns-client with fstype nfs statvers=1.1\n\topts:\trw,vers=3\n\txprt:\ttcp 726 1 3 0 0 12 12 0 12 0 2 0 0\n";
+    let g = host_mount(mi, ms);
+    let x = |netns, switch| SysXprt { switch, proto: "tcp".into(), dstaddr: Some("10.99.0.1".into()), src_port: Some(726), dst_port: Some(2049), netns: Some(netns), ..Default::default() };
+    let sock = |netns, laddr: &str| TcpSock::for_test(laddr.parse().unwrap(), 726, "10.99.0.1".parse().unwrap(), 2049, netns);
+    let mut ev = by_socks(vec![sock(20, "10.99.0.2"), sock(22, "10.99.1.2")]);
+    ev.sysfs.insert(20, SunrpcSysfs::Read { xprts: vec![x(20, 1)], links: HashMap::from([("0:52".to_string(), vec![1])]) });
+    ev.sysfs.insert(22, SunrpcSysfs::Read { xprts: vec![x(22, 2)], links: HashMap::from([("0:60".to_string(), vec![2])]) });
+    assert_eq!(decide_netns(&g[0], &ns, &ev), Some(20), "the link, not the port both netns share");
+    for s in ev.sysfs.values_mut() {
+        if let SunrpcSysfs::Read { links, .. } = s {
+            links.clear();
+        }
+    }
+    assert_eq!(decide_netns(&g[0], &ns, &ev), None, "before 6.4, ports alone cannot tell: not known, no guess");
+    ev.volumes.insert(20, BTreeSet::from(["0:52".to_string()]));
+    ev.volumes.insert(22, BTreeSet::from(["0:60".to_string()]));
+    assert_eq!(decide_netns(&g[0], &ns, &ev), Some(20), "nfsfs/volumes places it on every kernel");
+    ev.volumes.insert(19, BTreeSet::new());
+    ev.socks.push(sock(19, "10.0.2.15"));
+    assert_eq!(decide_netns(&g[0], &ns, &ev), Some(20), "a third netns using the port changes nothing");
 }
 
 /// The cost of one full read of this host (what `watch` repeats every

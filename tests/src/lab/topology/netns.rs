@@ -49,7 +49,47 @@ fn with_container(ns: &ClientNs, cont: &ClientNs, pid: u32, with_tracer: bool) -
         truth["check"] = tools::check_root().unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
         Ok(())
     };
-    super::run(NAME, &mounts, &[0, 1, 0, 1], with_tracer, &extra)
+    let pin = match ResvportPin::to(PINNED_PORT) {
+        Ok(p) => p,
+        Err(e) => return super::cannot_run(NAME, &format!("{e:#}")),
+    };
+    let ok = super::run(NAME, &mounts, &[0, 1, 0, 1], with_tracer, &extra);
+    drop(pin);
+    ok
+}
+
+/// The one port both mounts' transports bind.
+const PINNED_PORT: u16 = 733;
+const MIN: &str = "/proc/sys/sunrpc/min_resvport";
+const MAX: &str = "/proc/sys/sunrpc/max_resvport";
+
+/// sunrpc's reserved-port range set to one port (a global sysctl), and set
+/// back on drop. A reconnect keeps its transport's port, so the pin holds
+/// for the whole scenario.
+struct ResvportPin {
+    min: String,
+    max: String,
+}
+
+impl ResvportPin {
+    fn to(port: u16) -> Result<Self> {
+        let read = |f: &str| std::fs::read_to_string(f).map(|s| s.trim().to_string()).with_context(|| format!("cannot read {f}"));
+        let pin = ResvportPin { min: read(MIN)?, max: read(MAX)? };
+        // The kernel keeps min <= max at every write: lower min first.
+        std::fs::write(MIN, port.to_string()).with_context(|| format!("cannot write {MIN}"))?;
+        std::fs::write(MAX, port.to_string()).with_context(|| format!("cannot write {MAX}"))?;
+        Ok(pin)
+    }
+}
+
+impl Drop for ResvportPin {
+    fn drop(&mut self) {
+        for (f, v) in [(MAX, &self.max), (MIN, &self.min)] {
+            if let Err(e) = std::fs::write(f, v) {
+                crate::lab::out::log(format!("{NAME}: cannot set {f} back to {v}: {e}"));
+            }
+        }
+    }
 }
 
 /// `ip netns add` + a veth pair, then a process that enters that network

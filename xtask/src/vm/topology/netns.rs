@@ -38,7 +38,8 @@ pub fn check(truth: &Value) -> (Value, Vec<String>) {
 }
 
 /// The container's inode in the truth is the one `readlink /proc/PID/ns/net`
-/// shows (`net:[N]`), and differs from the client's.
+/// shows (`net:[N]`), and differs from the client's; both transports
+/// connect from the same port.
 pub fn truth_link(truth: &Value) -> Vec<String> {
     let ms = truth["mounts"].as_array().cloned().unwrap_or_default();
     let cont = ms.iter().find(|m| m["place"] == "container");
@@ -52,6 +53,15 @@ pub fn truth_link(truth: &Value) -> Vec<String> {
             }
             if c["netns"] == h["netns"] {
                 out.push(format!("truth: the container shares the client's netns {}", c["netns"]));
+            }
+            // The guest pins both transports to one port: the case only
+            // the kernel's records tell apart must be the one tested.
+            let ports = |m: &Value| -> Vec<u64> {
+                truth["transports"].as_array().into_iter().flatten().filter(|t| t["mount"] == m["mountpoint"]).filter_map(|t| t["port"].as_u64()).collect()
+            };
+            let (pc, ph) = (ports(c), ports(h));
+            if pc.is_empty() || pc != ph {
+                out.push(format!("truth: the container's transports connect from ports {pc:?}, the client's from {ph:?}: not the one shared port"));
             }
         }
         _ => out.push("truth: the netns scenario needs a client and a container mount".into()),

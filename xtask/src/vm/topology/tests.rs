@@ -247,6 +247,11 @@ fn check_must_list_the_containers_mount_with_its_netns() {
     let mut t = netns_truth();
     t["container_ns_link"] = json!("net:[7]");
     assert!(problems(&judge(&t, Some(&netns_lines()), true)).contains("truth: readlink"));
+    // The guest failed to pin both transports to one port: the hard case
+    // was not tested, which is a failure, not a pass.
+    let mut t = netns_truth();
+    t["transports"][1]["port"] = json!(872);
+    assert!(problems(&judge(&t, Some(&netns_lines()), true)).contains("not the one shared port"));
 }
 
 #[test]
