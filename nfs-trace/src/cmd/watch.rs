@@ -28,6 +28,9 @@ use crate::{
     model::verdict,
 };
 
+mod mount_reads;
+use mount_reads::MountReads;
+
 /// How often the ring buffer is drained. Records are submitted without
 /// wakeups (the cost that dominates under a connect storm), so this bounds
 /// how late a line appears. A ring filling faster than that wakes us sooner
@@ -271,8 +274,12 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         host.unseen.into_iter().filter(|u| said.insert(u.clone())).for_each(|u| eprintln!("nfs-trace: cannot see: {}", escape(&u)));
         host.views
     };
-    // Refreshed every second: mounts come and go while we watch.
-    let mut views: Vec<MountView> = read_views();
+    // Refreshed every second: mounts come and go while we watch. `base` is
+    // the last full read, redone only when due (cmd/watch/mount_reads.rs);
+    // `views` is it annotated with what the attributor knows now.
+    let mut base: Vec<MountView> = read_views();
+    let mut reads = MountReads::new(&ns_mounts::nfs_mounts(&args.proc_root), Instant::now());
+    let mut views = base.clone();
     // Transports are credited to mounts only on evidence, some of it
     // gathered while watching (model/attribution.rs).
     let mut attributor = Attributor::new();
@@ -310,24 +317,31 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             _ = sigterm.recv() => true,
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => true,
         };
-        open = s.drain(|o| match o {
-            Obs::Tcp(o) => {
-                ask_canary(&mut canaries, o);
-                if let Some(m) = counted.as_mut() {
-                    m.observe(o, &views);
+        let mut records = false;
+        open = s.drain(|o| {
+            records = true;
+            match o {
+                Obs::Tcp(o) => {
+                    ask_canary(&mut canaries, o);
+                    if let Some(m) = counted.as_mut() {
+                        m.observe(o, &views);
+                    }
+                    let eps = episodes.on_tcp(o);
+                    Ok(keep_going(out.observation(o, &views))? && episodes_out(&mut out, counted.as_mut(), &eps, &views, &honoured)?)
                 }
-                let eps = episodes.on_tcp(o);
-                Ok(keep_going(out.observation(o, &views))? && episodes_out(&mut out, counted.as_mut(), &eps, &views, &honoured)?)
-            }
-            Obs::Xprt(o) => {
-                attributor.observe(o, &mut views);
-                if let Some(m) = counted.as_mut() {
-                    m.observe_xprt(o, &views);
+                Obs::Xprt(o) => {
+                    attributor.observe(o, &mut views);
+                    if let Some(m) = counted.as_mut() {
+                        m.observe_xprt(o, &views);
+                    }
+                    let eps = episodes.on_xprt(o);
+                    Ok(keep_going(out.xprt_observation(o, &views))? && episodes_out(&mut out, counted.as_mut(), &eps, &views, &honoured)?)
                 }
-                let eps = episodes.on_xprt(o);
-                Ok(keep_going(out.xprt_observation(o, &views))? && episodes_out(&mut out, counted.as_mut(), &eps, &views, &honoured)?)
             }
         })?;
+        if records {
+            reads.saw_records();
+        }
         s.flush_bpf_log();
         for done in canaries.as_mut().map(|c| c.poll(Clock::mono_now_ns())).unwrap_or_default() {
             match done {
@@ -359,7 +373,10 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         }
         if open && (stop || last_lost_check.elapsed() >= LOST_EVERY) {
             last_lost_check = Instant::now();
-            views = read_views();
+            if reads.due(&ns_mounts::nfs_mounts(&args.proc_root), last_lost_check) {
+                base = read_views();
+            }
+            views = base.clone();
             honoured = verdict::honoured(&verdict::verdicts(&views, &s.xtracker));
             let now = Clock::mono_now_ns();
             for a in attributor.refresh(&mut views, now) {

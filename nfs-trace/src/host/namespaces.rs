@@ -12,8 +12,10 @@
 //! lists sockets in every netns (6–8 ms for two here, thread and setns
 //! each) and, with sunrpc loaded, mounts each other netns's sysfs
 //! (0.5–0.7 ms each; both printed by `tests/tests/host_namespaces.rs`).
-//! `watch` repeats it at each mount refresh (once a second): about 1 % of
-//! one core on such a host.
+//! `watch` reads only the mount list every second and repeats the full
+//! read when the list changed, after kernel records, or every 10 s
+//! (`cmd/watch/mount_reads.rs`): on a quiet host a tenth of what a full
+//! read every second cost (about 1 % of one core on such a host).
 
 use std::{
     collections::BTreeMap,
