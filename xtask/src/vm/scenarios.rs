@@ -93,7 +93,11 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
             "n": n, "method": r["method"], "before": before, "after": after, "same_port": same,
         });
         if with_tracer {
-            let v = judge_reconnect(lines, server, before, after, t0, t1, r["seen"].as_array().map_or(1, Vec::len));
+            // Ports the mount's flow had before this reconnect (ss): a
+            // transport drawing a random port can draw one of them again,
+            // which is that flow again (issue 11: reuse is the flow's).
+            let earlier: Vec<u64> = ports.iter().take(n as usize).copied().collect();
+            let v = judge_reconnect(lines, server, (before, after, &earlier), t0, t1, r["seen"].as_array().map_or(1, Vec::len));
             tracer_ports.extend(v.ports.iter().copied());
             rec["tracer_ports"] = json!(v.ports);
             rec["tracer_reuse"] = json!(v.reuse);
@@ -172,8 +176,10 @@ struct ReconnectVerdict {
 
 /// The tracer must show the reconnect as one established connect from the
 /// new source port to the server's NFS port inside the reconnect's time
-/// window, and a `reuse` record exactly when ss saw the same port again.
-fn judge_reconnect(lines: &[Value], server: &str, before: u64, after: u64, t0: u64, t1: u64, new_sockets: usize) -> ReconnectVerdict {
+/// window, and a `reuse` record exactly when ss saw the same port again —
+/// or, where the new port is one the flow had earlier (`earlier`, a random
+/// port drawn again), a reuse record either way: that flow is back.
+fn judge_reconnect(lines: &[Value], server: &str, (before, after, earlier): (u64, u64, &[u64]), t0: u64, t1: u64, new_sockets: usize) -> ReconnectVerdict {
     let to_server = |l: &Value| l["raddr"] == server && l["dport"] == 2049;
     let in_window = |l: &Value| l["mono_ns"].as_u64().is_some_and(|t| t >= t0 && t <= t1);
     let mut problems = Vec::new();
@@ -209,7 +215,8 @@ fn judge_reconnect(lines: &[Value], server: &str, before: u64, after: u64, t0: u
             })
     });
     let truth_reuse = before == after;
-    if !connects.is_empty() && reuse != truth_reuse {
+    let repeat = !truth_reuse && earlier.contains(&after);
+    if !connects.is_empty() && reuse != truth_reuse && !repeat {
         problems.push(if truth_reuse {
             format!("ss saw port {after} reused, the tracer reported no reuse")
         } else {
@@ -219,6 +226,7 @@ fn judge_reconnect(lines: &[Value], server: &str, before: u64, after: u64, t0: u
     if let Some((_, c)) = matching
         && let Some(flag) = c["reused"].as_bool()
         && flag != truth_reuse
+        && !repeat
     {
         problems.push(format!("connect record says reused={flag}, ss saw {before} -> {after}"));
     }
@@ -247,6 +255,24 @@ mod tests {
 
     fn attached() -> Value {
         json!({"type": "attached", "hooks": [{"name": "a", "attached": true}, {"name": "b", "attached": false}]})
+    }
+
+    /// 6.1 v4.2 in the matrix of 2026-12-02: the transport drew port 980
+    /// again two reconnects later. That flow is back: a reuse record is
+    /// right (ss's before → after alone says "new port"); on a port the flow
+    /// never had, a reuse is still wrong.
+    #[test]
+    fn a_random_port_drawn_again_may_be_called_a_reuse() {
+        let mut t = truth(980, 833);
+        t["ports"] = json!([980, 833, 980]);
+        t["reconnects"].as_array_mut().unwrap().push(json!({"n": 2, "method": "ss-kill", "before": 833, "after": 980,
+                                                             "t_start_ns": 300, "t_end_ns": 400, "seen": [{}]}));
+        let lines = vec![attached(), connect(833, 150, false), connect(980, 350, true), reuse(980, 350)];
+        let v = judge(&t, Some(&lines), true);
+        assert_eq!(v["reconnects"][1]["agree"], json!(true), "{v}");
+        let lines = vec![attached(), connect(833, 150, true), reuse(833, 150), connect(980, 350, true), reuse(980, 350)];
+        let v = judge(&t, Some(&lines), true);
+        assert_eq!(v["reconnects"][0]["agree"], json!(false), "833 was new: {v}");
     }
 
     #[test]

@@ -42,7 +42,8 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
             problems.push("the tracer printed no `attached` record".into());
         }
         for r in truth["reconnects"].as_array().into_iter().flatten() {
-            let v = reconnects::judge_one(lines, r, several_ns);
+            let earlier = reconnects::earlier_ports(truth, r);
+            let v = reconnects::judge_one(lines, r, &earlier, several_ns);
             tcp_ok &= v.tcp.is_empty();
             sunrpc_ok &= v.sunrpc.is_empty();
             netns_ok &= v.netns.is_empty();

@@ -270,3 +270,21 @@ fn a_first_connect_that_failed_chains_to_the_port_ss_saw() {
     l[3]["outcome"] = json!("established");
     assert!(problems(&judge(&truth(), Some(&l), true)).contains("no xprt_connect"));
 }
+
+/// A v4.1 transport drawing a port its flow had two reconnects before
+/// (seen on 6.1 v4.2): that flow is back, so the tracer's reuse record is
+/// no error; the same record on a port the flow never had still is.
+#[test]
+fn a_port_the_flow_had_before_may_come_back_as_a_reuse() {
+    let mut t = truth();
+    t["reconnects"].as_array_mut().unwrap().push(reconnect(3, V41, 40007, 40001, 3000, 7, "10.99.0.2"));
+    let r = &t["reconnects"][2];
+    assert_eq!(super::reconnects::earlier_ports(&t, r), vec![871, 40001, 871, 40007]);
+    let back = vec![rec("connect", 40001, 3050, json!({"outcome": "established", "reused": true})), rec("reuse", 40001, 3050, json!({"chance": false}))];
+    let v = super::reconnects::judge_one(&back, r, &super::reconnects::earlier_ports(&t, r), false);
+    assert!(v.tcp.is_empty(), "{:?}", v.tcp);
+    let fresh = reconnect(3, V41, 40007, 40011, 3000, 7, "10.99.0.2");
+    let new = vec![rec("connect", 40011, 3050, json!({"outcome": "established", "reused": true})), rec("reuse", 40011, 3050, json!({"chance": false}))];
+    let v = super::reconnects::judge_one(&new, &fresh, &super::reconnects::earlier_ports(&t, &fresh), false);
+    assert!(v.tcp.iter().any(|p| p.contains("reported a reuse")), "{:?}", v.tcp);
+}
