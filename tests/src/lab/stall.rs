@@ -231,13 +231,17 @@ fn outage_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value
     }
     mb.outage_begin()?;
     let t_begin = sys::mono_ns();
-    let mut t_end: Option<u64> = None;
+    // When the rule's removal began and when it had returned: the rule
+    // stops dropping somewhere in between, so a write may complete before
+    // the second (CI saw it 0.0 s before).
+    let mut t_end: Option<(u64, u64)> = None;
     let mut drops = 0;
     // The rule must go whatever happens below, or later scenarios hang.
-    let end = |t_end: &mut Option<u64>, drops: &mut u64| -> Result<()> {
+    let end = |t_end: &mut Option<(u64, u64)>, drops: &mut u64| -> Result<()> {
         if t_end.is_none() {
+            let t0 = sys::mono_ns();
             *drops = mb.outage_end()?;
-            *t_end = Some(sys::mono_ns());
+            *t_end = Some((t0, sys::mono_ns()));
         }
         Ok(())
     };
@@ -255,7 +259,7 @@ fn outage_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value
     let cleanup = end(&mut t_end, &mut drops);
     let w = res?;
     cleanup?;
-    let t_end = t_end.expect("ended above");
+    let (t_end_begin, t_end) = t_end.expect("ended above");
     let after = net::established_to(&mb.client, server)?.context("no ESTAB connection after the write returned")?;
     let block_s = (w.end_ns.saturating_sub(w.start_ns)) as f64 / 1e9;
     out::log(format!(
@@ -272,6 +276,7 @@ fn outage_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value
         "same_port": before.local_port == after.local_port,
         "begin_ns": t_begin,
         "end_ns": t_end,
+        "end_begin_ns": t_end_begin,
         "drops": drops,
         "write_start_ns": w.start_ns,
         "write_end_ns": w.end_ns,
