@@ -43,7 +43,7 @@ pub const SOCKS_MAX_ENTRIES: u32 = 32768;
 
 /// Size of the kernel's per-socket state (a SOCKS map value); userspace
 /// only counts entries, reading values as this many bytes.
-pub const SOCK_STATE_BYTES: usize = 64;
+pub const SOCK_STATE_BYTES: usize = 80;
 
 /// Indexes into the per-CPU `COUNTERS` array.
 pub mod counter {
@@ -72,6 +72,12 @@ pub mod kind {
     pub const CLOSED: u8 = 3;
     /// A SunRPC transport (xprt) event: an [`XprtEvent`] record.
     pub const XPRT: u8 = 4;
+    /// Data of an established connection was retransmitted again without
+    /// the peer's ACK moving on, more than a second after the run's first
+    /// retransmit (a black-holed flow's RTO backoff; loss recovery never
+    /// lasts that long). In this record `syn_retrans` is the run's
+    /// retransmit count and `syn_ns` when the run's first retransmit left.
+    pub const DATA_RETRANSMIT: u8 = 5;
 }
 
 /// What an [`XprtEvent`] reports: which SunRPC tracepoint fired.
@@ -295,6 +301,10 @@ pub struct SockOffsets {
     pub skc_net: u32,
     /// `struct net.ns.inum` (the namespace's inode number).
     pub net_ns_inum: u32,
+    /// `struct tcp_sock.snd_una`: the oldest unacknowledged sequence number.
+    /// A data retransmit with it unchanged since the last one is "no ACK
+    /// progress"; without it, data retransmits are not reported.
+    pub tcp_snd_una: u32,
 }
 
 /// Offsets in the sunrpc module's structs, from its split BTF. They live in a
@@ -358,6 +368,7 @@ impl SockOffsets {
         socket_state: NO_OFFSET,
         skc_net: NO_OFFSET,
         net_ns_inum: NO_OFFSET,
+        tcp_snd_una: NO_OFFSET,
     };
 }
 

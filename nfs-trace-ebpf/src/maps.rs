@@ -103,6 +103,11 @@ pub struct SockState {
     pub _pad0: u16,
     /// Inode of the socket's network namespace, read at SYN_SENT (0: unknown).
     pub netns: u32,
+    /// Data retransmits since the ACK last moved on (ESTABLISHED only),
+    /// `snd_una` when the run began, and when its first retransmit left.
+    pub data_retrans: u32,
+    pub run_una: u32,
+    pub run_ns: u64,
 }
 
 // Userspace reads SOCKS values as SOCK_STATE_BYTES bytes.

@@ -2,7 +2,9 @@
 //!
 //! `sock:inet_sock_set_state` (4.16+) gives every state change with ports and
 //! addresses; field offsets come from its `format` file via CONFIG because they
-//! move between kernels. `tcp:tcp_retransmit_skb` counts SYN retransmits. The
+//! move between kernels. `tcp:tcp_retransmit_skb` counts SYN retransmits, and
+//! data retransmits of established watched connections that get no ACK
+//! (phase (a) of an episode: the flow stops being answered). The
 //! optional `tcp_connect` kprobe/fentry stamps when the first SYN leaves.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
@@ -11,7 +13,7 @@ use aya_ebpf::{
 };
 use aya_ebpf::EbpfContext as _;
 use nfs_trace_common::{
-    ConnEvent, IPPROTO_TCP, SET_STATE_DIRECT, SetStateOffsets, counter, kind,
+    ConnEvent, Config, IPPROTO_TCP, NO_OFFSET, SET_STATE_DIRECT, SetStateOffsets, counter, kind,
     tcp_state::{CLOSE, ESTABLISHED, LISTEN, SYN_RECV, SYN_SENT},
 };
 
@@ -20,6 +22,10 @@ use crate::maps::{EVENTS, SOCKS, SockState, config, count, netns_inum, read_at, 
 /// `sk_user_data` carries flag bits in its low bits (SK_USER_DATA_NOCOPY,
 /// _BPF, _PSOCK); the pointer is 8-aligned.
 const SK_USER_DATA_PTRMASK: u64 = !7;
+
+/// How long a run of data retransmits without ACK progress lasts before it
+/// is reported (see `data_retransmit`).
+const UNANSWERED_NS: u64 = 1_000_000_000;
 
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
@@ -151,6 +157,9 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
             (*p).first_exit = 0;
             (*p)._pad0 = 0;
             (*p).netns = netns;
+            (*p).data_retrans = 0;
+            (*p).run_una = 0;
+            core::ptr::write_volatile(&raw mut (*p).run_ns, 0);
             st.assume_init_ref()
         };
         if SOCKS.insert(sk, st, 0).is_err() {
@@ -305,15 +314,55 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<u32, i64> {
     };
     // SAFETY: live map value, writes to one socket serialised by its lock.
     let st = unsafe { &mut *stp };
-    if st.state != SYN_SENT {
-        return Ok(0);
+    match st.state {
+        // A SYN retransmit is rare and is exactly what a stalled reconnect
+        // looks like, so each one is reported as it happens.
+        SYN_SENT => {
+            st.syn_retrans += 1;
+            report_retransmit(ctx, cfg, sk, st, kind::SYN_RETRANSMIT, st.syn_retrans, st.syn_ns);
+        }
+        ESTABLISHED => data_retransmit(ctx, cfg, sk, st),
+        _ => {}
     }
-    st.syn_retrans += 1;
-    // A SYN retransmit is rare and is exactly what a stalled reconnect looks
-    // like, so each one is reported as it happens.
+    Ok(0)
+}
+
+/// A data retransmit on an established watched connection. Retransmits
+/// with `snd_una` unchanged since a run's first one are one run without ACK
+/// progress. Each retransmit of a run older than [`UNANSWERED_NS`] is
+/// reported: by then it is no loss recovery (SACK recovery moves `snd_una`
+/// within a round trip) but a flow nobody answers, whose RTO backoff (0.2,
+/// 0.4, 0.8 … s, at most 120 s apart) makes a dozen records until the user
+/// timeout. Ordinary loss reports nothing.
+#[inline(always)]
+fn data_retransmit(ctx: &TracePointContext, cfg: &Config, sk: u64, st: &mut SockState) {
+    if cfg.sock.tcp_snd_una == NO_OFFSET {
+        return;
+    }
+    let una = read_at::<u32>(sk, cfg.sock.tcp_snd_una);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if st.data_retrans == 0 || una != st.run_una {
+        st.data_retrans = 1;
+        st.run_una = una;
+        st.run_ns = now;
+        return;
+    }
+    st.data_retrans += 1;
+    if now.saturating_sub(st.run_ns) < UNANSWERED_NS {
+        return;
+    }
+    report_retransmit(ctx, cfg, sk, st, kind::DATA_RETRANSMIT, st.data_retrans, st.run_ns);
+}
+
+/// One retransmit record: the count `n` rides in `syn_retrans`, `since`
+/// in `syn_ns` (the SYN's send time, or a data run's first retransmit).
+#[inline(always)]
+fn report_retransmit(ctx: &TracePointContext, cfg: &Config, sk: u64, st: &SockState, what: u8, n: u32, since: u64) {
+    let o = &cfg.retransmit;
     let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
         count(counter::LOST_EVENTS);
-        return Ok(0);
+        return;
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: exclusively owned reserved slot; all fields written before submit.
@@ -322,22 +371,22 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<u32, i64> {
         (*ev).ts_ns = bpf_ktime_get_ns();
         (*ev).sk = sk;
         (*ev).start_ns = st.start_ns;
-        (*ev).syn_ns = st.syn_ns;
+        (*ev).syn_ns = since;
+        (*ev).established_ns = st.established_ns;
         (*ev).xprt = st.xprt;
         (*ev).comm = st.comm;
         (*ev).pid = st.pid;
-        (*ev).syn_retrans = st.syn_retrans;
+        (*ev).syn_retrans = n;
         (*ev).netns = st.netns;
-        (*ev).kind = kind::SYN_RETRANSMIT;
-        (*ev).oldstate = SYN_SENT;
-        (*ev).newstate = SYN_SENT;
+        (*ev).kind = what;
+        (*ev).oldstate = st.state;
+        (*ev).newstate = st.state;
         (*ev).sport = ctx.read_at::<u16>(o.sport as usize).unwrap_or(0);
         (*ev).dport = ctx.read_at::<u16>(o.dport as usize).unwrap_or(0);
         (*ev).saddr = ctx.read_at::<[u8; 16]>(o.saddr_v6 as usize).unwrap_or([0; 16]);
         (*ev).daddr = ctx.read_at::<[u8; 16]>(o.daddr_v6 as usize).unwrap_or([0; 16]);
     }
     submit(entry);
-    Ok(0)
 }
 
 /// `int tcp_connect(struct sock *sk)`: builds and sends the first SYN, after

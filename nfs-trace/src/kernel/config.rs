@@ -68,6 +68,7 @@ pub fn build_config(ports: &[u16], tracefs: &Path, btf: &KernelBtf) -> Result<Co
         // netns unknown (0), never a made-up namespace.
         skc_net: off("sock", "__sk_common.skc_net.net"),
         net_ns_inum: off("net", "ns.inum"),
+        tcp_snd_una: off("tcp_sock", "snd_una"),
     };
     Ok(c)
 }

@@ -37,6 +37,10 @@ pub enum Kind {
     ConnectDone,
     SynRetransmit,
     Closed,
+    /// Data of an established connection retransmitted again without ACK
+    /// progress: `syn_retrans` is the run's count, `syn_ns` its first
+    /// retransmit (see `kind::DATA_RETRANSMIT`).
+    DataRetransmit,
 }
 
 /// IPv4 arrives v4-mapped; show it as IPv4.
@@ -161,6 +165,7 @@ pub fn from_raw(e: &ConnEvent) -> Result<Event> {
         kind::CONNECT_DONE => Kind::ConnectDone,
         kind::SYN_RETRANSMIT => Kind::SynRetransmit,
         kind::CLOSED => Kind::Closed,
+        kind::DATA_RETRANSMIT => Kind::DataRetransmit,
         other => bail!("unknown record kind {other}"),
     };
     Ok(Event {

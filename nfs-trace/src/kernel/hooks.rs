@@ -61,7 +61,7 @@ pub const HOOKS: &[Hook] = &[
         kind: HookKind::Tracepoint,
         program: "tcp_retransmit_skb",
         kernels: "4.15+",
-        fallback: "SYN retransmits are not counted or shown live",
+        fallback: "SYN retransmits are not counted or shown live, and no data retransmits mark an established flow unanswered (episode phase a)",
         required: false,
     },
     // int tcp_connect(struct sock *sk). The kprobe first: it needs no kernel

@@ -7,9 +7,11 @@
 //! closed by a reset, a timeout or an error, or a stall (a connect stuck in
 //! SYN_SENT — from a reused port or a new one). Its phases:
 //!
-//! - (a) `unanswered`: the established flow stops being answered (data
-//!   retransmits without ACK progress, RPC major timeouts). No hook reports
-//!   these yet: the phase is always absent, and says so.
+//! - (a) `unanswered`: the established flow stops being answered: its data
+//!   retransmitted without ACK progress for over a second (the kernel
+//!   program reports each such retransmit). RPC major timeouts are not
+//!   traced yet. An episode opened by it alone ends when the retransmits
+//!   stop for longer than their backoff allows (ACKs came back).
 //! - (b) `closed`: how the transport's connection went away (user timeout,
 //!   reset, local, server closed, error) and when.
 //! - (c) `reconnect`: the attempts after it — ports, SYN retransmits, failed
@@ -28,7 +30,7 @@ use rustc_hash::FxHashMap as FastMap;
 use crate::{
     flow::{DestKey, Flow},
     model::canary::CanaryResult,
-    model::tcp::{CloseHow, Observation, Outcome, Stall},
+    model::tcp::{CloseHow, Observation, Outcome, Stall, Who},
     model::xprt::{DropReason, XprtObservation},
 };
 
@@ -47,19 +49,33 @@ const MAX_CLOSES_KEPT: usize = 4096;
 /// Kernel lines an ended episode takes (its "server … OK").
 const MAX_LINES_AFTER: usize = 16;
 
-/// What phase (a) would carry. Nothing fills it today (no hook): kept so
-/// that the rules that need it are written down and tested.
+/// Phase (a): the established flow not answered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Unanswered {
+    /// The run's first data retransmit.
     pub start_ns: u64,
     /// Data retransmits without ACK progress on the established flow.
     pub data_retransmits: u32,
-    /// RPC major timeouts while TCP stayed established and ACKed.
+    /// RPC major timeouts while TCP stayed established and ACKed (no hook
+    /// reports them yet: always 0).
     pub rpc_timeouts: u32,
+    /// The latest retransmit reported, and the gap before it.
+    pub last_ns: u64,
+    pub gap_ns: u64,
 }
 
-/// Why phase (a) is absent: no hook reports it yet.
-pub const UNANSWERED_NOT_OBSERVED: &str = "not observed: no hook (data retransmits and RPC timeouts are not traced yet)";
+impl Unanswered {
+    /// How long without another retransmit means the ACKs came back: RTO
+    /// backoff at most doubles the gap (and caps it at 120 s), so three
+    /// gaps' silence is an answer.
+    fn quiet_limit_ns(&self) -> u64 {
+        (3 * self.gap_ns).clamp(3_000_000_000, 130_000_000_000)
+    }
+}
+
+/// Why phase (a) is absent.
+pub const UNANSWERED_NOT_OBSERVED: &str =
+    "not observed: no data retransmit without ACK progress was seen on the flow (RPC timeouts are not traced)";
 
 /// Phase (b): how the connection went away.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +127,8 @@ pub enum Symptom {
     Close,
     /// A connect stuck in SYN_SENT.
     Stall,
+    /// The established flow's data retransmitted without an ACK.
+    Unanswered,
 }
 
 impl Symptom {
@@ -119,6 +137,17 @@ impl Symptom {
             Symptom::Drop => "transport_drop",
             Symptom::Close => "close",
             Symptom::Stall => "stall",
+            Symptom::Unanswered => "unanswered",
+        }
+    }
+
+    /// For people: "opened by {this}".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Symptom::Drop => "a transport drop",
+            Symptom::Close => "a close",
+            Symptom::Stall => "a stall",
+            Symptom::Unanswered => "data unanswered",
         }
     }
 }
@@ -140,7 +169,8 @@ pub struct Episode {
     pub closed: Option<Closed>,
     pub reconnect: Option<Reconnect>,
     pub recovered: Option<Recovered>,
-    /// Ended without recovery (its transport was destroyed).
+    /// Ended without recovery: its transport was destroyed, or (a socket
+    /// no transport owns) its socket closed before any reconnect.
     pub destroyed: bool,
     /// The kernel's lines meanwhile ("not responding", "OK").
     pub kernel_said: Vec<String>,
@@ -350,7 +380,17 @@ impl EpisodeTracker {
                 // A transport's socket going away by a reset, a timeout or
                 // an error is a symptom; an orderly or user-space close is not.
                 let symptom = who.xprt != 0 && matches!(how, CloseHow::TimedOut | CloseHow::Reset | CloseHow::Aborted | CloseHow::Error(_));
-                self.on_closed(found, symptom.then_some((who.xprt, who.flow, who.task.pid, Symptom::Close)), c)
+                let mut out = self.on_closed(found, symptom.then_some((who.xprt, who.flow, who.task.pid, Symptom::Close)), c);
+                // A socket no transport owns reconnects by nobody's rule:
+                // its close before any reconnect ends its episode (no
+                // recovery will come to wait for).
+                if who.xprt == 0
+                    && let Some(i) = found.filter(|&i| self.open[i].reconnect.is_none())
+                {
+                    self.open[i].destroyed = true;
+                    out.push(self.end(i));
+                }
+                out
             }
             Observation::Stall { stall, ended } => self.on_stall(stall, *ended),
             Observation::Connect(a) => {
@@ -386,8 +426,29 @@ impl EpisodeTracker {
                 }
                 self.after(i, false)
             }
+            Observation::Unanswered { who, ts_ns, retransmits, since_ns } => self.on_unanswered(who, *ts_ns, *retransmits, *since_ns),
             Observation::Reuse(_) | Observation::SynRetransmit { .. } => Vec::new(),
         }
+    }
+
+    /// Phase (a): a symptom on any watched flow (it opens the episode at
+    /// the run's first retransmit).
+    fn on_unanswered(&mut self, who: &Who, ts_ns: u64, retransmits: u32, since_ns: u64) -> Vec<EpisodeObservation> {
+        let (i, opened) = match self.find(who.xprt, who.flow.dest(), who.task.pid) {
+            Some(i) => (i, false),
+            None => match self.open_one(who.xprt, who.flow, who.task.pid, Symptom::Unanswered, since_ns) {
+                Some(i) => (i, true),
+                None => return Vec::new(),
+            },
+        };
+        let e = &mut self.open[i];
+        e.last_ns = e.last_ns.max(ts_ns);
+        let u = e.unanswered.get_or_insert(Unanswered { start_ns: since_ns, last_ns: since_ns, ..Default::default() });
+        u.start_ns = u.start_ns.min(since_ns);
+        u.data_retransmits = u.data_retransmits.max(retransmits);
+        u.gap_ns = ts_ns.saturating_sub(u.last_ns);
+        u.last_ns = ts_ns;
+        self.after(i, opened)
     }
 
     fn on_stall(&mut self, st: &Stall, ended: bool) -> Vec<EpisodeObservation> {
@@ -504,8 +565,21 @@ impl EpisodeTracker {
     }
 
     /// Episodes with nothing reported for `every_ns`: reported as ongoing.
+    /// One that is only phase (a) (no close, no reconnect) whose retransmits
+    /// stopped for longer than their backoff allows was answered again: it
+    /// ends, recovered on the same flow.
     pub fn tick(&mut self, now_ns: u64, every_ns: u64) -> Vec<EpisodeObservation> {
         let mut out = Vec::new();
+        while let Some(i) = self.open.iter().position(|e| {
+            e.closed.is_none()
+                && e.reconnect.is_none()
+                && e.unanswered.as_ref().is_some_and(|u| now_ns.saturating_sub(u.last_ns) > u.quiet_limit_ns())
+        }) {
+            let e = &mut self.open[i];
+            let ts_ns = e.unanswered.as_ref().map_or(now_ns, |u| u.last_ns);
+            e.recovered = Some(Recovered { ts_ns, sport: e.flow.sport });
+            out.push(self.end(i));
+        }
         for e in self.open.iter_mut().filter(|e| now_ns >= e.reported_ns.saturating_add(every_ns)) {
             e.last_ns = e.last_ns.max(now_ns);
             e.reported_ns = now_ns;

@@ -187,6 +187,10 @@ impl Tracker {
                 out
             }
             Kind::Closed => self.on_closed(ev),
+            Kind::DataRetransmit => {
+                self.dest_mut(ev.flow.dest()).last_active_ns = ev.ts_ns;
+                vec![Observation::Unanswered { who: Who::of(ev), ts_ns: ev.ts_ns, retransmits: ev.syn_retrans, since_ns: ev.syn_ns }]
+            }
         }
     }
 

@@ -270,7 +270,7 @@ impl Metrics {
                 self.reuses.get_or_create(&l).inc();
             }
             Observation::Stall { stall, ended } => self.stall(stall, *ended, views),
-            Observation::Reuse(_) | Observation::SynRetransmit { .. } | Observation::Close { .. } => {}
+            Observation::Reuse(_) | Observation::SynRetransmit { .. } | Observation::Close { .. } | Observation::Unanswered { .. } => {}
         }
     }
 

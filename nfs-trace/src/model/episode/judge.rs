@@ -5,8 +5,8 @@
 //! |---|---|
 //! | `reused-flow-dropped` | a connect from a reused port stuck in SYN_SENT while a canary from a fresh port (or another flow to the same server) connected |
 //! | `server-or-path-down` | a connect stuck in SYN_SENT and a canary that failed too (a later one that connects does not undo it) |
-//! | `path-blackhole` | data retransmits without ACK progress on the established flow (phase a; no hook yet) |
-//! | `server-not-answering` | RPC timeouts while TCP stayed healthy (phase a; no hook yet) |
+//! | `path-blackhole` | data retransmits without ACK progress for over a second on the established flow (phase a), and no reused reconnect the canary proves dropped |
+//! | `server-not-answering` | RPC timeouts while TCP stayed healthy (phase a; not traced yet, so never given) |
 //! | `unknown` | anything short of those: its evidence says what was missing ("no canary: --passive", "canary not yet back", "no hook") |
 //!
 //! The rules are tried in that order. Advice never says what an option
@@ -73,11 +73,12 @@ fn canary_fact(c: &CanaryResult) -> String {
 pub fn judge(e: &Episode) -> (VerdictName, String) {
     let mut facts: Vec<String> = Vec::new();
     if let Some(u) = &e.unanswered {
+        let rpc = if u.rpc_timeouts > 0 { format!(", {} RPC timeouts", u.rpc_timeouts) } else { String::new() };
         facts.push(format!(
-            "the established flow from port {} went unanswered ({} data retransmits without ACK progress, {} RPC timeouts)",
+            "the established flow from port {} went unanswered ({} data retransmits without ACK progress over {}{rpc})",
             e.closed.as_ref().map_or(e.flow.sport, |c| c.sport),
             u.data_retransmits,
-            u.rpc_timeouts
+            secs(u.last_ns.saturating_sub(u.start_ns))
         ));
     }
     if let Some(c) = &e.closed {
@@ -109,8 +110,10 @@ pub fn judge(e: &Episode) -> (VerdictName, String) {
             x.sport,
             secs(x.ts_ns.saturating_sub(e.start_ns))
         ));
+    } else if let (None, true, Some(x)) = (r, e.closed.is_none(), e.recovered.as_ref()) {
+        facts.push(format!("ACKs came back on the same flow after its last retransmit, {} after the first", secs(x.ts_ns.saturating_sub(e.start_ns))));
     } else if e.destroyed {
-        facts.push("its transport was destroyed before it reconnected".into());
+        facts.push(if e.xprt != 0 { "its transport was destroyed before it reconnected" } else { "its socket was closed before it reconnected" }.into());
     } else {
         facts.push(format!("no reconnect has connected yet, {} after the first symptom", secs(e.last_ns.saturating_sub(e.start_ns))));
     }

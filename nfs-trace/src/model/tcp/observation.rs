@@ -107,5 +107,10 @@ pub enum Observation {
     /// A stall goes on (`ended` false, at each SYN retransmit) or ended.
     Stall { stall: Stall, ended: bool },
     SynRetransmit { who: Who, ts_ns: u64, retransmits: u32, elapsed_ns: u64 },
+    /// An established connection's data retransmitted `retransmits` times
+    /// since `since_ns` (its run's first retransmit) without the ACK moving
+    /// on: the flow is not being answered (a black hole, a dead server, a
+    /// path that drops it).
+    Unanswered { who: Who, ts_ns: u64, retransmits: u32, since_ns: u64 },
     Close { who: Who, ts_ns: u64, how: CloseHow, errno: i32, lifetime_ns: u64 },
 }

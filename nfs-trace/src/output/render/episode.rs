@@ -72,7 +72,8 @@ struct RecoveredBody {
 
 #[derive(Serialize)]
 struct Phases {
-    /// Always null today: no hook reports it (`unanswered_note` says so).
+    /// Null when no data retransmit without ACK progress was seen
+    /// (`unanswered_note` says so).
     unanswered: Option<UnansweredBody>,
     unanswered_note: Option<&'static str>,
     closed: Option<ClosedBody>,
@@ -91,7 +92,7 @@ pub struct EpisodeBody {
     pub flow: Flow,
     xprt: Option<String>,
     pub mounts: Vec<String>,
-    /// "transport_drop", "close", "stall".
+    /// "transport_drop", "close", "stall", "unanswered".
     opened_by: &'static str,
     pub start: String,
     end: Option<String>,
@@ -213,7 +214,7 @@ impl<W: Write> Renderer<W> {
         let style = if e.verdict == VerdictName::Unknown { YELLOW } else { RED_BOLD };
         let verdict = format!("{}{}{}: {}", self.style(style), e.verdict.name(), self.style(RESET), escape(&e.evidence));
         let line = match o {
-            EpisodeObservation::Opened(_) => format!("{who}  opened by a {}; verdict {verdict}", e.opened_by.name().replace('_', " ")),
+            EpisodeObservation::Opened(_) => format!("{who}  opened by {}; verdict {verdict}", e.opened_by.describe()),
             EpisodeObservation::Verdict(_) => {
                 let m = mounts_of(views, e);
                 format!("{who}  verdict {verdict}\n    → {}", escape(&advice(e, &m, honoured)))

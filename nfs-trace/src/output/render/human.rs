@@ -121,7 +121,7 @@ impl<W: Write> Renderer<W> {
             Observation::Connect(a) => &a.who,
             Observation::Reuse(r) => &r.who,
             Observation::Stall { stall, .. } => &stall.who,
-            Observation::SynRetransmit { who, .. } | Observation::Close { who, .. } => who,
+            Observation::SynRetransmit { who, .. } | Observation::Close { who, .. } | Observation::Unanswered { who, .. } => who,
         };
         self.netns.see(who.flow.netns);
         let mut line = String::new();
@@ -182,6 +182,16 @@ impl<W: Write> Renderer<W> {
                     self.style(YELLOW),
                     self.style(RESET),
                     human_duration(*elapsed_ns)
+                );
+            }
+            Observation::Unanswered { who, ts_ns, retransmits, since_ns } => {
+                let _ = write!(
+                    line,
+                    "{}  {}UNANSWERED{}: data retransmitted {retransmits} times without an ACK for {}",
+                    self.prefix(who, *ts_ns),
+                    self.style(YELLOW),
+                    self.style(RESET),
+                    human_duration(ts_ns.saturating_sub(*since_ns))
                 );
             }
             Observation::Stall { stall, ended: false } => {

@@ -105,6 +105,17 @@ struct RetransBody {
     elapsed_ms: f64,
 }
 
+/// `data_retransmit`: an established flow's data retransmitted without the
+/// ACK moving on, `retransmits` times since `since`.
+#[derive(Serialize)]
+struct UnansweredBody {
+    retransmits: u32,
+    since: String,
+    since_mono_ns: u64,
+    unanswered_ms: f64,
+    xprt: Option<String>,
+}
+
 #[derive(Serialize)]
 pub struct StallBody {
     /// When the first stalled attempt entered SYN_SENT.
@@ -275,6 +286,16 @@ impl<W: Write> Renderer<W> {
             Observation::SynRetransmit { who, ts_ns, retransmits, elapsed_ns } => {
                 let body = RetransBody { retransmits: *retransmits, elapsed_ms: ms3(*elapsed_ns) };
                 self.json_sock("syn_retransmit", who, *ts_ns, body)
+            }
+            Observation::Unanswered { who, ts_ns, retransmits, since_ns } => {
+                let body = UnansweredBody {
+                    retransmits: *retransmits,
+                    since: self.clock.rfc3339(*since_ns),
+                    since_mono_ns: *since_ns,
+                    unanswered_ms: ms3(ts_ns.saturating_sub(*since_ns)),
+                    xprt: (who.xprt != 0).then(|| format!("{:#x}", who.xprt)),
+                };
+                self.json_sock("data_retransmit", who, *ts_ns, body)
             }
             Observation::Stall { stall, ended } => {
                 let body = self.stall_body(stall, views);

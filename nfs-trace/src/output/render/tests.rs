@@ -60,6 +60,31 @@ fn stalled_reconnect() -> Vec<Event> {
     vec![first, closed, rtx, done]
 }
 
+/// An established flow the path stopped carrying: its data retransmits
+/// reported live, and phase (a) of its episode with the run's start.
+#[test]
+fn unanswered_data_is_a_record_a_line_and_phase_a() {
+    let first = connect(10, 1, 871);
+    let mut rtx = connect(3_400, 1, 871);
+    rtx.kind = Kind::DataRetransmit;
+    (rtx.oldstate, rtx.newstate) = (ESTABLISHED, ESTABLISHED);
+    rtx.syn_ns = 1_800_000_000;
+    rtx.syn_retrans = 4;
+    let json = render(Format::Json, &[first.clone(), rtx.clone()]);
+    let lines: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let d = lines.iter().find(|l| l["type"] == "data_retransmit").expect("a data_retransmit record");
+    assert_eq!((d["retransmits"].as_u64(), d["since_mono_ns"].as_u64(), d["unanswered_ms"].as_f64()), (Some(4), Some(1_800_000_000), Some(1600.0)));
+    assert_eq!((d["sport"].as_u64(), d["dport"].as_u64()), (Some(871), Some(2049)));
+    let e = lines.iter().find(|l| l["type"] == "episode").expect("an episode");
+    assert_eq!((e["opened_by"].as_str(), e["verdict"].as_str()), (Some("unanswered"), Some("path-blackhole")));
+    let u = &e["phases"]["unanswered"];
+    assert_eq!((u["mono_ns"].as_u64(), u["data_retransmits"].as_u64()), (Some(1_800_000_000), Some(4)), "{e}");
+    assert!(e["phases"]["unanswered_note"].is_null());
+    let human = render(Format::Human { color: false }, &[first, rtx]);
+    assert!(human.contains("127.0.0.1:871 → 127.0.0.1:2049  UNANSWERED: data retransmitted 4 times without an ACK for 1600.0 ms"), "{human}");
+    assert!(human.contains("opened by data unanswered; verdict path-blackhole"), "{human}");
+}
+
 /// The hand-written hot records are byte for byte what serde writes.
 #[test]
 fn fast_connect_and_close_lines_equal_the_serde_ones() {
@@ -212,7 +237,7 @@ fn an_episode_record_has_verdict_evidence_phases_and_mounts() {
     assert_eq!((e["duration_s"].as_f64(), e["ongoing"].as_bool()), (Some(20.0), Some(false)));
     let p = &e["phases"];
     assert!(p["unanswered"].is_null());
-    assert!(p["unanswered_note"].as_str().unwrap().starts_with("not observed: no hook"), "{p}");
+    assert!(p["unanswered_note"].as_str().unwrap().starts_with("not observed: no data retransmit"), "{p}");
     // Its flow's earlier close (straight to CLOSE, no error: a local
     // abort) dates phase (b).
     assert_eq!(p["closed"]["how"], "local");
