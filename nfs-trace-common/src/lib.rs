@@ -398,10 +398,19 @@ impl Config {
         ring_wake_bytes: 0,
     };
 
-    /// Whether `port` is one of the watched destination ports.
+    /// Whether `port` is one of the watched destination ports. Every state
+    /// change of every TCP socket on the host starts with this test, so the
+    /// first port is compared before `nports` is read: the loader always
+    /// sets it (`build_config` refuses an empty list and port 0), and with
+    /// the usual one port an unwatched socket pays one load and one compare
+    /// here (the verifier drops the other slots' code: `nports` is a frozen
+    /// .rodata constant).
     #[inline(always)]
     pub fn watches(&self, port: u16) -> bool {
-        let mut i = 0;
+        if self.ports[0] == port {
+            return true;
+        }
+        let mut i = 1;
         while i < MAX_PORTS {
             if (i as u32) < self.nports && self.ports[i] == port {
                 return true;
@@ -454,6 +463,8 @@ mod tests {
         assert!(c.watches(2049));
         assert!(c.watches(20049));
         assert!(!c.watches(0), "unused slots (0) must not match");
+        c.nports = 1;
+        assert!(!c.watches(20049), "a slot past nports does not count");
         assert!(!c.watches(111));
     }
 

@@ -10,6 +10,9 @@ use crate::kernel::{btf::KernelBtf, tracefs::Format};
 /// Builds the programs' config: ports, tracepoint field offsets from this
 /// kernel's format files, struct offsets from its BTF.
 pub fn build_config(ports: &[u16], tracefs: &Path, btf: &KernelBtf) -> Result<Config> {
+    // The programs compare the first slot before reading nports
+    // (Config::watches): it must hold a real port.
+    anyhow::ensure!(!ports.is_empty() && !ports.contains(&0), "no port to watch (port 0 is none)");
     let mut c = Config::default();
     for (i, p) in ports.iter().enumerate().take(c.ports.len()) {
         c.ports[i] = *p;
