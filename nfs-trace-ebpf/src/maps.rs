@@ -63,6 +63,31 @@ pub static LIVE_PORTS: Array<u64> = Array::with_max_entries(LIVE_PORT_WORDS, 0);
 #[unsafe(link_section = ".data.live_any")]
 pub static mut LIVE_ANY: u32 = 0;
 
+/// CONFIG's ports alone, each field read in place (volatile: LLVM must not
+/// fold the zero initialiser), for the filter program: no pointer through
+/// the stack, the first port compared before `nports` is read, and nothing
+/// else loaded. The verifier drops the compares of slots past `nports` (a
+/// frozen .rodata constant). Ports added at run time are the live
+/// program's (`set_state_live`), attached only once there is one.
+#[inline(always)]
+pub fn watched_in_place(port: u16) -> bool {
+    // SAFETY: aligned reads of fields of a static the loader froze.
+    unsafe {
+        if core::ptr::read_volatile(&raw const CONFIG.ports[0]) == port {
+            return true;
+        }
+        let n = core::ptr::read_volatile(&raw const CONFIG.nports) as usize;
+        let mut i = 1;
+        while i < nfs_trace_common::MAX_PORTS {
+            if i < n && core::ptr::read_volatile(&raw const CONFIG.ports[i]) == port {
+                return true;
+            }
+            i += 1;
+        }
+    }
+    false
+}
+
 /// Whether `port` is watched: CONFIG's ports (compared against constants),
 /// else, once any port was added at run time, the live bitmap (an array
 /// lookup, which the kernel inlines). Every state change of every TCP socket
@@ -71,15 +96,25 @@ pub static mut LIVE_ANY: u32 = 0;
 /// run against the bpftrace one-liner's 77 on the bench's unwatched storm.
 #[inline(always)]
 pub fn watched(cfg: &Config, port: u16) -> bool {
-    if cfg.watches(port) {
-        return true;
-    }
+    cfg.watches(port) || live_watched(port)
+}
+
+/// Whether `port` was added at run time (LIVE_ANY, then the bitmap).
+#[inline(always)]
+fn live_watched(port: u16) -> bool {
     // SAFETY: a plain aligned u32 global; userspace may write it at any
     // time, and a stale read only delays the first connect seen toward a
     // port just added (which userspace announces as "from now on").
     if unsafe { core::ptr::read_volatile(&raw const LIVE_ANY) } == 0 {
         return false;
     }
+    in_live_bitmap(port)
+}
+
+/// The bitmap alone (for the live program, attached only once a port was
+/// added, so it needs no flag).
+#[inline(always)]
+pub fn in_live_bitmap(port: u16) -> bool {
     let (word, bit) = live_port_bit(port);
     matches!(LIVE_PORTS.get(word), Some(w) if *w & bit != 0)
 }
