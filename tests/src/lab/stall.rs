@@ -86,13 +86,15 @@ const WRITE_AFTER: Duration = Duration::from_secs(3);
 /// How long the black hole drops the flow: longer than the router's
 /// tracked timeout (its entry for the flow, not refreshed by the black-holed
 /// packets, is gone when the rule goes, so the rule alone holds the flow)
-/// and than the user timeout, short enough for a run under a minute.
+/// and than a v4 flow's user timeout (the lease, 10 s), short enough for a
+/// run under a minute.
 pub const BLACKHOLE: Duration = Duration::from_secs(20);
-/// Small RPC timeouts (2 s, 2 retries) so that the client's
-/// TCP_USER_TIMEOUT, timeo × (retrans + 1) = 6 s, gives up on the
-/// black-holed flow within seconds (the default would take 180 s).
+/// Small RPC timeouts (2 s, 2 retries): the RPC layer reaches its major
+/// timeout inside the black hole ("not responding"). They do not set the
+/// transport's TCP_USER_TIMEOUT (xprtsock keeps its default, 60 s × 3 =
+/// 180 s; NFSv4 lowers it to the lease, 10 s here): on 6.12 a v3 flow is
+/// not given up in 20 s at all, a v4.1 one after 10 s.
 const BLACKHOLE_OPTIONS: &str = "timeo=20,retrans=2";
-const USER_TIMEOUT_S: f64 = 6.0;
 
 /// Longer than any stall this model makes (tracked timeout plus SYN backoff,
 /// or the NFSv4 lease that ends it): the write is given up after this.
@@ -322,12 +324,14 @@ fn outage_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value
 /// The black hole: the mount is not aborted; the router drops its
 /// established flow (that 4-tuple, both ways, no RST) for [`BLACKHOLE`]
 /// and a write starts at once, so the client's TCP retransmits data that
-/// nothing acknowledges until the user timeout closes the flow. What the
-/// kernel does then is the question: reconnect from the same port, whose
+/// nothing acknowledges. What the kernel does is the question: keep
+/// retransmitting until the rule goes (the flow's user timeout is longer:
+/// 6.12 v3), or give the flow up and reconnect — from the same port, whose
 /// SYNs the rule still drops (blocked until the rule goes), or from a new
-/// one (through at once). Truth: the rule's time on the lab clock and its
-/// counters, the write's block, the ports ss saw, and the old flow as
-/// `ss -ti` showed it (unacked segments, retransmits, when it went).
+/// one (through at once: 6.12 v4.1). Truth: the rule's time on the lab
+/// clock and its counters, the write's block, the ports and sockets ss saw,
+/// and the old flow as `ss -ti` showed it (unacked segments, retransmits,
+/// when it went).
 fn blackhole_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value) -> Result<()> {
     let server = middlebox::SERVER;
     // The flow has just carried data: the router's entry for it expires
@@ -354,8 +358,10 @@ fn blackhole_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Va
             }
             Ok(())
         })?;
-        // A write that got through on a new port: the rule stays its time.
+        // A write that got through on a new port: the rule stays its time,
+        // and ss still shows when the old flow goes.
         while ended.is_none() && !due(sys::mono_ns()) {
+            held.poll(mb, before)?;
             std::thread::sleep(Duration::from_millis(250));
         }
         end(&mut ended)?;
@@ -371,7 +377,7 @@ fn blackhole_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Va
     let after_rule = (w.end_ns as f64 - t_end as f64) / 1e9;
     out::log(format!(
         "blackhole: rule {:.1} s on port {}, dropped {} packet(s) to and {} from the server; old flow ESTAB until {} \
-         (gone {}, unacked up to {}, retransmits {}); port {} -> {}, write blocked {block_s:.2} s (ended {after_rule:+.2} s after the rule went), \
+         (gone {}, unacked up to {}, retransmits {}); port {} -> {}{}, write blocked {block_s:.2} s (ended {after_rule:+.2} s after the rule went), \
          SYN-SENT ports seen {:?}",
         (t_end - t_begin) as f64 / 1e9,
         before.local_port,
@@ -383,6 +389,7 @@ fn blackhole_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Va
         held.max_retrans,
         before.local_port,
         after.local_port,
+        if after.cookie == before.cookie { " (the same socket)" } else { "" },
         w.syn_sent_ports
     ));
     truth["ports"].as_array_mut().expect("array").push(json!(after.local_port));
@@ -399,7 +406,6 @@ fn blackhole_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Va
         "drops_to_server": drops.to_server,
         "drops_from_server": drops.from_server,
         "rules": listing.lines().map(str::trim).filter(|l| l.ends_with(" drop")).collect::<Vec<_>>(),
-        "user_timeout_s": USER_TIMEOUT_S,
         "old_flow": {"last_estab_ns": held.last_estab_ns, "gone_ns": held.gone_ns,
                      "max_unacked": held.max_unacked, "max_retrans": held.max_retrans},
         "write_start_ns": w.start_ns,

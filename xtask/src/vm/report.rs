@@ -433,15 +433,15 @@ pub fn write_matrix(dir: &Path, runs: &[KernelRun], date: &str, source: &str) ->
     let holes = blackhole_table(runs);
     if !holes.is_empty() {
         md += "\n## Stall lab: the established flow black-holed (`blackhole`)\n\n\
-               Through the same router, with `timeo=20,retrans=2` (a 6 s TCP user timeout), an nft rule\n\
-               drops the mount's established flow — that 4-tuple only, both ways, no RST — for 20 s while a\n\
-               write waits (its counters and `ss` are the truth). *Old flow gone*: when `ss` stopped listing\n\
-               it ESTABLISHED. *Agrees*: the tracer printed `data_retransmit` records for the flow; the\n\
-               flow's episode ended with `reused-flow-dropped` when the client reconnected from the\n\
-               black-holed port (a canary connected) and `path-blackhole` when from a new one (never a\n\
-               reuse verdict); its evidence names the data retransmits; phases (a) `unanswered`, (b)\n\
-               `closed` and (d) `recovered` within 2 s of the rule going in, of the flow's end and of the\n\
-               write completing.\n\n";
+               Through the same router, with `timeo=20,retrans=2`, an nft rule drops the mount's established\n\
+               flow — that 4-tuple only, both ways, no RST — for 20 s while a write waits (its counters and\n\
+               `ss` are the truth). *Old flow gone*: when `ss` stopped listing it ESTABLISHED (never: the\n\
+               client kept the flow and its retransmits got through once the rule went). *Agrees*: the\n\
+               tracer printed `data_retransmit` records for the flow; the flow's episode ended with\n\
+               `reused-flow-dropped` when the client reconnected from the black-holed port (a canary\n\
+               connected), else `path-blackhole` (never a reuse verdict); its evidence names the data\n\
+               retransmits; phase (a) `unanswered` within 2 s of the rule going in, (b) `closed` exactly\n\
+               when the flow went (within 2 s), (d) `recovered` within 2 s of the write completing.\n\n";
         md += &holes;
     }
     let late = late_lines(runs);
