@@ -189,12 +189,14 @@ impl Middlebox {
         nft_load(&self.router, "blackhole", &blackhole_rules(sport)).context("loading the black-hole rule")
     }
 
-    /// Ends the black hole; returns what its rule dropped, and the ruleset
-    /// as nft listed it just before (the truth of what it matched).
-    pub fn blackhole_end(&self) -> Result<(BlackholeDrops, String)> {
+    /// Ends the black hole; returns what its rule dropped, the ruleset as
+    /// nft listed it just before (the truth of what it matched), and when
+    /// the delete began (the rule stops dropping inside it).
+    pub fn blackhole_end(&self) -> Result<(BlackholeDrops, String, u64)> {
         let listing = nft(&self.router, &["list", "table", "ip", "blackhole"]).context("listing the black-hole rule")?;
+        let t = super::sys::mono_ns();
         nft(&self.router, &["delete", "table", "ip", "blackhole"]).context("removing the black-hole rule")?;
-        Ok((drops_by_direction(&listing), listing))
+        Ok((drops_by_direction(&listing), listing, t))
     }
 
     /// SYNs the router has dropped so far (the forward rule's counter):

@@ -89,6 +89,8 @@ const WRITE_AFTER: Duration = Duration::from_secs(3);
 /// and than a v4 flow's user timeout (the lease, 10 s), short enough for a
 /// run under a minute.
 pub const BLACKHOLE: Duration = Duration::from_secs(20);
+/// How long after a black hole the tracer is given to end its episode.
+const EPISODE_END_LIMIT: Duration = Duration::from_secs(60);
 /// Small RPC timeouts (2 s, 2 retries): the RPC layer reaches its major
 /// timeout inside the black hole ("not responding"). They do not set the
 /// transport's TCP_USER_TIMEOUT (xprtsock keeps its default, 60 s × 3 =
@@ -162,6 +164,13 @@ fn run_inner(
         Kind::Blackhole => blackhole_once(mb, mnt, &before, truth),
     };
     if let Some(t) = tracer {
+        // A flow that got its ACKs back (no close, no reconnect) ends its
+        // episode only after three retransmit gaps of silence (up to ~40 s
+        // after a 20 s black hole): let the tracer get there.
+        if kind == Kind::Blackhole && res.is_ok() {
+            let ended = t.wait_for(EPISODE_END_LIMIT, |v| v["type"] == "episode" && v["state"] == "ended");
+            out::log(format!("blackhole: the tracer {} an ended episode", if ended { "printed" } else { "did not print" }));
+        }
         // The reader drains every 20 ms; let it print the end of the stall.
         std::thread::sleep(Duration::from_millis(500));
         *finished = Some(t.stop());
@@ -339,12 +348,14 @@ fn blackhole_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Va
     std::fs::write(mnt.join("before-blackhole"), b"x").context("writing before the black hole")?;
     mb.blackhole_begin(before.local_port)?;
     let t_begin = sys::mono_ns();
-    let mut ended: Option<(u64, middlebox::BlackholeDrops, String)> = None;
+    // When the rule's removal began and had returned, what it dropped, its listing.
+    type Ended = (u64, u64, middlebox::BlackholeDrops, String);
+    let mut ended: Option<Ended> = None;
     // The rule must go whatever happens below, or later scenarios hang.
-    let end = |ended: &mut Option<(u64, middlebox::BlackholeDrops, String)>| -> Result<()> {
+    let end = |ended: &mut Option<Ended>| -> Result<()> {
         if ended.is_none() {
-            let (drops, listing) = mb.blackhole_end()?;
-            *ended = Some((sys::mono_ns(), drops, listing));
+            let (drops, listing, t0) = mb.blackhole_end()?;
+            *ended = Some((t0, sys::mono_ns(), drops, listing));
         }
         Ok(())
     };
@@ -370,7 +381,7 @@ fn blackhole_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Va
     let cleanup = end(&mut ended);
     let w = res?;
     cleanup?;
-    let (t_end, drops, listing) = ended.expect("ended above");
+    let (t_end_begin, t_end, drops, listing) = ended.expect("ended above");
     let after = net::established_to(&mb.client, server)?.context("no ESTAB connection after the write returned")?;
     let block_s = (w.end_ns.saturating_sub(w.start_ns)) as f64 / 1e9;
     let rel = |t: Option<u64>| t.map_or("never".to_string(), |t| format!("+{:.1} s", t.saturating_sub(t_begin) as f64 / 1e9));
@@ -402,6 +413,7 @@ fn blackhole_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Va
         "netns": mb.client.inode().ok(),
         "begin_ns": t_begin,
         "end_ns": t_end,
+        "end_begin_ns": t_end_begin,
         "drops": drops.to_server + drops.from_server,
         "drops_to_server": drops.to_server,
         "drops_from_server": drops.from_server,

@@ -56,6 +56,9 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
         problems.push(format!("guest: {e}"));
     }
     let (begin, end) = (b["begin_ns"].as_u64(), b["end_ns"].as_u64());
+    // The rule stops dropping inside its delete: from its start on, a
+    // write may complete.
+    let end_begin = b["end_begin_ns"].as_u64().or(end);
     let (w1, block_s) = (b["write_end_ns"].as_u64(), b["block_s"].as_f64());
     let gone = b["old_flow"]["gone_ns"].as_u64();
     let ns_s = |ns: u64| ns as f64 / 1e9;
@@ -82,7 +85,7 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
         if b["drops_to_server"].as_u64().unwrap_or(0) == 0 {
             problems.push("the black-hole rule dropped nothing from the client: the lab made no black hole".into());
         }
-        match (end, w1, block_s) {
+        match (end_begin, w1, block_s) {
             (_, _, Some(s)) if s < CAUGHT_S => problems.push(format!("the write blocked only {s:.2} s: the black hole did not catch it")),
             (Some(e), Some(w), _) if !new_port && w < e => problems.push(format!(
                 "the client {case} ({} -> {}) yet the write completed {:.1} s before the rule went",
@@ -257,7 +260,7 @@ mod tests {
         json!({"scenario": "blackhole-v3", "vers": "3", "options": "timeo=20,retrans=2", "server": "10.98.0.1",
                "mountpoint": "/mnt/blackhole-v3", "ports": [b, a], "tracer": {"ran": true}, "error": null,
                "blackhole": {"before": b, "after": a, "same_port": same, "before_sk": "2", "after_sk": "7", "netns": 4026532354u64,
-                             "begin_ns": 10 * S, "end_ns": 30 * S, "drops": 14, "drops_to_server": 12, "drops_from_server": 2,
+                             "begin_ns": 10 * S, "end_ns": 30 * S, "end_begin_ns": 30 * S - 50 * MS, "drops": 14, "drops_to_server": 12, "drops_from_server": 2,
                              "old_flow": {"last_estab_ns": 16 * S, "gone_ns": 16 * S + 200 * MS, "max_unacked": 1, "max_retrans": 5},
                              "write_start_ns": 10 * S + MS, "write_end_ns": w1,
                              "block_s": (w1 - 10 * S - MS) as f64 / 1e9, "syn_sent_ports": if same { json!([b]) } else { json!([]) }}})
@@ -358,7 +361,7 @@ mod tests {
         // The ACKs came back only after the rule went: the write cannot end before.
         let mut t = kept();
         t["blackhole"]["write_end_ns"] = json!(20 * S);
-        assert!(judge(&t, None, false)["problems"].to_string().contains("kept the flow (871 -> 871) yet the write completed 10.0 s before"));
+        assert!(judge(&t, None, false)["problems"].to_string().contains("kept the flow (871 -> 871) yet the write completed 9.9 s before"));
         // A close ss saw needs its phase (b).
         let mut l = right(false);
         l[4]["phases"]["closed"] = Value::Null;
@@ -470,7 +473,7 @@ mod tests {
         // Same port but through before the rule went: the rule did not hold it.
         let mut t = truth(true);
         t["blackhole"]["write_end_ns"] = json!(20 * S);
-        assert!(judge(&t, None, false)["problems"].to_string().contains("completed 10.0 s before the rule went"));
+        assert!(judge(&t, None, false)["problems"].to_string().contains("completed 9.9 s before the rule went"));
         // New port but held until the rule went: something else held it.
         let mut t = truth(false);
         t["blackhole"]["write_end_ns"] = json!(31 * S);
