@@ -154,10 +154,22 @@ fn run_inner(
     truth: &mut Value,
     finished: &mut Option<Finished>,
 ) -> Result<()> {
-    let before = scenario::mount_fresh(&mb.client, middlebox::SERVER, src, opts, mnt).context("through the middlebox")?;
+    // The tracer counts data retransmits only on sockets it saw connect: for
+    // the black hole it starts before the mount, so the flow is one of them.
+    let early = kind == Kind::Blackhole && with_tracer;
+    let mut tracer = if early { Some(Tracer::start()?) } else { None };
+    let before = match scenario::mount_fresh(&mb.client, middlebox::SERVER, src, opts, mnt).context("through the middlebox") {
+        Ok(b) => b,
+        Err(e) => {
+            *finished = tracer.map(Tracer::stop);
+            return Err(e);
+        }
+    };
     truth["ports"].as_array_mut().expect("array").push(json!(before.local_port));
 
-    let tracer = if with_tracer { Some(Tracer::start()?) } else { None };
+    if with_tracer && !early {
+        tracer = Some(Tracer::start()?);
+    }
     let res = match kind {
         Kind::Stall => stall_once(mb, mnt, &before, truth),
         Kind::Outage => outage_once(mb, mnt, &before, truth),
