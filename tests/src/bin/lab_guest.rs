@@ -84,7 +84,7 @@ fn run() -> Result<(usize, Vec<String>)> {
 }
 
 /// One scenario: the tracer started before sunrpc loads, a reconnect
-/// scenario, or a stall or outage through the middlebox.
+/// scenario, or a stall, outage or black hole through the middlebox.
 enum Job {
     LateSunrpc,
     /// The tracer's sunrpc struct offsets against btf-rs (defect 5).
@@ -101,6 +101,7 @@ impl Job {
         v.extend(Scenario::all().into_iter().map(Job::Reconnect));
         v.extend(stall::VERSIONS.iter().map(|s| Job::Stall(stall::Kind::Stall, s)));
         v.extend(stall::OUTAGE_VERSIONS.iter().map(|s| Job::Stall(stall::Kind::Outage, s)));
+        v.extend(stall::BLACKHOLE_VERSIONS.iter().map(|s| Job::Stall(stall::Kind::Blackhole, s)));
         v.extend(topology::NAMES.iter().map(|n| Job::Topology(n)));
         v
     }

@@ -12,6 +12,9 @@
 //!   prerouting chain (before conntrack) drops it, only around the abort —
 //!   a permanent rule would also eat the RST that ends the stall.
 //!
+//! - the black hole (issue 12) drops one established flow's 4-tuple in raw
+//!   prerouting, so conntrack never sees its packets.
+//!
 //! server (initial ns) s0 10.98.0.1 ── r0 10.98.0.2 [rtr] r1 10.98.1.1 ── c1 10.98.1.2 [mbcli]
 use std::time::Duration;
 
@@ -19,7 +22,7 @@ use anyhow::{Context as _, Result};
 
 use super::{
     cmd,
-    net::{self, ClientNs},
+    net::{self, ClientNs, NFS_PORT},
 };
 
 /// The server as the client behind the middlebox reaches it.
@@ -49,6 +52,36 @@ table ip outage {
     }
 }
 ";
+
+/// The black hole (issue 12): the established NFS flow's packets, that one
+/// 4-tuple in both directions, dropped without a RST; every other flow to
+/// the server (the tracer's canary, a reconnect from a new port) passes.
+/// Dropped in raw prerouting, before conntrack: conntrack must not see
+/// them, or the client's data retransmits would keep the old flow's
+/// ESTABLISHED entry alive and the stall rule above would go on dropping
+/// the reused port's SYNs after the black hole ends. So the entry expires
+/// [`TRACKED_TIMEOUT_S`] after the flow's last packet before the rule, and
+/// a black hole longer than that ends when its rule goes.
+fn blackhole_rules(sport: u16) -> String {
+    format!(
+        "\
+table ip blackhole {{
+    chain held {{
+        type filter hook prerouting priority raw; policy accept;
+        ip saddr {CLIENT} ip daddr {SERVER} tcp sport {sport} tcp dport {NFS_PORT} counter drop
+        ip saddr {SERVER} ip daddr {CLIENT} tcp sport {NFS_PORT} tcp dport {sport} counter drop
+    }}
+}}
+"
+    )
+}
+
+/// What the black hole's rule dropped, per direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlackholeDrops {
+    pub to_server: u64,
+    pub from_server: u64,
+}
 
 /// The namespaces of the middlebox topology.
 pub struct Middlebox {
@@ -151,6 +184,21 @@ impl Middlebox {
         Ok(packets_of(&listing))
     }
 
+    /// Starts the black hole of the client's flow from `sport`.
+    pub fn blackhole_begin(&self, sport: u16) -> Result<()> {
+        nft_load(&self.router, "blackhole", &blackhole_rules(sport)).context("loading the black-hole rule")
+    }
+
+    /// Ends the black hole; returns what its rule dropped, the ruleset as
+    /// nft listed it just before (the truth of what it matched), and when
+    /// the delete began (the rule stops dropping inside it).
+    pub fn blackhole_end(&self) -> Result<(BlackholeDrops, String, u64)> {
+        let listing = nft(&self.router, &["list", "table", "ip", "blackhole"]).context("listing the black-hole rule")?;
+        let t = super::sys::mono_ns();
+        nft(&self.router, &["delete", "table", "ip", "blackhole"]).context("removing the black-hole rule")?;
+        Ok((drops_by_direction(&listing), listing, t))
+    }
+
     /// SYNs the router has dropped so far (the forward rule's counter):
     /// shows the middlebox, not the client, held the reconnect back.
     pub fn forward_drops(&self) -> Result<u64> {
@@ -172,6 +220,18 @@ fn packets_of(listing: &str) -> u64 {
     listing.split("packets ").skip(1).filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok()).sum()
 }
 
+/// The black-hole listing's counters: the rule from the client (`ip saddr
+/// CLIENT`) and the one from the server.
+fn drops_by_direction(listing: &str) -> BlackholeDrops {
+    let of = |from: &str| {
+        listing
+            .lines()
+            .find(|l| l.contains(&format!("ip saddr {from} ")))
+            .map_or(0, packets_of)
+    };
+    BlackholeDrops { to_server: of(CLIENT), from_server: of(SERVER) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +248,28 @@ mod tests {
         let l = "table ip outage {\n chain blocked {\n  ip daddr 10.98.0.1 counter packets 12 bytes 720 drop\n  ip saddr 10.98.0.1 counter packets 3 bytes 180 drop\n }\n}\n";
         assert_eq!(packets_of(l), 15);
         assert_eq!(packets_of("table ip outage {}"), 0);
+    }
+
+    #[test]
+    fn the_blackhole_rule_names_only_the_flow() {
+        let r = blackhole_rules(871);
+        // Each rule names all four of the tuple, so a canary or a reconnect
+        // from another port (or another client) is not matched.
+        let rules: Vec<&str> = r.lines().filter(|l| l.contains(" drop")).collect();
+        assert_eq!(rules.len(), 2, "{r}");
+        assert!(rules[0].contains("ip saddr 10.98.1.2 ip daddr 10.98.0.1 tcp sport 871 tcp dport 2049 counter drop"), "{r}");
+        assert!(rules[1].contains("ip saddr 10.98.0.1 ip daddr 10.98.1.2 tcp sport 2049 tcp dport 871 counter drop"), "{r}");
+        // Before conntrack (raw), and no reject: the client learns nothing.
+        assert!(r.contains("hook prerouting priority raw;") && !r.contains("reject"), "{r}");
+    }
+
+    #[test]
+    fn reads_the_blackhole_counters_by_direction() {
+        let l = "table ip blackhole {\n chain held {\n  type filter hook prerouting priority raw; policy accept;\n  \
+                 ip saddr 10.98.1.2 ip daddr 10.98.0.1 tcp sport 871 tcp dport 2049 counter packets 9 bytes 900 drop\n  \
+                 ip saddr 10.98.0.1 ip daddr 10.98.1.2 tcp sport 2049 tcp dport 871 counter packets 2 bytes 104 drop\n }\n}\n";
+        assert_eq!(drops_by_direction(l), BlackholeDrops { to_server: 9, from_server: 2 });
+        assert_eq!(drops_by_direction("table ip blackhole {}"), BlackholeDrops { to_server: 0, from_server: 0 });
     }
 
     #[test]

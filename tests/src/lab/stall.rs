@@ -2,7 +2,8 @@
 //! connection aborted so that the router and the server still hold the old
 //! flow, then one write timed. The write's block is the ground truth for how
 //! long the mount hung; `ss` gives the ports and the router's counter the
-//! SYNs it dropped.
+//! SYNs it dropped. The outage and black-hole scenarios (issue 12) use the
+//! same middlebox and timed write for the other causes of the same hang.
 use std::{
     path::{Path, PathBuf},
     sync::mpsc,
@@ -13,6 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use super::{
+    cmd,
     middlebox::{self, Middlebox},
     net, out, scenario, sys,
     tracer::{Finished, Tracer},
@@ -21,13 +23,18 @@ use super::{
 pub const VERSIONS: &[&str] = &["3", "4.0", "4.1"];
 /// The outage scenarios (issue 12): one version that reuses its port, one that does not.
 pub const OUTAGE_VERSIONS: &[&str] = &["3", "4.1"];
+/// The black-hole scenarios (issue 12): likewise.
+pub const BLACKHOLE_VERSIONS: &[&str] = &["3", "4.1"];
 
 /// What the middlebox does to the aborted mount: hold its reused flow
-/// (`stall`), or drop everything to the server for [`OUTAGE`] (`outage`).
+/// (`stall`), or drop everything to the server for [`OUTAGE`] (`outage`);
+/// or, to a mount that is not aborted, drop its established flow for
+/// [`BLACKHOLE`] (`blackhole`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Stall,
     Outage,
+    Blackhole,
 }
 
 impl Kind {
@@ -35,6 +42,7 @@ impl Kind {
         match self {
             Kind::Stall => format!("stall-v{vers}"),
             Kind::Outage => format!("outage-v{vers}"),
+            Kind::Blackhole => format!("blackhole-v{vers}"),
         }
     }
 
@@ -42,13 +50,22 @@ impl Kind {
         match self {
             Kind::Stall => VERSIONS,
             Kind::Outage => OUTAGE_VERSIONS,
+            Kind::Blackhole => BLACKHOLE_VERSIONS,
+        }
+    }
+
+    /// `options` in the truth, and what goes after the version's mount options.
+    fn options(self) -> Option<&'static str> {
+        match self {
+            Kind::Blackhole => Some(BLACKHOLE_OPTIONS),
+            _ => None,
         }
     }
 }
 
 /// `stall-v4.0` → (Stall, `4.0`); `outage-v3` → (Outage, `3`).
 pub fn parse(name: &str) -> Option<(Kind, &'static str)> {
-    [Kind::Stall, Kind::Outage]
+    [Kind::Stall, Kind::Outage, Kind::Blackhole]
         .into_iter()
         .find_map(|k| k.versions().iter().copied().find(|v| k.name(v) == name).map(|v| (k, v)))
 }
@@ -66,6 +83,21 @@ pub const OUTAGE: Duration = Duration::from_secs(20);
 /// How long into the outage the write starts.
 const WRITE_AFTER: Duration = Duration::from_secs(3);
 
+/// How long the black hole drops the flow: longer than the router's
+/// tracked timeout (its entry for the flow, not refreshed by the black-holed
+/// packets, is gone when the rule goes, so the rule alone holds the flow)
+/// and than a v4 flow's user timeout (the lease, 10 s), short enough for a
+/// run under a minute.
+pub const BLACKHOLE: Duration = Duration::from_secs(20);
+/// How long after a black hole the tracer is given to end its episode.
+const EPISODE_END_LIMIT: Duration = Duration::from_secs(60);
+/// Small RPC timeouts (2 s, 2 retries): the RPC layer reaches its major
+/// timeout inside the black hole ("not responding"). They do not set the
+/// transport's TCP_USER_TIMEOUT (xprtsock keeps its default, 60 s × 3 =
+/// 180 s; NFSv4 lowers it to the lease, 10 s here): on 6.12 a v3 flow is
+/// not given up in 20 s at all, a v4.1 one after 10 s.
+const BLACKHOLE_OPTIONS: &str = "timeo=20,retrans=2";
+
 /// Longer than any stall this model makes (tracked timeout plus SYN backoff,
 /// or the NFSv4 lease that ends it): the write is given up after this.
 const WRITE_LIMIT: Duration = Duration::from_secs(180);
@@ -74,12 +106,15 @@ const WRITE_LIMIT: Duration = Duration::from_secs(180);
 pub fn run(mb: &Middlebox, kind: Kind, vers: &str, with_tracer: bool) -> bool {
     let name = kind.name(vers);
     let mnt = PathBuf::from(format!("/mnt/{name}"));
-    let (src, opts) = scenario::mount_args(middlebox::SERVER, vers);
+    let (src, mut opts) = scenario::mount_args(middlebox::SERVER, vers);
+    if let Some(o) = kind.options() {
+        opts = format!("{opts},{o}");
+    }
     let mut truth = json!({
         "kind": "truth",
         "scenario": name,
         "vers": vers,
-        "options": "default",
+        "options": kind.options().unwrap_or("default"),
         "mount_options": opts,
         "mountpoint": mnt,
         "server": middlebox::SERVER,
@@ -88,6 +123,7 @@ pub fn run(mb: &Middlebox, kind: Kind, vers: &str, with_tracer: bool) -> bool {
         "ports": [],
         "stall": null,
         "outage": null,
+        "blackhole": null,
         "tracer": {"ran": false},
         "error": null,
     });
@@ -118,15 +154,35 @@ fn run_inner(
     truth: &mut Value,
     finished: &mut Option<Finished>,
 ) -> Result<()> {
-    let before = scenario::mount_fresh(&mb.client, middlebox::SERVER, src, opts, mnt).context("through the middlebox")?;
+    // The tracer counts data retransmits only on sockets it saw connect: for
+    // the black hole it starts before the mount, so the flow is one of them.
+    let early = kind == Kind::Blackhole && with_tracer;
+    let mut tracer = if early { Some(Tracer::start()?) } else { None };
+    let before = match scenario::mount_fresh(&mb.client, middlebox::SERVER, src, opts, mnt).context("through the middlebox") {
+        Ok(b) => b,
+        Err(e) => {
+            *finished = tracer.map(Tracer::stop);
+            return Err(e);
+        }
+    };
     truth["ports"].as_array_mut().expect("array").push(json!(before.local_port));
 
-    let tracer = if with_tracer { Some(Tracer::start()?) } else { None };
+    if with_tracer && !early {
+        tracer = Some(Tracer::start()?);
+    }
     let res = match kind {
         Kind::Stall => stall_once(mb, mnt, &before, truth),
         Kind::Outage => outage_once(mb, mnt, &before, truth),
+        Kind::Blackhole => blackhole_once(mb, mnt, &before, truth),
     };
     if let Some(t) = tracer {
+        // A flow that got its ACKs back (no close, no reconnect) ends its
+        // episode only after three retransmit gaps of silence (up to ~40 s
+        // after a 20 s black hole): let the tracer get there.
+        if kind == Kind::Blackhole && res.is_ok() {
+            let ended = t.wait_for(EPISODE_END_LIMIT, |v| v["type"] == "episode" && v["state"] == "ended");
+            out::log(format!("blackhole: the tracer {} an ended episode", if ended { "printed" } else { "did not print" }));
+        }
         // The reader drains every 20 ms; let it print the end of the stall.
         std::thread::sleep(Duration::from_millis(500));
         *finished = Some(t.stop());
@@ -286,6 +342,148 @@ fn outage_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value
     Ok(())
 }
 
+/// The black hole: the mount is not aborted; the router drops its
+/// established flow (that 4-tuple, both ways, no RST) for [`BLACKHOLE`]
+/// and a write starts at once, so the client's TCP retransmits data that
+/// nothing acknowledges. What the kernel does is the question: keep
+/// retransmitting until the rule goes (the flow's user timeout is longer:
+/// 6.12 v3), or give the flow up and reconnect — from the same port, whose
+/// SYNs the rule still drops (blocked until the rule goes), or from a new
+/// one (through at once: 6.12 v4.1). Truth: the rule's time on the lab
+/// clock and its counters, the write's block, the ports and sockets ss saw,
+/// and the old flow as `ss -ti` showed it (unacked segments, retransmits,
+/// when it went).
+fn blackhole_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value) -> Result<()> {
+    let server = middlebox::SERVER;
+    // The flow has just carried data: the router's entry for it expires
+    // TRACKED_TIMEOUT_S after this at the latest (the rule hides the rest).
+    std::fs::write(mnt.join("before-blackhole"), b"x").context("writing before the black hole")?;
+    mb.blackhole_begin(before.local_port)?;
+    let t_begin = sys::mono_ns();
+    // When the rule's removal began and had returned, what it dropped, its listing.
+    type Ended = (u64, u64, middlebox::BlackholeDrops, String);
+    let mut ended: Option<Ended> = None;
+    // The rule must go whatever happens below, or later scenarios hang.
+    let end = |ended: &mut Option<Ended>| -> Result<()> {
+        if ended.is_none() {
+            let (drops, listing, t0) = mb.blackhole_end()?;
+            *ended = Some((t0, sys::mono_ns(), drops, listing));
+        }
+        Ok(())
+    };
+    let due = |now: u64| now.saturating_sub(t_begin) >= BLACKHOLE.as_nanos() as u64;
+    let mut held = HeldFlow::default();
+    let res: Result<TimedWrite> = (|| {
+        let w = timed_write(mb, &mnt.join("during-blackhole"), |_| {
+            held.poll(mb, before)?;
+            if due(sys::mono_ns()) {
+                end(&mut ended)?;
+            }
+            Ok(())
+        })?;
+        // A write that got through on a new port: the rule stays its time,
+        // and ss still shows when the old flow goes.
+        while ended.is_none() && !due(sys::mono_ns()) {
+            held.poll(mb, before)?;
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        end(&mut ended)?;
+        Ok(w)
+    })();
+    let cleanup = end(&mut ended);
+    let w = res?;
+    cleanup?;
+    let (t_end_begin, t_end, drops, listing) = ended.expect("ended above");
+    let after = net::established_to(&mb.client, server)?.context("no ESTAB connection after the write returned")?;
+    let block_s = (w.end_ns.saturating_sub(w.start_ns)) as f64 / 1e9;
+    let rel = |t: Option<u64>| t.map_or("never".to_string(), |t| format!("+{:.1} s", t.saturating_sub(t_begin) as f64 / 1e9));
+    let after_rule = (w.end_ns as f64 - t_end as f64) / 1e9;
+    out::log(format!(
+        "blackhole: rule {:.1} s on port {}, dropped {} packet(s) to and {} from the server; old flow ESTAB until {} \
+         (gone {}, unacked up to {}, retransmits {}); port {} -> {}{}, write blocked {block_s:.2} s (ended {after_rule:+.2} s after the rule went), \
+         SYN-SENT ports seen {:?}",
+        (t_end - t_begin) as f64 / 1e9,
+        before.local_port,
+        drops.to_server,
+        drops.from_server,
+        rel(held.last_estab_ns),
+        rel(held.gone_ns),
+        held.max_unacked,
+        held.max_retrans,
+        before.local_port,
+        after.local_port,
+        if after.cookie == before.cookie { " (the same socket)" } else { "" },
+        w.syn_sent_ports
+    ));
+    truth["ports"].as_array_mut().expect("array").push(json!(after.local_port));
+    truth["blackhole"] = json!({
+        "before": before.local_port,
+        "after": after.local_port,
+        "same_port": before.local_port == after.local_port,
+        "before_sk": before.cookie,
+        "after_sk": after.cookie,
+        "netns": mb.client.inode().ok(),
+        "begin_ns": t_begin,
+        "end_ns": t_end,
+        "end_begin_ns": t_end_begin,
+        "drops": drops.to_server + drops.from_server,
+        "drops_to_server": drops.to_server,
+        "drops_from_server": drops.from_server,
+        "rules": listing.lines().map(str::trim).filter(|l| l.ends_with(" drop")).collect::<Vec<_>>(),
+        "old_flow": {"last_estab_ns": held.last_estab_ns, "gone_ns": held.gone_ns,
+                     "max_unacked": held.max_unacked, "max_retrans": held.max_retrans},
+        "write_start_ns": w.start_ns,
+        "write_end_ns": w.end_ns,
+        "block_s": (block_s * 1000.0).round() / 1000.0,
+        "syn_sent_ports": w.syn_sent_ports,
+    });
+    Ok(())
+}
+
+/// The black-holed flow as `ss -tie` showed it at each poll: while it is
+/// ESTABLISHED (its socket cookie), its unacked segments and the kernel's
+/// retransmit count; the first poll that no longer lists it.
+#[derive(Default)]
+struct HeldFlow {
+    last_estab_ns: Option<u64>,
+    gone_ns: Option<u64>,
+    max_unacked: u64,
+    max_retrans: u64,
+}
+
+impl HeldFlow {
+    fn poll(&mut self, mb: &Middlebox, before: &net::Sock) -> Result<()> {
+        if self.gone_ns.is_some() {
+            return Ok(());
+        }
+        let text = cmd::run(
+            mb.client.command("/sbin/ss").args([
+                "-tnieH", "state", "established", "dst", middlebox::SERVER, "dport", "=", ":2049", "sport", "=",
+                &format!(":{}", before.local_port),
+            ]),
+            Duration::from_secs(20),
+        )?;
+        let now = sys::mono_ns();
+        if !text.split_whitespace().any(|t| t.strip_prefix("sk:") == Some(before.cookie.as_str())) {
+            self.gone_ns = Some(now);
+            return Ok(());
+        }
+        self.last_estab_ns = Some(now);
+        let (unacked, retrans) = ss_info(&text);
+        self.max_unacked = self.max_unacked.max(unacked);
+        self.max_retrans = self.max_retrans.max(retrans);
+        Ok(())
+    }
+}
+
+/// `unacked:N` and the total of `retrans:CUR/TOTAL` from `ss -ti` (0 when absent).
+fn ss_info(text: &str) -> (u64, u64) {
+    let field = |k: &str| text.split_whitespace().find_map(|t| t.strip_prefix(k));
+    let unacked = field("unacked:").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let retrans = field("retrans:").and_then(|v| v.rsplit('/').next()?.parse().ok()).unwrap_or(0);
+    (unacked, retrans)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,7 +496,18 @@ mod tests {
         assert_eq!(parse("outage-v3"), Some((Kind::Outage, "3")));
         assert_eq!(parse("outage-v4.1"), Some((Kind::Outage, "4.1")));
         assert_eq!(parse("outage-v4.0"), None);
+        assert_eq!(parse("blackhole-v3"), Some((Kind::Blackhole, "3")));
+        assert_eq!(parse("blackhole-v4.1"), Some((Kind::Blackhole, "4.1")));
+        assert_eq!(parse("blackhole-v4.0"), None);
         assert_eq!(parse("stall-v4.2"), None);
         assert_eq!(parse("v4.0-default"), None);
+    }
+
+    #[test]
+    fn reads_unacked_and_retransmits_from_ss() {
+        let t = "0 124 10.98.1.2:871 10.98.0.1:2049 timer:(on,1.6s,3) ino:0 sk:1001 <->\n\t cubic wscale:7,7 rto:1600 backoff:3 \
+                 unacked:1 retrans:1/4 lost:1 rcv_space:14600\n";
+        assert_eq!(ss_info(t), (1, 4));
+        assert_eq!(ss_info("0 0 10.98.1.2:871 10.98.0.1:2049 ino:0 sk:1001 <->\n\t cubic rto:204\n"), (0, 0));
     }
 }

@@ -78,6 +78,22 @@ impl Tracer {
         }
     }
 
+    /// Waits until the tracer has printed a JSON line `pred` accepts, at most
+    /// `limit`; returns whether it did.
+    pub fn wait_for(&self, limit: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> bool {
+        let start = Instant::now();
+        loop {
+            let seen = self.stdout.lock().expect("lock").iter().any(|l| serde_json::from_str(l).is_ok_and(|v| pred(&v)));
+            if seen {
+                return true;
+            }
+            if start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGINT (what a user's Ctrl-C sends), then collects everything printed.
     pub fn stop(mut self) -> Finished {
         let mut exit = String::new();

@@ -4,9 +4,10 @@
 //! `kernels` fetches kernels through a private apt view, `modules`,
 //! `userland` and `initramfs` build the guest's initramfs (`image` puts them
 //! together), `qemu` boots it, `scenarios` judges the console output and
-//! `report` writes results; `stall` and `outage` judge the middlebox scenarios. The guest
+//! `report` writes results; `stall`, `outage` and `blackhole` judge the middlebox scenarios. The guest
 //! half is `tests/src/lab`.
 mod apt;
+mod blackhole;
 mod image;
 mod initramfs;
 mod kernels;
@@ -43,8 +44,9 @@ pub struct VmArgs {
     json: Option<PathBuf>,
     /// Only these scenarios (repeatable), e.g. v3-default, v4.1-noresvport,
     /// stall-v4.0, late-sunrpc, sunrpc-btf, nconnect, shared-server, netns, ipv6;
-    /// outage-v3, outage-v4.1; `stall` means every stall scenario, `outage`
-    /// both outage ones, `topology` the last four.
+    /// outage-v3, outage-v4.1, blackhole-v3, blackhole-v4.1; `stall` means
+    /// every stall scenario, `outage` both outage ones, `blackhole` both
+    /// black-hole ones, `topology` the last four.
     #[arg(long)]
     scenario: Vec<String>,
     /// Ground truth only: do not put nfs-trace in the guest.
@@ -71,6 +73,7 @@ pub fn main(args: VmArgs) -> Result<()> {
         .flat_map(|s| match s.as_str() {
             "stall" => stall::names(),
             "outage" => outage::names(),
+            "blackhole" => blackhole::names(),
             "topology" => topology::NAMES.iter().map(|n| n.to_string()).collect(),
             _ => vec![s.clone()],
         })
@@ -178,6 +181,7 @@ fn run_kernel(cache: &Path, line: &'static kernels::Line, init: &Path, tracer: O
     let mut results = Vec::new();
     for name in &wanted {
         let mut r = match rep.truths.iter().find(|t| t["scenario"] == name.as_str()) {
+            Some(t) if blackhole::is_blackhole(name) => blackhole::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) if outage::is_outage(name) => outage::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) if stall::is_stall(name) => stall::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) if name == late::NAME => late::judge(t, rep.tracer.get(name), tracer.is_some()),
@@ -218,6 +222,10 @@ fn summarise(runs: &[report::KernelRun]) {
     let outages = report::outage_table(runs);
     if !outages.is_empty() {
         println!("{outages}");
+    }
+    let holes = report::blackhole_table(runs);
+    if !holes.is_empty() {
+        println!("{holes}");
     }
     print!("{}", report::late_lines(runs));
     print!("{}", report::sunrpc_btf_lines(runs));

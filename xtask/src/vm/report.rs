@@ -226,6 +226,45 @@ pub fn outage_table(runs: &[KernelRun]) -> String {
     s
 }
 
+/// The black-hole scenarios (issue 12): the router dropped the mount's
+/// established flow for 20 s; the episode's verdict and phase times against
+/// that. Empty when none ran.
+pub fn blackhole_table(runs: &[KernelRun]) -> String {
+    let rows: Vec<(&KernelRun, &Value)> =
+        runs.iter().flat_map(|run| run.results.iter().filter(|r| r["kind"] == "blackhole").map(move |r| (run, r))).collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "| Kernel | NFS | Ports (ss: before → SYN-SENT → after) | Black hole (truth) | Dropped to / from server | Old flow gone | Write blocked (truth) | Write end − rule end | Tracer's data retransmits | Episode verdict | (a) − rule | (b) − gone | (d) − write end | Agrees |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|\n",
+    );
+    let secs = |v: &Value| v.as_f64().map_or("—".to_string(), |x| format!("{x:.1} s"));
+    let delta = |v: &Value| v.as_f64().map_or("—".to_string(), |d| format!("{d:+.2} s"));
+    for (run, r) in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            run.line,
+            r["vers"].as_str().unwrap_or("?"),
+            stall_ports(r),
+            secs(&r["blackhole_s"]),
+            r["drops_to_server"],
+            r["drops_from_server"],
+            r["old_flow_gone_s"].as_f64().map_or("never".to_string(), |x| format!("+{x:.1} s")),
+            secs(&r["block_s"]),
+            delta(&r["write_end_minus_rule_end_s"]),
+            if r["tracer_data_retransmits"].is_null() { "none".to_string() } else { r["tracer_data_retransmits"].to_string() },
+            r["episode_verdict"].as_str().unwrap_or("none"),
+            delta(&r["unanswered_minus_rule_s"]),
+            delta(&r["closed_minus_gone_s"]),
+            delta(&r["recovered_minus_write_s"]),
+            agrees(r),
+        );
+    }
+    s
+}
+
 /// One line per kernel for `late-sunrpc` (the tracer started before the
 /// sunrpc module loaded). Empty when it did not run.
 pub fn late_lines(runs: &[KernelRun]) -> String {
@@ -391,6 +430,20 @@ pub fn write_matrix(dir: &Path, runs: &[KernelRun], date: &str, source: &str) ->
                record) within 2 s of the write completing.\n\n";
         md += &outages;
     }
+    let holes = blackhole_table(runs);
+    if !holes.is_empty() {
+        md += "\n## Stall lab: the established flow black-holed (`blackhole`)\n\n\
+               Through the same router, with `timeo=20,retrans=2`, an nft rule drops the mount's established\n\
+               flow — that 4-tuple only, both ways, no RST — for 20 s while a write waits (its counters and\n\
+               `ss` are the truth). *Old flow gone*: when `ss` stopped listing it ESTABLISHED (never: the\n\
+               client kept the flow and its retransmits got through once the rule went). *Agrees*: the\n\
+               tracer printed `data_retransmit` records for the flow; the flow's episode ended with\n\
+               `reused-flow-dropped` when the client reconnected from the black-holed port (a canary\n\
+               connected), else `path-blackhole` (never a reuse verdict); its evidence names the data\n\
+               retransmits; phase (a) `unanswered` within 2 s of the rule going in, (b) `closed` exactly\n\
+               when the flow went (within 2 s), (d) `recovered` within 2 s of the write completing.\n\n";
+        md += &holes;
+    }
     let late = late_lines(runs);
     if !late.is_empty() {
         md += "\n## The tracer started before sunrpc was loaded (`late-sunrpc`)\n\n\
@@ -460,6 +513,20 @@ mod tests {
             results,
             with_tracer: true,
         }
+    }
+
+    #[test]
+    fn the_blackhole_table_shows_the_truth_and_the_phases() {
+        let r = json!({"kind": "blackhole", "vers": "3", "truth_ports": [871, 871], "syn_sent_ports": [871], "blackhole_s": 20.1,
+                       "drops_to_server": 12, "drops_from_server": 2, "old_flow_gone_s": 6.24, "block_s": 21.5,
+                       "write_end_minus_rule_end_s": 1.4, "tracer_data_retransmits": null, "episode_verdict": "reused-flow-dropped",
+                       "unanswered_minus_rule_s": null, "closed_minus_gone_s": -0.1, "recovered_minus_write_s": -0.02, "agree": false});
+        let t = blackhole_table(&[run(vec![r])]);
+        assert!(
+            t.contains("| 6.12 | 3 | 871 → (871) → 871 | 20.1 s | 12 / 2 | +6.2 s | 21.5 s | +1.40 s | none | reused-flow-dropped | — | -0.10 s | -0.02 s | ✘ |"),
+            "{t}"
+        );
+        assert!(blackhole_table(&[run(vec![json!({"kind": "outage"})])]).is_empty());
     }
 
     #[test]
