@@ -23,6 +23,11 @@ use crate::maps::{EVENTS, SOCKS, SockState, config, count, netns_inum, read_at, 
 /// _BPF, _PSOCK); the pointer is 8-aligned.
 const SK_USER_DATA_PTRMASK: u64 = !7;
 
+/// `bpf_map_update_elem` flag (uapi bpf.h), and the errno it fails with
+/// when the key exists.
+const BPF_NOEXIST: u64 = 1;
+const EEXIST: i32 = 17;
+
 /// How long a run of data retransmits without ACK progress lasts before it
 /// is reported (see `data_retransmit`).
 const UNANSWERED_NS: u64 = 1_000_000_000;
@@ -366,7 +371,7 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<u32, i64> {
     let o = &cfg.retransmit;
     // SAFETY: offsets from this kernel's format file of tcp_retransmit_skb.
     let sk: u64 = unsafe { ctx.read_at(o.skaddr as usize) }.map_err(|e| e as i64)?;
-    let Some(stp) = SOCKS.get_ptr_mut(sk) else {
+    let Some(stp) = SOCKS.get_ptr_mut(sk).or_else(|| adopt(ctx, cfg, sk)) else {
         return Ok(0);
     };
     // SAFETY: live map value, writes to one socket serialised by its lock.
@@ -382,6 +387,48 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<u32, i64> {
         _ => {}
     }
     Ok(0)
+}
+
+/// A socket toward a watched port that retransmits but was never seen
+/// connecting: one established before the tracer started (an SRE starts
+/// `watch` on a host whose mount already hangs). It gets state from here
+/// on, so its data retransmits and its close are seen; when it was
+/// established is not known, so both times are now (its `lifetime_ms`
+/// counts from here), and no process is named (this runs in timer or
+/// softirq context).
+#[inline(always)]
+fn adopt(ctx: &TracePointContext, cfg: &Config, sk: u64) -> Option<*mut SockState> {
+    // SAFETY: offset from this kernel's format file of tcp_retransmit_skb.
+    let dport = unsafe { ctx.read_at::<u16>(cfg.retransmit.dport as usize) }.ok()?;
+    if !watched(cfg, dport) || read_at::<u8>(sk, cfg.sock.skc_state) != ESTABLISHED {
+        return None;
+    }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let st = SockState {
+        start_ns: now,
+        syn_ns: 0,
+        established_ns: now,
+        xprt: read_at::<u64>(sk, cfg.sock.sk_user_data) & SK_USER_DATA_PTRMASK,
+        comm: [0; 16],
+        pid: 0,
+        syn_retrans: 0,
+        state: ESTABLISHED,
+        first_exit: 0,
+        _pad0: 0,
+        netns: netns_inum(cfg, read_at::<u64>(sk, cfg.sock.skc_net)),
+        data_retrans: 0,
+        run_una: 0,
+        run_ns: 0,
+    };
+    // BPF_NOEXIST: a state change racing in first keeps its own. A full
+    // map leaves the socket unseen: a lost socket, counted.
+    if let Err(e) = SOCKS.insert(sk, &st, BPF_NOEXIST)
+        && e != -EEXIST
+    {
+        count(counter::LOST_SOCKETS);
+    }
+    SOCKS.get_ptr_mut(sk)
 }
 
 /// A data retransmit on an established watched connection. Retransmits

@@ -48,8 +48,21 @@ fn drop_acks(client_port: u16) -> String {
 /// the ACKs are back and the retransmits stop. No reconnect, no close.
 #[test]
 fn an_established_flow_left_unanswered_is_reported_and_its_episode_ends_when_answered() {
+    left_unanswered(true, "127.0.7.1");
+}
+
+/// The same for a connection that was up before the tracer started (an
+/// SRE starts `watch` on a host whose mount already hangs): the kernel
+/// program adopts the socket at its first retransmit, so phase (a) is seen
+/// all the same, and so is its close.
+#[test]
+fn a_flow_established_before_start_is_adopted_at_its_first_retransmit() {
+    left_unanswered(false, "127.0.7.2");
+}
+
+fn left_unanswered(tracer_first: bool, addr: &'static str) {
     require_root();
-    let server = "127.0.7.1:2049".parse::<SocketAddr>().unwrap();
+    let server: SocketAddr = format!("{addr}:2049").parse().unwrap();
     let (ino_tx, ino_rx) = std::sync::mpsc::channel();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -58,10 +71,12 @@ fn an_established_flow_left_unanswered_is_reported_and_its_episode_ends_when_ans
     let net = thread::spawn(move || {
         in_new_netns(move || {
             let ino = std::fs::read_link("/proc/thread-self/ns/net").unwrap().to_string_lossy().into_owned();
-            // The tracer must see the connect start (its state begins at SYN_SENT).
-            ino_tx.send(ino).unwrap();
-            go_rx.recv().unwrap();
             let l = TcpListener::bind(server).unwrap();
+            if tracer_first {
+                // The tracer sees the connect start.
+                ino_tx.send(ino.clone()).unwrap();
+                go_rx.recv().unwrap();
+            }
             // The server reads whatever arrives (its kernel ACKs it).
             thread::spawn(move || {
                 let (mut s, _) = l.accept().unwrap();
@@ -72,6 +87,11 @@ fn an_established_flow_left_unanswered_is_reported_and_its_episode_ends_when_ans
             let port = c.local_addr().unwrap().port();
             c.write_all(&[1u8; 1000]).unwrap();
             thread::sleep(Duration::from_millis(200));
+            if !tracer_first {
+                // Up (and its data acknowledged) before the tracer starts.
+                ino_tx.send(ino).unwrap();
+                go_rx.recv().unwrap();
+            }
             let before = tcp_info(&c).tcpi_total_retrans;
             nft(&drop_acks(port));
             let t_drop = mono_ns();
@@ -96,11 +116,15 @@ fn an_established_flow_left_unanswered_is_reported_and_its_episode_ends_when_ans
     let inode = ino.trim_start_matches("net:[").trim_end_matches(']').to_string();
     let mut tracer = Tracer::start(&["--netns", &inode]);
     go_tx.send(()).unwrap();
-    let first = tracer.wait_for(WAIT, |r| r["type"] == "data_retransmit" && r["raddr"] == "127.0.7.1");
+    let first = tracer.wait_for(WAIT, |r| r["type"] == "data_retransmit" && r["raddr"] == addr);
     done_tx.send(()).unwrap();
     let (port, t_drop, t_back, retrans, _client) = net.join().unwrap();
-    let ended = tracer.wait_for(WAIT, |r| r["type"] == "episode" && r["state"] == "ended" && r["raddr"] == "127.0.7.1");
+    let ended = tracer.wait_for(WAIT, |r| r["type"] == "episode" && r["state"] == "ended" && r["raddr"] == addr);
+    // Its close is seen too (adopted or not).
+    drop(_client);
+    let closed = tracer.wait_for(WAIT, |r| r["type"] == "close" && r["raddr"] == addr && r["sport"] == port);
     let recs = tracer.stop();
+    assert!(closed.is_some(), "the client's close was reported: {:?}", recs.all);
     let first = first.unwrap_or_else(|| panic!("no data_retransmit record: {:?}\n{}", recs.all, recs.stderr));
 
     assert_eq!(first["sport"].as_u64(), Some(u64::from(port)), "the client's own port: {first}");

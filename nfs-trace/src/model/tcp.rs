@@ -355,7 +355,9 @@ impl Tracker {
         if let Some(d) = self.dests.get_mut(&who.flow.dest()) {
             d.last_active_ns = ev.ts_ns;
         }
-        if let Some(m) = self.flows.get_mut(&ev.flow).filter(|m| m.sk == ev.sk) {
+        // Its own socket's close, or that of a connection up before start
+        // (a seed, socket unknown): the flow ended then.
+        if let Some(m) = self.flows.get_mut(&ev.flow).filter(|m| m.sk == ev.sk || m.sk == 0) {
             m.end_ns = Some(ev.ts_ns);
         }
         let since = if ev.established_ns != 0 { ev.established_ns } else { ev.start_ns };
