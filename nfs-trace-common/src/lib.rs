@@ -104,6 +104,10 @@ pub mod xprt_event {
     pub const DISCONNECT_DONE: u8 = 10;
     /// xprt_disconnect_force(xprt).
     pub const DISCONNECT_FORCE: u8 = 11;
+    /// rpc_timeout_status(task): an RPC of the transport `task->tk_xprt`
+    /// reached a major timeout (the kernel's "not responding"; fires once
+    /// per major timeout, never per RPC).
+    pub const RPC_TIMEOUT: u8 = 12;
 }
 
 /// TCP states as the kernel numbers them (include/net/tcp_states.h).
@@ -321,6 +325,8 @@ pub struct XprtOffsets {
     pub valid: u32,
     /// `struct rpc_xprt.xprt_net` (the transport's `struct net *`).
     pub xprt_net: u32,
+    /// `struct rpc_task.tk_xprt` (the transport an RPC goes out on).
+    pub task_xprt: u32,
 }
 
 /// Name of the one-entry array map holding [`XprtOffsets`].

@@ -25,7 +25,7 @@ fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
 fn xprt_offsets() -> XprtOffsets {
     match XPRT_OFFSETS.get(0) {
         Some(o) if o.valid != 0 => *o,
-        _ => XprtOffsets { xprt_addr: NO_OFFSET, srcport: NO_OFFSET, valid: 0, xprt_net: NO_OFFSET },
+        _ => XprtOffsets { xprt_addr: NO_OFFSET, srcport: NO_OFFSET, valid: 0, xprt_net: NO_OFFSET, task_xprt: NO_OFFSET },
     }
 }
 
@@ -137,12 +137,20 @@ fn try_socket_event(ctx: &RawTracePointContext, what: u8, has_error: bool) -> Re
 /// xprt_* lifetime events: (xprt) only.
 #[inline(always)]
 fn try_xprt_event(ctx: &RawTracePointContext, what: u8) -> Result<u32, i64> {
-    let cfg = config();
     let xo = xprt_offsets();
     let xprt: u64 = ctx.arg(0);
     if xo.valid == 0 {
         crate::diag::no_xprt_offsets(xprt);
     }
+    xprt_record(&xo, xprt, what)
+}
+
+/// One record about transport `xprt` with no socket at hand: its
+/// destination, remembered port and namespace from the transport itself.
+#[inline(always)]
+fn xprt_record(xo: &XprtOffsets, xprt: u64, what: u8) -> Result<u32, i64> {
+    let cfg = config();
+    let xo = *xo;
     let (family, dport, daddr) = xprt_dest(xprt, &xo);
     if (family != AF_INET && family != AF_INET6) || !watched(cfg, dport) {
         return Ok(0);
@@ -233,4 +241,27 @@ pub fn xprt_disconnect_done(ctx: RawTracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "xprt_disconnect_force")]
 pub fn xprt_disconnect_force(ctx: RawTracePointContext) -> u32 {
     try_xprt_event(&ctx, xprt_event::DISCONNECT_FORCE).unwrap_or(0)
+}
+
+// TP_PROTO(const struct rpc_task *task): fires at each major timeout of an
+// RPC (rpc_check_timeout), the moment the kernel prints "not responding" —
+// never per RPC. The transport is `task->tk_xprt`; userspace attaches this
+// only where BTF gave that offset.
+#[raw_tracepoint(tracepoint = "rpc_timeout_status")]
+pub fn rpc_timeout_status(ctx: RawTracePointContext) -> u32 {
+    try_rpc_timeout(&ctx).unwrap_or(0)
+}
+
+#[inline(always)]
+fn try_rpc_timeout(ctx: &RawTracePointContext) -> Result<u32, i64> {
+    let xo = xprt_offsets();
+    if xo.task_xprt == NO_OFFSET {
+        return Ok(0);
+    }
+    let task: u64 = ctx.arg(0);
+    let xprt = read_at::<u64>(task, xo.task_xprt);
+    if xprt == 0 {
+        return Ok(0);
+    }
+    xprt_record(&xo, xprt, xprt_event::RPC_TIMEOUT)
 }

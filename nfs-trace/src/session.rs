@@ -209,6 +209,17 @@ impl Session {
             .unwrap_or(0)
     }
 
+    /// Whether the hook on `target` (as HOOKS names it) is attached.
+    pub fn hook_attached(&self, target: &str) -> bool {
+        self.hooks.iter().any(|h| h.name == target && h.attached)
+    }
+
+    /// RPC major timeouts come from rpc_timeout_status (else from the
+    /// kernel's "not responding" lines).
+    pub fn rpc_timeouts_traced(&self) -> bool {
+        self.hook_attached("rpc_timeout_status")
+    }
+
     /// Attaches the SunRPC hooks if sunrpc was loaded since; returns
     /// (attached, of) when it just did.
     pub fn poll_sunrpc(&mut self) -> Option<(usize, usize)> {

@@ -287,6 +287,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     // Hangs from first symptom to recovery, with a verdict (model/episode.rs);
     // `honoured`: option sets this host was seen to honour, for the advice.
     let mut episodes = EpisodeTracker::new(args.passive.then_some("--passive"));
+    episodes.retransmits_traced = s.hook_attached("tcp:tcp_retransmit_skb");
     let mut honoured: Vec<String> = Vec::new();
     let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -362,7 +363,15 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                 });
                 let joined = ip.is_some_and(|ip| s.tracker.on_kernel_line(ip, &l.text));
                 if let Some(ip) = ip {
-                    episodes.on_kernel_line(ip, &l.text);
+                    let now = Clock::mono_now_ns();
+                    let mut eps = Vec::new();
+                    // Without rpc_timeout_status, "not responding" is the
+                    // RPC timeout, for each transport connected to it.
+                    if l.not_responding && !s.rpc_timeouts_traced() {
+                        eps.extend(episodes.on_not_responding(&s.xtracker.connected_to(ip), now));
+                    }
+                    eps.extend(episodes.on_kernel_line(ip, &l.text, !l.not_responding, now));
+                    open = open && episodes_out(&mut out, counted.as_mut(), &eps, &views, &honoured)?;
                 }
                 if format == Format::Json {
                     open = open && keep_going(out.json_line("kernel", KernelBody { text: &l.text, server: &l.server, not_responding: l.not_responding, joined_stall: joined }))?;

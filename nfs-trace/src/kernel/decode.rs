@@ -88,6 +88,8 @@ pub enum XprtWhat {
     DisconnectAuto,
     DisconnectDone,
     DisconnectForce,
+    /// An RPC of the transport reached a major timeout.
+    RpcTimeout,
 }
 
 /// A decoded SunRPC transport record.
@@ -123,6 +125,7 @@ fn xprt_from_raw(e: &XprtEvent) -> Result<XprtRecord> {
         xprt_event::DISCONNECT_AUTO => XprtWhat::DisconnectAuto,
         xprt_event::DISCONNECT_DONE => XprtWhat::DisconnectDone,
         xprt_event::DISCONNECT_FORCE => XprtWhat::DisconnectForce,
+        xprt_event::RPC_TIMEOUT => XprtWhat::RpcTimeout,
         other => bail!("unknown xprt event {other}"),
     };
     Ok(XprtRecord {

@@ -101,6 +101,12 @@ pub const HOOKS: &[Hook] = &[
     sunrpc("xprt_disconnect_auto", "sunrpc module (5.8+)", "drop reason from socket events only"),
     sunrpc("xprt_disconnect_done", "sunrpc module (5.8+)", "drop reason from socket events only"),
     sunrpc("xprt_disconnect_force", "sunrpc module (5.8+)", "forced disconnects not told apart"),
+    // TP_PROTO(const struct rpc_task *task): once per major timeout.
+    sunrpc(
+        "rpc_timeout_status",
+        "sunrpc module (5.3+) with BTF for rpc_task (module BTF: 5.11+)",
+        "RPC major timeouts from the kernel's \"not responding\" lines (rate-limited, per server, not per transport)",
+    ),
 ];
 
 const fn sunrpc(target: &'static str, kernels: &'static str, fallback: &'static str) -> Hook {

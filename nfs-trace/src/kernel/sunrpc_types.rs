@@ -28,6 +28,11 @@ pub struct SunrpcTypes {
     /// None when unknown: the programs then take the socket's namespace,
     /// and events without a socket (`xprt_*`) say netns unknown.
     pub xprt_net: Option<u32>,
+    /// `struct rpc_task.tk_xprt` (the transport an RPC goes out on), for
+    /// `rpc_timeout_status`; None when unknown: that hook is then not
+    /// attached and RPC timeouts come from the kernel's "not responding"
+    /// lines instead.
+    pub task_xprt: Option<u32>,
 }
 
 impl SunrpcTypes {
@@ -38,7 +43,7 @@ impl SunrpcTypes {
             let source = module_btf.display().to_string();
             return match vmlinux.with_module(module_btf) {
                 Ok(m) => Self::look_up(&m, source),
-                Err(e) => SunrpcTypes { source, xprt_addr: None, srcport: None, why: Some(format!("{e:#}")), xprt_net: None },
+                Err(e) => SunrpcTypes { source, xprt_addr: None, srcport: None, why: Some(format!("{e:#}")), xprt_net: None, task_xprt: None },
             };
         }
         let mut t = Self::look_up(vmlinux, "vmlinux".into());
@@ -64,7 +69,9 @@ impl SunrpcTypes {
         why.dedup();
         // Not in `why`: without it the socket's namespace serves (see the field).
         let xprt_net = btf.member_offset("rpc_xprt", "xprt_net").ok();
-        SunrpcTypes { source, xprt_addr, srcport, why: (!why.is_empty()).then(|| why.join("; ")), xprt_net }
+        // Not in `why` either: only rpc_timeout_status needs it, and its gate says so.
+        let task_xprt = btf.member_offset("rpc_task", "tk_xprt").ok();
+        SunrpcTypes { source, xprt_addr, srcport, why: (!why.is_empty()).then(|| why.join("; ")), xprt_net, task_xprt }
     }
 
     /// For the programs' XPRT_OFFSETS map: NO_OFFSET where unknown.
@@ -74,6 +81,7 @@ impl SunrpcTypes {
             srcport: self.srcport.unwrap_or(NO_OFFSET),
             valid: 1,
             xprt_net: self.xprt_net.unwrap_or(NO_OFFSET),
+            task_xprt: self.task_xprt.unwrap_or(NO_OFFSET),
         }
     }
 
@@ -86,7 +94,13 @@ impl SunrpcTypes {
     /// (JSON null), never 0.
     pub fn gate(&self, h: &Hook) -> Result<String, String> {
         let why = self.why.as_deref().unwrap_or("");
-        let socketless = h.target.starts_with("xprt_");
+        let socketless = h.target.starts_with("xprt_") || h.target == "rpc_timeout_status";
+        if h.target == "rpc_timeout_status" && self.task_xprt.is_none() {
+            return Err(format!(
+                "not attached: the RPC's transport is read from rpc_task.tk_xprt, which is unknown ({}): RPC timeouts come from the kernel's \"not responding\" lines",
+                if why.is_empty() { "not in this BTF" } else { why }
+            ));
+        }
         if socketless && self.xprt_addr.is_none() {
             return Err(format!(
                 "not attached: its records carry no socket and their server is read from rpc_xprt.addr, which is unknown ({why})"

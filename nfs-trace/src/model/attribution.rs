@@ -193,7 +193,7 @@ impl Attributor {
                 self.pending.remove(xprt);
                 return;
             }
-            XprtObservation::Drop { .. } => return,
+            XprtObservation::Drop { .. } | XprtObservation::RpcTimeout { .. } => return,
         };
         let t = Transport::of_flow(c.xprt, &c.flow, c.srcport);
         let (mut found, mut why) = attribute(views, &t);

@@ -9,9 +9,13 @@
 //!
 //! - (a) `unanswered`: the established flow stops being answered: its data
 //!   retransmitted without ACK progress for over a second (the kernel
-//!   program reports each such retransmit). RPC major timeouts are not
-//!   traced yet. An episode opened by it alone ends when the retransmits
-//!   stop for longer than their backoff allows (ACKs came back).
+//!   program reports each such retransmit), or its RPCs reach major
+//!   timeouts (`rpc_timeout_status`; where that hook cannot attach, the
+//!   kernel's "not responding" line for the server, counted on each of its
+//!   connected transports). An episode that is only phase (a) ends at the
+//!   kernel's "server … OK" after RPC timeouts, or when every signal it
+//!   had stopped for longer than its own rhythm allows (ACKs or replies
+//!   came back).
 //! - (b) `closed`: how the transport's connection went away (user timeout,
 //!   reset, local, server closed, error) and when.
 //! - (c) `reconnect`: the attempts after it — ports, SYN retransmits, failed
@@ -56,13 +60,24 @@ pub struct Unanswered {
     pub start_ns: u64,
     /// Data retransmits without ACK progress on the established flow.
     pub data_retransmits: u32,
-    /// RPC major timeouts while TCP stayed established and ACKed (no hook
-    /// reports them yet: always 0).
+    /// RPC major timeouts of the transport (each one the kernel's "not
+    /// responding" moment).
     pub rpc_timeouts: u32,
-    /// The latest retransmit reported, and the gap before it.
+    /// The latest retransmit reported, and the gap before it (0 with no
+    /// data retransmit).
     pub last_ns: u64,
     pub gap_ns: u64,
+    /// The first and latest RPC timeout, and the gap before the latest
+    /// (0 with fewer than two).
+    pub rpc_first_ns: u64,
+    pub rpc_last_ns: u64,
+    pub rpc_gap_ns: u64,
 }
+
+/// With one RPC timeout seen and no "server … OK", how long before the
+/// episode is taken as answered: the next major timeout comes after
+/// timeo × (retrans + 1), 180 s at the common timeo=600,retrans=2.
+const RPC_QUIET_ONE_NS: u64 = 600_000_000_000;
 
 impl Unanswered {
     /// How long without another retransmit means the ACKs came back: RTO
@@ -71,11 +86,32 @@ impl Unanswered {
     fn quiet_limit_ns(&self) -> u64 {
         (3 * self.gap_ns).clamp(3_000_000_000, 130_000_000_000)
     }
+
+    /// Likewise for RPC major timeouts: they come at a steady rhythm (the
+    /// timeout restarts at timeo after each major one), so three of their
+    /// gaps without one is an answer.
+    fn rpc_quiet_limit_ns(&self) -> u64 {
+        if self.rpc_gap_ns == 0 { RPC_QUIET_ONE_NS } else { (3 * self.rpc_gap_ns).clamp(10_000_000_000, 1_200_000_000_000) }
+    }
+
+    /// Every signal it had has stopped for longer than its rhythm allows.
+    fn quiet_at(&self, now_ns: u64) -> bool {
+        let data = self.data_retransmits == 0 || now_ns.saturating_sub(self.last_ns) > self.quiet_limit_ns();
+        let rpc = self.rpc_timeouts == 0 || now_ns.saturating_sub(self.rpc_last_ns) > self.rpc_quiet_limit_ns();
+        data && rpc
+    }
+
+    /// The latest signal.
+    fn latest_ns(&self) -> u64 {
+        let d = if self.data_retransmits > 0 { self.last_ns } else { 0 };
+        let r = if self.rpc_timeouts > 0 { self.rpc_last_ns } else { 0 };
+        d.max(r)
+    }
 }
 
 /// Why phase (a) is absent.
 pub const UNANSWERED_NOT_OBSERVED: &str =
-    "not observed: no data retransmit without ACK progress was seen on the flow (RPC timeouts are not traced)";
+    "not observed: no data retransmit without ACK progress and no RPC timeout was seen on the flow";
 
 /// Phase (b): how the connection went away.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,6 +165,8 @@ pub enum Symptom {
     Stall,
     /// The established flow's data retransmitted without an ACK.
     Unanswered,
+    /// An RPC of the transport reached a major timeout.
+    RpcTimeout,
 }
 
 impl Symptom {
@@ -138,6 +176,7 @@ impl Symptom {
             Symptom::Close => "close",
             Symptom::Stall => "stall",
             Symptom::Unanswered => "unanswered",
+            Symptom::RpcTimeout => "rpc_timeout",
         }
     }
 
@@ -148,6 +187,7 @@ impl Symptom {
             Symptom::Close => "a close",
             Symptom::Stall => "a stall",
             Symptom::Unanswered => "data unanswered",
+            Symptom::RpcTimeout => "an RPC timeout",
         }
     }
 }
@@ -176,6 +216,8 @@ pub struct Episode {
     pub kernel_said: Vec<String>,
     /// Why no canary was made (e.g. "--passive"); None: canaries are made.
     pub canary_off: Option<&'static str>,
+    /// Data retransmits were traced while it went on (see the tracker's).
+    pub retransmits_traced: bool,
     pub verdict: VerdictName,
     /// One sentence: the facts the verdict rests on, or what was missing.
     pub evidence: String,
@@ -265,6 +307,9 @@ pub struct EpisodeTracker {
     /// Last close of each flow (bounded).
     closes: FastMap<Flow, Closed>,
     canary_off: Option<&'static str>,
+    /// Whether data retransmits are traced (tcp:tcp_retransmit_skb
+    /// attached): only then does an episode without them show TCP healthy.
+    pub retransmits_traced: bool,
     next_id: u64,
 }
 
@@ -272,7 +317,7 @@ impl EpisodeTracker {
     /// `canary_off`: why no canary connects are made (`Some("--passive")`),
     /// or None when watch makes them: the verdict says which was missing.
     pub fn new(canary_off: Option<&'static str>) -> Self {
-        EpisodeTracker { open: Vec::new(), ended: Vec::new(), closes: FastMap::default(), canary_off, next_id: 1 }
+        EpisodeTracker { open: Vec::new(), ended: Vec::new(), closes: FastMap::default(), canary_off, retransmits_traced: true, next_id: 1 }
     }
 
     /// Episodes going on (for the summary at exit).
@@ -307,6 +352,7 @@ impl EpisodeTracker {
             destroyed: false,
             kernel_said: Vec::new(),
             canary_off: self.canary_off,
+            retransmits_traced: self.retransmits_traced,
             verdict: VerdictName::Unknown,
             evidence: String::new(),
             reported_ns: ts_ns,
@@ -443,12 +489,47 @@ impl EpisodeTracker {
         };
         let e = &mut self.open[i];
         e.last_ns = e.last_ns.max(ts_ns);
-        let u = e.unanswered.get_or_insert(Unanswered { start_ns: since_ns, last_ns: since_ns, ..Default::default() });
+        let u = e.unanswered.get_or_insert(Unanswered { start_ns: since_ns, ..Default::default() });
         u.start_ns = u.start_ns.min(since_ns);
+        if u.data_retransmits == 0 {
+            u.last_ns = since_ns;
+        }
         u.data_retransmits = u.data_retransmits.max(retransmits);
         u.gap_ns = ts_ns.saturating_sub(u.last_ns);
         u.last_ns = ts_ns;
         self.after(i, opened)
+    }
+
+    /// Phase (a) from the RPC layer: a major timeout of transport `xprt`,
+    /// whose connection is `flow`.
+    fn on_rpc_timeout(&mut self, xprt: u64, flow: Flow, ts_ns: u64) -> Vec<EpisodeObservation> {
+        let found = if xprt != 0 { self.open.iter().position(|e| e.xprt == xprt) } else { None };
+        let (i, opened) = match found {
+            Some(i) => (i, false),
+            None => match self.open_one(xprt, flow, 0, Symptom::RpcTimeout, ts_ns) {
+                Some(i) => (i, true),
+                None => return Vec::new(),
+            },
+        };
+        let e = &mut self.open[i];
+        e.last_ns = e.last_ns.max(ts_ns);
+        let u = e.unanswered.get_or_insert(Unanswered { start_ns: ts_ns, ..Default::default() });
+        u.start_ns = u.start_ns.min(ts_ns);
+        if u.rpc_timeouts == 0 {
+            u.rpc_first_ns = ts_ns;
+        } else {
+            u.rpc_gap_ns = ts_ns.saturating_sub(u.rpc_last_ns);
+        }
+        u.rpc_timeouts += 1;
+        u.rpc_last_ns = ts_ns;
+        self.after(i, opened)
+    }
+
+    /// The kernel's "not responding" for `server` where rpc_timeout_status
+    /// is not attached: one RPC timeout on each transport `connected`
+    /// toward it (the line names the server, not the transport).
+    pub fn on_not_responding(&mut self, connected: &[(u64, Flow)], ts_ns: u64) -> Vec<EpisodeObservation> {
+        connected.iter().flat_map(|(x, f)| self.on_rpc_timeout(*x, *f, ts_ns)).collect()
     }
 
     fn on_stall(&mut self, st: &Stall, ended: bool) -> Vec<EpisodeObservation> {
@@ -513,6 +594,7 @@ impl EpisodeTracker {
                 }
                 None => Vec::new(),
             },
+            XprtObservation::RpcTimeout { xprt, ts_ns, flow, .. } => self.on_rpc_timeout(*xprt, *flow, *ts_ns),
             // Connected is judged from the TCP connect (the transport's
             // connect record may come before the handshake completes).
             XprtObservation::Connect(_) => Vec::new(),
@@ -547,7 +629,9 @@ impl EpisodeTracker {
     /// the episodes going on toward it, else to the last one that ended
     /// toward it ("server … OK" comes once RPCs are answered, after the
     /// reconnect: part of its recovery).
-    pub fn on_kernel_line(&mut self, server: IpAddr, line: &str) {
+    /// An "OK" (`ok`) at `ts_ns` ends the episodes toward it that are only
+    /// phase (a) with RPC timeouts: their RPCs are answered again.
+    pub fn on_kernel_line(&mut self, server: IpAddr, line: &str, ok: bool, ts_ns: u64) -> Vec<EpisodeObservation> {
         let mut joined = false;
         for e in self.open.iter_mut().filter(|e| e.flow.raddr == server) {
             joined = true;
@@ -555,13 +639,28 @@ impl EpisodeTracker {
                 e.kernel_said.push(line.to_string());
             }
         }
+        let mut out = Vec::new();
+        while let Some(i) = self.open.iter().position(|e| {
+            ok && e.flow.raddr == server
+                && e.closed.is_none()
+                && e.reconnect.is_none()
+                && e.unanswered.as_ref().is_some_and(|u| u.rpc_timeouts > 0)
+        }) {
+            let e = &mut self.open[i];
+            e.last_ns = e.last_ns.max(ts_ns);
+            e.recovered = Some(Recovered { ts_ns, sport: e.flow.sport });
+            out.push(self.end(i));
+        }
+        if joined {
+            return out;
+        }
         // Bounded: a server that keeps flapping must not grow an old episode.
-        if !joined
-            && let Some(e) = self.ended.iter_mut().rev().find(|e| e.flow.raddr == server)
+        if let Some(e) = self.ended.iter_mut().rev().find(|e| e.flow.raddr == server)
             && e.kernel_said.len() < MAX_LINES_AFTER
         {
             e.kernel_said.push(line.to_string());
         }
+        out
     }
 
     /// Episodes with nothing reported for `every_ns`: reported as ongoing.
@@ -571,12 +670,10 @@ impl EpisodeTracker {
     pub fn tick(&mut self, now_ns: u64, every_ns: u64) -> Vec<EpisodeObservation> {
         let mut out = Vec::new();
         while let Some(i) = self.open.iter().position(|e| {
-            e.closed.is_none()
-                && e.reconnect.is_none()
-                && e.unanswered.as_ref().is_some_and(|u| now_ns.saturating_sub(u.last_ns) > u.quiet_limit_ns())
+            e.closed.is_none() && e.reconnect.is_none() && e.unanswered.as_ref().is_some_and(|u| u.quiet_at(now_ns))
         }) {
             let e = &mut self.open[i];
-            let ts_ns = e.unanswered.as_ref().map_or(now_ns, |u| u.last_ns);
+            let ts_ns = e.unanswered.as_ref().map_or(now_ns, Unanswered::latest_ns);
             e.recovered = Some(Recovered { ts_ns, sport: e.flow.sport });
             out.push(self.end(i));
         }

@@ -101,6 +101,11 @@ pub enum XprtObservation {
     /// one the transport connected from, where known).
     Drop { xprt: u64, ts_ns: u64, flow: Flow, reason: DropReason },
     Destroyed { xprt: u64, ts_ns: u64 },
+    /// An RPC on the transport reached a major timeout (the kernel's "not
+    /// responding"); `flow` is its connection as last seen connecting
+    /// (else the transport's server with the remembered port), `timeouts`
+    /// the transport's count so far.
+    RpcTimeout { xprt: u64, ts_ns: u64, flow: Flow, timeouts: u64 },
 }
 
 /// What is known of one transport.
@@ -117,6 +122,10 @@ pub struct XprtStats {
     /// Remembered port at the last connect; None when unknown.
     pub srcport: Option<u16>,
     last_sport: Option<u16>,
+    /// The connection it last connected (for records that carry no socket).
+    last_flow: Option<Flow>,
+    /// RPC major timeouts seen on it.
+    pub rpc_timeouts: u64,
     dropped: Option<Dropped>,
     last_active_ns: u64,
 }
@@ -173,6 +182,22 @@ impl XprtTracker {
             XprtWhat::Connect if !self.from_tcp => {
                 vec![XprtObservation::Connect(self.connect(r.xprt, r.ts_ns, &r.task, r.flow, r.srcport, r.error))]
             }
+            XprtWhat::RpcTimeout => {
+                let s = self.entry(r.xprt);
+                s.last_active_ns = r.ts_ns;
+                s.rpc_timeouts += 1;
+                let last = s.last_flow;
+                // Up before we started and never seen connecting: the one
+                // connection established at start toward its server, if one.
+                let seeded = || {
+                    let m: Vec<&Flow> =
+                        self.seeds.iter().filter(|f| f.raddr == r.flow.raddr && f.dport == r.flow.dport && f.netns == r.flow.netns).collect();
+                    if let [f] = m.as_slice() { Some(**f) } else { None }
+                };
+                let flow = last.or_else(seeded).unwrap_or(Flow { sport: r.srcport.unwrap_or(0), ..r.flow });
+                let s = self.entry(r.xprt);
+                vec![XprtObservation::RpcTimeout { xprt: r.xprt, ts_ns: r.ts_ns, flow, timeouts: s.rpc_timeouts }]
+            }
             XprtWhat::Destroy => {
                 if let Some(s) = self.xprts.remove(&r.xprt) {
                     self.keep_finished(r.xprt, s);
@@ -210,6 +235,11 @@ impl XprtTracker {
     /// A TCP connect record: counts as the transport's connect when the
     /// SunRPC hooks are absent; its failures are drop reasons either way.
     pub fn on_tcp(&mut self, e: &Event) -> Vec<XprtObservation> {
+        // The transport's connection as TCP sees it (its local address too),
+        // for its records that carry no socket.
+        if let Some(s) = self.xprts.get_mut(&e.xprt).filter(|_| e.xprt != 0 && e.flow.sport != 0) {
+            s.last_flow = Some(e.flow);
+        }
         if e.xprt == 0 || !self.from_tcp {
             return Vec::new();
         }
@@ -272,6 +302,7 @@ impl XprtTracker {
             s.ports.push(sport);
         }
         s.last_sport = Some(sport);
+        s.last_flow = Some(flow);
         let dropped = s.dropped.take();
         XprtConnect {
             xprt,
@@ -285,6 +316,21 @@ impl XprtTracker {
             dropped,
             error,
         }
+    }
+
+    /// Transports toward `raddr` connected now (their last connect not
+    /// followed by a drop), with their connection: where the kernel's "not
+    /// responding" line, which names only the server, stands in for
+    /// rpc_timeout_status.
+    pub fn connected_to(&self, raddr: IpAddr) -> Vec<(u64, Flow)> {
+        let mut v: Vec<(u64, Flow)> = self
+            .xprts
+            .iter()
+            .filter(|(_, s)| s.raddr == Some(raddr) && s.dropped.is_none())
+            .filter_map(|(k, s)| s.last_flow.map(|f| (*k, f)))
+            .collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
     }
 
     /// Every transport seen, live and finished, for the summary.

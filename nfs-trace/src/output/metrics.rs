@@ -363,7 +363,8 @@ impl Metrics {
             XprtObservation::Destroyed { xprt, .. } => {
                 self.xprts.remove(xprt);
             }
-            XprtObservation::Drop { .. } => {}
+            // Counted where they matter, in the episodes (by verdict).
+            XprtObservation::Drop { .. } | XprtObservation::RpcTimeout { .. } => {}
         }
     }
 

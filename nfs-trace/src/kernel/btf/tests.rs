@@ -450,6 +450,7 @@ fn sunrpc_types_match_btf_rs_on_this_host() {
     println!("{t:?}");
     assert_eq!(t.xprt_addr, btf_rs_bytes(&reference, "rpc_xprt", "addr"), "rpc_xprt.addr ({})", t.source);
     assert_eq!(t.srcport, btf_rs_bytes(&reference, "sock_xprt", "srcport"), "sock_xprt.srcport ({})", t.source);
+    assert_eq!(t.task_xprt, btf_rs_bytes(&reference, "rpc_task", "tk_xprt"), "rpc_task.tk_xprt ({})", t.source);
     assert_eq!(t.source, if module.exists() { module.display().to_string() } else { "vmlinux".into() });
     let sunrpc = &HOOKS[FIRST_SUNRPC_HOOK..];
     match (t.xprt_addr, t.srcport) {
@@ -462,6 +463,7 @@ fn sunrpc_types_match_btf_rs_on_this_host() {
             assert!(why.contains("struct rpc_xprt not in BTF") && why.contains("struct sock_xprt not in BTF"), "{why}");
             for h in sunrpc {
                 match t.gate(h) {
+                    Err(e) if h.target == "rpc_timeout_status" => assert!(e.contains("rpc_task.tk_xprt") && e.contains("not responding"), "{e}"),
                     Err(e) => assert!(h.target.starts_with("xprt_") && e.contains("rpc_xprt.addr"), "{}: {e}", h.target),
                     Ok(d) => assert!(h.target.starts_with("rpc_socket_") && d.contains("remembered port"), "{}: {d}", h.target),
                 }
@@ -481,6 +483,8 @@ fn add_sunrpc_types(b: &mut Builder, int: u32) -> (u32, u32) {
     let net_ptr = b.refer(kind::PTR, "", net);
     let xprt = b.strukt("rpc_xprt", 200, &[("state", int, 0, 0), ("addr", storage, 8 * 40, 0), ("xprt_net", net_ptr, 8 * 176, 0)]);
     b.strukt("sock_xprt", 400, &[("xprt", xprt, 0, 0), ("srcport", ushort, 8 * 312, 0)]);
+    let xprt_ptr = b.refer(kind::PTR, "", xprt);
+    b.strukt("rpc_task", 240, &[("tk_count", int, 0, 0), ("tk_xprt", xprt_ptr, 8 * 72, 0)]);
     (40, 312)
 }
 
@@ -498,7 +502,7 @@ fn sunrpc_types_from_module_btf_else_vmlinux() {
     let (addr, srcport) = add_sunrpc_types(&mut b, int);
     let builtin = KernelBtf::from_bytes(b.finish()).unwrap();
     let t = SunrpcTypes::find(&builtin, &absent);
-    assert_eq!(t, SunrpcTypes { source: "vmlinux".into(), xprt_addr: Some(addr), srcport: Some(srcport), why: None, xprt_net: Some(176) });
+    assert_eq!(t, SunrpcTypes { source: "vmlinux".into(), xprt_addr: Some(addr), srcport: Some(srcport), why: None, xprt_net: Some(176), task_xprt: Some(72) });
 
     // sunrpc a module with split BTF.
     let mut base = Builder::new();
@@ -513,12 +517,17 @@ fn sunrpc_types_from_module_btf_else_vmlinux() {
     assert_eq!(t.source, split.display().to_string());
     assert_eq!(t.offsets().srcport, srcport);
     assert_eq!(t.offsets().xprt_net, 176);
+    assert_eq!(t.offsets().task_xprt, 72, "rpc_task.tk_xprt, for rpc_timeout_status");
 
     // A module without module BTF (5.10): vmlinux lacks the types.
     let t = SunrpcTypes::find(&vmlinux, &absent);
     assert_eq!((t.xprt_addr, t.srcport), (None, None));
     assert_eq!(t.offsets().xprt_addr, NO_OFFSET_FOR_TEST);
     assert_eq!((t.xprt_net, t.offsets().xprt_net), (None, NO_OFFSET_FOR_TEST), "unknown, not a fake offset");
+    assert_eq!((t.task_xprt, t.offsets().task_xprt), (None, NO_OFFSET_FOR_TEST));
+    let timeout_hook = crate::kernel::hooks::HOOKS.iter().find(|h| h.target == "rpc_timeout_status").unwrap();
+    let why = t.gate(timeout_hook).unwrap_err();
+    assert!(why.contains("rpc_task.tk_xprt") && why.contains("not responding"), "{why}");
     assert!(t.why.as_deref().unwrap().contains("before 5.11 have no module BTF"), "{:?}", t.why);
 
     // A module BTF that does not parse: unknown, with the parse error.

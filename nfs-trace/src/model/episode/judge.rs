@@ -6,7 +6,7 @@
 //! | `reused-flow-dropped` | a connect from a reused port stuck in SYN_SENT while a canary from a fresh port (or another flow to the same server) connected |
 //! | `server-or-path-down` | a connect stuck in SYN_SENT and a canary that failed too (a later one that connects does not undo it) |
 //! | `path-blackhole` | data retransmits without ACK progress for over a second on the established flow (phase a), and no reused reconnect the canary proves dropped |
-//! | `server-not-answering` | RPC timeouts while TCP stayed healthy (phase a; not traced yet, so never given) |
+//! | `server-not-answering` | RPC major timeouts (phase a) on a connection that stayed established, with data retransmits traced and none unanswered |
 //! | `unknown` | anything short of those: its evidence says what was missing ("no canary: --passive", "canary not yet back", "no hook") |
 //!
 //! The rules are tried in that order. Advice never says what an option
@@ -72,13 +72,20 @@ fn canary_fact(c: &CanaryResult) -> String {
 /// The verdict and its evidence: one sentence naming the facts.
 pub fn judge(e: &Episode) -> (VerdictName, String) {
     let mut facts: Vec<String> = Vec::new();
-    if let Some(u) = &e.unanswered {
+    let port = e.closed.as_ref().map_or(e.flow.sport, |c| c.sport);
+    if let Some(u) = e.unanswered.as_ref().filter(|u| u.data_retransmits > 0) {
         let rpc = if u.rpc_timeouts > 0 { format!(", {} RPC timeouts", u.rpc_timeouts) } else { String::new() };
         facts.push(format!(
-            "the established flow from port {} went unanswered ({} data retransmits without ACK progress over {}{rpc})",
-            e.closed.as_ref().map_or(e.flow.sport, |c| c.sport),
+            "the established flow from port {port} went unanswered ({} data retransmits without ACK progress over {}{rpc})",
             u.data_retransmits,
             secs(u.last_ns.saturating_sub(u.start_ns))
+        ));
+    } else if let Some(u) = e.unanswered.as_ref().filter(|u| u.rpc_timeouts > 0) {
+        let tcp = if e.retransmits_traced { "with no data retransmitted unanswered" } else { "(data retransmits are not traced here)" };
+        facts.push(format!(
+            "{} RPC major timeout(s) over {} while the connection from port {port} stayed established {tcp}",
+            u.rpc_timeouts,
+            secs(u.rpc_last_ns.saturating_sub(u.rpc_first_ns))
         ));
     }
     if let Some(c) = &e.closed {
@@ -111,7 +118,13 @@ pub fn judge(e: &Episode) -> (VerdictName, String) {
             secs(x.ts_ns.saturating_sub(e.start_ns))
         ));
     } else if let (None, true, Some(x)) = (r, e.closed.is_none(), e.recovered.as_ref()) {
-        facts.push(format!("ACKs came back on the same flow after its last retransmit, {} after the first", secs(x.ts_ns.saturating_sub(e.start_ns))));
+        if e.unanswered.as_ref().is_some_and(|u| u.data_retransmits > 0) {
+            facts.push(format!("ACKs came back on the same flow after its last retransmit, {} after the first", secs(x.ts_ns.saturating_sub(e.start_ns))));
+        } else {
+            facts.push(format!("the server answered again on the same flow {} after the first timeout", secs(x.ts_ns.saturating_sub(e.start_ns))));
+        }
+    } else if let (None, true) = (r, e.closed.is_none() && !e.destroyed) {
+        facts.push(format!("still unanswered {} after the first symptom", secs(e.last_ns.saturating_sub(e.start_ns))));
     } else if e.destroyed {
         facts.push(if e.xprt != 0 { "its transport was destroyed before it reconnected" } else { "its socket was closed before it reconnected" }.into());
     } else {
@@ -137,8 +150,10 @@ pub fn judge(e: &Episode) -> (VerdictName, String) {
         if u.data_retransmits > 0 {
             return verdict(VerdictName::PathBlackhole, "the path stopped carrying the established flow");
         }
-        if u.rpc_timeouts > 0 {
-            return verdict(VerdictName::ServerNotAnswering, "TCP stayed healthy while RPCs went unanswered");
+        // TCP healthy is a fact only where data retransmits are traced, on
+        // a connection that did not go away.
+        if u.rpc_timeouts > 0 && e.retransmits_traced && e.closed.is_none() {
+            return verdict(VerdictName::ServerNotAnswering, "TCP stayed healthy while RPCs went unanswered, so the server itself does not answer");
         }
     }
     // Unknown: say exactly what was missing.
@@ -151,6 +166,10 @@ pub fn judge(e: &Episode) -> (VerdictName, String) {
             (None, true) => "the stall ended before a canary came back".to_string(),
             (None, false) => "canary not yet back".to_string(),
         },
+        (None, _) if e.unanswered.as_ref().is_some_and(|u| u.rpc_timeouts > 0) && !e.retransmits_traced => {
+            "data retransmits are not traced here (tcp:tcp_retransmit_skb not attached), so a path that stopped carrying the flow is not ruled out".to_string()
+        }
+        (None, _) if e.unanswered.is_some() => "the connection went away while RPCs were unanswered, so TCP did not stay healthy: nothing traced says what ended it".to_string(),
         (None, _) => format!("what went before the close is {UNANSWERED_NOT_OBSERVED}"),
     };
     (VerdictName::Unknown, format!("{said}; missing: {missing}"))

@@ -267,9 +267,98 @@ fn a_close_without_the_unanswered_phase_is_unknown() {
     assert_eq!(e.verdict, VerdictName::Unknown);
     assert!(e.unanswered.is_none());
     assert!(e.evidence.contains(UNANSWERED_NOT_OBSERVED), "{}", e.evidence);
+    // RPC timeouts before a connection that went away: TCP did not stay
+    // healthy, so they prove no silent server.
     let mut with = e.clone();
     with.unanswered = Some(Unanswered { data_retransmits: 0, rpc_timeouts: 2, ..Default::default() });
-    assert_eq!(judge(&with).0, VerdictName::ServerNotAnswering, "the rule is written down for the RPC hooks to come");
+    let (v, why) = judge(&with);
+    assert_eq!(v, VerdictName::Unknown, "{why}");
+    assert!(why.contains("TCP did not stay healthy"), "{why}");
+}
+
+fn rpc_timeout(r: &mut Run, at_ms: u64, sport: u16) {
+    let o = XprtObservation::RpcTimeout { xprt: XPRT, ts_ns: at_ms * MS, flow: flow(sport), timeouts: 0 };
+    r.out.extend(r.ep.on_xprt(&o));
+}
+
+/// A server whose nfsd stops answering (a frozen export): the connection
+/// stays up and ACKed, RPCs reach major timeouts every 6 s, then the
+/// kernel's "server … OK" marks the answer.
+#[test]
+fn rpc_timeouts_on_a_healthy_connection_are_a_server_not_answering() {
+    let mut r = Run::new(None);
+    r.feed(&[connected(100, 1, 999, 99, XPRT)]);
+    rpc_timeout(&mut r, 6_000, 999);
+    let [EpisodeObservation::Opened(o)] = r.out.as_slice() else { panic!("{:?}", r.out) };
+    assert_eq!((o.opened_by, o.start_ns, o.verdict), (Symptom::RpcTimeout, 6_000 * MS, VerdictName::ServerNotAnswering), "{}", o.evidence);
+    rpc_timeout(&mut r, 12_000, 999);
+    rpc_timeout(&mut r, 18_000, 999);
+    // Nothing changes the verdict, so no record until the end.
+    assert_eq!(r.out.len(), 1, "{:?}", r.out);
+    // Between timeouts the episode stays open: three gaps are the limit.
+    assert!(r.ep.tick(30_000 * MS, 60_000 * MS).is_empty());
+    let server: IpAddr = "10.0.0.1".parse().unwrap();
+    let got = r.ep.on_kernel_line(server, "nfs: server 10.0.0.1 OK", true, 21_000 * MS);
+    let [EpisodeObservation::Ended(e)] = got.as_slice() else { panic!("{got:?}") };
+    assert_eq!(e.recovered, Some(Recovered { ts_ns: 21_000 * MS, sport: 999 }));
+    let u = e.unanswered.as_ref().unwrap();
+    assert_eq!((u.rpc_timeouts, u.rpc_first_ns, u.rpc_last_ns, u.data_retransmits), (3, 6_000 * MS, 18_000 * MS, 0));
+    assert_eq!(e.verdict, VerdictName::ServerNotAnswering);
+    assert!(e.evidence.contains("3 RPC major timeout(s) over 12.0 s while the connection from port 999 stayed established"), "{}", e.evidence);
+    assert!(e.evidence.contains("the server answered again on the same flow 15.0 s after"), "{}", e.evidence);
+    assert_eq!(e.kernel_said, ["nfs: server 10.0.0.1 OK"]);
+    assert!(advice(e, &[], &[]).contains("look at the server"), "{}", advice(e, &[], &[]));
+}
+
+/// Without the "OK" line, three of the timeouts' own gaps without one end it.
+#[test]
+fn rpc_timeouts_that_stop_end_the_episode_at_the_last_one() {
+    let mut r = Run::new(None);
+    r.feed(&[connected(100, 1, 999, 99, XPRT)]);
+    for t in [6_000, 12_000, 18_000] {
+        rpc_timeout(&mut r, t, 999);
+    }
+    assert!(r.ep.tick(35_000 * MS, 60_000 * MS).is_empty(), "17 s < 3 gaps of 6 s");
+    let got = r.ep.tick(37_000 * MS, 60_000 * MS);
+    let [EpisodeObservation::Ended(e)] = got.as_slice() else { panic!("{got:?}") };
+    assert_eq!(e.recovered.as_ref().map(|x| x.ts_ns), Some(18_000 * MS));
+}
+
+/// Where data retransmits are not traced, TCP healthy is not a fact.
+#[test]
+fn rpc_timeouts_without_retransmits_traced_prove_nothing() {
+    let mut r = Run::new(None);
+    r.ep.retransmits_traced = false;
+    r.feed(&[connected(100, 1, 999, 99, XPRT)]);
+    rpc_timeout(&mut r, 6_000, 999);
+    let e = r.last();
+    assert_eq!(e.verdict, VerdictName::Unknown);
+    assert!(e.evidence.contains("data retransmits are not traced here"), "{}", e.evidence);
+}
+
+/// RPC timeouts on a flow whose data also goes unanswered: the path.
+#[test]
+fn rpc_timeouts_with_unanswered_data_are_a_path_blackhole() {
+    let mut r = Run::new(None);
+    r.feed(&[connected(100, 1, 999, 99, XPRT), unanswered(2_600, 1, 999, 1_200, 3, XPRT)]);
+    rpc_timeout(&mut r, 6_000, 999);
+    // The verdict did not change, so no record: the episode as it stands.
+    let e = &r.ep.open_episodes()[0];
+    assert_eq!((e.opened_by, e.verdict), (Symptom::Unanswered, VerdictName::PathBlackhole), "{}", e.evidence);
+    assert!(e.evidence.contains("3 data retransmits without ACK progress over 1.4 s, 1 RPC timeouts"), "{}", e.evidence);
+}
+
+/// The kmsg fallback: "not responding" counts on each transport connected
+/// to the server, and "OK" ends them.
+#[test]
+fn not_responding_stands_in_for_the_hook_on_every_connected_transport() {
+    let mut r = Run::new(None);
+    let got = r.ep.on_not_responding(&[(XPRT, flow(999)), (XPRT + 1, flow(1001))], 5_000 * MS);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().all(|o| matches!(o, EpisodeObservation::Opened(e) if e.verdict == VerdictName::ServerNotAnswering)), "{got:?}");
+    let got = r.ep.on_kernel_line("10.0.0.1".parse().unwrap(), "nfs: server 10.0.0.1 OK", true, 9_000 * MS);
+    assert_eq!(got.iter().filter(|o| matches!(o, EpisodeObservation::Ended(_))).count(), 2, "{got:?}");
+    assert!(r.ep.open_episodes().is_empty());
 }
 
 #[test]
@@ -365,9 +454,9 @@ fn the_kernels_ok_line_joins_the_episode_that_recovered() {
     let mut r = Run::new(None);
     r.feed(&stalled_reuse());
     let server: IpAddr = "10.0.0.1".parse().unwrap();
-    r.ep.on_kernel_line(server, "nfs: server 10.0.0.1 not responding, still trying");
+    r.ep.on_kernel_line(server, "nfs: server 10.0.0.1 not responding, still trying", false, 4_000 * MS);
     r.feed(&[connected(4_500, 2, 999, 1_000, 0)]);
-    r.ep.on_kernel_line(server, "nfs: server 10.0.0.1 OK");
-    r.ep.on_kernel_line("10.9.9.9".parse().unwrap(), "nfs: server 10.9.9.9 OK");
+    assert!(r.ep.on_kernel_line(server, "nfs: server 10.0.0.1 OK", true, 4_600 * MS).is_empty(), "it ended already");
+    r.ep.on_kernel_line("10.9.9.9".parse().unwrap(), "nfs: server 10.9.9.9 OK", true, 4_700 * MS);
     assert_eq!(r.ep.ended[0].kernel_said, ["nfs: server 10.0.0.1 not responding, still trying", "nfs: server 10.0.0.1 OK"]);
 }

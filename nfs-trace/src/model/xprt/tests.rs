@@ -136,3 +136,33 @@ fn tcp_records_drive_transports_without_sunrpc_hooks() {
     plain.xprt = 0;
     assert!(t.on_tcp(&plain).is_empty());
 }
+
+/// An RPC timeout record carries no socket: its flow is the transport's
+/// connection as last seen connecting, and `connected_to` lists the
+/// transports the kernel's "not responding" line may stand for.
+#[test]
+fn rpc_timeouts_name_the_transports_connection() {
+    let mut t = XprtTracker::new(false);
+    t.on_xprt(&rec(XprtWhat::Connect, 10, 1, 875));
+    let mut timeout = rec(XprtWhat::RpcTimeout, 6_000, 1, 0);
+    timeout.flow.laddr = "::".parse().unwrap();
+    let got = t.on_xprt(&timeout);
+    let [XprtObservation::RpcTimeout { xprt: 1, flow, timeouts: 1, .. }] = got.as_slice() else { panic!("{got:?}") };
+    assert_eq!((flow.laddr, flow.sport), ("10.99.0.2".parse().unwrap(), 875));
+    let got = t.on_xprt(&rec(XprtWhat::RpcTimeout, 12_000, 1, 0));
+    assert!(matches!(got.as_slice(), [XprtObservation::RpcTimeout { timeouts: 2, .. }]), "{got:?}");
+    let server: IpAddr = "10.99.0.1".parse().unwrap();
+    assert_eq!(t.connected_to(server).iter().map(|(x, f)| (*x, f.sport)).collect::<Vec<_>>(), [(1, 875)]);
+    assert!(t.connected_to("10.99.0.9".parse().unwrap()).is_empty());
+    // Dropped: not connected any more, until it connects again.
+    let mut err = rec(XprtWhat::Error, 13_000, 1, 875);
+    err.error = -libc::ETIMEDOUT;
+    t.on_xprt(&err);
+    assert!(t.connected_to(server).is_empty());
+    // A transport never seen connecting: the remembered port and its server.
+    let mut other = rec(XprtWhat::RpcTimeout, 14_000, 2, 0);
+    other.srcport = Some(790);
+    let got = t.on_xprt(&other);
+    let [XprtObservation::RpcTimeout { flow, .. }] = got.as_slice() else { panic!("{got:?}") };
+    assert_eq!(flow.sport, 790);
+}

@@ -26,6 +26,9 @@ struct UnansweredBody {
     mono_ns: u64,
     data_retransmits: u32,
     rpc_timeouts: u32,
+    /// The first and latest RPC major timeout (null with none).
+    rpc_first_mono_ns: Option<u64>,
+    rpc_last_mono_ns: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -92,7 +95,7 @@ pub struct EpisodeBody {
     pub flow: Flow,
     xprt: Option<String>,
     pub mounts: Vec<String>,
-    /// "transport_drop", "close", "stall", "unanswered".
+    /// "transport_drop", "close", "stall", "unanswered", "rpc_timeout".
     opened_by: &'static str,
     pub start: String,
     end: Option<String>,
@@ -128,6 +131,8 @@ impl<W: Write> Renderer<W> {
                 mono_ns: u.start_ns,
                 data_retransmits: u.data_retransmits,
                 rpc_timeouts: u.rpc_timeouts,
+                rpc_first_mono_ns: (u.rpc_timeouts > 0).then_some(u.rpc_first_ns),
+                rpc_last_mono_ns: (u.rpc_timeouts > 0).then_some(u.rpc_last_ns),
             }),
             unanswered_note: e.unanswered.is_none().then_some(UNANSWERED_NOT_OBSERVED),
             closed: e.closed.as_ref().map(|x| ClosedBody {

@@ -254,7 +254,7 @@ impl<W: Write> Renderer<W> {
         )
     }
     pub(super) fn xprt_human(&mut self, o: &XprtObservation, views: &[MountView]) -> io::Result<()> {
-        if let XprtObservation::Connect(XprtConnect { flow, .. }) | XprtObservation::Drop { flow, .. } = o {
+        if let XprtObservation::Connect(XprtConnect { flow, .. }) | XprtObservation::Drop { flow, .. } | XprtObservation::RpcTimeout { flow, .. } = o {
             self.netns.see(flow.netns);
         }
         match o {
@@ -284,6 +284,20 @@ impl<W: Write> Renderer<W> {
                     }
                 };
                 self.out.write_all(line.as_bytes())
+            }
+            XprtObservation::RpcTimeout { xprt, ts_ns, flow, timeouts } => {
+                let mounts = mount_list(views, *xprt, flow, None, ",");
+                let on = if mounts.is_empty() { String::new() } else { format!(" [{mounts}]") };
+                writeln!(
+                    self.out,
+                    "{} xprt {xprt:#x}{on}  {} → {}{}  {}RPC TIMEOUT{} (major, #{timeouts} on this transport): the server did not answer in time",
+                    self.clock.time_of_day(*ts_ns),
+                    endpoint(flow.laddr, flow.sport),
+                    endpoint(flow.raddr, flow.dport),
+                    self.netns.suffix(flow.netns),
+                    self.style(YELLOW),
+                    self.style(RESET),
+                )
             }
             XprtObservation::Drop { xprt, ts_ns, flow, reason } => writeln!(
                 self.out,

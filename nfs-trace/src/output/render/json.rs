@@ -185,6 +185,18 @@ struct AttributedBody<'a> {
 }
 
 #[derive(Serialize)]
+struct RpcTimeoutBody {
+    xprt: String,
+    time: String,
+    mono_ns: u64,
+    #[serde(flatten)]
+    flow: Flow,
+    /// Major timeouts on this transport so far.
+    timeouts: u64,
+    mounts: Vec<String>,
+}
+
+#[derive(Serialize)]
 struct XprtDropBody {
     xprt: String,
     time: String,
@@ -323,6 +335,18 @@ impl<W: Write> Renderer<W> {
                 body.mounts = mounts.iter().map(|m| m.mountpoint.clone()).collect();
                 body.attributed_by = why;
                 self.json_line(kind, body)
+            }
+            XprtObservation::RpcTimeout { xprt, ts_ns, flow, timeouts } => {
+                let (mounts, _) = attribute(views, &Transport::of_flow(*xprt, flow, None));
+                let body = RpcTimeoutBody {
+                    xprt: format!("{xprt:#x}"),
+                    time: self.clock.rfc3339(*ts_ns),
+                    mono_ns: *ts_ns,
+                    flow: *flow,
+                    timeouts: *timeouts,
+                    mounts: mounts.iter().map(|m| m.mountpoint.clone()).collect(),
+                };
+                self.json_line("rpc_timeout", body)
             }
             XprtObservation::Drop { xprt, ts_ns, flow, reason } => {
                 let body = XprtDropBody {
