@@ -6,7 +6,7 @@
 mod lab;
 
 use anyhow::{Context as _, Result};
-use lab::{late, middlebox::Middlebox, net, nfsd, out, scenario::Scenario, stall, sunrpc_btf, sys, topology};
+use lab::{late, middlebox::Middlebox, net, nfsd, out, scenario::Scenario, silent, stall, sunrpc_btf, sys, topology};
 use serde_json::json;
 
 fn main() {
@@ -74,6 +74,18 @@ fn run() -> Result<(usize, Vec<String>)> {
                     Err(e) => stall::cannot_run(*kind, vers, e),
                 }
             }
+            Job::Silent(vers) => {
+                let mb = middlebox
+                    .get_or_insert_with(|| Middlebox::setup().context("building the middlebox").map_err(|e| format!("{e:#}")));
+                match mb {
+                    Ok(mb) => silent::run(mb, vers, with_tracer),
+                    Err(e) => {
+                        out::emit(&json!({"kind": "truth", "scenario": silent::name(vers), "vers": vers, "silent": null,
+                                          "tracer": {"ran": false}, "error": e}));
+                        false
+                    }
+                }
+            }
         };
         if !ok {
             failed.push(job.name());
@@ -91,6 +103,8 @@ enum Job {
     SunrpcBtf,
     Reconnect(Scenario),
     Stall(stall::Kind, &'static str),
+    /// nfsd stops answering while TCP stays up (a frozen export).
+    Silent(&'static str),
     /// Several transports at once: nconnect, shared-server, netns, ipv6.
     Topology(&'static str),
 }
@@ -102,6 +116,7 @@ impl Job {
         v.extend(stall::VERSIONS.iter().map(|s| Job::Stall(stall::Kind::Stall, s)));
         v.extend(stall::OUTAGE_VERSIONS.iter().map(|s| Job::Stall(stall::Kind::Outage, s)));
         v.extend(stall::BLACKHOLE_VERSIONS.iter().map(|s| Job::Stall(stall::Kind::Blackhole, s)));
+        v.extend(silent::VERSIONS.iter().map(|s| Job::Silent(s)));
         v.extend(topology::NAMES.iter().map(|n| Job::Topology(n)));
         v
     }
@@ -116,6 +131,9 @@ impl Job {
         if let Some(n) = topology::NAMES.iter().find(|n| **n == name) {
             return Ok(Job::Topology(n));
         }
+        if let Some(v) = silent::parse(name) {
+            return Ok(Job::Silent(v));
+        }
         match stall::parse(name) {
             Some((k, v)) => Ok(Job::Stall(k, v)),
             None => Scenario::parse(name).map(Job::Reconnect),
@@ -128,6 +146,7 @@ impl Job {
             Job::SunrpcBtf => sunrpc_btf::NAME.to_string(),
             Job::Reconnect(sc) => sc.name.clone(),
             Job::Stall(k, v) => k.name(v),
+            Job::Silent(v) => silent::name(v),
             Job::Topology(n) => n.to_string(),
         }
     }

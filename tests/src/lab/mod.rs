@@ -12,6 +12,7 @@ pub mod net;
 pub mod nfsd;
 pub mod out;
 pub mod scenario;
+pub mod silent;
 pub mod stall;
 pub mod sunrpc_btf;
 pub mod sys;

@@ -35,6 +35,9 @@ pub fn start(nfsdcld: bool) -> Result<()> {
     sys::mount("tmpfs", SECOND_EXPORT, "tmpfs", None)?;
     std::fs::write(format!("{SECOND_EXPORT}/hello"), b"hello\n").context("cannot write the second export's hello")?;
 
+    // The server-silent scenarios' export: a file system that can freeze.
+    super::silent::prepare_export()?;
+
     // rpcbind first: mountd and the kernel's nfsd register with it (v3).
     cmd::run(Command::new("/sbin/rpcbind").arg("-w"), T)?;
     wait_for_port(111)?;

@@ -229,16 +229,16 @@ fn stall_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value)
 }
 
 /// One write timed on the lab clock, and the ports ss saw in SYN-SENT meanwhile.
-struct TimedWrite {
-    start_ns: u64,
-    end_ns: u64,
-    syn_sent_ports: Vec<u16>,
+pub(super) struct TimedWrite {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub syn_sent_ports: Vec<u16>,
 }
 
 /// Writes `path` in a thread (a hard mount blocks for as long as the
 /// reconnect is held back: its start and end are the ground truth), polling
 /// ss every 250 ms and calling `tick` with the time since the write began.
-fn timed_write(mb: &Middlebox, path: &Path, mut tick: impl FnMut(Duration) -> Result<()>) -> Result<TimedWrite> {
+pub(super) fn timed_write(mb: &Middlebox, path: &Path, mut tick: impl FnMut(Duration) -> Result<()>) -> Result<TimedWrite> {
     let path = path.to_path_buf();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -477,7 +477,7 @@ impl HeldFlow {
 }
 
 /// `unacked:N` and the total of `retrans:CUR/TOTAL` from `ss -ti` (0 when absent).
-fn ss_info(text: &str) -> (u64, u64) {
+pub(super) fn ss_info(text: &str) -> (u64, u64) {
     let field = |k: &str| text.split_whitespace().find_map(|t| t.strip_prefix(k));
     let unacked = field("unacked:").and_then(|v| v.parse().ok()).unwrap_or(0);
     let retrans = field("retrans:").and_then(|v| v.rsplit('/').next()?.parse().ok()).unwrap_or(0);

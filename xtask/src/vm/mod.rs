@@ -8,6 +8,7 @@
 //! half is `tests/src/lab`.
 mod apt;
 mod blackhole;
+mod silent;
 mod image;
 mod initramfs;
 mod kernels;
@@ -44,9 +45,10 @@ pub struct VmArgs {
     json: Option<PathBuf>,
     /// Only these scenarios (repeatable), e.g. v3-default, v4.1-noresvport,
     /// stall-v4.0, late-sunrpc, sunrpc-btf, nconnect, shared-server, netns, ipv6;
-    /// outage-v3, outage-v4.1, blackhole-v3, blackhole-v4.1; `stall` means
-    /// every stall scenario, `outage` both outage ones, `blackhole` both
-    /// black-hole ones, `topology` the last four.
+    /// outage-v3, outage-v4.1, blackhole-v3, blackhole-v4.1, server-silent-v3,
+    /// server-silent-v4.1; `stall` means every stall scenario, `outage` both
+    /// outage ones, `blackhole` both black-hole ones, `server-silent` both
+    /// server-silent ones, `topology` the four topology ones.
     #[arg(long)]
     scenario: Vec<String>,
     /// Ground truth only: do not put nfs-trace in the guest.
@@ -74,6 +76,7 @@ pub fn main(args: VmArgs) -> Result<()> {
             "stall" => stall::names(),
             "outage" => outage::names(),
             "blackhole" => blackhole::names(),
+            "server-silent" => silent::names(),
             "topology" => topology::NAMES.iter().map(|n| n.to_string()).collect(),
             _ => vec![s.clone()],
         })
@@ -182,6 +185,7 @@ fn run_kernel(cache: &Path, line: &'static kernels::Line, init: &Path, tracer: O
     for name in &wanted {
         let mut r = match rep.truths.iter().find(|t| t["scenario"] == name.as_str()) {
             Some(t) if blackhole::is_blackhole(name) => blackhole::judge(t, rep.tracer.get(name), tracer.is_some()),
+            Some(t) if silent::is_silent(name) => silent::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) if outage::is_outage(name) => outage::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) if stall::is_stall(name) => stall::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) if name == late::NAME => late::judge(t, rep.tracer.get(name), tracer.is_some()),
@@ -226,6 +230,10 @@ fn summarise(runs: &[report::KernelRun]) {
     let holes = report::blackhole_table(runs);
     if !holes.is_empty() {
         println!("{holes}");
+    }
+    let silent = silent::table(runs);
+    if !silent.is_empty() {
+        println!("{silent}");
     }
     print!("{}", report::late_lines(runs));
     print!("{}", report::sunrpc_btf_lines(runs));

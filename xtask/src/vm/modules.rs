@@ -18,8 +18,10 @@ pub const WANTED: &[&str] =
 
 /// Loaded where the kernel has them as modules; elsewhere they are part of
 /// another module: nft's `counter` is its own module on 5.10 and part of
-/// nf_tables on the later lines here.
-pub const IF_PRESENT: &[&str] = &["nft_counter"];
+/// nf_tables on the later lines here. `brd` (RAM disks) gives the
+/// server-silent export a file system that can freeze; without it those
+/// scenarios say so.
+pub const IF_PRESENT: &[&str] = &["nft_counter", "brd"];
 
 /// A module ready for the initramfs.
 pub struct Module {

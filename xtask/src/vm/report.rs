@@ -50,7 +50,7 @@ fn port_behaviour(result: &Value, method: &str) -> String {
     }
 }
 
-fn agrees(result: &Value) -> &'static str {
+pub(super) fn agrees(result: &Value) -> &'static str {
     match result["agree"].as_bool() {
         Some(true) => "✔",
         Some(false) => "✘",
@@ -443,6 +443,11 @@ pub fn write_matrix(dir: &Path, runs: &[KernelRun], date: &str, source: &str) ->
                retransmits; phase (a) `unanswered` within 2 s of the rule going in, (b) `closed` exactly\n\
                when the flow went (within 2 s), (d) `recovered` within 2 s of the write completing.\n\n";
         md += &holes;
+    }
+    let silent = super::silent::table(runs);
+    if !silent.is_empty() {
+        md += super::silent::MATRIX_TEXT;
+        md += &silent;
     }
     let late = late_lines(runs);
     if !late.is_empty() {

@@ -14,13 +14,14 @@ pub const MARKER: &str = "@@LAB-RESULT";
 
 /// Names as the guest parses them: `late-sunrpc`, `sunrpc-btf`, `v<vers>-<option>`, then
 /// the stall scenarios `stall-v<vers>`, the outage ones `outage-v<vers>`, the black-hole ones
-/// `blackhole-v<vers>`, then the topology ones (`nconnect`, …).
+/// `blackhole-v<vers>`, the server-silent ones `server-silent-v<vers>`, then the topology ones (`nconnect`, …).
 pub fn all_names() -> Vec<String> {
     let mut v = vec![super::late::NAME.to_string(), super::sunrpc_btf::NAME.to_string()];
     v.extend(VERSIONS.iter().flat_map(|v| OPTIONS.iter().map(move |o| format!("v{v}-{o}"))));
     v.extend(super::stall::names());
     v.extend(super::outage::names());
     v.extend(super::blackhole::names());
+    v.extend(super::silent::names());
     v.extend(super::topology::NAMES.iter().map(|n| n.to_string()));
     v
 }

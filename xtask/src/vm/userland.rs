@@ -122,11 +122,13 @@ pub fn add(a: &mut Archive, cache: &Path) -> Result<()> {
     a.file("/etc/group", b"root:x:0:\nnogroup:x:65534:\n".to_vec(), 0o644)?;
     a.file("/etc/hosts", b"127.0.0.1 localhost\n".to_vec(), 0o644)?;
     // fsid=0: the export is the NFSv4 pseudo-root; v3 mounts it by path.
-    // /export/two (a tmpfs of its own) is a second export of the same server.
+    // /export/two (a tmpfs of its own) is a second export of the same server;
+    // /export/silent (ext2 on a RAM disk) is the one server-silent freezes.
     a.file(
         "/etc/exports",
         b"/export *(rw,fsid=0,no_subtree_check,insecure,no_root_squash)\n\
-          /export/two *(rw,fsid=2,no_subtree_check,insecure,no_root_squash)\n"
+          /export/two *(rw,fsid=2,no_subtree_check,insecure,no_root_squash)\n\
+          /export/silent *(rw,fsid=3,no_subtree_check,insecure,no_root_squash)\n"
             .to_vec(),
         0o644,
     )?;
