@@ -363,6 +363,16 @@ impl EpisodeTracker {
         Some(self.open.len() - 1)
     }
 
+    /// The open episode `found`, else a new one opened by `by` at `ts_ns`
+    /// (None when too many are open): its index, and whether it is new.
+    #[allow(clippy::too_many_arguments)]
+    fn found_or_open(&mut self, found: Option<usize>, xprt: u64, flow: Flow, pid: u32, by: Symptom, ts_ns: u64) -> Option<(usize, bool)> {
+        match found {
+            Some(i) => Some((i, false)),
+            None => self.open_one(xprt, flow, pid, by, ts_ns).map(|i| (i, true)),
+        }
+    }
+
     fn end(&mut self, i: usize) -> EpisodeObservation {
         let mut e = self.open.swap_remove(i);
         e.rejudge();
@@ -480,12 +490,9 @@ impl EpisodeTracker {
     /// Phase (a): a symptom on any watched flow (it opens the episode at
     /// the run's first retransmit).
     fn on_unanswered(&mut self, who: &Who, ts_ns: u64, retransmits: u32, since_ns: u64) -> Vec<EpisodeObservation> {
-        let (i, opened) = match self.find(who.xprt, who.flow.dest(), who.task.pid) {
-            Some(i) => (i, false),
-            None => match self.open_one(who.xprt, who.flow, who.task.pid, Symptom::Unanswered, since_ns) {
-                Some(i) => (i, true),
-                None => return Vec::new(),
-            },
+        let found = self.find(who.xprt, who.flow.dest(), who.task.pid);
+        let Some((i, opened)) = self.found_or_open(found, who.xprt, who.flow, who.task.pid, Symptom::Unanswered, since_ns) else {
+            return Vec::new();
         };
         let e = &mut self.open[i];
         e.last_ns = e.last_ns.max(ts_ns);
@@ -504,12 +511,8 @@ impl EpisodeTracker {
     /// whose connection is `flow`.
     fn on_rpc_timeout(&mut self, xprt: u64, flow: Flow, ts_ns: u64) -> Vec<EpisodeObservation> {
         let found = if xprt != 0 { self.open.iter().position(|e| e.xprt == xprt) } else { None };
-        let (i, opened) = match found {
-            Some(i) => (i, false),
-            None => match self.open_one(xprt, flow, 0, Symptom::RpcTimeout, ts_ns) {
-                Some(i) => (i, true),
-                None => return Vec::new(),
-            },
+        let Some((i, opened)) = self.found_or_open(found, xprt, flow, 0, Symptom::RpcTimeout, ts_ns) else {
+            return Vec::new();
         };
         let e = &mut self.open[i];
         e.last_ns = e.last_ns.max(ts_ns);
@@ -533,13 +536,12 @@ impl EpisodeTracker {
     }
 
     fn on_stall(&mut self, st: &Stall, ended: bool) -> Vec<EpisodeObservation> {
-        let (i, opened) = match self.find(st.who.xprt, st.who.flow.dest(), st.who.task.pid) {
-            Some(i) => (i, false),
-            None if ended => return Vec::new(),
-            None => match self.open_one(st.who.xprt, st.who.flow, st.who.task.pid, Symptom::Stall, st.start_ns) {
-                Some(i) => (i, true),
-                None => return Vec::new(),
-            },
+        let found = self.find(st.who.xprt, st.who.flow.dest(), st.who.task.pid);
+        if found.is_none() && ended {
+            return Vec::new();
+        }
+        let Some((i, opened)) = self.found_or_open(found, st.who.xprt, st.who.flow, st.who.task.pid, Symptom::Stall, st.start_ns) else {
+            return Vec::new();
         };
         // The stalled flow's earlier close, if one was seen, is phase (b).
         let prev_close = if st.reused { self.closes.get(&st.who.flow).cloned() } else { None };

@@ -1,5 +1,6 @@
-//! `sunrpc-btf` (issue 10, defect 5): the two sunrpc struct offsets the
-//! tracer's programs read — `rpc_xprt.addr` and `sock_xprt.srcport` — as
+//! `sunrpc-btf` (issue 10, defect 5): the sunrpc struct offsets the
+//! tracer's programs read — `rpc_xprt.addr`, `sock_xprt.srcport` and
+//! `rpc_task.tk_xprt` — as
 //! `nfs-trace probes --json` computed them (`sunrpc_types`), against the
 //! btf-rs crate's own parse of this kernel's BTF: the module's split BTF
 //! where the kernel has one (6.12), else vmlinux's (5.10 has no module BTF:
@@ -68,6 +69,7 @@ fn truth() -> Result<Value> {
         "split_btf": split,
         "xprt_addr": offset(&btf, "rpc_xprt", "addr")?,
         "srcport": offset(&btf, "sock_xprt", "srcport")?,
+        "task_xprt": offset(&btf, "rpc_task", "tk_xprt")?,
     }))
 }
 

@@ -21,7 +21,7 @@ pub fn judge(truth: &Value, with_tracer: bool) -> Value {
         if got.is_null() {
             problems.push("probes --json gave no sunrpc_types although sunrpc is loaded".into());
         }
-        for field in ["xprt_addr", "srcport"] {
+        for field in ["xprt_addr", "srcport", "task_xprt"] {
             if want[field] != got[field] {
                 problems.push(format!("{field}: nfs-trace {} but btf-rs {} ({})", got[field], want[field], got["source"]));
             }
@@ -37,6 +37,10 @@ pub fn judge(truth: &Value, with_tracer: bool) -> Value {
             let name = h["name"].as_str().unwrap_or_default();
             let detail = h["detail"].as_str().unwrap_or_default();
             let attached = h["attached"] == json!(true);
+            // It reads the transport through rpc_task.tk_xprt: attached exactly when that is known.
+            if name == "rpc_timeout_status" && attached != (!want["task_xprt"].is_null() && !want["xprt_addr"].is_null()) {
+                problems.push(format!("rpc_timeout_status attached {attached} with rpc_task.tk_xprt {}: {detail}", want["task_xprt"]));
+            }
             if name.starts_with("xprt_") && want["xprt_addr"].is_null() && attached {
                 problems.push(format!("{name} reported attached without rpc_xprt.addr: {detail}"));
             }
@@ -74,19 +78,27 @@ mod tests {
     #[test]
     fn offsets_must_match_and_unknown_must_not_attach() {
         let all = json!([{"name": "rpc_socket_connect", "attached": true, "detail": "attached"},
-                         {"name": "xprt_destroy", "attached": true, "detail": "attached"}]);
-        let want = json!({"split_btf": true, "xprt_addr": 440, "srcport": 1290});
-        let good = truth(want.clone(), json!({"source": "/sys/kernel/btf/sunrpc", "xprt_addr": 440, "srcport": 1290}), all.clone());
+                         {"name": "xprt_destroy", "attached": true, "detail": "attached"},
+                         {"name": "rpc_timeout_status", "attached": true, "detail": "attached"}]);
+        let want = json!({"split_btf": true, "xprt_addr": 440, "srcport": 1290, "task_xprt": 24});
+        let good = truth(want.clone(), json!({"source": "/sys/kernel/btf/sunrpc", "xprt_addr": 440, "srcport": 1290, "task_xprt": 24}), all.clone());
         assert_eq!(judge(&good, true)["ok"], true, "{}", judge(&good, true));
-        let off = truth(want, json!({"source": "x", "xprt_addr": 440, "srcport": 1288}), all.clone());
+        let off = truth(want.clone(), json!({"source": "x", "xprt_addr": 440, "srcport": 1288, "task_xprt": 24}), all.clone());
         assert_eq!(judge(&off, true)["ok"], false);
+        let task_off = truth(want.clone(), json!({"source": "x", "xprt_addr": 440, "srcport": 1290, "task_xprt": 32}), all.clone());
+        assert_eq!(judge(&task_off, true)["ok"], false, "rpc_task.tk_xprt must match too");
+        let mut no_timeout = all.clone();
+        no_timeout[2]["attached"] = json!(false);
+        assert_eq!(judge(&truth(want, json!({"source": "x", "xprt_addr": 440, "srcport": 1290, "task_xprt": 24}), no_timeout), true)["ok"], false,
+                   "known offsets, yet rpc_timeout_status not attached");
 
-        // 5.10: no module BTF, sunrpc a module.
-        let none = json!({"split_btf": false, "xprt_addr": null, "srcport": null});
-        let unknown = json!({"source": "vmlinux", "xprt_addr": null, "srcport": null});
+        // No module BTF, sunrpc a module.
+        let none = json!({"split_btf": false, "xprt_addr": null, "srcport": null, "task_xprt": null});
+        let unknown = json!({"source": "vmlinux", "xprt_addr": null, "srcport": null, "task_xprt": null});
         assert_eq!(judge(&truth(none.clone(), unknown.clone(), all), true)["ok"], false, "xprt_destroy cannot be attached");
         let honest = json!([{"name": "rpc_socket_connect", "attached": true, "detail": "attached; the remembered port (sock_xprt.srcport) is unknown"},
-                            {"name": "xprt_destroy", "attached": false, "detail": "not attached: ... rpc_xprt.addr ..."}]);
+                            {"name": "xprt_destroy", "attached": false, "detail": "not attached: ... rpc_xprt.addr ..."},
+                            {"name": "rpc_timeout_status", "attached": false, "detail": "not attached: ... rpc_task.tk_xprt ..."}]);
         assert_eq!(judge(&truth(none.clone(), unknown.clone(), honest), true)["ok"], true);
         let refused = json!([{"name": "rpc_socket_connect", "attached": false, "detail": "load: combined stack size of 2 calls is 544"},
                              {"name": "xprt_destroy", "attached": false, "detail": "not attached: ... rpc_xprt.addr ..."}]);
