@@ -6,7 +6,7 @@
 mod lab;
 
 use anyhow::{Context as _, Result};
-use lab::{late, middlebox::Middlebox, net, nfsd, out, scenario::Scenario, silent, stall, sunrpc_btf, sys, topology};
+use lab::{late, middlebox::Middlebox, net, nfs_io, nfsd, out, scenario::Scenario, silent, stall, sunrpc_btf, sys, topology};
 use serde_json::json;
 
 fn main() {
@@ -38,6 +38,9 @@ fn run() -> Result<(usize, Vec<String>)> {
         Some(list) => list.split(',').map(Job::parse).collect::<Result<Vec<_>>>()?,
     };
     let with_tracer = arg("lab.tracer=").as_deref() != Some("0");
+    // nfs-io's size: MiB per copy and rounds (the bench sets them).
+    let io_mib = arg("lab.io_mib=").and_then(|v| v.parse().ok()).unwrap_or(32);
+    let io_rounds = arg("lab.io_rounds=").and_then(|v| v.parse().ok()).unwrap_or(5);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     out::emit(&json!({
         "kind": "guest",
@@ -66,6 +69,7 @@ fn run() -> Result<(usize, Vec<String>)> {
             Job::SunrpcBtf => sunrpc_btf::run(with_tracer),
             Job::Reconnect(sc) => lab::scenario::run(&ns, sc, with_tracer),
             Job::Topology(name) => topology::run_named(name, &ns, with_tracer),
+            Job::NfsIo => nfs_io::run(&ns, with_tracer, io_mib, io_rounds),
             Job::Stall(kind, vers) => {
                 let mb = middlebox
                     .get_or_insert_with(|| Middlebox::setup().context("building the middlebox").map_err(|e| format!("{e:#}")));
@@ -107,6 +111,8 @@ enum Job {
     Silent(&'static str),
     /// Several transports at once: nconnect, shared-server, netns, ipv6.
     Topology(&'static str),
+    /// NFS I/O with and without the tracer (the bench's; never in `all`).
+    NfsIo,
 }
 
 impl Job {
@@ -128,6 +134,9 @@ impl Job {
         if name == sunrpc_btf::NAME {
             return Ok(Job::SunrpcBtf);
         }
+        if name == nfs_io::NAME {
+            return Ok(Job::NfsIo);
+        }
         if let Some(n) = topology::NAMES.iter().find(|n| **n == name) {
             return Ok(Job::Topology(n));
         }
@@ -148,6 +157,7 @@ impl Job {
             Job::Stall(k, v) => k.name(v),
             Job::Silent(v) => silent::name(v),
             Job::Topology(n) => n.to_string(),
+            Job::NfsIo => nfs_io::NAME.to_string(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod late;
 pub mod middlebox;
 pub mod net;
+pub mod nfs_io;
 pub mod nfsd;
 pub mod out;
 pub mod scenario;

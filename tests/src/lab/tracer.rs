@@ -78,6 +78,11 @@ impl Tracer {
         }
     }
 
+    /// The tracer's process id (for reading its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until the tracer has printed a JSON line `pred` accepts, at most
     /// `limit`; returns whether it did.
     pub fn wait_for(&self, limit: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> bool {

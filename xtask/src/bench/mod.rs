@@ -12,8 +12,11 @@
 //! in the kernel on a storm to the watched port and one to an unwatched port,
 //! with the kernel's run-time stats on for those runs only. Every number is measured in
 //! this run; a missed target is printed as MISS, never hidden (exit status 0:
-//! the timing belongs to a shared machine, not to a test).
+//! the timing belongs to a shared machine, not to a test). Last, `guest`
+//! boots the VM lab's 6.12 guest for NFS I/O with and without the tracer
+//! (issue 12).
 mod bpfstats;
+mod guest;
 mod report;
 mod storm;
 mod tracer;
@@ -29,7 +32,8 @@ use tracer::{Running, Tool};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// A shorter run (fewer connects, two rounds) that finishes in under 2 minutes.
+    /// A shorter run (fewer connects, two rounds) that finishes in under 2 minutes,
+    /// plus the guest run with 3 rounds instead of 5 (--no-guest skips it).
     #[arg(long)]
     quick: bool,
     /// Connects to 127.0.0.1:2049 per run [default: 50000, --quick: 20000].
@@ -49,6 +53,27 @@ pub struct BenchArgs {
     /// Run-time runs per tracer and storm, to show their spread [default: 1, --run-time-only: 5].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     run_time_rounds: Option<u32>,
+    /// Skip the NFS I/O run in a guest (QEMU, a few minutes).
+    #[arg(long)]
+    no_guest: bool,
+    /// Only the NFS I/O run in a guest: replaces that section of
+    /// docs/bench.md and keeps the rest (needs no root).
+    #[arg(long, conflicts_with_all = ["no_guest", "run_time_only", "bin", "connects", "threads", "run_time_rounds"])]
+    guest_only: bool,
+    /// MiB per copy in the guest run [default: see bench/guest.rs].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=256))]
+    guest_mib: Option<u32>,
+    /// Rounds (one without and one with the tracer each) in the guest run.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=50))]
+    guest_rounds: Option<u32>,
+    /// Show the guest's console as it runs.
+    #[arg(long)]
+    verbose: bool,
+}
+
+fn guest_size(args: &BenchArgs) -> guest::Size {
+    let d = guest::Size::new(args.quick);
+    guest::Size { mib: args.guest_mib.unwrap_or(d.mib), rounds: args.guest_rounds.unwrap_or(d.rounds) }
 }
 
 /// Flows nfs-trace remembers at most (`MAX_FLOWS` in
@@ -122,6 +147,9 @@ impl Drop for TempDir {
 }
 
 pub fn main(args: BenchArgs) -> Result<()> {
+    if args.guest_only {
+        return guest_only(&args);
+    }
     if !crate::cmd::is_root() {
         bail!("the bench attaches BPF programs: run it as root");
     }
@@ -254,11 +282,34 @@ pub fn main(args: BenchArgs) -> Result<()> {
     }
     let elapsed = t0.elapsed();
     let rep = report::Report::new(&plan, &runs, &costs, elapsed);
-    let md = rep.markdown();
+    let mut md = rep.markdown();
+    // After the host runs: the guest's QEMU would load the host they measure.
+    // Not with --run-time-only, which compares BPF programs' own cost.
+    if !args.no_guest && !args.run_time_only {
+        let g = guest::run(guest_size(&args), args.verbose);
+        md = guest::splice(&md, &guest::section(&g));
+    }
     println!("{md}");
     let path = crate::cmd::workspace_root().join("docs/bench.md");
     std::fs::write(&path, &md).with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("xtask bench: wrote {} ({} runs in {:.0} s)", path.display(), runs.len(), elapsed.as_secs_f64());
+    Ok(())
+}
+
+/// `--guest-only`: the NFS I/O run alone, its section spliced into
+/// docs/bench.md (the host runs' results stay). Fails only when the guest
+/// gave no result at all, after writing that.
+fn guest_only(args: &BenchArgs) -> Result<()> {
+    let g = guest::run(guest_size(args), args.verbose);
+    let sec = guest::section(&g);
+    println!("{sec}");
+    let path = crate::cmd::workspace_root().join("docs/bench.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, guest::splice(&old, &sec)).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("xtask bench: wrote the NFS I/O section of {} ({:.0} s)", path.display(), g.wall.as_secs_f64());
+    if g.truth.is_none() {
+        bail!("the NFS I/O guest gave no result: {}", g.problem.as_deref().unwrap_or("unknown"));
+    }
     Ok(())
 }
 

@@ -143,43 +143,8 @@ fn run_lines(lines: &[&'static kernels::Line], plan: &Plan) -> Result<Vec<report
 
 fn run_kernel(cache: &Path, line: &'static kernels::Line, init: &Path, tracer: Option<&Path>, plan: &Plan) -> Result<report::KernelRun> {
     let start = Instant::now();
-    let k = kernels::fetch(cache, line).with_context(|| format!("kernel line {}", line.name))?;
-    let (initrd, _) = image::build(cache, &k, init, tracer)?;
     let scen = if plan.scenarios.is_empty() { "all".to_string() } else { plan.scenarios.join(",") };
-    let log = cache.join("logs").join(format!("{}.log", k.abi));
-    eprintln!("xtask vm: booting {} ({}) under QEMU/TCG; console in {}", k.abi, k.version, log.display());
-    let boot = qemu::boot(
-        &qemu::Options {
-            kernel: &k.vmlinuz,
-            initrd: &initrd,
-            // loglevel=1: kernel messages would interleave with our records;
-            // panics still reach the console.
-            append: format!(
-                "console=ttyS0 quiet loglevel=1 panic=-1 lab.scenarios={scen} lab.tracer={} lab.nfsdcld={}",
-                u8::from(tracer.is_some()),
-                u8::from(k.needs_nfsdcld())
-            ),
-            timeout: plan.timeout,
-            memory_mb: 1024,
-            log: &log,
-            echo: plan.verbose,
-        },
-        scenarios::MARKER,
-    )?;
-    let rep = scenarios::parse_console(&boot.lines);
-    for l in &rep.logs {
-        eprintln!("  guest: {l}");
-    }
-    for g in &rep.garbled {
-        eprintln!("  guest (unparsable): {g}");
-    }
-    let end = match &boot.end {
-        qemu::End::Marker { ok: true, .. } => "OK".to_string(),
-        qemu::End::Marker { ok: false, detail } => detail.clone(),
-        qemu::End::Panic(l) => format!("kernel panic: {l}"),
-        qemu::End::Timeout => format!("timeout after {} s", plan.timeout.as_secs()),
-        qemu::End::Exited(s) => format!("QEMU exited without a result: {s}"),
-    };
+    let (k, boot, rep, end) = boot_kernel(cache, line, init, tracer, &scen, "", "", plan.timeout, plan.verbose)?;
     let wanted = if plan.scenarios.is_empty() { scenarios::all_names() } else { plan.scenarios.clone() };
     let mut results = Vec::new();
     for name in &wanted {
@@ -215,6 +180,85 @@ fn run_kernel(cache: &Path, line: &'static kernels::Line, init: &Path, tracer: O
         results,
         with_tracer: tracer.is_some(),
     })
+}
+
+/// Fetches `line`'s kernel, builds its initramfs and boots it with
+/// `lab.scenarios=<scen>` (plus `append`); returns what the guest printed,
+/// unjudged, and how the boot ended. The console goes to
+/// `logs/<log_prefix><abi>.log`.
+#[allow(clippy::too_many_arguments)]
+fn boot_kernel(
+    cache: &Path,
+    line: &'static kernels::Line,
+    init: &Path,
+    tracer: Option<&Path>,
+    scen: &str,
+    append: &str,
+    log_prefix: &str,
+    timeout: Duration,
+    verbose: bool,
+) -> Result<(kernels::Kernel, qemu::Boot, scenarios::GuestReport, String)> {
+    let k = kernels::fetch(cache, line).with_context(|| format!("kernel line {}", line.name))?;
+    let (initrd, _) = image::build(cache, &k, init, tracer)?;
+    let log = cache.join("logs").join(format!("{log_prefix}{}.log", k.abi));
+    eprintln!("xtask vm: booting {} ({}) under QEMU/TCG; console in {}", k.abi, k.version, log.display());
+    let boot = qemu::boot(
+        &qemu::Options {
+            kernel: &k.vmlinuz,
+            initrd: &initrd,
+            // loglevel=1: kernel messages would interleave with our records;
+            // panics still reach the console.
+            append: format!(
+                "console=ttyS0 quiet loglevel=1 panic=-1 lab.scenarios={scen} lab.tracer={} lab.nfsdcld={}{append}",
+                u8::from(tracer.is_some()),
+                u8::from(k.needs_nfsdcld())
+            ),
+            timeout,
+            memory_mb: 1024,
+            log: &log,
+            echo: verbose,
+        },
+        scenarios::MARKER,
+    )?;
+    let rep = scenarios::parse_console(&boot.lines);
+    for l in &rep.logs {
+        eprintln!("  guest: {l}");
+    }
+    for g in &rep.garbled {
+        eprintln!("  guest (unparsable): {g}");
+    }
+    let end = match &boot.end {
+        qemu::End::Marker { ok: true, .. } => "OK".to_string(),
+        qemu::End::Marker { ok: false, detail } => detail.clone(),
+        qemu::End::Panic(l) => format!("kernel panic: {l}"),
+        qemu::End::Timeout => format!("timeout after {} s", timeout.as_secs()),
+        qemu::End::Exited(s) => format!("QEMU exited without a result: {s}"),
+    };
+    Ok((k, boot, rep, end))
+}
+
+/// One guest boot for `cargo xtask bench`: what it printed, unjudged.
+pub(crate) struct GuestRun {
+    /// `uname -r` and the Debian package version of the kernel booted.
+    pub release: String,
+    pub package_version: String,
+    /// "OK", or why the boot did not end well.
+    pub end: String,
+    pub truths: Vec<serde_json::Value>,
+    pub qemu_wall: Duration,
+}
+
+/// Boots kernel line `line` with the tracer and runs `scenarios` (by name,
+/// e.g. `nfs-io`, which `cargo xtask vm` does not judge), `append` added to
+/// the kernel command line; the console goes to `logs/bench-<abi>.log`.
+pub(crate) fn run_guest(line: &str, scenarios: &[&str], append: &str, timeout: Duration, verbose: bool) -> Result<GuestRun> {
+    let cache = cache_dir();
+    std::fs::create_dir_all(cache.join("logs")).with_context(|| format!("cannot create {}", cache.display()))?;
+    let init = image::build_guest_init()?;
+    let tracer = crate::cmd::build_nfs_trace(true, true)?;
+    let (k, boot, rep, end) =
+        boot_kernel(&cache, kernels::line(line)?, &init, Some(&tracer), &scenarios.join(","), append, "bench-", timeout, verbose)?;
+    Ok(GuestRun { release: k.abi, package_version: k.version, end, truths: rep.truths, qemu_wall: boot.wall })
 }
 
 fn summarise(runs: &[report::KernelRun]) {
