@@ -454,7 +454,8 @@ mod tests {
         assert_eq!(core::mem::offset_of!(XprtEvent, srcport), 92);
         assert_eq!(core::mem::offset_of!(XprtEvent, srcport_known), 96);
         assert_eq!(core::mem::offset_of!(XprtEvent, netns), 100);
-        assert_eq!(core::mem::size_of::<XprtOffsets>(), 16);
+        assert_eq!(core::mem::size_of::<XprtOffsets>(), 20);
+        assert_eq!(core::mem::offset_of!(XprtOffsets, task_xprt), 16);
         // The reader dispatches on the first byte.
         assert_eq!(core::mem::offset_of!(ConnEvent, kind), 0);
         assert_eq!(core::mem::offset_of!(XprtEvent, kind), 0);
