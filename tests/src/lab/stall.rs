@@ -29,7 +29,7 @@ pub const BLACKHOLE_VERSIONS: &[&str] = &["3", "4.1"];
 /// What the middlebox does to the aborted mount: hold its reused flow
 /// (`stall`), or drop everything to the server for [`OUTAGE`] (`outage`);
 /// or, to a mount that is not aborted, drop its established flow for
-/// [`BLACKHOLE`] (`blackhole`).
+/// as long as [`blackhole_for`] its version says (`blackhole`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Stall,
@@ -83,12 +83,36 @@ pub const OUTAGE: Duration = Duration::from_secs(20);
 /// How long into the outage the write starts.
 const WRITE_AFTER: Duration = Duration::from_secs(3);
 
-/// How long the black hole drops the flow: longer than the router's
+/// How long the black hole drops a v4.1 flow: longer than the router's
 /// tracked timeout (its entry for the flow, not refreshed by the black-holed
 /// packets, is gone when the rule goes, so the rule alone holds the flow)
-/// and than a v4 flow's user timeout (the lease, 10 s), short enough for a
-/// run under a minute.
+/// and than a v4 flow's user timeout (the lease, 10 s): the client gives the
+/// flow up at 10 s and reconnects from a new port, through at once.
 pub const BLACKHOLE: Duration = Duration::from_secs(20);
+/// How long the black hole drops a v3 flow: past its TCP user timeout (180 s,
+/// see [`BLACKHOLE_OPTIONS`], from the write's first unanswered segment,
+/// sent just after the rule; the flow closed at +181.0 to +181.9 s on 5.10,
+/// 6.1, 6.12 and 7.2) and some 13 s into the reconnect from the same port,
+/// whose SYNs the rule still drops: long enough for the tracer to see the
+/// stall (a SYN retransmit after 1 s) and for its canary from a fresh port
+/// to connect (the rule names the old 4-tuple only). Any shorter and v3
+/// keeps its flow through the hole (6.12 in 20 s: retransmits got through
+/// once the rule went), so the reused-port story — (a) unanswered, (b)
+/// closed, (c) reconnect stalled, (d) recovered — never happens. The rule
+/// goes some 0.5 s after this (the ss polls, the delete), 12.8 to 13.3 s
+/// into the reconnect: between SYN retry slots on both backoff patterns
+/// (6.5+: 1 s five times then 2, 4, 8, 16 s, slots at +11 and +19 s;
+/// before: 1, 2, 4, 8, 16 s, slots at +7 and +15 s), about 2 s from each.
+/// The first SYN after the rule meets the server's stale socket (challenge
+/// ACK, the client resets it) and the next slot connects: the write
+/// blocked 212.6 s (5.10), 213.3 s (6.1), 217.8 s (6.12), 217.4 s (7.2).
+pub const BLACKHOLE_V3: Duration = Duration::from_secs(194);
+
+/// How long this version's flow is black-holed ([`BLACKHOLE_V3`], [`BLACKHOLE`]).
+pub fn blackhole_for(vers: &str) -> Duration {
+    if vers == "3" { BLACKHOLE_V3 } else { BLACKHOLE }
+}
+
 /// How long after a black hole the tracer is given to end its episode.
 const EPISODE_END_LIMIT: Duration = Duration::from_secs(60);
 /// Small RPC timeouts (2 s, 2 retries): the RPC layer reaches its major
@@ -98,9 +122,11 @@ const EPISODE_END_LIMIT: Duration = Duration::from_secs(60);
 /// not given up in 20 s at all, a v4.1 one after 10 s.
 const BLACKHOLE_OPTIONS: &str = "timeo=20,retrans=2";
 
-/// Longer than any stall this model makes (tracked timeout plus SYN backoff,
-/// or the NFSv4 lease that ends it): the write is given up after this.
-const WRITE_LIMIT: Duration = Duration::from_secs(180);
+/// Longer than any hang these models make (tracked timeout plus SYN
+/// backoff, the NFSv4 lease that ends it, or v3's black hole: 180 s user
+/// timeout, 13 s more of the rule, then a SYN slot or two, up to 32 s
+/// apart: 218 s on 6.12): the write is given up after this.
+const WRITE_LIMIT: Duration = Duration::from_secs(300);
 
 /// Runs one stall scenario; emits its `truth` record and the tracer's lines.
 pub fn run(mb: &Middlebox, kind: Kind, vers: &str, with_tracer: bool) -> bool {
@@ -170,15 +196,17 @@ fn run_inner(
     if with_tracer && !early {
         tracer = Some(Tracer::start()?);
     }
+    let hole = blackhole_for(truth["vers"].as_str().unwrap_or_default());
     let res = match kind {
         Kind::Stall => stall_once(mb, mnt, &before, truth),
         Kind::Outage => outage_once(mb, mnt, &before, truth),
-        Kind::Blackhole => blackhole_once(mb, mnt, &before, truth),
+        Kind::Blackhole => blackhole_once(mb, mnt, &before, hole, truth),
     };
     if let Some(t) = tracer {
         // A flow that got its ACKs back (no close, no reconnect) ends its
         // episode only after three retransmit gaps of silence (up to ~40 s
-        // after a 20 s black hole): let the tracer get there.
+        // after a 20 s black hole): let the tracer get there. One that
+        // reconnected ends it at once, when the reconnect connects.
         if kind == Kind::Blackhole && res.is_ok() {
             let ended = t.wait_for(EPISODE_END_LIMIT, |v| v["type"] == "episode" && v["state"] == "ended");
             out::log(format!("blackhole: the tracer {} an ended episode", if ended { "printed" } else { "did not print" }));
@@ -233,6 +261,10 @@ pub(super) struct TimedWrite {
     pub start_ns: u64,
     pub end_ns: u64,
     pub syn_sent_ports: Vec<u16>,
+    /// Per port in `syn_sent_ports`: the first and the last poll that saw it
+    /// in SYN-SENT (when a reconnect began and how long it sat there, to the
+    /// 250 ms poll and the time ss takes).
+    pub syn_sent_seen: Vec<(u16, u64, u64)>,
 }
 
 /// Writes `path` in a thread (a hard mount blocks for as long as the
@@ -248,20 +280,27 @@ pub(super) fn timed_write(mb: &Middlebox, path: &Path, mut tick: impl FnMut(Dura
     });
     let start = Instant::now();
     let mut syn_sent_ports: Vec<u16> = Vec::new();
+    let mut syn_sent_seen: Vec<(u16, u64, u64)> = Vec::new();
     loop {
         match rx.recv_timeout(Duration::from_millis(250)) {
             Ok((r, t0, t1)) => {
                 r.context("the write after the abort failed")?;
-                return Ok(TimedWrite { start_ns: t0, end_ns: t1, syn_sent_ports });
+                return Ok(TimedWrite { start_ns: t0, end_ns: t1, syn_sent_ports, syn_sent_seen });
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(e) => bail!("the writer thread died: {e}"),
         }
         tick(start.elapsed())?;
         // What the client is trying meanwhile (SYN-SENT from which port).
-        for s in net::sockets_to(&mb.client, middlebox::SERVER)? {
-            if s.state == "SYN-SENT" && !syn_sent_ports.contains(&s.local_port) {
+        let socks = net::sockets_to(&mb.client, middlebox::SERVER)?;
+        let now = sys::mono_ns();
+        for s in socks.iter().filter(|s| s.state == "SYN-SENT") {
+            if !syn_sent_ports.contains(&s.local_port) {
                 syn_sent_ports.push(s.local_port);
+            }
+            match syn_sent_seen.iter_mut().find(|(p, _, _)| *p == s.local_port) {
+                Some(seen) => seen.2 = now,
+                None => syn_sent_seen.push((s.local_port, now, now)),
             }
         }
         if start.elapsed() > WRITE_LIMIT {
@@ -343,17 +382,18 @@ fn outage_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value
 }
 
 /// The black hole: the mount is not aborted; the router drops its
-/// established flow (that 4-tuple, both ways, no RST) for [`BLACKHOLE`]
-/// and a write starts at once, so the client's TCP retransmits data that
-/// nothing acknowledges. What the kernel does is the question: keep
-/// retransmitting until the rule goes (the flow's user timeout is longer:
-/// 6.12 v3), or give the flow up and reconnect — from the same port, whose
-/// SYNs the rule still drops (blocked until the rule goes), or from a new
-/// one (through at once: 6.12 v4.1). Truth: the rule's time on the lab
-/// clock and its counters, the write's block, the ports and sockets ss saw,
-/// and the old flow as `ss -ti` showed it (unacked segments, retransmits,
-/// when it went).
-fn blackhole_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Value) -> Result<()> {
+/// established flow (that 4-tuple, both ways, no RST) for `hole`
+/// ([`blackhole_for`] the version) and a write starts at once, so the
+/// client's TCP retransmits data that nothing acknowledges. What the kernel
+/// does is the question: keep retransmitting until the rule goes (the
+/// flow's user timeout is longer), or give the flow up and reconnect — from
+/// the same port, whose SYNs the rule still drops (blocked until the rule
+/// goes: v3, given up at its 180 s user timeout), or from a new one
+/// (through at once: v4.1, given up at the lease). Truth: the rule's time
+/// on the lab clock and its counters, the write's block, the ports and
+/// sockets ss saw (when each port sat in SYN-SENT), and the old flow as
+/// `ss -ti` showed it (unacked segments, retransmits, when it went).
+fn blackhole_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, hole: Duration, truth: &mut Value) -> Result<()> {
     let server = middlebox::SERVER;
     // The flow has just carried data: the router's entry for it expires
     // TRACKED_TIMEOUT_S after this at the latest (the rule hides the rest).
@@ -371,7 +411,7 @@ fn blackhole_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Va
         }
         Ok(())
     };
-    let due = |now: u64| now.saturating_sub(t_begin) >= BLACKHOLE.as_nanos() as u64;
+    let due = |now: u64| now.saturating_sub(t_begin) >= hole.as_nanos() as u64;
     let mut held = HeldFlow::default();
     let res: Result<TimedWrite> = (|| {
         let w = timed_write(mb, &mnt.join("during-blackhole"), |_| {
@@ -401,7 +441,7 @@ fn blackhole_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Va
     out::log(format!(
         "blackhole: rule {:.1} s on port {}, dropped {} packet(s) to and {} from the server; old flow ESTAB until {} \
          (gone {}, unacked up to {}, retransmits {}); port {} -> {}{}, write blocked {block_s:.2} s (ended {after_rule:+.2} s after the rule went), \
-         SYN-SENT ports seen {:?}",
+         SYN-SENT ports seen {:?}{}",
         (t_end - t_begin) as f64 / 1e9,
         before.local_port,
         drops.to_server,
@@ -413,7 +453,11 @@ fn blackhole_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Va
         before.local_port,
         after.local_port,
         if after.cookie == before.cookie { " (the same socket)" } else { "" },
-        w.syn_sent_ports
+        w.syn_sent_ports,
+        match w.syn_sent_seen.iter().find(|(p, _, _)| *p == before.local_port) {
+            Some((_, first, last)) => format!(" (port {} in SYN-SENT from {} to {})", before.local_port, rel(Some(*first)), rel(Some(*last))),
+            None => String::new(),
+        }
     ));
     truth["ports"].as_array_mut().expect("array").push(json!(after.local_port));
     truth["blackhole"] = json!({
@@ -436,6 +480,8 @@ fn blackhole_once(mb: &Middlebox, mnt: &Path, before: &net::Sock, truth: &mut Va
         "write_end_ns": w.end_ns,
         "block_s": (block_s * 1000.0).round() / 1000.0,
         "syn_sent_ports": w.syn_sent_ports,
+        "syn_sent_seen": w.syn_sent_seen.iter().map(|(p, first, last)| json!({"port": p, "first_ns": first, "last_ns": last})).collect::<Vec<_>>(),
+        "planned_s": hole.as_secs(),
     });
     Ok(())
 }

@@ -227,8 +227,8 @@ pub fn outage_table(runs: &[KernelRun]) -> String {
 }
 
 /// The black-hole scenarios (issue 12): the router dropped the mount's
-/// established flow for 20 s; the episode's verdict and phase times against
-/// that. Empty when none ran.
+/// established flow (194 s for v3, past its user timeout; 20 s for v4.1);
+/// the episode's verdict and phase times against that. Empty when none ran.
 pub fn blackhole_table(runs: &[KernelRun]) -> String {
     let rows: Vec<(&KernelRun, &Value)> =
         runs.iter().flat_map(|run| run.results.iter().filter(|r| r["kind"] == "blackhole").map(move |r| (run, r))).collect();
@@ -236,15 +236,15 @@ pub fn blackhole_table(runs: &[KernelRun]) -> String {
         return String::new();
     }
     let mut s = String::from(
-        "| Kernel | NFS | Ports (ss: before → SYN-SENT → after) | Black hole (truth) | Dropped to / from server | Old flow gone | Write blocked (truth) | Write end − rule end | Tracer's data retransmits | Episode verdict | (a) − rule | (b) − gone | (d) − write end | Agrees |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|\n",
+        "| Kernel | NFS | Ports (ss: before → SYN-SENT → after) | Black hole (truth) | Dropped to / from server | Old flow gone | Old port in SYN-SENT | Write blocked (truth) | Write end − rule end | Tracer's data retransmits | Episode verdict | (a) − rule | (b) − gone | (c) − SYN-SENT seen | (d) − write end | Agrees |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|\n",
     );
     let secs = |v: &Value| v.as_f64().map_or("—".to_string(), |x| format!("{x:.1} s"));
     let delta = |v: &Value| v.as_f64().map_or("—".to_string(), |d| format!("{d:+.2} s"));
     for (run, r) in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             run.line,
             r["vers"].as_str().unwrap_or("?"),
             stall_ports(r),
@@ -252,12 +252,17 @@ pub fn blackhole_table(runs: &[KernelRun]) -> String {
             r["drops_to_server"],
             r["drops_from_server"],
             r["old_flow_gone_s"].as_f64().map_or("never".to_string(), |x| format!("+{x:.1} s")),
+            match (r["old_port_syn_sent_s"].as_f64(), r["reconnect_stall_s"].as_f64()) {
+                (Some(at), Some(stall)) => format!("+{at:.1} s, {stall:.1} s to the write end"),
+                _ => "never".to_string(),
+            },
             secs(&r["block_s"]),
             delta(&r["write_end_minus_rule_end_s"]),
             if r["tracer_data_retransmits"].is_null() { "none".to_string() } else { r["tracer_data_retransmits"].to_string() },
             r["episode_verdict"].as_str().unwrap_or("none"),
             delta(&r["unanswered_minus_rule_s"]),
             delta(&r["closed_minus_gone_s"]),
+            delta(&r["reconnect_minus_syn_sent_s"]),
             delta(&r["recovered_minus_write_s"]),
             agrees(r),
         );
@@ -434,14 +439,20 @@ pub fn write_matrix(dir: &Path, runs: &[KernelRun], date: &str, source: &str) ->
     if !holes.is_empty() {
         md += "\n## Stall lab: the established flow black-holed (`blackhole`)\n\n\
                Through the same router, with `timeo=20,retrans=2`, an nft rule drops the mount's established\n\
-               flow — that 4-tuple only, both ways, no RST — for 20 s while a write waits (its counters and\n\
-               `ss` are the truth). *Old flow gone*: when `ss` stopped listing it ESTABLISHED (never: the\n\
-               client kept the flow and its retransmits got through once the rule went). *Agrees*: the\n\
-               tracer printed `data_retransmit` records for the flow; the flow's episode ended with\n\
-               `reused-flow-dropped` when the client reconnected from the black-holed port (a canary\n\
-               connected), else `path-blackhole` (never a reuse verdict); its evidence names the data\n\
-               retransmits; phase (a) `unanswered` within 2 s of the rule going in, (b) `closed` exactly\n\
-               when the flow went (within 2 s), (d) `recovered` within 2 s of the write completing.\n\n";
+               flow — that 4-tuple only, both ways, no RST — while a write waits (its counters and `ss` are\n\
+               the truth): 194 s for v3, past its 180 s TCP user timeout, so that it gives the flow up and\n\
+               reconnects from the same port while the rule still drops it; 20 s for v4.1 (its user timeout\n\
+               is the 10 s lease). *Old flow gone*: when `ss` stopped listing it ESTABLISHED (never: the\n\
+               client kept the flow and its retransmits got through once the rule went). *Old port in\n\
+               SYN-SENT*: when `ss` first saw the black-holed port reconnecting, and from then to the write's\n\
+               end. *Agrees*: the tracer printed `data_retransmit` records for the flow; the flow's episode\n\
+               ended with `reused-flow-dropped` when the client reconnected from the black-holed port (phase\n\
+               (c) stalled and reused, a canary that connected), else `path-blackhole` (never a reuse\n\
+               verdict); its evidence tells the unanswered phase (the data retransmits) and, for a reused\n\
+               port, the stalled reconnect and the canary; phase (a) `unanswered` within 2 s of the rule\n\
+               going in, (b) `closed` within 2 s of `ss` losing the flow (after its last listing of it, before\n\
+               its first without; *(b) − gone* is against the latter), (c) `reconnect` within 2 s of `ss`\n\
+               first seeing its SYN-SENT, (d) `recovered` within 2 s of the write completing.\n\n";
         md += &holes;
     }
     let silent = super::silent::table(runs);
@@ -525,12 +536,17 @@ mod tests {
         let r = json!({"kind": "blackhole", "vers": "3", "truth_ports": [871, 871], "syn_sent_ports": [871], "blackhole_s": 20.1,
                        "drops_to_server": 12, "drops_from_server": 2, "old_flow_gone_s": 6.24, "block_s": 21.5,
                        "write_end_minus_rule_end_s": 1.4, "tracer_data_retransmits": null, "episode_verdict": "reused-flow-dropped",
-                       "unanswered_minus_rule_s": null, "closed_minus_gone_s": -0.1, "recovered_minus_write_s": -0.02, "agree": false});
+                       "old_port_syn_sent_s": 6.4, "reconnect_stall_s": 15.1,
+                       "unanswered_minus_rule_s": null, "closed_minus_gone_s": -0.1, "reconnect_minus_syn_sent_s": -0.25,
+                       "recovered_minus_write_s": -0.02, "agree": false});
         let t = blackhole_table(&[run(vec![r])]);
         assert!(
-            t.contains("| 6.12 | 3 | 871 → (871) → 871 | 20.1 s | 12 / 2 | +6.2 s | 21.5 s | +1.40 s | none | reused-flow-dropped | — | -0.10 s | -0.02 s | ✘ |"),
+            t.contains("| 6.12 | 3 | 871 → (871) → 871 | 20.1 s | 12 / 2 | +6.2 s | +6.4 s, 15.1 s to the write end | 21.5 s | +1.40 s | none | reused-flow-dropped | — | -0.10 s | -0.25 s | -0.02 s | ✘ |"),
             "{t}"
         );
+        // A kept flow: no reconnect to time.
+        let t = blackhole_table(&[run(vec![json!({"kind": "blackhole", "vers": "3", "old_flow_gone_s": null})])]);
+        assert!(t.contains("| never | never |"), "{t}");
         assert!(blackhole_table(&[run(vec![json!({"kind": "outage"})])]).is_empty());
     }
 

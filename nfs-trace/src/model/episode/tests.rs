@@ -245,6 +245,78 @@ fn an_unanswered_flow_answered_again_ends_after_its_backoff() {
     assert!(r.ep.open_episodes().is_empty());
 }
 
+/// Ticks every second from `from` to `to` (ms, both inclusive); the
+/// episodes they end.
+fn ticks(r: &mut Run, from: u64, to: u64) -> Vec<Episode> {
+    (from / 1_000..=to / 1_000)
+        .flat_map(|s| r.ep.tick(s * 1_000 * MS, 30_000 * MS))
+        .filter_map(|o| match o {
+            EpisodeObservation::Ended(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A v3 mount's flow black-holed (the blackhole-v3 lab, or a user's 180 s
+/// hang): the write leaves at 1 s, RTO 200 ms doubling, so the retransmits
+/// go at 1.2, 1.6, 2.4, 4.0, 7.2, 13.6, 26.4, 52.0, 103.2 s (reported from
+/// the third on, once the run is a second old), then 77.8 s of silence
+/// until the user timeout (60 s × 3) closes it at 181 s: the kernel clamps
+/// the last RTO to what is left of it. That silence is within three gaps
+/// (3 × 51.2 s, clamped to 130 s): the episode must stay open to the close
+/// and not end as "ACKs came back". Then the reconnect from the same port
+/// stalls, a canary connects, the rule goes and it connects at 216 s.
+#[test]
+fn a_flow_black_holed_until_its_user_timeout_stays_one_episode() {
+    let mut r = Run::new(None);
+    r.feed(&[connected(100, 1, 999, 99, XPRT)]);
+    let sends = [1_200u64, 1_600, 2_400, 4_000, 7_200, 13_600, 26_400, 52_000, 103_200];
+    for (n, &t) in sends.iter().enumerate().skip(2) {
+        assert!(ticks(&mut r, t - 999, t - 1).is_empty(), "ended before the retransmit at {t} ms");
+        r.feed(&[unanswered(t, 1, 999, 1_200, n as u32 + 1, XPRT)]);
+    }
+    assert!(ticks(&mut r, 104_000, 181_000).is_empty(), "ended in the silence before the user timeout");
+    assert_eq!(r.ep.open_episodes().len(), 1);
+    r.feed(&[closed(181_000, 1, 999, libc::ETIMEDOUT, XPRT)]);
+    r.feed(&[retransmit(182_050, 2, 999, 181_050, 1, XPRT), retransmit(183_050, 2, 999, 181_050, 2, XPRT)]);
+    r.canary(183_100, CanaryOutcome::Connected { rtt_ns: 400_000 });
+    assert!(ticks(&mut r, 184_000, 215_000).is_empty(), "a stalled reconnect ends only when it connects");
+    r.feed(&[connected(216_050, 2, 999, 181_050, XPRT)]);
+    let [.., EpisodeObservation::Ended(e)] = r.out.as_slice() else { panic!("{:?}", r.out) };
+    assert_eq!(r.ep.ended.len(), 1, "one episode from the first retransmit to the recovery");
+    assert_eq!((e.opened_by, e.start_ns), (Symptom::Unanswered, 1_200 * MS));
+    assert_eq!(e.verdict, VerdictName::ReusedFlowDropped, "{}", e.evidence);
+    let u = e.unanswered.as_ref().unwrap();
+    assert_eq!((u.data_retransmits, u.last_ns), (9, 103_200 * MS));
+    assert_eq!(e.closed, Some(Closed { ts_ns: 181_000 * MS, how: "user_timeout", errno: Some(libc::ETIMEDOUT), sport: 999 }));
+    let rc = e.reconnect.as_ref().unwrap();
+    assert_eq!((rc.ports.as_slice(), rc.stalled, rc.reused), (&[999u16][..], true, true));
+    assert!(rc.canary.as_ref().is_some_and(CanaryResult::connected));
+    assert_eq!(e.recovered, Some(Recovered { ts_ns: 216_050 * MS, sport: 999 }));
+    for fact in ["port 999 went unanswered (9 data retransmits without ACK progress over 102.0 s)", "closed (user timeout", "reused port 999 sat in SYN_SENT 35.0 s"] {
+        assert!(e.evidence.contains(fact), "{fact:?} not in {}", e.evidence);
+    }
+}
+
+/// With no user timeout (tcp_retries2) the RTO backoff caps at 120 s: a
+/// flow still unanswered retransmits every 120 s, within the 130 s cap of
+/// the silence allowed, so its episode stays open as long as that goes on;
+/// 130 s without one more ends it (the ACKs came back).
+#[test]
+fn retransmits_at_the_rto_cap_keep_the_episode_open() {
+    let mut r = Run::new(None);
+    r.feed(&[connected(100, 1, 999, 99, XPRT)]);
+    let sends = [2_400u64, 4_000, 7_200, 13_600, 26_400, 52_000, 103_200, 205_600, 325_600, 445_600];
+    for (n, &t) in sends.iter().enumerate() {
+        assert!(ticks(&mut r, t - 999, t - 1).is_empty(), "ended before the retransmit at {t} ms");
+        r.feed(&[unanswered(t, 1, 999, 1_200, n as u32 + 3, XPRT)]);
+    }
+    assert!(ticks(&mut r, 446_000, 575_600).is_empty(), "130 s after the last: not yet");
+    let ended = ticks(&mut r, 576_000, 577_000);
+    let [e] = ended.as_slice() else { panic!("{ended:?}") };
+    assert_eq!(e.recovered, Some(Recovered { ts_ns: 445_600 * MS, sport: 999 }));
+}
+
 /// A socket no transport owns, closed by its owner while unanswered: no
 /// reconnect will come, so its episode ends there, unrecovered.
 #[test]
