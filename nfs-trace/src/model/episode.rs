@@ -617,8 +617,11 @@ impl EpisodeTracker {
             // A failed canary stays: the server or path was down during this
             // episode, and one that connects once the path is back (while
             // the reused flow waits for its next SYN slot) proves no reuse.
+            // A connected one stays too: it is the one made while the flow
+            // was held (a later one may come after the path let the flow
+            // go, while the client only waits for its next SYN slot).
             let r = e.reconnect(c.start_ns);
-            if c.connected() && r.canary.as_ref().is_some_and(|p| !p.connected()) {
+            if c.connected() && r.canary.is_some() {
                 continue;
             }
             r.canary = Some(c.clone());
