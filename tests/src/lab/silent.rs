@@ -93,18 +93,7 @@ pub fn run(mb: &Middlebox, vers: &str, with_tracer: bool) -> bool {
     });
     let mut finished = None;
     let res = run_inner(mb, &mnt, &src, &opts, with_tracer, &mut truth, &mut finished);
-    if let Some(f) = finished {
-        truth["tracer"] = f.emit(&name);
-    }
-    let ok = res.is_ok();
-    if let Err(e) = res {
-        truth["error"] = json!(format!("{e:#}"));
-    }
-    out::emit(&truth);
-    if let Err(e) = scenario::unmount_from(&mb.client, &mnt, middlebox::SERVER) {
-        out::log(format!("{name}: {e:#}"));
-    }
-    ok
+    stall::report(mb, &name, &mnt, truth, finished, res)
 }
 
 fn run_inner(

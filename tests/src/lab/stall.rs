@@ -155,15 +155,21 @@ pub fn run(mb: &Middlebox, kind: Kind, vers: &str, with_tracer: bool) -> bool {
     });
     let mut finished = None;
     let res = run_inner(mb, kind, &mnt, &src, &opts, with_tracer, &mut truth, &mut finished);
+    report(mb, &name, &mnt, truth, finished, res)
+}
+
+/// The end of a scenario through the middlebox: the tracer's lines, the
+/// truth record (with the error, if any), the unmount. True when it ran.
+pub(super) fn report(mb: &Middlebox, name: &str, mnt: &Path, mut truth: Value, finished: Option<Finished>, res: Result<()>) -> bool {
     if let Some(f) = finished {
-        truth["tracer"] = f.emit(&name);
+        truth["tracer"] = f.emit(name);
     }
     let ok = res.is_ok();
     if let Err(e) = res {
         truth["error"] = json!(format!("{e:#}"));
     }
     out::emit(&truth);
-    if let Err(e) = scenario::unmount_from(&mb.client, &mnt, middlebox::SERVER) {
+    if let Err(e) = scenario::unmount_from(&mb.client, mnt, middlebox::SERVER) {
         out::log(format!("{name}: {e:#}"));
     }
     ok

@@ -127,15 +127,7 @@ impl Row {
     }
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
-}
+use super::report::median;
 
 /// MB/s (10^6 bytes) of one copy record; None if it is not a usable one.
 fn mbps(c: &Value) -> Option<f64> {

@@ -13,7 +13,7 @@ const MIN_RATIO: f64 = 0.95;
 const MAX_RSS_MB: f64 = 30.0;
 const MAX_ATTACH_MS: f64 = 300.0;
 
-fn median(v: &[f64]) -> f64 {
+pub(super) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     match s.len() {
