@@ -153,23 +153,15 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
-/// Submits a record. Normally without waking the reader: a wakeup per
-/// record was the largest cost under a connect storm (FINDINGS §7). The
-/// first record into an empty ring wakes it (below), so an idle reader can
-/// sleep instead of polling. And once the unread data passes the fill
-/// level the loader set (a quarter of the ring), the reader is late: then
-/// each submit wakes it, so a late drain does not become lost records.
+/// Submits a record. Normally without waking the reader, which drains on
+/// a short timer: a wakeup per record was the largest cost under a connect
+/// storm (FINDINGS §7). But once the unread data passes the fill level the
+/// loader set (a quarter of the ring), the reader is late: then each submit
+/// wakes it, so a late drain does not become lost records. In steady state
+/// the ring stays below the level and no submit wakes anyone.
 #[inline(always)]
 pub fn submit<T>(entry: RingBufEntry<T>) {
-    let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
-    // This record alone in the ring (its 8-byte header and its size rounded
-    // up to 8 count from the reserve on): the reader emptied the ring and
-    // may sleep, so wake it; it drains at most once per DRAIN_EVERY
-    // (cmd/watch.rs), so a storm still costs one wakeup per drain. Records
-    // reserved at once on two CPUs may each see the other and not wake:
-    // the reader's idle tick (200 ms) drains them then.
-    let alone = avail <= (core::mem::size_of::<T>() as u64).div_ceil(8) * 8 + 8;
-    let flags = if alone || avail >= u64::from(config().ring_wake_bytes) {
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= u64::from(config().ring_wake_bytes) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

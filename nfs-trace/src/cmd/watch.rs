@@ -31,19 +31,11 @@ use crate::{
 mod mount_reads;
 use mount_reads::MountReads;
 
-/// At most one drain of the ring buffer per this. The kernel programs wake
-/// the reader only for the first record after it emptied the ring (and
-/// when the ring passes its fill level): a busy ring is drained this often
-/// with one wakeup each time, however many records came (the per-record
-/// wakeup is the cost that dominates under a connect storm), and this
-/// bounds how late a line appears.
+/// How often the ring buffer is drained. Records are submitted without
+/// wakeups (the cost that dominates under a connect storm), so this bounds
+/// how late a line appears. A ring filling faster than that wakes us sooner
+/// (`Session::ring_filling`).
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
-/// With nothing recorded, how often the loop still runs (canary results,
-/// kernel log lines, the once-a-second checks). It was DRAIN_EVERY: 50
-/// wakeups a second cost an idle tracer 0.9 % of a CPU on this machine
-/// kind (18 of 2,000 ticks in 20 s, 1,314 context switches) and ~8 % of a
-/// TCG guest's vCPU in the bench's NFS I/O run.
-const IDLE_EVERY: Duration = Duration::from_millis(200);
 /// How often the lost counters are checked.
 const LOST_EVERY: Duration = Duration::from_secs(1);
 /// A stall with no SYN retransmit for this long is reported again (its
@@ -297,9 +289,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let mut episodes = EpisodeTracker::new(args.passive.then_some("--passive"));
     episodes.retransmits_traced = s.hook_attached("tcp:tcp_retransmit_skb");
     let mut honoured: Vec<String> = Vec::new();
-    let mut tick = tokio::time::interval(IDLE_EVERY);
+    let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut last_drain = tokio::time::Instant::now();
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let started_mono = Clock::mono_now_ns();
     let mut lost = Lost::default();
@@ -312,12 +303,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     while open {
         let stop = tokio::select! {
             _ = tick.tick() => false,
-            // Records wait: drained DRAIN_EVERY after the last drain at the
-            // earliest, so a storm costs one wakeup per DRAIN_EVERY.
-            _ = s.ring_filling() => {
-                tokio::time::sleep_until(last_drain + DRAIN_EVERY).await;
-                false
-            }
+            _ = s.ring_filling() => false,
             conn = async { metrics.as_ref().unwrap().accept().await }, if metrics.is_some() => {
                 if let Ok((conn, _)) = conn {
                     let attached = s.hooks.iter().filter(|h| h.attached).count();
@@ -333,7 +319,6 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => true,
         };
         let mut records = false;
-        last_drain = tokio::time::Instant::now();
         open = s.drain(|o| {
             records = true;
             match o {
