@@ -78,6 +78,10 @@ pub struct Unanswered {
 /// episode is taken as answered: the next major timeout comes after
 /// timeo × (retrans + 1), 180 s at the common timeo=600,retrans=2.
 const RPC_QUIET_ONE_NS: u64 = 600_000_000_000;
+/// An RPC timeout this soon after its transport's episode ended belongs to
+/// that episode (seen in the 6.12 blackhole-v3 lab: one fired 0.1 s after
+/// the reconnect, then "server … OK").
+const RPC_AFTER_END_NS: u64 = 60_000_000_000;
 
 impl Unanswered {
     /// How long without another retransmit means the ACKs came back: RTO
@@ -511,6 +515,22 @@ impl EpisodeTracker {
     /// whose connection is `flow`.
     fn on_rpc_timeout(&mut self, xprt: u64, flow: Flow, ts_ns: u64) -> Vec<EpisodeObservation> {
         let found = if xprt != 0 { self.open.iter().position(|e| e.xprt == xprt) } else { None };
+        // An RPC sent during a hang that just ended may still reach its
+        // major timeout as the transport recovers (the kernel's "OK"
+        // follows at once): part of that hang, not a new one.
+        if found.is_none()
+            && xprt != 0
+            && let Some(u) = self
+                .ended
+                .iter_mut()
+                .rev()
+                .find(|e| e.xprt == xprt && e.end_ns().is_some_and(|end| ts_ns.saturating_sub(end) < RPC_AFTER_END_NS))
+                .map(|e| e.unanswered.get_or_insert_with(|| Unanswered { start_ns: ts_ns, rpc_first_ns: ts_ns, ..Default::default() }))
+        {
+            u.rpc_timeouts += 1;
+            u.rpc_last_ns = u.rpc_last_ns.max(ts_ns);
+            return Vec::new();
+        }
         let Some((i, opened)) = self.found_or_open(found, xprt, flow, 0, Symptom::RpcTimeout, ts_ns) else {
             return Vec::new();
         };

@@ -532,3 +532,19 @@ fn the_kernels_ok_line_joins_the_episode_that_recovered() {
     r.ep.on_kernel_line("10.9.9.9".parse().unwrap(), "nfs: server 10.9.9.9 OK", true, 4_700 * MS);
     assert_eq!(r.ep.ended[0].kernel_said, ["nfs: server 10.0.0.1 not responding, still trying", "nfs: server 10.0.0.1 OK"]);
 }
+
+/// A timeout that fires as the transport recovers from a hang opens no
+/// new episode (it would be a server-not-answering on 0.1 s of evidence).
+#[test]
+fn an_rpc_timeout_just_after_recovery_joins_the_ended_episode() {
+    let mut r = Run::new(None);
+    r.feed(&[connected(100, 1, 999, 99, XPRT), unanswered(2_600, 1, 999, 1_200, 3, XPRT), closed(7_000, 1, 999, libc::ETIMEDOUT, XPRT)]);
+    r.feed(&[connected(7_100, 2, 1001, 7_050, XPRT)]);
+    assert_eq!(r.ep.ended.len(), 1);
+    rpc_timeout(&mut r, 7_200, 1001);
+    assert!(r.ep.open_episodes().is_empty(), "{:?}", r.ep.open_episodes());
+    assert_eq!(r.ep.ended[0].unanswered.as_ref().unwrap().rpc_timeouts, 1);
+    // Long after, a timeout is a new episode again.
+    rpc_timeout(&mut r, 90_000, 1001);
+    assert_eq!(r.ep.open_episodes().len(), 1);
+}
