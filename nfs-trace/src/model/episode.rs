@@ -98,6 +98,18 @@ impl Unanswered {
         if self.rpc_gap_ns == 0 { RPC_QUIET_ONE_NS } else { (3 * self.rpc_gap_ns).clamp(10_000_000_000, 1_200_000_000_000) }
     }
 
+    /// One RPC major timeout at `ts_ns`: the first dates the RPC signal,
+    /// later ones its rhythm.
+    fn add_rpc_timeout(&mut self, ts_ns: u64) {
+        if self.rpc_timeouts == 0 {
+            self.rpc_first_ns = ts_ns;
+        } else {
+            self.rpc_gap_ns = ts_ns.saturating_sub(self.rpc_last_ns);
+        }
+        self.rpc_timeouts += 1;
+        self.rpc_last_ns = ts_ns;
+    }
+
     /// Every signal it had has stopped for longer than its rhythm allows.
     fn quiet_at(&self, now_ns: u64) -> bool {
         let data = self.data_retransmits == 0 || now_ns.saturating_sub(self.last_ns) > self.quiet_limit_ns();
@@ -525,10 +537,9 @@ impl EpisodeTracker {
                 .iter_mut()
                 .rev()
                 .find(|e| e.xprt == xprt && e.end_ns().is_some_and(|end| ts_ns.saturating_sub(end) < RPC_AFTER_END_NS))
-                .map(|e| e.unanswered.get_or_insert_with(|| Unanswered { start_ns: ts_ns, rpc_first_ns: ts_ns, ..Default::default() }))
+                .map(|e| e.unanswered.get_or_insert_with(|| Unanswered { start_ns: ts_ns, ..Default::default() }))
         {
-            u.rpc_timeouts += 1;
-            u.rpc_last_ns = u.rpc_last_ns.max(ts_ns);
+            u.add_rpc_timeout(ts_ns);
             return Vec::new();
         }
         let Some((i, opened)) = self.found_or_open(found, xprt, flow, 0, Symptom::RpcTimeout, ts_ns) else {
@@ -538,13 +549,7 @@ impl EpisodeTracker {
         e.last_ns = e.last_ns.max(ts_ns);
         let u = e.unanswered.get_or_insert(Unanswered { start_ns: ts_ns, ..Default::default() });
         u.start_ns = u.start_ns.min(ts_ns);
-        if u.rpc_timeouts == 0 {
-            u.rpc_first_ns = ts_ns;
-        } else {
-            u.rpc_gap_ns = ts_ns.saturating_sub(u.rpc_last_ns);
-        }
-        u.rpc_timeouts += 1;
-        u.rpc_last_ns = ts_ns;
+        u.add_rpc_timeout(ts_ns);
         self.after(i, opened)
     }
 

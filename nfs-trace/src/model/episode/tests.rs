@@ -543,7 +543,8 @@ fn an_rpc_timeout_just_after_recovery_joins_the_ended_episode() {
     assert_eq!(r.ep.ended.len(), 1);
     rpc_timeout(&mut r, 7_200, 1001);
     assert!(r.ep.open_episodes().is_empty(), "{:?}", r.ep.open_episodes());
-    assert_eq!(r.ep.ended[0].unanswered.as_ref().unwrap().rpc_timeouts, 1);
+    let u = r.ep.ended[0].unanswered.as_ref().unwrap();
+    assert_eq!((u.rpc_timeouts, u.rpc_first_ns, u.rpc_last_ns), (1, 7_200 * MS, 7_200 * MS), "dated, not left at 0");
     // Long after, a timeout is a new episode again.
     rpc_timeout(&mut r, 90_000, 1001);
     assert_eq!(r.ep.open_episodes().len(), 1);
