@@ -279,7 +279,7 @@ pub fn place(gathered: &[Gathered], ns: &Namespaces, ev: &Evidence, single: Opti
 /// seen (the tracer's own view first); mount namespaces that cannot be
 /// read are skipped. Cheap: no sysfs, no sockets.
 pub fn nfs_mounts(proc_root: &Path) -> Vec<NfsMount> {
-    let ns = Namespaces::scan(proc_root);
+    let ns = Namespaces::scan_mnt(proc_root);
     let per = read_mntns(proc_root, &ns, &mut Vec::new()).unwrap_or_default();
     dedupe(&per).into_iter().map(|g| g.mount).collect()
 }
