@@ -60,7 +60,14 @@ pub fn with_sysfs_of<T: Send + 'static>(netns: &Path, f: impl FnOnce(&Path) -> T
 }
 
 fn sysfs_in<T: Send + 'static>(netns: &Path, writable: bool, f: impl FnOnce(&Path) -> T + Send + 'static) -> Result<T> {
-    namespaces::in_netns(netns, move || {
+    namespaces::in_netns(netns, move || mounted_here(writable, f))
+}
+
+/// Mounts the calling thread's network namespace's sysfs and runs `f` on
+/// it. The thread gets a mount namespace of its own for good: call it only
+/// from a thread `namespaces::in_netns` made, which ends with its closure.
+fn mounted_here<T>(writable: bool, f: impl FnOnce(&Path) -> T) -> Result<T> {
+    {
         // SAFETY: unshare affects only this thread (and it gets its own
         // fs_struct with CLONE_NEWNS); no pointers involved.
         if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
@@ -92,15 +99,21 @@ fn sysfs_in<T: Send + 'static>(netns: &Path, writable: bool, f: impl FnOnce(&Pat
         };
         let _ = std::fs::remove_dir(&dir);
         result
-    })
+    }
 }
 
 /// The sunrpc sysfs of the network namespace at `netns` (one of
 /// [`namespaces::netns_paths`]), for mounts `devs`.
 pub fn read_netns(netns: &Path, ino: NsIno, devs: &[String]) -> SunrpcSysfs {
     let devs = devs.to_vec();
-    match with_sysfs_of(netns, move |sys| {
-        let mut r = read_tree(sys, &devs, Some(ino));
+    namespaces::in_netns(netns, move || Ok(read_here(ino, &devs))).unwrap_or_else(|e| SunrpcSysfs::Unseen(format!("{e:#}")))
+}
+
+/// [`read_netns`] from a thread already in that network namespace (one
+/// `namespaces::in_netns` made: this gives it a mount namespace of its own).
+pub fn read_here(ino: NsIno, devs: &[String]) -> SunrpcSysfs {
+    match mounted_here(false, |sys| {
+        let mut r = read_tree(sys, devs, Some(ino));
         // The directories are the ones this netns's sysfs shows at /sys.
         if let SunrpcSysfs::Read { xprts, .. } = &mut r {
             for x in xprts {

@@ -42,7 +42,13 @@ pub fn read_own(proc_root: &Path) -> Option<BTreeSet<String>> {
 /// The volumes of the network namespace at `netns` (one of
 /// [`namespaces::netns_paths`]), read from a thread that entered it.
 pub fn read_in(netns: &Path) -> Option<BTreeSet<String>> {
-    namespaces::in_netns(netns, || Ok(read_at(Path::new("/proc")))).ok().flatten()
+    namespaces::in_netns(netns, || Ok(read_here())).ok().flatten()
+}
+
+/// The volumes of the calling thread's network namespace (a thread that
+/// entered one: `thread-self` is what makes it this thread's).
+pub fn read_here() -> Option<BTreeSet<String>> {
+    read_at(Path::new("/proc"))
 }
 
 #[cfg(test)]

@@ -284,6 +284,15 @@ pub fn nfs_mounts(proc_root: &Path) -> Vec<NfsMount> {
     dedupe(&per).into_iter().map(|g| g.mount).collect()
 }
 
+/// What one network namespace showed to the thread that entered it.
+struct OtherNetns {
+    socks: anyhow::Result<Vec<TcpSock>>,
+    /// Its sunrpc sysfs, when it was to be read there.
+    sysfs: Option<SunrpcSysfs>,
+    /// Its nfsfs volumes (live /proc only).
+    volumes: Option<BTreeSet<String>>,
+}
+
 /// Everything: namespaces, every mount namespace's mounts, the sockets and
 /// sunrpc sysfs of every network namespace (the latter only with NFS
 /// mounts, and only where sunrpc is loaded).
@@ -307,14 +316,56 @@ pub fn read(proc_root: &Path, sys_root: &Path) -> io::Result<HostMounts> {
     if let Some(own) = ns.own_net {
         sysfs.insert(own, own_tree.clone());
     }
-    let mut sys_unseen = Vec::new();
-    for p in paths.iter().filter(|p| Some(p.ino) != ns.own_net) {
+    let mut ports: Vec<u16> = gathered.iter().map(|g| g.mount.port()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    // What each other netns shows (sockets; sunrpc sysfs and nfsfs volumes
+    // where they can be read), from one thread that entered it: a thread
+    // and a setns per netns rather than one for each of the three.
+    let live = proc_root == Path::new("/proc");
+    let want_sysfs = loaded && sys_root == Path::new("/sys");
+    let here = crate::host::netns_inode::own().map(|n| n.0);
+    let (mut socks, mut sock_unseen, mut sys_unseen) = (Vec::new(), Vec::new(), Vec::new());
+    let mut volumes = BTreeMap::new();
+    if let (Some(own), Some(v)) = (ns.own_net, nfsfs_volumes::read_own(proc_root)) {
+        volumes.insert(own, v);
+    }
+    for p in &paths {
+        let other = Some(p.ino) != ns.own_net;
+        let got = if here == Some(p.ino) {
+            // Our own is read without entering it (setns needs root, even there).
+            Ok(OtherNetns { socks: sock_diag::sockets_here(&ports), sysfs: None, volumes: None })
+        } else {
+            let (ports, devs, ino) = (ports.clone(), devs.clone(), p.ino);
+            namespaces::in_netns(&p.path, move || {
+                Ok(OtherNetns {
+                    socks: sock_diag::sockets_here(&ports),
+                    volumes: (live && other).then(nfsfs_volumes::read_here).flatten(),
+                    // Last: it gives the thread a mount namespace of its own.
+                    sysfs: (want_sysfs && other).then(|| netns_sysfs::read_here(ino, &devs)),
+                })
+            })
+        };
+        let got = got.unwrap_or_else(|e| {
+            let why = format!("{e:#}");
+            OtherNetns { socks: Err(anyhow::anyhow!("{why}")), volumes: None, sysfs: Some(SunrpcSysfs::Unseen(why)) }
+        });
+        match got.socks {
+            Ok(v) => socks.extend(v),
+            Err(e) => sock_unseen.push((p.ino, format!("{e:#}"))),
+        }
+        if let Some(v) = got.volumes {
+            volumes.insert(p.ino, v);
+        }
+        if !other {
+            continue;
+        }
         let s = if !loaded {
             SunrpcSysfs::NotLoaded
         } else if sys_root != Path::new("/sys") {
             SunrpcSysfs::Unseen(format!("--sys-root {} is the tracer's own namespace's", sys_root.display()))
         } else {
-            netns_sysfs::read_netns(&p.path, p.ino, &devs)
+            got.sysfs.unwrap_or_else(|| SunrpcSysfs::Unseen("not read".into()))
         };
         if let SunrpcSysfs::Unseen(why) = &s {
             sys_unseen.push(format!("{}: {why}", p.ino));
@@ -327,23 +378,6 @@ pub fn read(proc_root: &Path, sys_root: &Path) -> io::Result<HostMounts> {
             sys_unseen.len()
         ));
     }
-    // Which superblocks each netns's clients hold: the tracer's own
-    // through /proc, the others from a thread in each (live /proc only).
-    let mut volumes = BTreeMap::new();
-    if let (Some(own), Some(v)) = (ns.own_net, nfsfs_volumes::read_own(proc_root)) {
-        volumes.insert(own, v);
-    }
-    if proc_root == Path::new("/proc") {
-        for p in paths.iter().filter(|p| Some(p.ino) != ns.own_net) {
-            if let Some(v) = nfsfs_volumes::read_in(&p.path) {
-                volumes.insert(p.ino, v);
-            }
-        }
-    }
-    let mut ports: Vec<u16> = gathered.iter().map(|g| g.mount.port()).collect();
-    ports.sort_unstable();
-    ports.dedup();
-    let (socks, sock_unseen) = sock_diag::sockets_everywhere(&paths, &ports);
     if let Some((n, why)) = sock_unseen.first() {
         unseen.push(format!(
             "the sockets of {} network namespace(s) cannot be listed (netns {n}: {why}): mounts there are placed by sysfs and their mount namespace only",

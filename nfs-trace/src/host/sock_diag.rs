@@ -300,6 +300,14 @@ fn destroy_here(s: &TcpSock) -> Result<()> {
     Ok(())
 }
 
+/// TCP sockets toward `ports` (any state) in the calling thread's network
+/// namespace.
+pub fn sockets_here(ports: &[u16]) -> Result<Vec<TcpSock>> {
+    let mut v = dump_here()?;
+    v.retain(|s| ports.contains(&s.rport));
+    Ok(v)
+}
+
 /// TCP sockets toward `ports` (any state) in every network namespace of
 /// `netns` (from [`namespaces::netns_paths`]), and the namespaces that
 /// could not be looked into, with why (entering one needs root).
@@ -313,11 +321,7 @@ pub fn sockets_everywhere(netns: &[NetnsPath], ports: &[u16]) -> (Vec<TcpSock>, 
         let enter = move |f: Box<dyn FnOnce() -> Result<Vec<TcpSock>> + Send>| {
             if here == Some(ns.ino) { f() } else { namespaces::in_netns(&path, f) }
         };
-        match enter(Box::new(move || {
-            let mut v = dump_here()?;
-            v.retain(|s| ports.contains(&s.rport));
-            Ok(v)
-        })) {
+        match enter(Box::new(move || sockets_here(&ports))) {
             Ok(v) => out.extend(v),
             Err(e) => unseen.push((ns.ino, format!("{e:#}"))),
         }
