@@ -24,9 +24,13 @@ pub fn truth_consistent(truth: &Value) -> Vec<String> {
 }
 
 /// A record of the flow from `client` to `server`:2049 (`laddr` where the
-/// record has one: xprt records may not).
+/// record has one: xprt records may not, and that of an attempt that
+/// failed in connect() says 0.0.0.0 or `::`, the address the kernel reset
+/// the socket to: seen on 6.12, an nconnect v4.1 transport drawing a port
+/// a sibling held, EADDRNOTAVAIL).
 fn of_flow(l: &Value, server: &Value, client: &Value) -> bool {
-    l["raddr"] == *server && l["dport"] == 2049 && (l.get("laddr").is_none() || l["laddr"] == *client)
+    let unspecified = l["laddr"].as_str().and_then(|a| a.parse::<std::net::IpAddr>().ok()).is_some_and(|a| a.is_unspecified());
+    l["raddr"] == *server && l["dport"] == 2049 && (l.get("laddr").is_none() || l["laddr"] == *client || unspecified)
 }
 
 fn in_window(l: &Value, t0: u64, t1: u64) -> bool {

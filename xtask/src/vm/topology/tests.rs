@@ -255,6 +255,23 @@ fn check_must_list_the_containers_mount_with_its_netns() {
 }
 
 #[test]
+fn a_reconnect_through_an_attempt_the_kernel_reset_to_0_0_0_0_chains() {
+    // 6.12, nconnect v4.1 (seen 2026-12-03): 40001 dropped, the next
+    // attempt drew 40005, which a sibling held: connect() failed with
+    // EADDRNOTAVAIL and the kernel reset the socket's address, so that
+    // xprt record says laddr 0.0.0.0; 40007 (ss's port) came next.
+    let mut l = lines();
+    l[7] = rec("xprt_reconnect", 40007, 2051, json!({"xprt": "0xff4", "prev_sport": 40005, "reused": false, "mounts": [V41]}));
+    l.insert(6, rec("xprt_reconnect", 40005, 2030, json!({"xprt": "0xff4", "prev_sport": 40001, "reused": false, "laddr": "0.0.0.0", "connect_error": -99, "mounts": [V41]})));
+    l.insert(6, rec("connect", 40005, 2029, json!({"outcome": "closed", "reused": false})));
+    let v = judge(&truth(), Some(&l), true);
+    assert!(!problems(&v).contains("do not lead from"), "{v}");
+    // Another client's attempt is still not this flow's.
+    l[7]["laddr"] = json!("10.99.0.3");
+    assert!(problems(&judge(&truth(), Some(&l), true)).contains("do not lead from"));
+}
+
+#[test]
 fn a_first_connect_that_failed_chains_to_the_port_ss_saw() {
     // 7.2, nconnect v4.1: the transport's first attempt drew 979, which a
     // sibling held (established); that attempt closed and 40001 (ss's
