@@ -195,6 +195,12 @@ impl Session {
             events: sum(counter::LOST_EVENTS),
             sockets: sum(counter::LOST_SOCKETS),
             connects: sum(counter::LOST_CONNECTS),
+            missed_runs: self
+                .ebpf
+                .programs()
+                .filter_map(|(_, p)| p.fd().ok())
+                .map(|fd| crate::kernel::lost::recursion_misses(std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd))))
+                .sum(),
         }
     }
 

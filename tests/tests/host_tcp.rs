@@ -358,7 +358,10 @@ fn a_stalled_reconnect_is_an_episode_whose_verdict_names_the_missing_canary() {
 }
 
 /// An undersized ring buffer under a connect storm: records are lost, and
-/// every lost one is counted, so connects made = connects seen + lost, exactly.
+/// every lost one is counted, so connects made = connects seen + lost,
+/// exactly, but for runs the kernel skipped (`missed_runs`: a BPF program
+/// was already running on that CPU; seen once in ~6,000 runs with the
+/// other tests running, 2026-12-03), which are counted too.
 /// A port of its own keeps other tests' traffic out of the counts.
 #[test]
 fn lost_connects_are_counted_exactly_under_a_storm() {
@@ -376,7 +379,12 @@ fn lost_connects_are_counted_exactly_under_a_storm() {
     let sum = recs.summary();
     let lost = sum["lost_connects"].as_u64().unwrap() as usize;
     assert!(lost > 0, "a 4 KiB ring buffer must overflow under {made} connects (seen {seen})");
-    assert_eq!(seen + lost, made, "seen {seen} + lost {lost} != made {made}");
+    let missed = sum["missed_runs"].as_u64().expect("missed_runs in the summary") as usize;
+    assert!(seen + lost <= made, "seen {seen} + lost {lost} > made {made}: a connect reported twice");
+    assert!(
+        made <= seen + lost + missed,
+        "seen {seen} + lost {lost} + kernel-skipped runs {missed} < made {made}: a connect went missing uncounted"
+    );
     assert!(sum["lost_events"].as_u64().unwrap() >= lost as u64);
     assert!(recs.all.iter().any(|r| r["type"] == "lost"), "loss is reported as it happens, not only at the end");
 }

@@ -143,6 +143,7 @@ pub struct Metrics {
     lost_events: Counter,
     lost_connects: Counter,
     lost_sockets: Counter,
+    missed_runs: Counter,
     overflow: Family<KindLabels, Counter>,
     hooks_attached: Gauge,
     tracked_destinations: Gauge,
@@ -189,6 +190,7 @@ impl Metrics {
             lost_events: Counter::default(),
             lost_connects: Counter::default(),
             lost_sockets: Counter::default(),
+            missed_runs: Counter::default(),
             overflow: Family::default(),
             hooks_attached: Gauge::default(),
             tracked_destinations: Gauge::default(),
@@ -231,6 +233,11 @@ impl Metrics {
         r.register("nfs_trace_lost_events", "Ring buffer records that could not be reserved", m.lost_events.clone());
         r.register("nfs_trace_lost_connects", "Of those, connect attempts", m.lost_connects.clone());
         r.register("nfs_trace_lost_sockets", "Sockets whose state could not be stored", m.lost_sockets.clone());
+        r.register(
+            "nfs_trace_missed_runs",
+            "Runs of the tracer's BPF programs the kernel skipped (another BPF program was running on that CPU)",
+            m.missed_runs.clone(),
+        );
         r.register(
             "nfs_trace_metrics_overflow",
             "Observations counted under label value \"other\" because their kind (destination, stall, transport) reached its bound of label sets",
@@ -387,6 +394,7 @@ impl Metrics {
             (&self.lost_events, lost.events, &mut self.lost_seen.events),
             (&self.lost_connects, lost.connects, &mut self.lost_seen.connects),
             (&self.lost_sockets, lost.sockets, &mut self.lost_seen.sockets),
+            (&self.missed_runs, lost.missed_runs, &mut self.lost_seen.missed_runs),
         ] {
             c.inc_by(now.saturating_sub(*seen));
             *seen = (*seen).max(now);

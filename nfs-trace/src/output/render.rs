@@ -74,7 +74,7 @@ impl<W: Write> Renderer<W> {
             Format::Json => self.json_line("lost", lost),
             Format::Human { .. } => writeln!(
                 self.out,
-                "{}LOST: {} events ({} connects in all), {} sockets could not be recorded so far ({}){}",
+                "{}LOST: {} events ({} connects in all), {} sockets could not be recorded so far ({}){}{}",
                 self.style(RED_BOLD),
                 lost.events,
                 lost.connects,
@@ -83,7 +83,13 @@ impl<W: Write> Renderer<W> {
                 match (lost.events > 0, lost.sockets > 0) {
                     (true, false) => "ring buffer full: try a larger --ringbuf-kb",
                     (false, true) => "socket map full",
+                    (false, false) => "nothing lost to the ring buffer or socket map",
                     _ => "ring buffer and socket map full: try a larger --ringbuf-kb",
+                },
+                if lost.missed_runs > 0 {
+                    format!("; {} hook runs skipped by the kernel (another BPF program was running on that CPU)", lost.missed_runs)
+                } else {
+                    String::new()
                 },
                 self.style(RESET)
             ),

@@ -63,13 +63,13 @@ fn renders_families_with_help_and_type() {
     let mut m = Metrics::new();
     let t = Tracker::new();
     let x = XprtTracker::new(false);
-    let out = m.render(&t, &x, &[], Lost { events: 2, sockets: 0, connects: 1 }, 3, &StateSizes { kernel_sockets: 5 });
+    let out = m.render(&t, &x, &[], Lost { events: 2, sockets: 0, connects: 1, missed_runs: 0 }, 3, &StateSizes { kernel_sockets: 5 });
     assert!(out.contains("nfs_trace_kernel_tracked_sockets 5"));
     assert!(out.contains("# TYPE nfs_trace_lost_events_total counter\nnfs_trace_lost_events_total 2\n"), "{out}");
     assert!(out.contains("nfs_trace_hooks_attached 3"));
     assert!(out.lines().all(|l| l.starts_with('#') || l.starts_with("nfs_trace_")));
     // The kernel's counters are monotonic; ours follow them.
-    let out = m.render(&t, &x, &[], Lost { events: 5, sockets: 0, connects: 1 }, 3, &StateSizes { kernel_sockets: 5 });
+    let out = m.render(&t, &x, &[], Lost { events: 5, sockets: 0, connects: 1, missed_runs: 0 }, 3, &StateSizes { kernel_sockets: 5 });
     assert!(out.contains("nfs_trace_lost_events_total 5\n"), "{out}");
 }
 

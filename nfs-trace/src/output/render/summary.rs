@@ -45,6 +45,7 @@ struct SummaryBody {
     lost_events: u64,
     lost_sockets: u64,
     lost_connects: u64,
+    missed_runs: u64,
     evicted_destinations: u64,
     /// Flows remembered at exit, and forgotten to bound memory.
     tracked_flows: usize,
@@ -148,6 +149,7 @@ impl<W: Write> Renderer<W> {
                     lost_events: lost.events,
                     lost_sockets: lost.sockets,
                     lost_connects: lost.connects,
+                    missed_runs: lost.missed_runs,
                     evicted_destinations: t.evicted,
                     tracked_flows: t.flow_counts().0,
                     evicted_flows: t.flow_counts().1,
@@ -261,11 +263,17 @@ impl<W: Write> Renderer<W> {
                         );
                     }
                 }
-                let lost_style = if lost.events + lost.sockets > 0 { self.style(RED_BOLD) } else { "" };
-                let reset = if lost.events + lost.sockets > 0 { self.style(RESET) } else { "" };
+                let any = lost.events + lost.sockets + lost.missed_runs > 0;
+                let lost_style = if any { self.style(RED_BOLD) } else { "" };
+                let reset = if any { self.style(RESET) } else { "" };
+                let missed = if lost.missed_runs > 0 {
+                    format!(", hook runs the kernel skipped (another BPF program on that CPU): {}", lost.missed_runs)
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     s,
-                    "{lost_style}lost events: {} ({} connects), lost sockets: {}{reset}",
+                    "{lost_style}lost events: {} ({} connects), lost sockets: {}{missed}{reset}",
                     lost.events, lost.connects, lost.sockets
                 );
                 if t.evicted > 0 {

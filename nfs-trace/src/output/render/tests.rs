@@ -38,7 +38,7 @@ fn render_with(format: Format, evs: &[Event], views: &[MountView]) -> String {
             }
         }
     }
-    r.summary(&t, &XprtTracker::new(false), views, Vec::new(), Lost { events: 3, sockets: 0, connects: 1 }, 1_000_000_000, &eps)
+    r.summary(&t, &XprtTracker::new(false), views, Vec::new(), Lost { events: 3, sockets: 0, connects: 1, missed_runs: 0 }, 1_000_000_000, &eps)
         .unwrap();
     String::from_utf8(r.out).unwrap()
 }
