@@ -360,8 +360,8 @@ fn a_stalled_reconnect_is_an_episode_whose_verdict_names_the_missing_canary() {
 /// An undersized ring buffer under a connect storm: records are lost, and
 /// every lost one is counted, so connects made = connects seen + lost,
 /// exactly, but for runs the kernel skipped (`missed_runs`: a BPF program
-/// was already running on that CPU; seen once in ~6,000 runs with the
-/// other tests running, 2026-12-03), which are counted too.
+/// was already running on that CPU), which are counted too. A fresh-clone
+/// run on 2026-12-03, before they were counted, saw seen + lost = made - 1.
 /// A port of its own keeps other tests' traffic out of the counts.
 #[test]
 fn lost_connects_are_counted_exactly_under_a_storm() {
