@@ -62,6 +62,20 @@ impl DestStats {
     }
 }
 
+/// Whether attempt `ev` (ending as `outcome`) collided in connect() with the
+/// live connection `prev` of the same 4-tuple: the kernel lets two sockets
+/// bind one port (SunRPC sets SO_REUSEADDR), but not connect the same
+/// 4-tuple, and then moves the new socket from SYN_SENT straight back to
+/// CLOSE with no error on the socket and no SYN sent. A live connection's
+/// memory is one established and not yet ended, by another socket.
+fn collides(prev: &FlowMem, ev: &Event, outcome: Outcome) -> bool {
+    prev.end_ns.is_none()
+        && prev.outcome == Outcome::Established
+        && prev.sk != ev.sk
+        && outcome == Outcome::Closed
+        && ev.syn_retrans == 0
+}
+
 /// Bound on destinations kept (memory stays flat under churn).
 pub const MAX_DESTINATIONS: usize = 4096;
 
@@ -208,6 +222,30 @@ impl Tracker {
         let outcome = Outcome::of(ev);
         let syn_sent_ns = ev.ts_ns.saturating_sub(ev.start_ns);
         let mut out = Vec::with_capacity(2);
+        if self.flows.get(&ev.flow).is_some_and(|prev| collides(prev, ev, outcome)) {
+            // connect() itself refused the 4-tuple: a live socket holds it
+            // (an nconnect transport drew the port a sibling is connected
+            // from: EADDRNOTAVAIL, seen on 6.12 and 7.2). No SYN left the
+            // host, so it is no use of the flow and must not replace the
+            // live one in memory: the holder's next reconnect from that port
+            // is still its own rebind, not a chance repeat of this attempt.
+            let who = Who::of(ev);
+            let d = self.dest_mut(who.flow.dest());
+            d.connects += 1;
+            d.failed += 1;
+            d.last_active_ns = ev.ts_ns;
+            out.push(Observation::Connect(Attempt {
+                who,
+                ts_ns: ev.ts_ns,
+                outcome,
+                errno: ev.err,
+                syn_sent_ns,
+                syn_retrans: ev.syn_retrans,
+                attempt: d.connects,
+                reused: false,
+            }));
+            return out;
+        }
         let reuse = match self.flows.get(&ev.flow) {
             Some(prev) if ev.flow.sport != 0 => {
                 let gap_ns = prev.end_ns.map(|e| ev.start_ns.saturating_sub(e));

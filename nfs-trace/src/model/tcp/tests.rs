@@ -525,3 +525,33 @@ fn a_transport_drop_ends_the_flow_of_its_own_netns_only() {
     let gaps: Vec<(Netns, Option<u64>)> = reuses(&obs).iter().map(|r| (r.who.flow.netns, r.prev_end_ns)).collect();
     assert_eq!(gaps, vec![(Netns(7), Some(500 * MS)), (Netns(8), None)]);
 }
+
+/// nconnect (6.12, 7.2): a v4.1 transport draws the reserved port a v3
+/// sibling is connected from; connect() refuses the 4-tuple (EADDRNOTAVAIL)
+/// and the socket goes SYN_SENT → CLOSE at once. That attempt is neither a
+/// use of the flow nor its memory: the v3 transport's reconnect from its own
+/// port afterwards is still a deliberate reuse, not a chance repeat.
+#[test]
+fn an_attempt_refused_in_connect_by_a_live_sibling_is_no_use_of_its_flow() {
+    let mut t = Tracker::new();
+    let obs = run(
+        &mut t,
+        &[
+            of_xprt(connected(1, 1, 973), 0xa3),
+            // The v4.1 transport's attempt from 973 while 0xa3 holds it.
+            of_xprt(failed(2, 2, 973, 0), 0xb4),
+            of_xprt(connected(3, 3, 970), 0xb4),
+            of_xprt(closed(10, 1, 973, CLOSE, libc::ECONNABORTED), 0xa3),
+            of_xprt(connected(11, 4, 973), 0xa3),
+        ],
+    );
+    let r = reuses(&obs);
+    assert_eq!(r.iter().map(|r| (r.who.flow.sport, r.chance, r.streak)).collect::<Vec<_>>(), vec![(973, false, 1)]);
+    assert_eq!(r[0].prev_outcome, Outcome::Established, "compared with the v3 flow, not the refused attempt");
+    let (_, d) = t.destinations()[0];
+    assert_eq!((d.connects, d.failed, d.reuses, d.chance_reuses), (4, 1, 1, 0));
+    // Once the holder's flow has ended, a failed attempt from its port is
+    // an ordinary use of the flow again (a reconnect that failed).
+    let obs = run(&mut t, &[of_xprt(closed(20, 4, 973, CLOSE, libc::ECONNABORTED), 0xa3), of_xprt(failed(21, 5, 973, libc::ECONNREFUSED), 0xa3)]);
+    assert_eq!(reuses(&obs).len(), 1);
+}
