@@ -30,7 +30,7 @@
 //! changes: the evidence was about the transport, not the port.
 use std::net::IpAddr;
 
-use rustc_hash::FxHashMap as FastMap;
+use rustc_hash::{FxHashMap as FastMap, FxHashSet as FastSet};
 
 use crate::{
     flow::{Flow, Netns},
@@ -159,6 +159,19 @@ pub struct Attributor {
     /// mounted then.
     first_seen: FastMap<String, u64>,
     started: bool,
+    /// Transports whose latest connect was refused in connect() (their
+    /// previous port was never theirs).
+    refused: FastSet<u64>,
+}
+
+/// Whether a transport's connect failed in connect() because the 4-tuple
+/// was taken: the socket was bound to the port (SunRPC binds with
+/// SO_REUSEADDR) but another socket is connected from it. Seen on 6.12 and
+/// 7.2 when an nconnect v4.1 transport drew the port of a v3 sibling; the
+/// port then matches the sibling's mount's remembered one and would credit
+/// the wrong mount.
+fn refused_in_connect(error: i32) -> bool {
+    error == -libc::EADDRNOTAVAIL || error == -libc::EADDRINUSE
 }
 
 /// Whether a mount's own transports could include one that remembers
@@ -191,13 +204,34 @@ impl Attributor {
             XprtObservation::Destroyed { xprt, .. } => {
                 self.known.remove(xprt);
                 self.pending.remove(xprt);
+                self.refused.remove(xprt);
                 return;
             }
             XprtObservation::Drop { .. } | XprtObservation::RpcTimeout { .. } => return,
         };
+        if refused_in_connect(c.error) {
+            // The port was a sibling's (nconnect drew a port another
+            // transport is connected from): no evidence about this one.
+            // Its first connect still waits for its mount to appear.
+            if self.refused.len() < MAX_KNOWN {
+                self.refused.insert(c.xprt);
+            }
+            if c.connects == 1 && !c.is_reconnect() && self.pending.len() < MAX_KNOWN {
+                let flow = Flow { sport: 0, ..c.flow };
+                self.pending.insert(c.xprt, Pending { flow, srcport: None, first_ns: c.ts_ns });
+            }
+            return;
+        }
+        let prev_refused = self.refused.remove(&c.xprt);
+        if let Some(p) = self.pending.get_mut(&c.xprt) {
+            // The pending first attempt was refused: this is the port the
+            // transport really holds.
+            p.flow = c.flow;
+            p.srcport = c.srcport;
+        }
         let t = Transport::of_flow(c.xprt, &c.flow, c.srcport);
         let (mut found, mut why) = attribute(views, &t);
-        if why.is_none() && c.prev_sport.is_some() {
+        if why.is_none() && c.prev_sport.is_some() && !prev_refused {
             // The mounts were read before this reconnect: a mount link
             // lists the port the transport was connected from until now.
             (found, why) = attribute(views, &Transport { live: c.prev_sport, ..t });

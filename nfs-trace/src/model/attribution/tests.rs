@@ -335,3 +335,37 @@ fn a_transport_first_seen_by_us_is_not_eliminated_among_mounts_listed_at_start()
     a.observe(&connect(7, 851, Some(0), 2), &mut views);
     assert!(credited(&views, 7, 851, Some(0)).is_empty(), "its mount may still be coming");
 }
+
+/// nconnect (6.12, 7.2): a v4.1 transport's first attempt draws port 790,
+/// which the v3 mount's transport is connected from and remembers; connect()
+/// refuses it (EADDRNOTAVAIL) and the next attempt takes 905. The refused
+/// port is no evidence: the transport is not credited to the v3 mount, on
+/// the refused attempt or through it as the previous port, and is credited
+/// to the v4.1 mount when that appears.
+#[test]
+fn a_port_refused_in_connect_credits_no_mount() {
+    let mut a = Attributor::new();
+    let mut views = vec![v3()];
+    assert!(a.refresh(&mut views, 0).is_empty());
+    let refused = match connect(7, 790, Some(790), 1) {
+        XprtObservation::Connect(c) => XprtObservation::Connect(XprtConnect { error: -libc::EADDRNOTAVAIL, ..c }),
+        _ => unreachable!(),
+    };
+    a.observe(&refused, &mut views);
+    assert!(views[0].xprts.is_empty(), "{:?}", views[0].xprts);
+    let next = match connect(7, 905, Some(0), 2) {
+        XprtObservation::Connect(c) => XprtObservation::Connect(XprtConnect { prev_sport: Some(790), ..c }),
+        _ => unreachable!(),
+    };
+    a.observe(&next, &mut views);
+    assert!(views[0].xprts.is_empty(), "credited through the refused port: {:?}", views[0].xprts);
+    let mut views = vec![v3(), v41("/mnt/v41")];
+    let late = a.refresh(&mut views, 3_000_000_000);
+    assert_eq!(late.iter().map(|l| (l.xprt, l.mounts.clone(), l.flow.sport)).collect::<Vec<_>>(), vec![(7, vec!["/mnt/v41".to_string()], 905)]);
+    // Without the refusal, the same port is evidence for the v3 mount.
+    let mut b = Attributor::new();
+    let mut views = vec![v3()];
+    b.refresh(&mut views, 0);
+    b.observe(&connect(8, 790, Some(790), 1), &mut views);
+    assert_eq!(credited(&views, 8, 790, Some(790)), ["/mnt/v3"]);
+}
