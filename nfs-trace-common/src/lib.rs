@@ -226,6 +226,11 @@ pub struct XprtEvent {
     /// Inode of the transport's network namespace (`xprt->xprt_net`, else
     /// its socket's); 0 when unknown, as in [`ConnEvent::netns`].
     pub netns: u32,
+    /// For [`xprt_event::RPC_TIMEOUT`]: when the RPC that timed out was
+    /// created (`rpc_task.tk_start`, CLOCK_MONOTONIC like `ts_ns`), so a
+    /// timeout can be told to belong to a hang that was going on when the
+    /// RPC was sent. 0 elsewhere, or when unknown.
+    pub task_start_ns: u64,
 }
 
 /// Byte offsets of the `sock:inet_sock_set_state` fields, read at run time
@@ -327,6 +332,8 @@ pub struct XprtOffsets {
     pub xprt_net: u32,
     /// `struct rpc_task.tk_xprt` (the transport an RPC goes out on).
     pub task_xprt: u32,
+    /// `struct rpc_task.tk_start` (when the RPC was created, a ktime_t).
+    pub task_start: u32,
 }
 
 /// Name of the one-entry array map holding [`XprtOffsets`].
@@ -450,12 +457,14 @@ mod tests {
         assert_eq!(core::mem::size_of::<ConnEvent>(), 128);
         assert_eq!(core::mem::offset_of!(ConnEvent, netns), 120);
         assert_eq!(core::mem::align_of::<ConnEvent>(), 8);
-        assert_eq!(core::mem::size_of::<XprtEvent>(), 104);
+        assert_eq!(core::mem::size_of::<XprtEvent>(), 112);
+        assert_eq!(core::mem::offset_of!(XprtEvent, task_start_ns), 104);
         assert_eq!(core::mem::offset_of!(XprtEvent, srcport), 92);
         assert_eq!(core::mem::offset_of!(XprtEvent, srcport_known), 96);
         assert_eq!(core::mem::offset_of!(XprtEvent, netns), 100);
-        assert_eq!(core::mem::size_of::<XprtOffsets>(), 20);
+        assert_eq!(core::mem::size_of::<XprtOffsets>(), 24);
         assert_eq!(core::mem::offset_of!(XprtOffsets, task_xprt), 16);
+        assert_eq!(core::mem::offset_of!(XprtOffsets, task_start), 20);
         // The reader dispatches on the first byte.
         assert_eq!(core::mem::offset_of!(ConnEvent, kind), 0);
         assert_eq!(core::mem::offset_of!(XprtEvent, kind), 0);

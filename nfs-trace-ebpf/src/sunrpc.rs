@@ -25,7 +25,7 @@ fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
 fn xprt_offsets() -> XprtOffsets {
     match XPRT_OFFSETS.get(0) {
         Some(o) if o.valid != 0 => *o,
-        _ => XprtOffsets { xprt_addr: NO_OFFSET, srcport: NO_OFFSET, valid: 0, xprt_net: NO_OFFSET, task_xprt: NO_OFFSET },
+        _ => XprtOffsets { xprt_addr: NO_OFFSET, srcport: NO_OFFSET, valid: 0, xprt_net: NO_OFFSET, task_xprt: NO_OFFSET, task_start: NO_OFFSET },
     }
 }
 
@@ -142,13 +142,13 @@ fn try_xprt_event(ctx: &RawTracePointContext, what: u8) -> Result<u32, i64> {
     if xo.valid == 0 {
         crate::diag::no_xprt_offsets(xprt);
     }
-    xprt_record(&xo, xprt, what)
+    xprt_record(&xo, xprt, what, 0)
 }
 
 /// One record about transport `xprt` with no socket at hand: its
 /// destination, remembered port and namespace from the transport itself.
 #[inline(always)]
-fn xprt_record(xo: &XprtOffsets, xprt: u64, what: u8) -> Result<u32, i64> {
+fn xprt_record(xo: &XprtOffsets, xprt: u64, what: u8, task_start_ns: u64) -> Result<u32, i64> {
     let cfg = config();
     let xo = *xo;
     let (family, dport, daddr) = xprt_dest(xprt, &xo);
@@ -176,6 +176,7 @@ fn xprt_record(xo: &XprtOffsets, xprt: u64, what: u8) -> Result<u32, i64> {
         (*ev).srcport_known = known;
         (*ev).family = family;
         (*ev).netns = xprt_netns(cfg, xprt, 0, &xo);
+        (*ev).task_start_ns = task_start_ns;
     }
     submit(entry);
     Ok(0)
@@ -263,5 +264,8 @@ fn try_rpc_timeout(ctx: &RawTracePointContext) -> Result<u32, i64> {
     if xprt == 0 {
         return Ok(0);
     }
-    xprt_record(&xo, xprt, xprt_event::RPC_TIMEOUT)
+    // When the RPC was created: a timeout of one sent during a hang that
+    // has just ended belongs to that hang (0 when not known).
+    let start = read_at::<u64>(task, xo.task_start);
+    xprt_record(&xo, xprt, xprt_event::RPC_TIMEOUT, start)
 }

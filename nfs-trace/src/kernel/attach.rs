@@ -37,7 +37,7 @@ pub fn attach_sunrpc(ebpf: &mut Ebpf, btf: &KernelBtf) -> Option<Vec<HookStatus>
         .and_then(|mut a| a.set(0, types.offsets(), 0).map_err(|e| anyhow!("{e}")));
     if let Err(e) = stored {
         // The programs then read neither field.
-        types = SunrpcTypes { xprt_addr: None, srcport: None, xprt_net: None, task_xprt: None, why: Some(format!("cannot store sunrpc offsets: {e:#}")), ..types };
+        types = SunrpcTypes { xprt_addr: None, srcport: None, xprt_net: None, task_xprt: None, task_start: None, why: Some(format!("cannot store sunrpc offsets: {e:#}")), ..types };
     }
     Some(
         HOOKS[FIRST_SUNRPC_HOOK..]

@@ -110,6 +110,9 @@ pub struct XprtRecord {
     pub error: i32,
     /// Socket `sk_err` (positive errno) or 0.
     pub sk_err: i32,
+    /// For an RPC timeout: when its RPC was created (monotonic ns, like
+    /// `ts_ns`); None elsewhere or when the kernel record could not say.
+    pub task_start_ns: Option<u64>,
 }
 
 fn xprt_from_raw(e: &XprtEvent) -> Result<XprtRecord> {
@@ -140,6 +143,7 @@ fn xprt_from_raw(e: &XprtEvent) -> Result<XprtRecord> {
         sock_state: e.sock_state,
         error: e.error,
         sk_err: e.sk_err,
+        task_start_ns: (e.task_start_ns != 0).then_some(e.task_start_ns),
     })
 }
 

@@ -33,6 +33,10 @@ pub struct SunrpcTypes {
     /// attached and RPC timeouts come from the kernel's "not responding"
     /// lines instead.
     pub task_xprt: Option<u32>,
+    /// `struct rpc_task.tk_start` (when the RPC was created); None when
+    /// unknown: an RPC timeout just after a hang ended is then joined to it
+    /// by time alone.
+    pub task_start: Option<u32>,
 }
 
 impl SunrpcTypes {
@@ -43,7 +47,7 @@ impl SunrpcTypes {
             let source = module_btf.display().to_string();
             return match vmlinux.with_module(module_btf) {
                 Ok(m) => Self::look_up(&m, source),
-                Err(e) => SunrpcTypes { source, xprt_addr: None, srcport: None, why: Some(format!("{e:#}")), xprt_net: None, task_xprt: None },
+                Err(e) => SunrpcTypes { source, xprt_addr: None, srcport: None, why: Some(format!("{e:#}")), xprt_net: None, task_xprt: None, task_start: None },
             };
         }
         let mut t = Self::look_up(vmlinux, "vmlinux".into());
@@ -71,7 +75,8 @@ impl SunrpcTypes {
         let xprt_net = btf.member_offset("rpc_xprt", "xprt_net").ok();
         // Not in `why` either: only rpc_timeout_status needs it, and its gate says so.
         let task_xprt = btf.member_offset("rpc_task", "tk_xprt").ok();
-        SunrpcTypes { source, xprt_addr, srcport, why: (!why.is_empty()).then(|| why.join("; ")), xprt_net, task_xprt }
+        let task_start = btf.member_offset("rpc_task", "tk_start").ok();
+        SunrpcTypes { source, xprt_addr, srcport, why: (!why.is_empty()).then(|| why.join("; ")), xprt_net, task_xprt, task_start }
     }
 
     /// For the programs' XPRT_OFFSETS map: NO_OFFSET where unknown.
@@ -82,6 +87,7 @@ impl SunrpcTypes {
             valid: 1,
             xprt_net: self.xprt_net.unwrap_or(NO_OFFSET),
             task_xprt: self.task_xprt.unwrap_or(NO_OFFSET),
+            task_start: self.task_start.unwrap_or(NO_OFFSET),
         }
     }
 

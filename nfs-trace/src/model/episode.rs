@@ -80,7 +80,11 @@ pub struct Unanswered {
 const RPC_QUIET_ONE_NS: u64 = 600_000_000_000;
 /// An RPC timeout this soon after its transport's episode ended belongs to
 /// that episode (seen in the 6.12 blackhole-v3 lab: one fired 0.1 s after
-/// the reconnect, then "server … OK").
+/// the reconnect, then "server … OK") — if its RPC was made before the
+/// episode ended, where the kernel says when it was made: in the 6.12
+/// server-silent-v3 lab the mount's own connect stalled 1 s on a port the
+/// previous scenario had black-holed, and the frozen export's first RPC
+/// timeout, of a write made after that, was taken into that ended episode.
 const RPC_AFTER_END_NS: u64 = 60_000_000_000;
 
 impl Unanswered {
@@ -524,8 +528,9 @@ impl EpisodeTracker {
     }
 
     /// Phase (a) from the RPC layer: a major timeout of transport `xprt`,
-    /// whose connection is `flow`.
-    fn on_rpc_timeout(&mut self, xprt: u64, flow: Flow, ts_ns: u64) -> Vec<EpisodeObservation> {
+    /// whose connection is `flow`, of an RPC made at `task_start_ns` (None:
+    /// not known).
+    fn on_rpc_timeout(&mut self, xprt: u64, flow: Flow, ts_ns: u64, task_start_ns: Option<u64>) -> Vec<EpisodeObservation> {
         let found = if xprt != 0 { self.open.iter().position(|e| e.xprt == xprt) } else { None };
         // An RPC sent during a hang that just ended may still reach its
         // major timeout as the transport recovers (the kernel's "OK"
@@ -536,7 +541,12 @@ impl EpisodeTracker {
                 .ended
                 .iter_mut()
                 .rev()
-                .find(|e| e.xprt == xprt && e.end_ns().is_some_and(|end| ts_ns.saturating_sub(end) < RPC_AFTER_END_NS))
+                .find(|e| {
+                    e.xprt == xprt
+                        && e.end_ns().is_some_and(|end| {
+                            ts_ns.saturating_sub(end) < RPC_AFTER_END_NS && task_start_ns.is_none_or(|start| start < end)
+                        })
+                })
                 .map(|e| e.unanswered.get_or_insert_with(|| Unanswered { start_ns: ts_ns, ..Default::default() }))
         {
             u.add_rpc_timeout(ts_ns);
@@ -557,7 +567,7 @@ impl EpisodeTracker {
     /// is not attached: one RPC timeout on each transport `connected`
     /// toward it (the line names the server, not the transport).
     pub fn on_not_responding(&mut self, connected: &[(u64, Flow)], ts_ns: u64) -> Vec<EpisodeObservation> {
-        connected.iter().flat_map(|(x, f)| self.on_rpc_timeout(*x, *f, ts_ns)).collect()
+        connected.iter().flat_map(|(x, f)| self.on_rpc_timeout(*x, *f, ts_ns, None)).collect()
     }
 
     fn on_stall(&mut self, st: &Stall, ended: bool) -> Vec<EpisodeObservation> {
@@ -621,7 +631,7 @@ impl EpisodeTracker {
                 }
                 None => Vec::new(),
             },
-            XprtObservation::RpcTimeout { xprt, ts_ns, flow, .. } => self.on_rpc_timeout(*xprt, *flow, *ts_ns),
+            XprtObservation::RpcTimeout { xprt, ts_ns, flow, task_start_ns, .. } => self.on_rpc_timeout(*xprt, *flow, *ts_ns, *task_start_ns),
             // Connected is judged from the TCP connect (the transport's
             // connect record may come before the handshake completes).
             XprtObservation::Connect(_) => Vec::new(),

@@ -186,6 +186,7 @@ mod tests {
             sock_state: 0,
             error: 0,
             sk_err: 0,
+            task_start_ns: None,
         });
     }
 

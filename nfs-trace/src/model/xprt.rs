@@ -105,7 +105,8 @@ pub enum XprtObservation {
     /// responding"); `flow` is its connection as last seen connecting
     /// (else the transport's server with the remembered port), `timeouts`
     /// the transport's count so far.
-    RpcTimeout { xprt: u64, ts_ns: u64, flow: Flow, timeouts: u64 },
+    /// `task_start_ns`: when that RPC was created, where known.
+    RpcTimeout { xprt: u64, ts_ns: u64, flow: Flow, timeouts: u64, task_start_ns: Option<u64> },
 }
 
 /// What is known of one transport.
@@ -196,7 +197,7 @@ impl XprtTracker {
                 };
                 let flow = last.or_else(seeded).unwrap_or(Flow { sport: r.srcport.unwrap_or(0), ..r.flow });
                 let s = self.entry(r.xprt);
-                vec![XprtObservation::RpcTimeout { xprt: r.xprt, ts_ns: r.ts_ns, flow, timeouts: s.rpc_timeouts }]
+                vec![XprtObservation::RpcTimeout { xprt: r.xprt, ts_ns: r.ts_ns, flow, timeouts: s.rpc_timeouts, task_start_ns: r.task_start_ns }]
             }
             XprtWhat::Destroy => {
                 if let Some(s) = self.xprts.remove(&r.xprt) {

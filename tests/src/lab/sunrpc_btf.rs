@@ -70,6 +70,7 @@ fn truth() -> Result<Value> {
         "xprt_addr": offset(&btf, "rpc_xprt", "addr")?,
         "srcport": offset(&btf, "sock_xprt", "srcport")?,
         "task_xprt": offset(&btf, "rpc_task", "tk_xprt")?,
+        "task_start": offset(&btf, "rpc_task", "tk_start")?,
     }))
 }
 

@@ -21,7 +21,7 @@ pub fn judge(truth: &Value, with_tracer: bool) -> Value {
         if got.is_null() {
             problems.push("probes --json gave no sunrpc_types although sunrpc is loaded".into());
         }
-        for field in ["xprt_addr", "srcport", "task_xprt"] {
+        for field in ["xprt_addr", "srcport", "task_xprt", "task_start"] {
             if want[field] != got[field] {
                 problems.push(format!("{field}: nfs-trace {} but btf-rs {} ({})", got[field], want[field], got["source"]));
             }
@@ -87,6 +87,10 @@ mod tests {
         assert_eq!(judge(&off, true)["ok"], false);
         let task_off = truth(want.clone(), json!({"source": "x", "xprt_addr": 440, "srcport": 1290, "task_xprt": 32}), all.clone());
         assert_eq!(judge(&task_off, true)["ok"], false, "rpc_task.tk_xprt must match too");
+        let mut want_start = want.clone();
+        want_start["task_start"] = json!(184);
+        let start_off = truth(want_start, json!({"source": "x", "xprt_addr": 440, "srcport": 1290, "task_xprt": 24, "task_start": 176}), all.clone());
+        assert_eq!(judge(&start_off, true)["ok"], false, "rpc_task.tk_start must match too");
         let mut no_timeout = all.clone();
         no_timeout[2]["attached"] = json!(false);
         assert_eq!(judge(&truth(want, json!({"source": "x", "xprt_addr": 440, "srcport": 1290, "task_xprt": 24}), no_timeout), true)["ok"], false,

@@ -451,6 +451,7 @@ fn sunrpc_types_match_btf_rs_on_this_host() {
     assert_eq!(t.xprt_addr, btf_rs_bytes(&reference, "rpc_xprt", "addr"), "rpc_xprt.addr ({})", t.source);
     assert_eq!(t.srcport, btf_rs_bytes(&reference, "sock_xprt", "srcport"), "sock_xprt.srcport ({})", t.source);
     assert_eq!(t.task_xprt, btf_rs_bytes(&reference, "rpc_task", "tk_xprt"), "rpc_task.tk_xprt ({})", t.source);
+    assert_eq!(t.task_start, btf_rs_bytes(&reference, "rpc_task", "tk_start"), "rpc_task.tk_start ({})", t.source);
     assert_eq!(t.source, if module.exists() { module.display().to_string() } else { "vmlinux".into() });
     let sunrpc = &HOOKS[FIRST_SUNRPC_HOOK..];
     match (t.xprt_addr, t.srcport) {
@@ -484,7 +485,8 @@ fn add_sunrpc_types(b: &mut Builder, int: u32) -> (u32, u32) {
     let xprt = b.strukt("rpc_xprt", 200, &[("state", int, 0, 0), ("addr", storage, 8 * 40, 0), ("xprt_net", net_ptr, 8 * 176, 0)]);
     b.strukt("sock_xprt", 400, &[("xprt", xprt, 0, 0), ("srcport", ushort, 8 * 312, 0)]);
     let xprt_ptr = b.refer(kind::PTR, "", xprt);
-    b.strukt("rpc_task", 240, &[("tk_count", int, 0, 0), ("tk_xprt", xprt_ptr, 8 * 72, 0)]);
+    let ktime = b.int("long long int", 8, 64);
+    b.strukt("rpc_task", 240, &[("tk_count", int, 0, 0), ("tk_xprt", xprt_ptr, 8 * 72, 0), ("tk_start", ktime, 8 * 184, 0)]);
     (40, 312)
 }
 
@@ -502,7 +504,7 @@ fn sunrpc_types_from_module_btf_else_vmlinux() {
     let (addr, srcport) = add_sunrpc_types(&mut b, int);
     let builtin = KernelBtf::from_bytes(b.finish()).unwrap();
     let t = SunrpcTypes::find(&builtin, &absent);
-    assert_eq!(t, SunrpcTypes { source: "vmlinux".into(), xprt_addr: Some(addr), srcport: Some(srcport), why: None, xprt_net: Some(176), task_xprt: Some(72) });
+    assert_eq!(t, SunrpcTypes { source: "vmlinux".into(), xprt_addr: Some(addr), srcport: Some(srcport), why: None, xprt_net: Some(176), task_xprt: Some(72), task_start: Some(184) });
 
     // sunrpc a module with split BTF.
     let mut base = Builder::new();
@@ -518,6 +520,7 @@ fn sunrpc_types_from_module_btf_else_vmlinux() {
     assert_eq!(t.offsets().srcport, srcport);
     assert_eq!(t.offsets().xprt_net, 176);
     assert_eq!(t.offsets().task_xprt, 72, "rpc_task.tk_xprt, for rpc_timeout_status");
+    assert_eq!(t.offsets().task_start, 184, "rpc_task.tk_start, when the timed-out RPC was made");
 
     // A module without module BTF (5.10): vmlinux lacks the types.
     let t = SunrpcTypes::find(&vmlinux, &absent);
@@ -525,6 +528,7 @@ fn sunrpc_types_from_module_btf_else_vmlinux() {
     assert_eq!(t.offsets().xprt_addr, NO_OFFSET_FOR_TEST);
     assert_eq!((t.xprt_net, t.offsets().xprt_net), (None, NO_OFFSET_FOR_TEST), "unknown, not a fake offset");
     assert_eq!((t.task_xprt, t.offsets().task_xprt), (None, NO_OFFSET_FOR_TEST));
+    assert_eq!((t.task_start, t.offsets().task_start), (None, NO_OFFSET_FOR_TEST));
     let timeout_hook = crate::kernel::hooks::HOOKS.iter().find(|h| h.target == "rpc_timeout_status").unwrap();
     let why = t.gate(timeout_hook).unwrap_err();
     assert!(why.contains("rpc_task.tk_xprt") && why.contains("not responding"), "{why}");

@@ -349,7 +349,12 @@ fn a_close_without_the_unanswered_phase_is_unknown() {
 }
 
 fn rpc_timeout(r: &mut Run, at_ms: u64, sport: u16) {
-    let o = XprtObservation::RpcTimeout { xprt: XPRT, ts_ns: at_ms * MS, flow: flow(sport), timeouts: 0 };
+    rpc_timeout_of(r, at_ms, sport, None);
+}
+
+/// An RPC timeout at `at_ms` of an RPC made at `made_ms` (None: not known).
+fn rpc_timeout_of(r: &mut Run, at_ms: u64, sport: u16, made_ms: Option<u64>) {
+    let o = XprtObservation::RpcTimeout { xprt: XPRT, ts_ns: at_ms * MS, flow: flow(sport), timeouts: 0, task_start_ns: made_ms.map(|m| m * MS) };
     r.out.extend(r.ep.on_xprt(&o));
 }
 
@@ -548,4 +553,29 @@ fn an_rpc_timeout_just_after_recovery_joins_the_ended_episode() {
     // Long after, a timeout is a new episode again.
     rpc_timeout(&mut r, 90_000, 1001);
     assert_eq!(r.ep.open_episodes().len(), 1);
+}
+
+/// 6.12 server-silent-v3 (CI): the mount's first connect stalled 1 s on a
+/// port an earlier flow had held, an episode that ended at once; seconds
+/// later the export froze and a write made after that stall timed out. The
+/// kernel says when the RPC was made: after the ended episode, so its
+/// timeout opens the silent server's own episode. One made during the hang
+/// still joins it.
+#[test]
+fn an_rpc_made_after_an_episode_ended_opens_its_own() {
+    let mut r = Run::new(None);
+    r.feed(&[connected(100, 1, 999, 99, XPRT), unanswered(2_600, 1, 999, 1_200, 3, XPRT), closed(7_000, 1, 999, libc::ETIMEDOUT, XPRT)]);
+    r.feed(&[connected(7_100, 2, 1001, 7_050, XPRT)]);
+    assert_eq!(r.ep.ended.len(), 1);
+    let end_ms = r.ep.ended[0].end_ns().unwrap() / MS;
+    // Made during the hang: part of it.
+    rpc_timeout_of(&mut r, end_ms + 100, 1001, Some(2_000));
+    assert!(r.ep.open_episodes().is_empty(), "{:?}", r.ep.open_episodes());
+    assert_eq!(r.ep.ended[0].unanswered.as_ref().unwrap().rpc_timeouts, 1);
+    // Made 2 s after it ended, timing out 6 s later: a new hang.
+    rpc_timeout_of(&mut r, end_ms + 8_000, 1001, Some(end_ms + 2_000));
+    let open = r.ep.open_episodes();
+    assert_eq!(open.len(), 1);
+    assert_eq!((open[0].opened_by, open[0].verdict), (Symptom::RpcTimeout, VerdictName::ServerNotAnswering), "{}", open[0].evidence);
+    assert_eq!(r.ep.ended[0].unanswered.as_ref().unwrap().rpc_timeouts, 1, "the ended episode took no more");
 }

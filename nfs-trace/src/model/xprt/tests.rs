@@ -17,6 +17,7 @@ fn rec(what: XprtWhat, ts_ms: u64, xprt: u64, sport: u16) -> XprtRecord {
         sock_state: 0,
         error: 0,
         sk_err: 0,
+        task_start_ns: None,
     }
 }
 

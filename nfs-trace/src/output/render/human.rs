@@ -285,7 +285,7 @@ impl<W: Write> Renderer<W> {
                 };
                 self.out.write_all(line.as_bytes())
             }
-            XprtObservation::RpcTimeout { xprt, ts_ns, flow, timeouts } => {
+            XprtObservation::RpcTimeout { xprt, ts_ns, flow, timeouts, .. } => {
                 let mounts = mount_list(views, *xprt, flow, None, ",");
                 let on = if mounts.is_empty() { String::new() } else { format!(" [{mounts}]") };
                 writeln!(

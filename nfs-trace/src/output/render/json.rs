@@ -193,6 +193,9 @@ struct RpcTimeoutBody {
     flow: Flow,
     /// Major timeouts on this transport so far.
     timeouts: u64,
+    /// When the RPC that timed out was made (`rpc_task.tk_start`), on the
+    /// `mono_ns` clock; null where not known.
+    rpc_made_mono_ns: Option<u64>,
     mounts: Vec<String>,
 }
 
@@ -336,7 +339,7 @@ impl<W: Write> Renderer<W> {
                 body.attributed_by = why;
                 self.json_line(kind, body)
             }
-            XprtObservation::RpcTimeout { xprt, ts_ns, flow, timeouts } => {
+            XprtObservation::RpcTimeout { xprt, ts_ns, flow, timeouts, task_start_ns } => {
                 let (mounts, _) = attribute(views, &Transport::of_flow(*xprt, flow, None));
                 let body = RpcTimeoutBody {
                     xprt: format!("{xprt:#x}"),
@@ -344,6 +347,7 @@ impl<W: Write> Renderer<W> {
                     mono_ns: *ts_ns,
                     flow: *flow,
                     timeouts: *timeouts,
+                    rpc_made_mono_ns: *task_start_ns,
                     mounts: mounts.iter().map(|m| m.mountpoint.clone()).collect(),
                 };
                 self.json_line("rpc_timeout", body)
