@@ -172,6 +172,26 @@ impl Middlebox {
         Ok(killed)
     }
 
+    /// Destroys the server's connections to the client that are left once
+    /// the client has unmounted (`ss -K` in the server's namespace, the
+    /// guest's initial one). The stall and black-hole scenarios leave the
+    /// server holding flows the client gave up (the router dropped the RST,
+    /// or the client left a black-holed flow for a new port); a real server
+    /// drops them when they idle out, minutes later. A later scenario whose
+    /// mount drew such a port then met the stale socket (challenge ACK, RST,
+    /// a 1 s SYN retry) and began with a stall of its own: 6.12
+    /// server-silent-v3 drew the port blackhole-v4.1 had left (CI). Returns
+    /// what ss killed.
+    pub fn forget_client_flows(&self) -> Result<Vec<net::Sock>> {
+        let text = super::cmd::run(
+            std::process::Command::new("/sbin/ss").args([
+                "-K", "-tnaeH", "src", SERVER, "sport", "=", &format!(":{}", net::NFS_PORT), "dst", CLIENT,
+            ]),
+            T,
+        )?;
+        net::parse_ss(&text)
+    }
+
     /// Starts the outage: the router drops everything to and from the server.
     pub fn outage_begin(&self) -> Result<()> {
         nft_load(&self.router, "outage", OUTAGE_RULES).context("loading the outage rule")

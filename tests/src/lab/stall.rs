@@ -172,6 +172,12 @@ pub(super) fn report(mb: &Middlebox, name: &str, mnt: &Path, mut truth: Value, f
     if let Err(e) = scenario::unmount_from(&mb.client, mnt, middlebox::SERVER) {
         out::log(format!("{name}: {e:#}"));
     }
+    // The next scenario starts with a server that holds none of this one's flows.
+    match mb.forget_client_flows() {
+        Ok(left) if left.is_empty() => {}
+        Ok(left) => out::log(format!("{name}: the server still held {} flow(s) from the client, destroyed: {:?}", left.len(), left.iter().map(|s| format!("{} {}", s.state, s.peer)).collect::<Vec<_>>())),
+        Err(e) => out::log(format!("{name}: cannot clear the server's flows: {e:#}")),
+    }
     ok
 }
 
