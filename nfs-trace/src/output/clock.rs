@@ -72,7 +72,12 @@ pub struct Parts {
 
 impl Rfc3339 {
     pub fn parts(&self) -> Parts {
-        let secs = self.0.div_euclid(1_000_000_000) as i64;
+        // i64 arithmetic where the time fits (until 2262): an i128 division
+        // is a library call, and every JSON record pays two of them.
+        let (secs, nanos) = match i64::try_from(self.0) {
+            Ok(ns) => (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000)),
+            Err(_) => (self.0.div_euclid(1_000_000_000) as i64, self.0.rem_euclid(1_000_000_000) as i64),
+        };
         let sod = secs.rem_euclid(86_400) as u32;
         let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
         Parts {
@@ -82,7 +87,7 @@ impl Rfc3339 {
             hour: sod / 3600,
             minute: (sod % 3600) / 60,
             second: sod % 60,
-            micros: (self.0.rem_euclid(1_000_000_000) / 1000) as u32,
+            micros: (nanos / 1000) as u32,
         }
     }
 }
@@ -132,5 +137,8 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000000Z");
         let c = Clock::fixed(0);
         assert_eq!(c.time_of_day(3_723_000_001_000), "01:02:03.000001");
+        // Before 1970, and past i64 nanoseconds (2262): the i128 path.
+        assert_eq!(rfc3339(-1_500_000_000), "1969-12-31T23:59:58.500000Z");
+        assert_eq!(rfc3339(i64::MAX as i128 + 1_000_000_000), "2262-04-11T23:47:17.854775Z");
     }
 }

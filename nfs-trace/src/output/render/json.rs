@@ -90,8 +90,22 @@ pub(super) struct ConnectBody {
     reused: bool,
 }
 
+/// The schema of `reuse` as serde writes it, for the tests that prove the
+/// hand-written line (in `observation_json`) agrees.
+#[cfg(test)]
+pub(super) fn reuse_body(r: &crate::model::tcp::Reuse, clock: &crate::output::clock::Clock) -> ReuseBody {
+    ReuseBody {
+        streak: r.streak,
+        prev_outcome: r.prev_outcome.name(),
+        prev_end: r.prev_end_ns.map(|t| clock.rfc3339(t)),
+        gap_ms: r.gap_ns.map(ms3),
+        chance: r.chance,
+    }
+}
+
+#[cfg(test)]
 #[derive(Serialize)]
-struct ReuseBody {
+pub(super) struct ReuseBody {
     streak: u32,
     prev_outcome: &'static str,
     prev_end: Option<String>,
@@ -261,7 +275,7 @@ impl<W: Write> Renderer<W> {
             .time("time", self.clock.stamp(ts_ns))
             .value("mono_ns", &ts_ns)
             .value("pid", &who.task.pid)
-            .value("comm", who.task.comm.as_str())
+            .string("comm", who.task.comm.as_str())
             .addr("laddr", who.flow.laddr)
             .value("sport", &who.flow.sport)
             .addr("raddr", who.flow.raddr)
@@ -289,14 +303,16 @@ impl<W: Write> Renderer<W> {
                 })
             }
             Observation::Reuse(r) => {
-                let body = ReuseBody {
-                    streak: r.streak,
-                    prev_outcome: r.prev_outcome.name(),
-                    prev_end: r.prev_end_ns.map(|t| self.clock.rfc3339(t)),
-                    gap_ms: r.gap_ns.map(ms3),
-                    chance: r.chance,
-                };
-                self.json_sock("reuse", &r.who, r.ts_ns, body)
+                // As hot as connect under a storm from ephemeral ports (the
+                // flow memory finds their repeats): written by hand too.
+                let prev_end = r.prev_end_ns.map(|t| self.clock.stamp(t));
+                self.sock_line("reuse", &r.who, r.ts_ns, |l| {
+                    l.value("streak", &r.streak)
+                        .plain("prev_outcome", r.prev_outcome.name())
+                        .opt_time("prev_end", prev_end)
+                        .value("gap_ms", &r.gap_ns.map(ms3))
+                        .value("chance", &r.chance);
+                })
             }
             Observation::SynRetransmit { who, ts_ns, retransmits, elapsed_ns } => {
                 let body = RetransBody { retransmits: *retransmits, elapsed_ms: ms3(*elapsed_ns) };

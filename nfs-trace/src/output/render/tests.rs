@@ -8,7 +8,7 @@ use crate::{
     host::nfsmounts::MountView,
     kernel::lost::Lost,
     model::episode::EpisodeTracker,
-    model::tcp::{Attempt, CloseHow, Observation, Outcome, Tracker, Who},
+    model::tcp::{Attempt, CloseHow, Observation, Outcome, Reuse, Tracker, Who},
     model::xprt::XprtTracker,
     output::clock::Clock,
 };
@@ -126,6 +126,34 @@ fn fast_connect_and_close_lines_equal_the_serde_ones() {
                 assert_eq!(String::from_utf8(fast.out).unwrap(), String::from_utf8(slow.out).unwrap());
             }
         }
+    }
+}
+
+/// `reuse` is hand-written too (as hot as connect under a storm from
+/// ephemeral ports); and a process name that needs escaping still is.
+#[test]
+fn fast_reuse_lines_equal_the_serde_ones() {
+    let clock = Clock::fixed(1_700_000_000_000_000_000);
+    for (comm, prev_end, chance) in [("mount.nfs", Some(1_000_000_007), false), ("we\"ird\u{1}\\name\u{7f}é", None, true)] {
+        let r = Reuse {
+            who: Who {
+                flow: Flow { laddr: "10.0.0.2".parse().unwrap(), sport: 871, raddr: "10.0.0.1".parse().unwrap(), dport: 2049, netns: Netns(7) },
+                task: Task { pid: 4242, comm: comm.into() },
+                sk: 0xffff_8881_0234_5678,
+                xprt: 0,
+            },
+            ts_ns: 1_234_567_891_234,
+            streak: 3,
+            prev_outcome: Outcome::Established,
+            prev_end_ns: prev_end,
+            gap_ns: prev_end.map(|e| 1_234_567_891_234 - e),
+            chance,
+        };
+        let mut fast = Renderer::new(Vec::new(), Format::Json, clock);
+        fast.observation(&Observation::Reuse(r.clone()), &[]).unwrap();
+        let mut slow = Renderer::new(Vec::new(), Format::Json, clock);
+        slow.json_sock("reuse", &r.who, r.ts_ns, super::json::reuse_body(&r, &clock)).unwrap();
+        assert_eq!(String::from_utf8(fast.out).unwrap(), String::from_utf8(slow.out).unwrap());
     }
 }
 
