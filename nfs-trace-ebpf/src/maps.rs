@@ -149,22 +149,29 @@ pub struct SockState {
 const _: () = assert!(core::mem::size_of::<SockState>() == nfs_trace_common::SOCK_STATE_BYTES);
 
 /// `bpf_ringbuf_submit` flags and `bpf_ringbuf_query` selectors (uapi bpf.h).
-const BPF_RB_NO_WAKEUP: u64 = 1;
+/// No flag: the kernel's own choice, a wakeup when the reader has caught up.
+const BPF_RB_WAKE_IF_CAUGHT_UP: u64 = 0;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
-/// Submits a record. Normally without waking the reader, which drains on
-/// a short timer: a wakeup per record was the largest cost under a connect
-/// storm (FINDINGS §7). But once the unread data passes the fill level the
-/// loader set (a quarter of the ring), the reader is late: then each submit
-/// wakes it, so a late drain does not become lost records. In steady state
-/// the ring stays below the level and no submit wakes anyone.
+/// Submits a record. A wakeup per record was the largest cost under a
+/// connect storm (FINDINGS §7), so most records wake nobody: with flags 0
+/// the kernel wakes the reader only when this record is the first one past
+/// the consumer position (`bpf_ringbuf_commit`: consumer == this record),
+/// i.e. the reader had read everything before it. That is exact across
+/// CPUs (of two records reserved at once, the earlier one's commit sees
+/// the consumer at its own position), so an idle reader may sleep; a busy
+/// one reads at most once per DRAIN_EVERY (cmd/watch.rs) and so takes one
+/// wakeup per drain however many records came. Once the unread data passes
+/// the fill level the loader set (a quarter of the ring), the reader is
+/// late: then each submit wakes it, so a late drain does not become lost
+/// records.
 #[inline(always)]
 pub fn submit<T>(entry: RingBufEntry<T>) {
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= u64::from(config().ring_wake_bytes) {
         BPF_RB_FORCE_WAKEUP
     } else {
-        BPF_RB_NO_WAKEUP
+        BPF_RB_WAKE_IF_CAUGHT_UP
     };
     entry.submit(flags);
 }

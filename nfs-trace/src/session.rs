@@ -176,10 +176,10 @@ impl Session {
         Ok(true)
     }
 
-    /// Waits until a program wakes the reader: records are submitted without
-    /// wakeups until the ring passes its fill level (see the eBPF `submit`),
-    /// so this fires only when a drain is due before the timer's. Clears the
-    /// readiness: the caller drains next.
+    /// Waits until a program wakes the reader: the first record after the
+    /// reader read everything, and every record once the ring passes its
+    /// fill level (see the eBPF `submit`). Clears the readiness: the caller
+    /// drains next.
     pub async fn ring_filling(&self) {
         match self.ring.readable().await {
             Ok(mut guard) => guard.clear_ready(),

@@ -31,11 +31,28 @@ use crate::{
 mod mount_reads;
 use mount_reads::MountReads;
 
-/// How often the ring buffer is drained. Records are submitted without
-/// wakeups (the cost that dominates under a connect storm), so this bounds
-/// how late a line appears. A ring filling faster than that wakes us sooner
-/// (`Session::ring_filling`).
+/// At most one drain of the ring buffer per this while records flow. The
+/// kernel wakes the reader only for the first record after it read
+/// everything (eBPF `submit`): a busy ring is read this often with one
+/// wakeup each time however many records came (a wakeup per record is the
+/// cost that dominates under a connect storm), and this bounds how late a
+/// line appears. A ring past its fill level wakes us on every record.
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
+/// With nothing going on (no record in the last drain, no canary out, no
+/// stall or episode open), how often the loop still runs: kernel log lines,
+/// the once-a-second checks. It was DRAIN_EVERY: 50 wakeups a second cost
+/// an idle tracer 0.9 % of a CPU on this machine kind and ~8 % of a TCG
+/// guest's vCPU in the bench's NFS I/O run (bench.md). A record wakes the
+/// loop at once.
+const IDLE_EVERY: Duration = Duration::from_millis(200);
+/// On Ctrl-C or SIGTERM: a record reserved on another CPU but not yet
+/// committed stops a drain (the ring is read in order), and what was
+/// committed behind it waits. The programs commit within microseconds, so
+/// after the stop's own drain the ring is read again after this pause,
+/// until a pass finds nothing (at most FINAL_PASSES). A fresh-clone run
+/// once lost a host test's last record at exit without it.
+const FINAL_PAUSE: Duration = Duration::from_millis(5);
+const FINAL_PASSES: u32 = 5;
 /// How often the lost counters are checked.
 const LOST_EVERY: Duration = Duration::from_secs(1);
 /// A stall with no SYN retransmit for this long is reported again (its
@@ -289,8 +306,9 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let mut episodes = EpisodeTracker::new(args.passive.then_some("--passive"));
     episodes.retransmits_traced = s.hook_attached("tcp:tcp_retransmit_skb");
     let mut honoured: Vec<String> = Vec::new();
-    let mut tick = tokio::time::interval(DRAIN_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_drain = tokio::time::Instant::now();
+    let mut busy = true;
+    let mut stopping = 0u32;
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let started_mono = Clock::mono_now_ns();
     let mut lost = Lost::default();
@@ -301,9 +319,18 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let mut canaries = (!args.passive).then(|| Canaries::new(s.canary_flows.clone()));
     let mut open = true;
     while open {
-        let stop = tokio::select! {
-            _ = tick.tick() => false,
-            _ = s.ring_filling() => false,
+        let next = last_drain + if busy { DRAIN_EVERY } else { IDLE_EVERY };
+        let stop = if stopping > 0 {
+            tokio::time::sleep(FINAL_PAUSE).await;
+            true
+        } else { tokio::select! {
+            _ = tokio::time::sleep_until(next) => false,
+            // The first record after a drain: read it now if the last drain
+            // was DRAIN_EVERY ago, else then (records flowing).
+            _ = s.ring_filling() => {
+                tokio::time::sleep_until(last_drain + DRAIN_EVERY).await;
+                false
+            }
             conn = async { metrics.as_ref().unwrap().accept().await }, if metrics.is_some() => {
                 if let Ok((conn, _)) = conn {
                     let attached = s.hooks.iter().filter(|h| h.attached).count();
@@ -317,7 +344,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             _ = sigint.recv() => true,
             _ = sigterm.recv() => true,
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => true,
-        };
+        } };
+        last_drain = tokio::time::Instant::now();
         let mut records = false;
         open = s.drain(|o| {
             records = true;
@@ -426,8 +454,16 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         if open {
             open = keep_going(out.flush())?;
         }
+        busy = records
+            || canaries.as_ref().is_some_and(|c| c.in_flight())
+            || !episodes.open_episodes().is_empty()
+            || s.tracker.has_open_stalls();
         if stop {
-            break;
+            // At least one more pass after FINAL_PAUSE (see there).
+            if stopping >= FINAL_PASSES || (stopping > 0 && !records) {
+                break;
+            }
+            stopping += 1;
         }
     }
     if !open {

@@ -243,13 +243,15 @@ pub struct Canaries {
     rx: mpsc::Receiver<Msg>,
     timeout: Duration,
     own: Option<Netns>,
+    /// Canaries started and not yet collected by [`Canaries::poll`].
+    in_flight: usize,
 }
 
 impl Canaries {
     /// `flows` is the session's (`Session::canary_flows`).
     pub fn new(flows: CanaryFlows) -> Canaries {
         let (tx, rx) = mpsc::channel();
-        Canaries { flows, limit: RateLimit::default(), tx, rx, timeout: TIMEOUT, own: netns_inode::own() }
+        Canaries { flows, limit: RateLimit::default(), tx, rx, timeout: TIMEOUT, own: netns_inode::own(), in_flight: 0 }
     }
 
     /// Starts a canary for `t` unless its server had one within
@@ -274,7 +276,14 @@ impl Canaries {
         if let Err(e) = spawned {
             let _ = self.tx.send(Err(format!("cannot start a thread: {e}")));
         }
+        self.in_flight += 1;
         true
+    }
+
+    /// Whether a canary is out: its result comes through a channel, not
+    /// the ring buffer, so the loop must not sleep long meanwhile.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight > 0
     }
 
     /// The canaries that ended since the last call; Err says why one could
@@ -282,6 +291,7 @@ impl Canaries {
     pub fn poll(&mut self, now_ns: u64) -> Vec<Result<Done, String>> {
         let mut out = Vec::new();
         while let Ok(m) = self.rx.try_recv() {
+            self.in_flight = self.in_flight.saturating_sub(1);
             out.push(m.map(|(done, flow)| {
                 self.flows.ended(&flow, now_ns);
                 done

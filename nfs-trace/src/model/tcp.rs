@@ -384,6 +384,11 @@ impl Tracker {
     }
 
     /// Stalls still going on (for the summary at exit).
+    /// Whether a stall is going on (cheaper than [`Self::open_stalls`]).
+    pub fn has_open_stalls(&self) -> bool {
+        !self.open.is_empty()
+    }
+
     pub fn open_stalls(&self) -> Vec<&Stall> {
         self.open.iter().collect()
     }
