@@ -340,8 +340,8 @@ impl<'a> Report<'a> {
         );
         s += "- Tracer wakeups: voluntary context switches of all the tracer's threads (/proc/PID/task/*/status) \
               over storm and drain, per 1,000 connects made: each is one sleep ended by a timer, a ring buffer \
-              wakeup or output. nfs-trace drains on a 20 ms timer and is woken early only when the ring fills past \
-              a quarter.\n";
+              wakeup or output. nfs-trace is woken by the first record after it read everything (at most one drain \
+              per 20 ms while records flow) and by every record once the ring fills past a quarter.\n";
         s += "- Seen: nfs-trace `connect` records to 127.0.0.1:2049; tcpstates lines leaving SYN_SENT with RPORT 2049; \
               bpftrace lines printed on leaving SYN_SENT with dport 2049. Before the storm, probe connects to 127.0.0.2:2049 \
               (refused) show when the tool is attached; they are not counted. Noise seen must be 0.\n";
