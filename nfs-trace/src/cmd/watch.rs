@@ -416,7 +416,9 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                 }
             }
         }
-        if open && (stop || last_lost_check.elapsed() >= LOST_EVERY) {
+        // Once at a stop (its first pass), not again on the passes after
+        // FINAL_PAUSE: they only read what the ring still held.
+        if open && ((stop && stopping == 0) || last_lost_check.elapsed() >= LOST_EVERY) {
             last_lost_check = Instant::now();
             if reads.due(&ns_mounts::nfs_mounts(&args.proc_root), last_lost_check) {
                 base = read_views();

@@ -222,32 +222,16 @@ impl Tracker {
         let outcome = Outcome::of(ev);
         let syn_sent_ns = ev.ts_ns.saturating_sub(ev.start_ns);
         let mut out = Vec::with_capacity(2);
-        if self.flows.get(&ev.flow).is_some_and(|prev| collides(prev, ev, outcome)) {
-            // connect() itself refused the 4-tuple: a live socket holds it
-            // (an nconnect transport drew the port a sibling is connected
-            // from: EADDRNOTAVAIL, seen on 6.12 and 7.2). No SYN left the
-            // host, so it is no use of the flow and must not replace the
-            // live one in memory: the holder's next reconnect from that port
-            // is still its own rebind, not a chance repeat of this attempt.
-            let who = Who::of(ev);
-            let d = self.dest_mut(who.flow.dest());
-            d.connects += 1;
-            d.failed += 1;
-            d.last_active_ns = ev.ts_ns;
-            out.push(Observation::Connect(Attempt {
-                who,
-                ts_ns: ev.ts_ns,
-                outcome,
-                errno: ev.err,
-                syn_sent_ns,
-                syn_retrans: ev.syn_retrans,
-                attempt: d.connects,
-                reused: false,
-            }));
-            return out;
-        }
-        let reuse = match self.flows.get(&ev.flow) {
-            Some(prev) if ev.flow.sport != 0 => {
+        // connect() itself refused the 4-tuple: a live socket holds it (an
+        // nconnect transport drew the port a sibling is connected from:
+        // EADDRNOTAVAIL, seen on 6.12 and 7.2). No SYN left the host, so it
+        // is a failed connect but no use of the flow, and must not replace
+        // the live one in memory: the holder's next reconnect from that port
+        // is still its own rebind, not a chance repeat of this attempt.
+        let prev = self.flows.get(&ev.flow);
+        let collided = prev.is_some_and(|prev| collides(prev, ev, outcome));
+        let reuse = match prev {
+            Some(prev) if ev.flow.sport != 0 && !collided => {
                 let gap_ns = prev.end_ns.map(|e| ev.start_ns.saturating_sub(e));
                 let chance = if prev.xprt != 0 && ev.xprt != 0 {
                     prev.xprt != ev.xprt
@@ -281,18 +265,20 @@ impl Tracker {
             None => {}
         }
         let attempt = d.connects;
-        self.flows.insert(
-            ev.flow,
-            FlowMem {
-                sk: ev.sk,
-                xprt: ev.xprt,
-                outcome,
-                // A failed attempt ends when it leaves SYN_SENT; an established
-                // one when its CLOSE arrives.
-                end_ns: outcome.failed().then_some(ev.ts_ns),
-                streak: reuse.as_ref().map_or(0, |r| r.streak),
-            },
-        );
+        if !collided {
+            self.flows.insert(
+                ev.flow,
+                FlowMem {
+                    sk: ev.sk,
+                    xprt: ev.xprt,
+                    outcome,
+                    // A failed attempt ends when it leaves SYN_SENT; an established
+                    // one when its CLOSE arrives.
+                    end_ns: outcome.failed().then_some(ev.ts_ns),
+                    streak: reuse.as_ref().map_or(0, |r| r.streak),
+                },
+            );
+        }
         out.push(Observation::Connect(Attempt {
             who,
             ts_ns: ev.ts_ns,
@@ -305,6 +291,9 @@ impl Tracker {
         }));
         if let Some(r) = reuse {
             out.push(Observation::Reuse(r));
+        }
+        if collided {
+            return out;
         }
         match self.open_stall_of(ev) {
             Some(i) if outcome.failed() => {
@@ -383,12 +372,12 @@ impl Tracker {
         out
     }
 
-    /// Stalls still going on (for the summary at exit).
     /// Whether a stall is going on (cheaper than [`Self::open_stalls`]).
     pub fn has_open_stalls(&self) -> bool {
         !self.open.is_empty()
     }
 
+    /// Stalls still going on (for the summary at exit).
     pub fn open_stalls(&self) -> Vec<&Stall> {
         self.open.iter().collect()
     }
