@@ -22,7 +22,7 @@ pub enum Command {
     Probes(ProbesArgs),
     /// Without BPF or root: NFS mounts, their transports' source ports, and which will reconnect from the same port (exit 2 if any).
     Check(CheckArgs),
-    /// Force reconnects of one mount's transport, trace them, and say whether the source port is reused (exit 3 if so).
+    /// Force reconnects of one mount's transport (--mount), or of test mounts of a server with each candidate option set (--server), and say whether the source port is reused.
     Prove(ProveArgs),
     /// Print shell completions (packaging: `cargo xtask dist`).
     #[command(hide = true)]
@@ -134,10 +134,21 @@ pub struct CheckArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["mount", "server"]))]
 pub struct ProveArgs {
-    /// The NFS mount point whose transport to reconnect.
+    /// The NFS mount point whose transport to reconnect (exit 3 if a reconnect reused its port).
     #[arg(long, value_name = "PATH")]
-    pub mount: PathBuf,
+    pub mount: Option<PathBuf>,
+    /// Mount HOST[:PORT]:/EXPORT once per option set in a private mount namespace and
+    /// reconnect each test mount (exit 0 if some set gave new ports, 3 if none did).
+    #[arg(long, value_name = "HOST[:PORT]:/EXPORT", value_parser = parse_server)]
+    pub server: Option<String>,
+    /// With --server: an option set to try (repeat; default: vers=3, 4.0, 4.1, 4.2, each with and without noresvport).
+    #[arg(long = "options", short = 'o', value_name = "SET", requires = "server", conflicts_with = "mount", value_parser = parse_option_set)]
+    pub options: Vec<String>,
+    /// With --server: keep this production mount's other options (timeo, rsize, nolock, ...) in every set.
+    #[arg(long, value_name = "MOUNTPOINT", requires = "server", conflicts_with = "mount")]
+    pub like: Option<PathBuf>,
     /// How many reconnects to force.
     #[arg(short = 'n', long, default_value = "2", value_parser = clap::value_parser!(u32).range(1..=20))]
     pub reconnects: u32,
@@ -147,7 +158,7 @@ pub struct ProveArgs {
     /// Output as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Seconds to wait for each reconnect.
+    /// Seconds to wait for each reconnect (and, with --server, each mount).
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
     pub timeout: std::time::Duration,
     #[arg(long, value_name = "DIR", default_value = "/proc")]
@@ -174,6 +185,14 @@ pub struct ProbesArgs {
     pub debug_bpf: bool,
     #[command(flatten)]
     pub paths: KernelPaths,
+}
+
+fn parse_server(s: &str) -> Result<String, String> {
+    crate::cmd::prove::plan::parse_spec(s).map(|_| s.to_string())
+}
+
+fn parse_option_set(s: &str) -> Result<String, String> {
+    crate::cmd::prove::plan::parse_set(s).map(|_| s.to_string())
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {

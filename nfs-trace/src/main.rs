@@ -22,8 +22,13 @@ fn main() -> ExitCode {
             // One line, not clap's usage block: "bad flag" should read as such.
             // It quotes the bad value back: escaped, like any outside text.
             let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
-            eprintln!("nfs-trace: error: {} (see nfs-trace --help)", escape(first));
+            let mut first = msg.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ").to_string();
+            // "…were not provided:" lists them on the lines below: keep them on this one.
+            if first.ends_with(':') {
+                let more: Vec<&str> = msg.lines().skip(1).map(str::trim).take_while(|l| !l.is_empty() && !l.starts_with("Usage:")).collect();
+                first = format!("{} {}", first, more.join(", "));
+            }
+            eprintln!("nfs-trace: error: {} (see nfs-trace --help)", escape(&first));
             return ExitCode::from(2);
         }
     };

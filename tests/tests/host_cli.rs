@@ -126,6 +126,43 @@ fn huge_seconds_are_one_clear_line_and_exit_2() {
     }
 }
 
+/// `prove --server`'s arguments: a bad spec, option set or combination is
+/// one line and exit 2 before anything is mounted.
+#[test]
+fn prove_server_usage_errors_are_one_line_and_exit_2() {
+    for (args, needle) in [
+        (&["prove"][..], "--mount"),
+        (&["prove", "--mount", "/m", "--server", "10.0.0.5:/e"], "cannot be used with"),
+        (&["prove", "--server", "10.0.0.5"], "want HOST[:PORT]:/EXPORT"),
+        (&["prove", "--server", "fd00::5:/e"], "IPv6 address without brackets"),
+        (&["prove", "--server", "h:99999:/e"], "bad port"),
+        (&["prove", "--server", "h:/e", "--options", "vers=5"], "want 3, 4, 4.0, 4.1 or 4.2"),
+        (&["prove", "--mount", "/m", "--options", "vers=3"], "cannot be used with"),
+        (&["prove", "--mount", "/m", "--like", "/p"], "cannot be used with"),
+    ] {
+        let (code, _, err) = run(args, false);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_one_line_error(&err, needle);
+    }
+}
+
+/// Without root, or without mount.nfs, prove --server says what to do in
+/// one line and mounts nothing.
+#[test]
+fn prove_server_preflight_is_one_clear_line() {
+    require_root();
+    let (code, _, err) = run(&["prove", "--server", "127.0.0.1:/e", "--yes"], true);
+    assert_eq!(code, 1, "{err}");
+    assert_one_line_error(&err, "needs root; run it with sudo");
+    if !["/sbin/mount.nfs", "/usr/sbin/mount.nfs"].iter().any(|p| std::path::Path::new(p).exists()) {
+        let (code, _, err) = run(&["prove", "--server", "127.0.0.1:/e", "--yes"], false);
+        assert_eq!(code, 1, "{err}");
+        assert_one_line_error(&err, "mount.nfs not found: install nfs-common");
+    }
+    let left = std::fs::read_dir("/tmp").unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("nfs-trace-prove.")).count();
+    assert_eq!(left, 0, "a test mount directory was left in /tmp");
+}
+
 /// `--netns INODE|PID`: a value that names no namespace is one line and
 /// exit 2 like any bad flag, before anything is attached (no root needed).
 #[test]

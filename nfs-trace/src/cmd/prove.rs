@@ -1,6 +1,8 @@
 //! `nfs-trace prove --mount PATH`: forces reconnects of one mount's
 //! transport, traces them, and says whether the source port was reused.
 //! Exit 0 when every reconnect got a new port, 3 when any reused one.
+//! `prove --server` (server.rs) runs the same rounds on test mounts, one
+//! per candidate option set (plan.rs).
 //!
 //! Forcing: rewriting the transport's sysfs `dstaddr` with its own value
 //! (5.14+: xprt_force_disconnect) where the kernel has it, else aborting the
@@ -31,11 +33,22 @@ use crate::{
     model::tcp::{Observation, Outcome},
 };
 
+pub mod plan;
+mod server;
+
 /// Exit status when a reconnect reused its source port.
 pub const REUSED: u8 = 3;
 
-#[derive(Serialize, Debug)]
-struct Round {
+/// Set by SIGINT/SIGTERM while `prove --server` runs: every wait checks it,
+/// so the test mounts are dropped before the process ends.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct Round {
     round: u32,
     method: &'static str,
     before: u16,
@@ -161,9 +174,99 @@ fn confirm(args: &ProveArgs, view: &MountView) -> Result<()> {
     Ok(())
 }
 
+/// One transport to reconnect: its mount, the other mounts of its client
+/// netns, the path a statfs reaches it by, and ports never to touch.
+pub(crate) struct Target<'a> {
+    pub view: &'a MountView,
+    pub views: &'a [MountView],
+    pub reach: std::path::PathBuf,
+    pub netns: Option<u32>,
+    pub netns_path: Option<std::path::PathBuf>,
+    pub server: IpAddr,
+    /// Source ports of other mounts' transports (prove --server's production
+    /// mounts): a socket from one of them is never forced, nor taken as the
+    /// target's reconnect.
+    pub protect: Vec<u16>,
+}
+
+/// Forces `n` reconnects of the target's transport and traces each.
+pub(crate) fn force_rounds(s: &mut Session, t: &Target, n: u32, timeout: Duration, sys_root: &Path) -> Result<Vec<Round>> {
+    let (view, views, reach, netns, server) = (t.view, t.views, &t.reach, t.netns, t.server);
+    // Make sure the transport is up before the first round.
+    statfs_in_background(reach);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sock = loop {
+        let found = established(netns, server, view.port).map(|v| v.into_iter().filter(|s| !t.protect.contains(&s.lport)).collect::<Vec<_>>());
+        match found.and_then(|socks| mount_socket(view, views, &socks)) {
+            Ok(sock) => break sock,
+            Err(e) if Instant::now() >= deadline || interrupted() => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let mut rounds = Vec::new();
+    for round in 1..=n {
+        if interrupted() {
+            bail!("interrupted");
+        }
+        let before = sock.lport;
+        if t.protect.contains(&before) {
+            bail!("port {before} is a production mount's: not forcing it");
+        }
+        s.drain(|_| Ok(true))?; // forget what came before this round
+        let sys = match &t.netns_path {
+            Some(p) => match netns_sysfs::read_netns(p, netns.unwrap_or(0), &[]) {
+                netns_sysfs::SunrpcSysfs::Read { xprts, .. } => xprts,
+                _ => Vec::new(),
+            },
+            None => sunrpc_sysfs::transports(sys_root),
+        };
+        let sysx = sys.iter().find(|x| {
+            x.proto == "tcp" && x.src_port == Some(before) && x.dstaddr.as_deref().and_then(addr::parse_ip) == Some(server)
+        });
+        let forced = Instant::now();
+        let method = match sysx {
+            Some(x) => {
+                eprintln!("nfs-trace: round {round}: rewriting {}/dstaddr (port {before})", x.dir.display());
+                // Its own text back (a link-local one carries the kernel's
+                // numeric scope, `fe80::1%2`): the same address, reconnected.
+                let same = x.dstaddr.clone().unwrap_or_else(|| view.server.clone());
+                write_within(&x.dir.join("dstaddr"), t.netns_path.clone(), format!("{same}\n"), timeout)?;
+                "sysfs dstaddr"
+            }
+            None => {
+                eprintln!("nfs-trace: round {round}: destroying the socket from port {before} (sock_diag)");
+                sock_diag::destroy(&sock)?;
+                "socket destroy (sock_diag)"
+            }
+        };
+        statfs_in_background(reach);
+        let after = wait_reconnect(s, server, view.port, timeout, reach, &t.protect)?
+            .ok_or_else(|| anyhow!("no reconnect of {} within {} s (round {round})", view.mountpoint, timeout.as_secs_f64()))?;
+        let reconnect_ms = forced.elapsed().as_secs_f64() * 1e3;
+        eprintln!("nfs-trace: round {round}: reconnected from port {after} in {reconnect_ms:.0} ms");
+        // The tracer sees ESTABLISHED as the state changes, a moment before
+        // the socket is listed (seen on 7.2): look again for up to 2 s.
+        let listed = Instant::now() + Duration::from_secs(2);
+        let socks = loop {
+            let socks = established(netns, server, view.port)?;
+            if socks.iter().any(|s| s.lport == after) || Instant::now() >= listed {
+                break socks;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let ss_after: Vec<u16> = socks.iter().map(|s| s.lport).collect();
+        rounds.push(Round { round, method, before, after, reused: before == after, reconnect_ms, ss_after });
+        sock = socks.into_iter().find(|s| s.lport == after).ok_or_else(|| {
+            anyhow!("the tracer saw a reconnect from port {after} but the kernel lists no such connection after 2 s")
+        })?;
+    }
+    Ok(rounds)
+}
+
 pub fn run(args: ProveArgs) -> Result<ExitCode> {
+    let Some(mount) = args.mount.clone() else { return server::run(args) };
     let t0 = Instant::now();
-    let want = args.mount.to_string_lossy().trim_end_matches('/').to_string();
+    let want = mount.to_string_lossy().trim_end_matches('/').to_string();
     let want = if want.is_empty() { "/".to_string() } else { want };
     let host = ns_mounts::read(&args.proc_root, &args.sys_root).context("cannot read the mounts")?;
     let many_namespaces = host.many_namespaces();
@@ -192,67 +295,8 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
 
     let mut s = Session::start(&[view.port], &args.paths, MapSizes::default(), args.debug_bpf, None, t0)?;
     s.poll_sunrpc();
-    // Make sure the transport is up before the first round.
-    statfs_in_background(&reach);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut sock = loop {
-        match established(netns, server, view.port).and_then(|socks| mount_socket(&view, &views, &socks)) {
-            Ok(sock) => break sock,
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    };
-    let mut rounds = Vec::new();
-    for round in 1..=args.reconnects {
-        let before = sock.lport;
-        s.drain(|_| Ok(true))?; // forget what came before this round
-        let sys = match &netns_path {
-            Some(p) => match netns_sysfs::read_netns(p, netns.unwrap_or(0), &[]) {
-                netns_sysfs::SunrpcSysfs::Read { xprts, .. } => xprts,
-                _ => Vec::new(),
-            },
-            None => sunrpc_sysfs::transports(&args.sys_root),
-        };
-        let sysx = sys.iter().find(|x| {
-            x.proto == "tcp" && x.src_port == Some(before) && x.dstaddr.as_deref().and_then(addr::parse_ip) == Some(server)
-        });
-        let forced = Instant::now();
-        let method = match sysx {
-            Some(x) => {
-                eprintln!("nfs-trace: round {round}: rewriting {}/dstaddr (port {before})", x.dir.display());
-                // Its own text back (a link-local one carries the kernel's
-                // numeric scope, `fe80::1%2`): the same address, reconnected.
-                let same = x.dstaddr.clone().unwrap_or_else(|| view.server.clone());
-                write_within(&x.dir.join("dstaddr"), netns_path.clone(), format!("{same}\n"), args.timeout)?;
-                "sysfs dstaddr"
-            }
-            None => {
-                eprintln!("nfs-trace: round {round}: destroying the socket from port {before} (sock_diag)");
-                sock_diag::destroy(&sock)?;
-                "socket destroy (sock_diag)"
-            }
-        };
-        statfs_in_background(&reach);
-        let after = wait_reconnect(&mut s, server, view.port, args.timeout, &reach)?
-            .ok_or_else(|| anyhow!("no reconnect of {} within {} s (round {round})", view.mountpoint, args.timeout.as_secs_f64()))?;
-        let reconnect_ms = forced.elapsed().as_secs_f64() * 1e3;
-        eprintln!("nfs-trace: round {round}: reconnected from port {after} in {reconnect_ms:.0} ms");
-        // The tracer sees ESTABLISHED as the state changes, a moment before
-        // the socket is listed (seen on 7.2): look again for up to 2 s.
-        let listed = Instant::now() + Duration::from_secs(2);
-        let socks = loop {
-            let socks = established(netns, server, view.port)?;
-            if socks.iter().any(|s| s.lport == after) || Instant::now() >= listed {
-                break socks;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let ss_after: Vec<u16> = socks.iter().map(|s| s.lport).collect();
-        rounds.push(Round { round, method, before, after, reused: before == after, reconnect_ms, ss_after });
-        sock = socks.into_iter().find(|s| s.lport == after).ok_or_else(|| {
-            anyhow!("the tracer saw a reconnect from port {after} but the kernel lists no such connection after 2 s")
-        })?;
-    }
+    let target = Target { view: &view, views: &views, reach, netns, netns_path, server, protect: Vec::new() };
+    let rounds = force_rounds(&mut s, &target, args.reconnects, args.timeout, &args.sys_root)?;
     let reused = rounds.iter().filter(|r| r.reused).count();
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -302,15 +346,18 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
 /// Waits for the next established connect to `server:port` and returns its
 /// source port. Retries the statfs once a second: an RPC issued while the
 /// transport was still closing may not be the one that reconnects it.
-fn wait_reconnect(s: &mut Session, server: IpAddr, port: u16, timeout: Duration, mount: &Path) -> Result<Option<u16>> {
+fn wait_reconnect(s: &mut Session, server: IpAddr, port: u16, timeout: Duration, mount: &Path, protect: &[u16]) -> Result<Option<u16>> {
     let deadline = Instant::now() + timeout;
     let mut nudge = Instant::now();
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !interrupted() {
         let mut got = None;
         s.drain(|o| {
             match o {
                 Obs::Tcp(Observation::Connect(a))
-                    if a.who.flow.raddr == server && a.who.flow.dport == port && a.outcome == Outcome::Established =>
+                    if a.who.flow.raddr == server
+                        && a.who.flow.dport == port
+                        && a.outcome == Outcome::Established
+                        && !protect.contains(&a.who.flow.sport) =>
                 {
                     got = Some(a.who.flow.sport);
                 }

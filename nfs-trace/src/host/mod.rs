@@ -21,3 +21,4 @@ pub mod nfsmounts;
 pub mod ns_mounts;
 pub mod sock_diag;
 pub mod sunrpc_sysfs;
+pub mod test_mounts;

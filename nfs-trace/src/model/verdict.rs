@@ -88,7 +88,7 @@ pub fn verdicts(views: &[MountView], x: &XprtTracker) -> Vec<Verdict> {
     }
     // Mounts here that reconnected and never reused: the evidence for a suggestion.
     let changers = honoured(&out);
-    for v in &mut out {
+    for (v, m) in out.iter_mut().zip(views) {
         if v.transports.is_empty() {
             v.observed = "no transport of this mount was seen connecting".into();
             v.suggestion = "nothing to judge yet: keep watching, or force reconnects with `nfs-trace prove`".into();
@@ -108,7 +108,10 @@ pub fn verdicts(views: &[MountView], x: &XprtTracker) -> Vec<Verdict> {
         } else {
             let others: Vec<&String> = changers.iter().filter(|c| !c.starts_with(&format!("{} ", v.mountpoint))).collect();
             if others.is_empty() {
-                "no mount here was seen reconnecting from a new port; try `nfs-trace prove` on a test mount with other options (vers=, noresvport) to see what this kernel does".into()
+                format!(
+                    "no mount here was seen reconnecting from a new port; `nfs-trace prove --server {} --like {}` tries other options (vers=, noresvport) on test mounts and shows what this kernel does",
+                    m.source, v.mountpoint
+                )
             } else {
                 format!(
                     "on this kernel {} got a new port on every reconnect: mounting with those options would change it",
@@ -227,7 +230,7 @@ mod tests {
             "{}",
             v[0].suggestion
         );
-        assert!(v[0].suggestion.contains("`nfs-trace prove`"), "{}", v[0].suggestion);
+        assert!(v[0].suggestion.contains("`nfs-trace prove --server 10.99.0.1:/ --like /mnt/a`"), "{}", v[0].suggestion);
         assert!(v[1].observed.contains("no transport"));
         assert!(v[1].suggestion.starts_with("nothing to judge yet"), "{}", v[1].suggestion);
     }

@@ -6,7 +6,7 @@
 mod lab;
 
 use anyhow::{Context as _, Result};
-use lab::{late, middlebox::Middlebox, net, nfs_io, nfsd, out, scenario::Scenario, silent, stall, sunrpc_btf, sys, topology};
+use lab::{experiment, late, middlebox::Middlebox, net, nfs_io, nfsd, out, scenario::Scenario, silent, stall, sunrpc_btf, sys, topology};
 use serde_json::json;
 
 fn main() {
@@ -70,6 +70,7 @@ fn run() -> Result<(usize, Vec<String>)> {
             Job::Reconnect(sc) => lab::scenario::run(&ns, sc, with_tracer),
             Job::Topology(name) => topology::run_named(name, &ns, with_tracer),
             Job::NfsIo => nfs_io::run(&ns, with_tracer, io_mib, io_rounds),
+            Job::Experiment => experiment::run(&ns, with_tracer),
             Job::Stall(kind, vers) => {
                 let mb = middlebox
                     .get_or_insert_with(|| Middlebox::setup().context("building the middlebox").map_err(|e| format!("{e:#}")));
@@ -113,6 +114,8 @@ enum Job {
     Topology(&'static str),
     /// NFS I/O with and without the tracer (the bench's; never in `all`).
     NfsIo,
+    /// `prove --server` beside a busy production mount.
+    Experiment,
 }
 
 impl Job {
@@ -124,6 +127,7 @@ impl Job {
         v.extend(stall::BLACKHOLE_VERSIONS.iter().map(|s| Job::Stall(stall::Kind::Blackhole, s)));
         v.extend(silent::VERSIONS.iter().map(|s| Job::Silent(s)));
         v.extend(topology::NAMES.iter().map(|n| Job::Topology(n)));
+        v.push(Job::Experiment);
         v
     }
 
@@ -136,6 +140,9 @@ impl Job {
         }
         if name == nfs_io::NAME {
             return Ok(Job::NfsIo);
+        }
+        if name == experiment::NAME {
+            return Ok(Job::Experiment);
         }
         if let Some(n) = topology::NAMES.iter().find(|n| **n == name) {
             return Ok(Job::Topology(n));
@@ -158,6 +165,7 @@ impl Job {
             Job::Silent(v) => silent::name(v),
             Job::Topology(n) => n.to_string(),
             Job::NfsIo => nfs_io::NAME.to_string(),
+            Job::Experiment => experiment::NAME.to_string(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! Only the bin `lab_guest` uses it (included by path, so the test crate's
 //! library stays as it is).
 pub mod cmd;
+pub mod experiment;
 pub mod late;
 pub mod middlebox;
 pub mod net;

@@ -8,6 +8,7 @@
 //! half is `tests/src/lab`.
 mod apt;
 mod blackhole;
+mod experiment;
 mod silent;
 mod image;
 mod initramfs;
@@ -156,6 +157,7 @@ fn run_kernel(cache: &Path, line: &'static kernels::Line, init: &Path, tracer: O
             Some(t) if name == late::NAME => late::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) if name == sunrpc_btf::NAME => sunrpc_btf::judge(t, tracer.is_some()),
             Some(t) if topology::is_topology(name) => topology::judge(t, rep.tracer.get(name), tracer.is_some()),
+            Some(t) if name == experiment::NAME => experiment::judge(t, &results, tracer.is_some()),
             Some(t) => scenarios::judge(t, rep.tracer.get(name), tracer.is_some()),
             None => json!({"scenario": name, "ok": false, "agree": null,
                            "problems": [format!("no result from the guest ({end})")]}),
@@ -284,6 +286,10 @@ fn summarise(runs: &[report::KernelRun]) {
     let topo = report::topology_table(runs);
     if !topo.is_empty() {
         println!("{topo}");
+    }
+    let exp = experiment::table(runs);
+    if !exp.is_empty() {
+        println!("{exp}");
     }
     println!("{}", report::timings(runs));
     for p in report::problems(runs) {

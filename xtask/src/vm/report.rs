@@ -485,6 +485,18 @@ pub fn write_matrix(dir: &Path, runs: &[KernelRun], date: &str, source: &str) ->
                netns and flags those that reuse.\n\n";
         md += &topo;
     }
+    let exp = super::experiment::table(runs);
+    if !exp.is_empty() {
+        md += "\n## `prove --server` beside a busy production mount (experiment)\n\n\
+               A v4.1 production mount writes and syncs every 100 ms while `nfs-trace prove --server` mounts\n\
+               the same server once per option set (v3 on `/export`, v4 on the pseudo-root) and forces two\n\
+               reconnects of each test mount. The v4.1 sets are skipped: the kernel would give them the\n\
+               production mount's client and transport. Truth: nft counts SYNs per source port in the client\n\
+               namespace (every port prove reports must have sent as many SYNs as it has connects in the\n\
+               table), `ss` shows the production connection unchanged, no write failed, nothing stays\n\
+               mounted, and each set's same/new port equals the reconnect scenario's for that version and option.\n\n";
+        md += &exp;
+    }
     let not = hooks_not_attached(runs);
     if !not.is_empty() {
         md += "\n## Hooks the tracer did not attach, and why (from its `attached` record)\n\n";

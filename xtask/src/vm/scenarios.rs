@@ -23,6 +23,7 @@ pub fn all_names() -> Vec<String> {
     v.extend(super::blackhole::names());
     v.extend(super::silent::names());
     v.extend(super::topology::NAMES.iter().map(|n| n.to_string()));
+    v.push(super::experiment::NAME.to_string());
     v
 }
 

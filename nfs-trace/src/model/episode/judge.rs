@@ -189,9 +189,12 @@ pub fn advice(e: &Episode, mounts: &[&MountView], honoured: &[String]) -> String
             let others: Vec<&String> =
                 honoured.iter().filter(|h| !mounts.iter().any(|m| h.starts_with(&format!("{} ", m.mountpoint)))).collect();
             if others.is_empty() {
-                let target = mounts.first().map_or("PATH".to_string(), |m| m.mountpoint.clone());
+                let cmd = match mounts.first() {
+                    Some(m) => format!("nfs-trace prove --server {} --like {}", m.source, m.mountpoint),
+                    None => "nfs-trace prove --server HOST:/EXPORT".to_string(),
+                };
                 parts.push(format!(
-                    "no mount here was seen reconnecting from a new port: `nfs-trace prove --mount {target}` on a test mount with other options (vers=, noresvport) shows what this kernel does"
+                    "no mount here was seen reconnecting from a new port: `{cmd}` mounts the export with other options (vers=, noresvport) beside it and shows which give this kernel a new port"
                 ));
             } else {
                 parts.push(format!(

@@ -514,7 +514,7 @@ fn advice_never_says_noresvport_where_it_did_not_help() {
     let pinned = view("/mnt/v3", "3", true, 790);
     let a = advice(e, &[&pinned], &[]);
     assert!(a.contains("noresvport does not stop this kernel rebinding it"), "{a}");
-    assert!(a.contains("`nfs-trace prove --mount /mnt/v3`"), "{a}");
+    assert!(a.contains("`nfs-trace prove --server 10.0.0.1:/ --like /mnt/v3`"), "{a}");
     assert!(a.contains("fix the middlebox"), "v3 keeps its port: {a}");
     // An option set this host honoured is named instead of prove.
     let a = advice(e, &[&pinned], &["/mnt/v41 (vers=4.1)".to_string(), "/mnt/v3 (vers=3,noresvport)".to_string()]);
