@@ -14,7 +14,13 @@
 //! - `ss` before and after: the production mount's connection (port and
 //!   socket cookie) is the same one, and its writes never failed.
 //! - the guest's mount table after: nothing but the production mount, and
-//!   no test mount directory left in /tmp.
+//!   no test mount directory left in /tmp; no process's mount table with a
+//!   test mount; the client namespace's NFS superblocks
+//!   (`/proc/net/nfsfs/volumes`) back to the production mount's.
+//! - prove ended by SIGTERM and by SIGKILL while a test mount is up, and
+//!   run against an address no server answers (`--timeout 5`): the same
+//!   checks afterwards; SIGTERM exits 1 saying "interrupted", the dead
+//!   server's mount is given up within the timeout.
 //!
 //! The v4 sets run a third time without --json: the table a user reads,
 //! logged on the console (the README quotes it); its exit status must be
@@ -146,6 +152,107 @@ fn prove(ns: &ClientNs, spec: &str, sets: &[String], json: bool) -> Result<Value
     Ok(json!({"spec": spec, "sets": sets, "exit": o.status.code(), "output": output, "stderr": o.stderr.trim()}))
 }
 
+/// Test mounts any process still has (prove's private namespace is seen
+/// through its /proc/PID/mountinfo while it lives).
+fn test_mounts_anywhere() -> Vec<String> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if !e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path().join("mountinfo")).unwrap_or_default();
+        v.extend(text.lines().filter(|l| l.contains("/nfs-trace-prove.") && l.contains(" - nfs")).map(str::to_string));
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The NFS superblocks of the client namespace (`/proc/self/net/nfsfs/volumes`
+/// read from inside it): a test mount's stays until the last mount of it is
+/// gone, whichever namespace that mount was in.
+fn volumes(ns: &ClientNs) -> Result<Vec<String>> {
+    let text = cmd::run(ns.command("/bin/busybox").args(["cat", "/proc/self/net/nfsfs/volumes"]), T)?;
+    Ok(text.lines().skip(1).filter(|l| !l.trim().is_empty()).map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect())
+}
+
+/// Waits up to 15 s for the superblocks to be back to `want` lines.
+fn volumes_settle(ns: &ClientNs, want: usize) -> Result<Vec<String>> {
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = volumes(ns)?;
+        if v.len() <= want || std::time::Instant::now() >= until {
+            return Ok(v);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// prove --server ended from outside while a test mount is up: SIGTERM
+/// (it must unmount and say so) or SIGKILL (its namespace takes the mount
+/// along). Returns what happened; removes the empty directory SIGKILL leaves.
+fn interrupted_run(ns: &ClientNs, sig: i32) -> Result<Value> {
+    let (spec, _) = scenario::mount_args(SERVER, "4.2");
+    let mut child = ns
+        .command(BINARY)
+        .args(["prove", "--server", &spec, "--yes", "--json", "-n", "20", "--timeout", "120", "--sys-root", net::CLIENT_SYSFS])
+        .args(["--options", "vers=4.2", "--options", "vers=4.2,noresvport"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start prove --server")?;
+    let pid = child.id();
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    let mut seen = false;
+    while std::time::Instant::now() < until && child.try_wait()?.is_none() {
+        let mi = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        if mi.lines().any(|l| l.contains("/nfs-trace-prove.") && l.contains(" - nfs")) {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let a reconnect round start: the signal lands mid-round.
+    std::thread::sleep(Duration::from_millis(300));
+    sys::kill(pid, sig)?;
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            break child.wait()?;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read as _;
+        let _ = e.read_to_string(&mut err);
+    }
+    let (_, dirs) = leftovers();
+    for d in &dirs {
+        let _ = std::fs::remove_dir(Path::new("/tmp").join(d));
+    }
+    use std::os::unix::process::ExitStatusExt as _;
+    Ok(json!({"signal": sig, "mount_seen": seen, "exit": status.code(), "killed_by": status.signal(),
+              "exit_s": t.elapsed().as_secs_f64(), "stderr_last": err.lines().last().unwrap_or(""), "dirs_left": dirs}))
+}
+
+/// A server nobody answers (an address on the client's link no host has):
+/// the mount is given up after --timeout and nothing stays.
+fn dead_server(ns: &ClientNs) -> Result<Value> {
+    let t = std::time::Instant::now();
+    let o = cmd::output(
+        ns.command(BINARY).args(["prove", "--server", "10.99.0.77:/", "--yes", "--json", "-n", "1", "--timeout", "5", "--sys-root", net::CLIENT_SYSFS, "--options", "vers=4.2"]),
+        PROVE_LIMIT,
+    )?;
+    let output = o.stdout.lines().rev().find_map(|l| serde_json::from_str::<Value>(l).ok()).unwrap_or_else(|| json!({"unparsed": o.stdout}));
+    Ok(json!({"exit": o.status.code(), "seconds": t.elapsed().as_secs_f64(), "output": output}))
+}
+
 /// NFS mounts in the guest's mount table, and test mount points left in /tmp.
 fn leftovers() -> (Vec<String>, Vec<String>) {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
@@ -195,6 +302,7 @@ fn run_inner(ns: &ClientNs, truth: &mut Value) -> Result<()> {
         let writer = Writer::start(Path::new(PROD));
         std::fs::write("/tmp/experiment.nft", syn_rules())?;
         cmd::run(ns.command("/usr/sbin/nft").args(["-f", "/tmp/experiment.nft"]), T).context("loading the SYN counter")?;
+        let volumes_before = volumes(ns)?;
         let t0 = sys::mono_ns();
         let mut proves = Vec::new();
         for (spec, sets) in runs() {
@@ -203,12 +311,17 @@ fn run_inner(ns: &ClientNs, truth: &mut Value) -> Result<()> {
         // The v4 sets once more as a user runs them: the human table.
         let (spec, sets) = runs().pop().expect("two runs");
         let human = prove(ns, &spec, &sets, false)?;
+        let sigterm = interrupted_run(ns, libc::SIGTERM)?;
+        let sigkill = interrupted_run(ns, libc::SIGKILL)?;
+        let dead = dead_server(ns)?;
         let t1 = sys::mono_ns();
         let syns = syn_counts(ns);
         let _ = cmd::run(ns.command("/usr/sbin/nft").args(["delete", "table", "inet", "experiment"]), T);
         let written = writer.finish();
         let after = production_after(ns)?;
         let (left_mounted, left_dirs) = leftovers();
+        let volumes_after = volumes_settle(ns, volumes_before.len())?;
+        let anywhere = test_mounts_anywhere();
         out::log(format!(
             "experiment: production port {} -> {:?}, writes {}, {:.1} s of prove",
             before.local_port,
@@ -223,6 +336,12 @@ fn run_inner(ns: &ClientNs, truth: &mut Value) -> Result<()> {
             "proves": proves,
             "human": human,
             "syns": syns?,
+            "sigterm": sigterm,
+            "sigkill": sigkill,
+            "dead_server": dead,
+            "volumes_before": volumes_before,
+            "volumes_after": volumes_after,
+            "test_mounts_anywhere": anywhere,
             "left_mounted": left_mounted,
             "left_dirs": left_dirs,
             "seconds": (t1 - t0) as f64 / 1e9,

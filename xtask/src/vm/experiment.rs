@@ -13,9 +13,13 @@
 //! port a tested set reports is one nft saw SYNs from, at least as many
 //! SYNs as the table has connects from it (a "same port" reconnect needs a
 //! second SYN from that port); the production connection is the same
-//! socket after as before and no write failed; nothing is left mounted; and
-//! each tested set's same/new equals the reconnect scenario's for that
-//! version and option.
+//! socket after as before and no write failed; nothing is left mounted (no
+//! test mount in any process's table, the client namespace's NFS
+//! superblocks back to the production mount's); prove stopped by SIGTERM
+//! mid-round exits 1 saying so and removes its directory, SIGKILL leaves no
+//! mount; a server nobody answers is given up after `--timeout`; and each
+//! tested set's same/new equals the reconnect scenario's for that version
+//! and option.
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde_json::{Value, json};
@@ -56,6 +60,9 @@ pub fn judge(truth: &Value, earlier: &[Value], with_tracer: bool) -> Value {
             if !matches!(p["exit"].as_i64(), Some(0 | 3)) || out["type"] != "prove-server" {
                 problems.push(format!("prove --server {} exited {} with {}: {}", p["spec"], p["exit"], out, p["stderr"]));
                 continue;
+            }
+            if out["left_mounted"].as_array().is_none_or(|l| !l.is_empty()) {
+                problems.push(format!("prove --server {} says it left mounted: {}", p["spec"], out["left_mounted"]));
             }
             for s in out["sets"].as_array().into_iter().flatten() {
                 let opts = s["options"].as_str().unwrap_or("?");
@@ -127,7 +134,29 @@ pub fn judge(truth: &Value, earlier: &[Value], with_tracer: bool) -> Value {
         if x["writes"]["failed"].as_u64() != Some(0) || x["writes"]["ok"].as_u64().unwrap_or(0) < 5 {
             problems.push(format!("production writes: {}", x["writes"]));
         }
-        for k in ["left_mounted", "left_dirs"] {
+        let term = &x["sigterm"];
+        if term["mount_seen"] != true
+            || term["exit"] != 1
+            || !term["stderr_last"].as_str().is_some_and(|e| e.contains("interrupted"))
+            || term["dirs_left"].as_array().is_none_or(|d| !d.is_empty())
+        {
+            problems.push(format!("SIGTERM mid-run: want exit 1 saying interrupted, its directory removed: {term}"));
+        }
+        if x["sigkill"]["mount_seen"] != true || x["sigkill"]["killed_by"] != 9 {
+            problems.push(format!("SIGKILL mid-run did not happen as planned: {}", x["sigkill"]));
+        }
+        let dead = &x["dead_server"];
+        let dead_set = &dead["output"]["sets"][0];
+        if dead["exit"] != 1
+            || dead_set["result"] != "mount-failed"
+            || !dead_set["error"].as_str().is_some_and(|e| e.contains("did not finish within 5 s"))
+        {
+            problems.push(format!("a server nobody answers: want exit 1 and the mount given up after --timeout 5: {dead}"));
+        }
+        if x["volumes_after"] != x["volumes_before"] {
+            problems.push(format!("NFS superblocks left in the client namespace: {} before, {} after", x["volumes_before"], x["volumes_after"]));
+        }
+        for k in ["left_mounted", "left_dirs", "test_mounts_anywhere"] {
             if x[k].as_array().is_none_or(|a| !a.is_empty()) {
                 problems.push(format!("{k}: {}", x[k]));
             }
@@ -211,13 +240,18 @@ mod tests {
             "prod_before": {"port": 700, "sk": "a"}, "prod_after": {"port": 700, "sk": "a"},
             "writes": {"ok": 40, "failed": 0},
             "proves": [
-                {"spec": "10.99.0.1:/export", "exit": 3, "output": {"type": "prove-server", "sets": [set("vers=3", "3", &[801, 801, 801], "sysfs dstaddr")]}},
-                {"spec": "10.99.0.1:/", "exit": 0, "output": {"type": "prove-server", "sets": [
+                {"spec": "10.99.0.1:/export", "exit": 3, "output": {"type": "prove-server", "left_mounted": [], "sets": [set("vers=3", "3", &[801, 801, 801], "sysfs dstaddr")]}},
+                {"spec": "10.99.0.1:/", "exit": 0, "output": {"type": "prove-server", "left_mounted": [], "sets": [
                     skipped("vers=4.1"), set("vers=4.2", "4.2", &[40000, 40010, 40020], "sysfs dstaddr")]}},
             ],
             "syns": {"801": 3, "40000": 1, "40010": 1, "40020": 2, "50000": 1},
             "left_mounted": [], "left_dirs": [],
             "human": {"exit": 0, "text": "vers=4.1  skipped: ...\nNothing is left mounted: ..."},
+            "sigterm": {"mount_seen": true, "exit": 1, "stderr_last": "nfs-trace: error: interrupted: 1 of 2 option sets tried", "dirs_left": []},
+            "sigkill": {"mount_seen": true, "killed_by": 9, "dirs_left": ["nfs-trace-prove.x"]},
+            "dead_server": {"exit": 1, "output": {"sets": [{"result": "mount-failed", "error": "mount.nfs did not finish within 5 s (--timeout)"}]}},
+            "volumes_before": ["v4 0a630001 801 0:50 1:2 no"], "volumes_after": ["v4 0a630001 801 0:50 1:2 no"],
+            "test_mounts_anywhere": [],
         }})
     }
 
@@ -235,7 +269,8 @@ mod tests {
 
     #[test]
     fn each_kind_of_disagreement_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        type Tamper = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(&str, Tamper)> = vec![
             ("nft saw 1 SYN", Box::new(|t| t["experiment"]["syns"]["801"] = json!(1))),
             ("nft saw no SYN", Box::new(|t| t["experiment"]["syns"].as_object_mut().unwrap().remove("40010").map(|_| ()).unwrap())),
             ("production connection changed", Box::new(|t| t["experiment"]["prod_after"]["sk"] = json!("b"))),
@@ -249,6 +284,11 @@ mod tests {
             })),
             ("exited", Box::new(|t| t["experiment"]["proves"][0]["exit"] = json!(1))),
             ("human table", Box::new(|t| t["experiment"]["human"]["exit"] = json!(3))),
+            ("SIGTERM mid-run", Box::new(|t| t["experiment"]["sigterm"]["dirs_left"] = json!(["nfs-trace-prove.y"]))),
+            ("SIGKILL mid-run", Box::new(|t| t["experiment"]["sigkill"]["mount_seen"] = json!(false))),
+            ("nobody answers", Box::new(|t| t["experiment"]["dead_server"]["exit"] = json!(3))),
+            ("superblocks left", Box::new(|t| t["experiment"]["volumes_after"] = json!(["a", "b"]))),
+            ("test_mounts_anywhere", Box::new(|t| t["experiment"]["test_mounts_anywhere"] = json!(["x"]))),
         ];
         for (want, f) in cases {
             let mut t = truth();

@@ -156,9 +156,11 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
         results.push(SetResult { set: set.clone(), outcome });
     }
     let interrupted = INTERRUPTED.load(Ordering::Relaxed);
-    drop(tm); // unmount before printing: the output says nothing is left
+    let dir = tm.dir().to_path_buf();
+    drop(tm); // unmount before printing: the output says what is left
+    let left = still_mounted(&dir);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-    print(&args, &spec, &kernel, &results)?;
+    print(&args, &spec, &kernel, &results, &left)?;
     if interrupted {
         bail!("interrupted: {} of {} option sets tried; the test mounts are gone", results.len(), sets.len());
     }
@@ -264,11 +266,19 @@ fn test_mounted(
     })
 }
 
+/// Mount points under `dir` still in this process's mount table (none,
+/// unless an unmount failed).
+fn still_mounted(dir: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let d = dir.to_string_lossy();
+    text.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(d.as_ref())).map(mountinfo::unescape).collect()
+}
+
 fn join_ports(p: &[u16]) -> String {
     p.iter().map(u16::to_string).collect::<Vec<_>>().join(" → ")
 }
 
-fn print(args: &ProveArgs, spec: &ServerSpec, kernel: &str, results: &[SetResult]) -> Result<()> {
+fn print(args: &ProveArgs, spec: &ServerSpec, kernel: &str, results: &[SetResult], left: &[String]) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let ranked = plan::ranked(results);
     if args.json {
@@ -280,7 +290,7 @@ fn print(args: &ProveArgs, spec: &ServerSpec, kernel: &str, results: &[SetResult
             "reconnects_per_set": args.reconnects,
             "sets": results,
             "ranked": ranked.iter().map(|r| &r.set.options).collect::<Vec<_>>(),
-            "left_mounted": 0,
+            "left_mounted": left,
         });
         serde_json::to_writer(&mut out, &rec)?;
         writeln!(out)?;
@@ -318,7 +328,12 @@ fn print(args: &ProveArgs, spec: &ServerSpec, kernel: &str, results: &[SetResult
             }
         }
     }
-    writeln!(out, "Nothing is left mounted: the test mounts lived in a private mount namespace and are gone.")?;
+    if left.is_empty() {
+        writeln!(out, "Nothing is left mounted: the test mounts lived in a private mount namespace and are gone.")?;
+    } else {
+        // Only this process's namespace has them: they go when it exits.
+        writeln!(out, "Could not unmount {} here; they are in this process's private mount namespace and go when it exits.", escape(&left.join(", ")))?;
+    }
     out.flush()?;
     Ok(())
 }
