@@ -1,5 +1,6 @@
 //! `cargo xtask dist`: what ships (issue 6, item 4) into target/dist/:
-//! the static musl binary, man pages and bash/zsh/fish completions.
+//! the static musl binary, man pages and bash/zsh/fish completions; with
+//! `--deb`, also a Debian package of them with the systemd unit (deb.rs).
 //!
 //! Man pages and completions come from the shipped binary's own hidden
 //! `manpage` / `completions` subcommands, so they describe exactly the
@@ -10,10 +11,13 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::cmd;
 
+mod deb;
+mod deb_check;
+
 /// (shell, file name the shell's completion loader looks for).
 const SHELLS: &[(&str, &str)] = &[("bash", "nfs-trace"), ("zsh", "_nfs-trace"), ("fish", "nfs-trace.fish")];
 
-pub fn main() -> Result<()> {
+pub fn main(with_deb: bool, check_deb: bool) -> Result<()> {
     let built = cmd::build_nfs_trace(true, true)?;
     let dist = cmd::target_dir().join("dist");
     // Start clean so nothing stale from an older layout ships.
@@ -53,6 +57,15 @@ pub fn main() -> Result<()> {
     }
 
     println!("{}", version.trim());
+    if with_deb {
+        // "nfs-trace 0.1.0" → 0.1.0
+        let v = version.trim().rsplit(' ').next().unwrap_or("0").to_string();
+        let deb = deb::build(&dist, &v)?;
+        println!("deb: {}", deb.display());
+        if check_deb {
+            deb_check::install_check(&deb)?;
+        }
+    }
     list(&dist)?;
     Ok(())
 }

@@ -53,8 +53,15 @@ enum Task {
     /// nfs-trace, tcpstates and bpftrace; writes docs/bench.md (root).
     Bench(bench::BenchArgs),
     /// Release artefacts in target/dist: static musl binary, man pages,
-    /// shell completions.
-    Dist,
+    /// shell completions; --deb also builds a Debian package with the systemd unit.
+    Dist {
+        /// Also build target/dist/nfs-trace_VERSION_ARCH.deb.
+        #[arg(long)]
+        deb: bool,
+        /// With --deb: install it in a throwaway overlay chroot and check it (root).
+        #[arg(long, requires = "deb")]
+        check: bool,
+    },
     /// Reconnect churn under `nfs-trace watch` for N minutes; RSS and state sizes must stay flat.
     Soak(soak::SoakArgs),
 }
@@ -88,7 +95,7 @@ fn main() -> ExitCode {
         Task::Test { no_vm } => setup::ensure_all().and_then(|_| test::test_all(!no_vm)),
         Task::Vm(args) => setup::ensure_all().and_then(|_| vm::main(args)),
         Task::Bench(args) => setup::ensure_all().and_then(|_| bench::main(args)),
-        Task::Dist => setup::ensure_all().and_then(|_| dist::main()),
+        Task::Dist { deb, check } => setup::ensure_all().and_then(|_| dist::main(deb, check)),
         Task::Soak(args) => setup::ensure_all().and_then(|_| soak::main(args)),
     };
     match res {

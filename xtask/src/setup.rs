@@ -19,6 +19,11 @@ const APT_PACKAGES: &[&str] = &[
     "zstd",
     // promtool, the real parser that validates `watch --metrics` in the tests.
     "prometheus",
+    // The .deb check: systemd-analyze verifies the unit, man-db resolves
+    // its man: pages, groff formats them (dpkg-deb, gzip, chroot: essential).
+    "systemd",
+    "man-db",
+    "groff-base",
 ];
 
 pub fn ensure_all() -> Result<()> {

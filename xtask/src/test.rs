@@ -14,6 +14,8 @@ pub fn test_all(with_vm: bool) -> Result<()> {
     let mut c = cargo();
     c.args(["test"]).env("NFS_TRACE_BIN", &bin);
     run(&mut c)?;
+    // The Debian package, built and installed in a throwaway chroot.
+    crate::dist::main(true, true)?;
     if with_vm {
         // A closing line any CI reader understands, counted from the
         // records the suite keeps (one per scenario, `ok` per scenario);

@@ -198,3 +198,60 @@ fn episodes_are_counted_by_verdict_with_their_duration() {
     assert!(out.contains("nfs_trace_episode_duration_seconds_bucket{verdict=\"unknown\",le=\"5\"} 1\n"), "{out}");
     assert!(out.contains("nfs_trace_episodes_total{verdict=\"reused-flow-dropped\"} 0\n"), "{out}");
 }
+
+/// Every metric the shipped alert rules and dashboard name is one this
+/// exporter has, with the suffix its type gets (`_total` for counters,
+/// `_bucket` for the histogram), and every verdict they name is one of
+/// ours: a rename here must not silently blind a fleet's alerts.
+#[test]
+fn alert_rules_and_dashboard_name_only_exported_series() {
+    use crate::model::xprt::XprtConnect;
+    // A family is listed once it has a series: a stall (destination and
+    // stall families) and a transport of a known mount make them all.
+    let data = [MountView::for_test("/mnt/data", "10.0.0.1", "3", false, 871)];
+    let (mut t, mut m) = (Tracker::new(), Metrics::new());
+    feed(&mut t, &mut m, &data, &stall("10.0.0.1", 0, 1));
+    m.observe_xprt(
+        &XprtObservation::Connect(XprtConnect {
+            xprt: 0xabc,
+            ts_ns: 1,
+            task: Task { pid: 1, comm: "kworker".into() },
+            flow: Flow { laddr: "10.0.0.2".parse().unwrap(), sport: 871, raddr: "10.0.0.1".parse().unwrap(), dport: 2049, netns: Netns::UNKNOWN },
+            srcport: Some(871),
+            connects: 1,
+            prev_sport: None,
+            reused: false,
+            dropped: None,
+            error: 0,
+        }),
+        &data,
+    );
+    let out = scrape(&mut m, &t, &data);
+    let mut exported: Vec<String> = Vec::new();
+    for l in out.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, kind) = l.split_once(' ').expect("TYPE line");
+        match kind {
+            // Text format 0.0.4: the TYPE line already has the suffix.
+            "counter" if name.ends_with("_total") => exported.push(name.to_string()),
+            "counter" => exported.push(format!("{name}_total")),
+            "histogram" => exported.extend(["_bucket", "_sum", "_count"].iter().map(|s| format!("{name}{s}"))),
+            _ => exported.push(name.to_string()),
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in ["deploy/prometheus/nfs-trace.rules.yml", "deploy/grafana/nfs-trace-dashboard.json"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let mut named = 0;
+        for (i, _) in text.match_indices("nfs_trace_") {
+            let name: String = text[i..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+            assert!(exported.contains(&name), "{file} names {name}, which nfs-trace does not export (it has {exported:?})");
+            named += 1;
+        }
+        assert!(named >= 5, "{file} names only {named} nfs-trace series");
+        for (i, _) in text.match_indices("verdict=\\\"").chain(text.match_indices("verdict=\"")) {
+            let rest = &text[i..];
+            let v: String = rest.trim_start_matches("verdict=").trim_start_matches(['\\', '"']).chars().take_while(|c| c.is_ascii_lowercase() || *c == '-').collect();
+            assert!(VerdictName::ALL.iter().any(|x| x.name() == v), "{file} names verdict {v:?}");
+        }
+    }
+}
