@@ -288,6 +288,34 @@ fn fixture_tree(name: &str, mountinfo: &str, mountstats: &str, xprts: &[(&str, &
 const MOUNTINFO: &str = "36 25 0:32 / /mnt/v40 rw - nfs4 10.99.0.1:/ rw,vers=4.0,proto=tcp,addr=10.99.0.1\n\
 37 25 0:33 / /mnt/v41 rw - nfs4 10.99.0.1:/ rw,vers=4.1,proto=tcp,noresvport,addr=10.99.0.1\n";
 
+/// A Kubernetes node: a CSI driver's staging mount bound into two pods'
+/// volume directories (one superblock, three mount points). `check` names
+/// both pods with their volume, in JSON and in text.
+#[test]
+fn check_names_the_pods_a_kubelet_mount_serves() {
+    let (a, b) = ("8f0c2b1e-3a4d-4c5e-9f60-7a8b9c0d1e2f", "0a1b2c3d-0000-4000-8000-000000000001");
+    let g = "/var/lib/kubelet/plugins/kubernetes.io/csi/efs.csi.aws.com/abc/globalmount";
+    let mi = format!(
+        "40 25 0:40 / {g} rw - nfs4 10.99.0.1:/ rw,vers=4.1,proto=tcp,addr=10.99.0.1\n\
+41 25 0:40 / /var/lib/kubelet/pods/{a}/volumes/kubernetes.io~csi/pv-efs/mount rw - nfs4 10.99.0.1:/ rw,vers=4.1,proto=tcp,addr=10.99.0.1\n\
+42 25 0:40 / /var/lib/kubelet/pods/{b}/volumes/kubernetes.io~csi/pv-efs/mount rw - nfs4 10.99.0.1:/ rw,vers=4.1,proto=tcp,addr=10.99.0.1\n"
+    );
+    let root = fixture_tree("pods", &mi, "", &[]);
+    let p = root.join("proc").to_string_lossy().into_owned();
+    let s = root.join("sys").to_string_lossy().into_owned();
+    let (code, out, err) = run(&["check", "--json", "--proc-root", &p, "--sys-root", &s], true);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let m = v["mounts"].as_array().unwrap();
+    assert_eq!(m.len(), 1, "one superblock: {out}");
+    let pods: Vec<(&str, &str)> = m[0]["pods"].as_array().unwrap().iter().map(|p| (p["uid"].as_str().unwrap(), p["volume"].as_str().unwrap())).collect();
+    assert_eq!(pods, [(b, "pv-efs"), (a, "pv-efs")]);
+    let (_, text, _) = run(&["check", "--proc-root", &p, "--sys-root", &s], true);
+    for uid in [a, b] {
+        assert!(text.contains(&format!("pod {uid} volume pv-efs")), "{text}");
+    }
+}
+
 #[test]
 fn check_flags_mounts_that_remember_their_port_without_root() {
     let stats = "device 10.99.0.1:/ mounted on /mnt/v40 with fstype nfs4 statvers=1.1\n\

@@ -115,6 +115,10 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
             if namespaces {
                 writeln!(out, "  {}", where_line(v))?;
             }
+            // A pod's volume: which pods, in full (the mount point names only one).
+            for p in &v.pods {
+                writeln!(out, "  pod {} volume {}", escape(&p.uid), escape(&p.volume))?;
+            }
         }
         if rows.iter().any(|r| r.view.live_ports.is_none() && r.view.live_from == "not visible") {
             writeln!(

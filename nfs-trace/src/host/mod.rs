@@ -11,6 +11,7 @@
 pub mod addr;
 pub mod canary;
 pub mod kmsg;
+pub mod kubelet;
 pub mod mountinfo;
 pub mod mountstats;
 pub mod namespaces;

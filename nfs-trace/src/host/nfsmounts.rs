@@ -53,6 +53,9 @@ pub struct MountView {
     pub netns: Option<u32>,
     /// Every mount namespace this superblock is seen in, `mountpoint`'s first.
     pub seen_in: Vec<SeenIn>,
+    /// The Kubernetes pods whose volume this is, from where kubelet mounted
+    /// it (host/kubelet.rs); empty for other mounts.
+    pub pods: Vec<crate::host::kubelet::PodVolume>,
 }
 
 /// One place a mount is seen: a mount point in a mount namespace.
@@ -86,6 +89,7 @@ impl MountView {
             mntns: None,
             netns: None,
             seen_in: vec![SeenIn { mntns: None, mountpoint: mountpoint.into(), pid: None }],
+            pods: Vec::new(),
         }
     }
 
@@ -200,6 +204,7 @@ pub fn join_paired(paired: &[(NfsMount, Option<MountStats>)], sys: &[SysXprt], l
                 mntns: None,
                 netns: None,
                 seen_in: vec![SeenIn { mntns: None, mountpoint: m.mountpoint.clone(), pid: None }],
+                pods: crate::host::kubelet::pod_volume(&m.mountpoint).into_iter().collect(),
             }
         })
         .collect()

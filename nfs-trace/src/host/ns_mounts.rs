@@ -269,6 +269,7 @@ pub fn place(gathered: &[Gathered], ns: &Namespaces, ev: &Evidence, single: Opti
             v.netns = netns[i];
             v.mntns = gathered[i].mntns();
             v.seen_in = gathered[i].seen_in.clone();
+            v.pods = crate::host::kubelet::pods_of(&v);
             views[i] = Some(v);
         }
     }

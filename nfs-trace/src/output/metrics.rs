@@ -51,6 +51,8 @@ struct StallLabels {
     raddr: String,
     dport: String,
     mount: String,
+    /// `POD-UID/VOLUME,…` where the mounts are pods' volumes ("" else).
+    pod: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +61,7 @@ struct XprtLabels {
     raddr: String,
     dport: String,
     mount: String,
+    pod: String,
 }
 
 /// One of the five verdicts (model/episode/judge.rs): bounded by design.
@@ -162,8 +165,11 @@ pub struct StateSizes {
     pub kernel_sockets: usize,
 }
 
-fn mounts_of(views: &[MountView], t: &Transport) -> String {
-    attribute(views, t).0.iter().map(|m| m.mountpoint.as_str()).collect::<Vec<_>>().join(",")
+/// The `mount` and `pod` label values of a transport's mounts.
+fn mounts_of(views: &[MountView], t: &Transport) -> (String, String) {
+    let m = attribute(views, t).0;
+    let pods = crate::host::kubelet::pods_of_all(m.iter().copied());
+    (m.iter().map(|m| m.mountpoint.as_str()).collect::<Vec<_>>().join(","), crate::host::kubelet::label(&pods))
 }
 
 impl Default for Metrics {
@@ -289,12 +295,9 @@ impl Metrics {
         }
         if !self.open_stalls.contains_key(&key) {
             // Its mounts as they are when it begins: fixed for its lifetime.
-            let l = StallLabels {
-                raddr: key.raddr.to_string(),
-                dport: key.dport.to_string(),
-                mount: mounts_of(views, &Transport::of_flow(st.who.xprt, &st.who.flow, None)),
-            };
-            let other = || StallLabels { raddr: OTHER.into(), dport: OTHER.into(), mount: OTHER.into() };
+            let (mount, pod) = mounts_of(views, &Transport::of_flow(st.who.xprt, &st.who.flow, None));
+            let l = StallLabels { raddr: key.raddr.to_string(), dport: key.dport.to_string(), mount, pod };
+            let other = || StallLabels { raddr: OTHER.into(), dport: OTHER.into(), mount: OTHER.into(), pod: OTHER.into() };
             let labels = self.stall_sets.admit(l, other, &self.overflow);
             self.stalls.get_or_create(&labels).inc();
             self.stalls_ongoing.get_or_create(&labels).inc();
@@ -322,12 +325,12 @@ impl Metrics {
     fn xprt_labels(&mut self, xprt: u64, views: &[MountView], now: bool) -> Option<XprtLabels> {
         let x = self.xprts.get_mut(&xprt)?;
         if x.labels.is_none() {
-            let mount = mounts_of(views, &Transport { xprt, raddr: x.raddr, dport: x.dport, netns: x.netns, srcport: x.srcport, live: None });
+            let (mount, pod) = mounts_of(views, &Transport { xprt, raddr: x.raddr, dport: x.dport, netns: x.netns, srcport: x.srcport, live: None });
             if mount.is_empty() && !now {
                 return None;
             }
-            let l = XprtLabels { xprt: format!("{xprt:#x}"), raddr: x.raddr.to_string(), dport: x.dport.to_string(), mount };
-            let other = || XprtLabels { xprt: OTHER.into(), raddr: OTHER.into(), dport: OTHER.into(), mount: OTHER.into() };
+            let l = XprtLabels { xprt: format!("{xprt:#x}"), raddr: x.raddr.to_string(), dport: x.dport.to_string(), mount, pod };
+            let other = || XprtLabels { xprt: OTHER.into(), raddr: OTHER.into(), dport: OTHER.into(), mount: OTHER.into(), pod: OTHER.into() };
             let l = self.xprt_sets.admit(l, other, &self.overflow);
             // Both families get the series, at 0 until it happens.
             drop(self.xprt_reconnects.get_or_create(&l));

@@ -47,7 +47,7 @@ fn stalls_are_counted_per_server_and_mount() {
     feed(&mut t, &mut m, &views, &[ev(Kind::ConnectDone, "10.0.0.1", 10, 1, 0, 0), ev(Kind::SynRetransmit, "10.0.0.1", 3_000, 2, 2_000, 1)]);
     let out = scrape(&mut m, &t, &views);
     // Label values escaped as the format wants.
-    let labels = r#"{raddr="10.0.0.1",dport="2049",mount="/mnt/da\"ta\\x"}"#;
+    let labels = r#"{raddr="10.0.0.1",dport="2049",mount="/mnt/da\"ta\\x",pod=""}"#;
     assert!(out.contains(&format!("nfs_trace_stalls_total{labels} 1\n")), "{out}");
     assert!(out.contains(&format!("nfs_trace_stalls_ongoing{labels} 1\n")), "{out}");
     assert!(out.contains(&format!("nfs_trace_stall_seconds_total{labels} 1.0\n")), "{out}");
@@ -56,6 +56,19 @@ fn stalls_are_counted_per_server_and_mount() {
     assert!(out.contains(&format!("nfs_trace_stalls_total{labels} 1\n")), "{out}");
     assert!(out.contains(&format!("nfs_trace_stall_seconds_total{labels} 10.0\n")), "{out}");
     assert!(out.contains(&format!("nfs_trace_stalls_ongoing{labels} 0\n")), "{out}");
+}
+
+/// A pod's volume (kubelet's mount path) labels its stalls with the pod.
+#[test]
+fn stalls_of_a_pod_volume_carry_the_pod() {
+    let (mut t, mut m) = (Tracker::new(), Metrics::new());
+    let uid = "8f0c2b1e-3a4d-4c5e-9f60-7a8b9c0d1e2f";
+    let mut v = MountView::for_test(&format!("/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~nfs/shared"), "10.0.0.1", "3", false, 871);
+    v.pods = crate::host::kubelet::pods_of(&v);
+    let views = [v];
+    feed(&mut t, &mut m, &views, &[ev(Kind::ConnectDone, "10.0.0.1", 10, 1, 0, 0), ev(Kind::SynRetransmit, "10.0.0.1", 3_000, 2, 2_000, 1)]);
+    let out = scrape(&mut m, &t, &views);
+    assert!(out.contains(&format!(r#"pod="{uid}/shared"}} 1"#)), "{out}");
 }
 
 #[test]

@@ -95,6 +95,9 @@ pub struct EpisodeBody {
     pub flow: Flow,
     xprt: Option<String>,
     pub mounts: Vec<String>,
+    /// The Kubernetes pods those mounts are volumes of (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<crate::host::kubelet::PodVolume>,
     /// "transport_drop", "close", "stall", "unanswered", "rpc_timeout".
     opened_by: &'static str,
     pub start: String,
@@ -184,6 +187,7 @@ impl<W: Write> Renderer<W> {
             flow: e.flow,
             xprt: (e.xprt != 0).then(|| format!("{:#x}", e.xprt)),
             mounts: mounts.iter().map(|m| m.mountpoint.clone()).collect(),
+            pods: crate::host::kubelet::pods_of_all(mounts.iter().copied()),
             opened_by: e.opened_by.name(),
             start: c.rfc3339(e.start_ns),
             end: e.end_ns().map(|t| c.rfc3339(t)),
@@ -206,7 +210,7 @@ impl<W: Write> Renderer<W> {
             return self.json_line("episode", body);
         }
         self.netns.see(e.flow.netns);
-        let mounts: Vec<String> = mounts_of(views, e).iter().map(|m| escape(&m.mountpoint).into_owned()).collect();
+        let mounts: Vec<String> = mounts_of(views, e).iter().map(|m| escape(&crate::host::kubelet::mount_label(m)).into_owned()).collect();
         let on = if mounts.is_empty() { String::new() } else { format!(" (mount {})", mounts.join(", ")) };
         let who = format!(
             "{} EPISODE #{}  {} → {}{}{on}",

@@ -34,7 +34,7 @@ fn mount_list(views: &[MountView], xprt: u64, flow: &Flow, srcport: Option<u16>,
     let m: Vec<String> = attribute(views, &Transport::of_flow(xprt, flow, srcport))
         .0
         .iter()
-        .map(|m| escape(&m.mountpoint).into_owned())
+        .map(|m| escape(&crate::host::kubelet::mount_label(m)).into_owned())
         .collect();
     m.join(sep)
 }
@@ -241,7 +241,14 @@ impl<W: Write> Renderer<W> {
         self.out.write_all(line.as_bytes())
     }
     pub(super) fn attributed_human(&mut self, a: &Attributed, ts_ns: u64) -> io::Result<()> {
-        let mounts: Vec<String> = a.mounts.iter().map(|m| escape(m).into_owned()).collect();
+        let mounts: Vec<String> = a
+            .mounts
+            .iter()
+            .map(|m| match crate::host::kubelet::pod_volume(m).map(|p| crate::host::kubelet::describe(&[p])) {
+                Some(Some(d)) => escape(&format!("{m} [{d}]")).into_owned(),
+                _ => escape(m).into_owned(),
+            })
+            .collect();
         writeln!(
             self.out,
             "{} xprt {:#x}  {} → {}  is the transport of {} ({})",

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{Renderer, SCHEMA_VERSION};
 use crate::{
     flow::{Flow, Task},
+    host::kubelet::{self, PodVolume},
     host::nfsmounts::MountView,
     model::attribution::{Attributed, Transport, attribute},
     kernel::decode::errno_name,
@@ -150,6 +151,9 @@ pub struct StallBody {
     /// The mounts its transport serves (mount points), credited on
     /// evidence; empty while not yet known.
     pub mounts: Vec<String>,
+    /// The Kubernetes pods those mounts are volumes of (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<PodVolume>,
     /// One sentence: what this episode shows.
     pub verdict: String,
 }
@@ -183,6 +187,8 @@ struct XprtConnectBody<'a> {
     /// Mount points this transport serves, credited on evidence
     /// (model/attribution.rs); empty while not yet known.
     mounts: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pods: Vec<PodVolume>,
     /// The evidence for `mounts`; null while not yet known.
     attributed_by: Option<&'static str>,
 }
@@ -195,6 +201,8 @@ struct AttributedBody<'a> {
     #[serde(flatten)]
     flow: Flow,
     mounts: &'a [String],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pods: Vec<PodVolume>,
     attributed_by: &'static str,
 }
 
@@ -211,6 +219,8 @@ struct RpcTimeoutBody {
     /// `mono_ns` clock; null where not known.
     rpc_made_mono_ns: Option<u64>,
     mounts: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pods: Vec<PodVolume>,
 }
 
 #[derive(Serialize)]
@@ -229,6 +239,7 @@ impl<W: Write> Renderer<W> {
         let mounts: Vec<&MountView> = attribute(views, &Transport::of_flow(st.who.xprt, &st.who.flow, None)).0;
         StallBody {
             mounts: mounts.iter().map(|m| m.mountpoint.clone()).collect(),
+            pods: kubelet::pods_of_all(mounts.iter().copied()),
             verdict: crate::model::verdict::stall_verdict(st, &mounts),
             start: self.clock.rfc3339(st.start_ns),
             end: st.end_ns.map(|t| self.clock.rfc3339(t)),
@@ -352,6 +363,7 @@ impl<W: Write> Renderer<W> {
                 let mut body = self.xprt_connect_body(c);
                 let (mounts, why) = attribute(views, &Transport::of_flow(c.xprt, &c.flow, c.srcport));
                 body.mounts = mounts.iter().map(|m| m.mountpoint.clone()).collect();
+                body.pods = kubelet::pods_of_all(mounts.iter().copied());
                 body.attributed_by = why;
                 self.json_line(kind, body)
             }
@@ -365,6 +377,7 @@ impl<W: Write> Renderer<W> {
                     timeouts: *timeouts,
                     rpc_made_mono_ns: *task_start_ns,
                     mounts: mounts.iter().map(|m| m.mountpoint.clone()).collect(),
+                    pods: kubelet::pods_of_all(mounts.iter().copied()),
                 };
                 self.json_line("rpc_timeout", body)
             }
@@ -389,6 +402,7 @@ impl<W: Write> Renderer<W> {
             mono_ns: ts_ns,
             flow: a.flow,
             mounts: &a.mounts,
+            pods: kubelet::pods_of_paths(&a.mounts),
             attributed_by: a.evidence,
         };
         self.json_line("attributed", body)
@@ -410,6 +424,7 @@ impl<W: Write> Renderer<W> {
             down_ms: c.down_ns().map(ms3),
             connect_error: Some(c.error).filter(|e| *e != 0),
             mounts: Vec::new(),
+            pods: Vec::new(),
             attributed_by: None,
         }
     }

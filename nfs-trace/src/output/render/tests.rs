@@ -179,6 +179,27 @@ fn a_stall_names_its_mount_and_says_what_it_shows() {
     assert!(human.contains("(mount /mnt/data)") && human.contains("[/mnt/data]"), "{human}");
 }
 
+/// A stall on a pod's volume (kubelet's mount path) names the pod in its
+/// records, in the episode and in the human lines.
+#[test]
+fn a_stall_on_a_pod_volume_names_the_pod() {
+    let uid = "8f0c2b1e-3a4d-4c5e-9f60-7a8b9c0d1e2f";
+    let mut view = MountView::for_test(&format!("/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~nfs/shared"), "127.0.0.1", "4.0", false, 871);
+    view.pods = crate::host::kubelet::pods_of(&view);
+    let out = render_with(Format::Json, &stalled_reconnect(), std::slice::from_ref(&view));
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let pods = serde_json::json!([{"uid": uid, "volume": "shared"}]);
+    let end = lines.iter().find(|l| l["type"] == "stall_end").expect("a stall_end record");
+    assert_eq!(end["pods"], pods, "{end}");
+    let ep = lines.iter().find(|l| l["type"] == "episode").expect("an episode record");
+    assert_eq!(ep["pods"], pods, "{ep}");
+    // A mount of no pod has no `pods` key at all.
+    let plain = render_with(Format::Json, &stalled_reconnect(), &[MountView::for_test("/mnt/data", "127.0.0.1", "4.0", false, 871)]);
+    assert!(!plain.contains("\"pods\""), "{plain}");
+    let human = render_with(Format::Human { color: false }, &stalled_reconnect(), &[view]);
+    assert!(human.contains(&format!("[pod {uid} volume shared]")), "{human}");
+}
+
 #[test]
 fn json_lines_carry_schema_and_reuse() {
     let out = render(Format::Json, &[connect(10, 1, 999), connect(20, 2, 999)]);
