@@ -161,17 +161,23 @@ fn confirm(args: &ProveArgs, view: &MountView) -> Result<()> {
     if !stdin.is_terminal() {
         bail!("prove disconnects {}'s transport: confirm with --yes when not on a terminal", view.mountpoint);
     }
-    eprint!(
-        "This forces {} reconnect(s) of {} (server {}:{}); I/O on it pauses while it reconnects. Continue? [y/N] ",
+    let q = format!(
+        "This forces {} reconnect(s) of {} (server {}:{}); I/O on it pauses while it reconnects.",
         args.reconnects, view.mountpoint, view.server, view.port
     );
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    stdin.lock().read_line(&mut line)?;
-    if !matches!(line.trim(), "y" | "Y" | "yes") {
+    if !ask(&q)? {
         bail!("not confirmed: nothing was done");
     }
     Ok(())
+}
+
+/// Asks `question` on the terminal; true for y/Y/yes.
+pub(crate) fn ask(question: &str) -> Result<bool> {
+    eprint!("{question} Continue? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
 /// One transport to reconnect: its mount, the other mounts of its client

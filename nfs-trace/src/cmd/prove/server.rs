@@ -12,7 +12,7 @@
 //! namespace (host/test_mounts.rs): nothing stays mounted, whatever ends
 //! the run.
 use std::{
-    io::{BufRead, IsTerminal, Write as _},
+    io::{IsTerminal, Write as _},
     net::{IpAddr, ToSocketAddrs},
     process::ExitCode,
     sync::atomic::Ordering,
@@ -77,11 +77,7 @@ fn confirm(args: &ProveArgs, spec: &ServerSpec, sets: &[OptionSet]) -> Result<()
     for s in sets {
         eprintln!("  -o {}", escape(&s.options));
     }
-    eprint!("Sets that would share a mounted transport are skipped. Continue? [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    stdin.lock().read_line(&mut line)?;
-    if !matches!(line.trim(), "y" | "Y" | "yes") {
+    if !super::ask("Sets that would share a mounted transport are skipped.")? {
         bail!("not confirmed: nothing was mounted");
     }
     Ok(())
