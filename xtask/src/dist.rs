@@ -11,6 +11,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::cmd;
 
+pub mod arm64;
 mod deb;
 mod deb_check;
 

@@ -61,6 +61,9 @@ enum Task {
         /// With --deb: install it in a throwaway overlay chroot and check it (root).
         #[arg(long, requires = "deb")]
         check: bool,
+        /// Build for another architecture instead: `aarch64` (static musl, rust-lld), checked under qemu-user.
+        #[arg(long, value_parser = ["aarch64"], conflicts_with = "deb")]
+        target: Option<String>,
     },
     /// Reconnect churn under `nfs-trace watch` for N minutes; RSS and state sizes must stay flat.
     Soak(soak::SoakArgs),
@@ -95,7 +98,10 @@ fn main() -> ExitCode {
         Task::Test { no_vm } => setup::ensure_all().and_then(|_| test::test_all(!no_vm)),
         Task::Vm(args) => setup::ensure_all().and_then(|_| vm::main(args)),
         Task::Bench(args) => setup::ensure_all().and_then(|_| bench::main(args)),
-        Task::Dist { deb, check } => setup::ensure_all().and_then(|_| dist::main(deb, check)),
+        Task::Dist { deb, check, target } => setup::ensure_all().and_then(|_| match target {
+            Some(_) => dist::arm64::main(),
+            None => dist::main(deb, check),
+        }),
         Task::Soak(args) => setup::ensure_all().and_then(|_| soak::main(args)),
     };
     match res {

@@ -24,12 +24,15 @@ const APT_PACKAGES: &[&str] = &[
     "systemd",
     "man-db",
     "groff-base",
+    // The aarch64 build is run under qemu-user in the tests (dist/arm64.rs).
+    "qemu-user-static",
 ];
 
 pub fn ensure_all() -> Result<()> {
     ensure_apt(APT_PACKAGES)?;
     ensure_nightly_rust_src()?;
     ensure_rust_target(MUSL_TARGET)?;
+    ensure_rust_target(crate::dist::arm64::TARGET)?;
     ensure_bpf_linker()?;
     Ok(())
 }

@@ -16,6 +16,8 @@ pub fn test_all(with_vm: bool) -> Result<()> {
     run(&mut c)?;
     // The Debian package, built and installed in a throwaway chroot.
     crate::dist::main(true, true)?;
+    // The static aarch64 build, run under qemu-user.
+    crate::dist::arm64::main()?;
     if with_vm {
         // A closing line any CI reader understands, counted from the
         // records the suite keeps (one per scenario, `ok` per scenario);
