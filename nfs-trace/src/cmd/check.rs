@@ -12,6 +12,7 @@ use crate::{
     output::escape::escape,
     cli::CheckArgs,
     host::nfsmounts::MountView,
+    host::proxy::{self, Proxy},
     host::ns_mounts::{self, HostMounts},
 };
 
@@ -32,6 +33,38 @@ fn where_line(v: &MountView) -> String {
         s.push_str(&format!(", also at {}", also.join(", ")));
     }
     s
+}
+
+/// Whether a mount needs attention: it reconnects from the same port
+/// toward a server a middlebox may sit in front of; or, for a mount through
+/// a local proxy (loopback, where no middlebox is), its proxy is gone or
+/// its upstream leg is dead or stuck.
+fn flagged(v: &MountView) -> bool {
+    if v.loopback() { v.proxy.as_ref().is_some_and(|p| !p.problems.is_empty()) } else { v.reuse_prone() }
+}
+
+/// The proxy of a loopback mount: who it is, its upstream sockets as `ss`
+/// would list them, and its problems.
+fn proxy_lines(out: &mut impl std::io::Write, p: &Proxy) -> std::io::Result<()> {
+    let who = match (p.pid, &p.comm) {
+        (Some(pid), Some(c)) => format!("{} (pid {pid})", escape(c)),
+        (Some(pid), None) => format!("pid {pid}"),
+        (None, _) => "nobody".to_string(),
+    };
+    writeln!(out, "  proxy {} held by {who}", p.listen)?;
+    for l in &p.upstream {
+        writeln!(out, "    upstream {} → {} {}", proxy::sock_addr(l.laddr, l.lport), proxy::sock_addr(l.raddr, l.rport), l.state)?;
+    }
+    if p.upstream.is_empty() && p.pid.is_some() {
+        writeln!(out, "    upstream: no connection now")?;
+    }
+    for m in &p.problems {
+        writeln!(out, "    PROBLEM: {m}")?;
+    }
+    if let Some(u) = &p.unseen {
+        writeln!(out, "    cannot see: {}", escape(u))?;
+    }
+    Ok(())
 }
 
 /// Exit status when a mount is flagged.
@@ -70,8 +103,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
         }
     };
     let views = &host.views;
-    let rows: Vec<Row> =
-        views.iter().zip(deltas).map(|(v, d)| Row { view: v, connects_delta: d, flagged: v.reuse_prone() }).collect();
+    let rows: Vec<Row> = views.iter().zip(deltas).map(|(v, d)| Row { view: v, connects_delta: d, flagged: flagged(v) }).collect();
     let flagged = rows.iter().filter(|r| r.flagged).count();
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -97,6 +129,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
                 None => v.connects.to_string(),
             };
             let verdict = match &v.reuse {
+                _ if v.loopback() => "loopback: no middlebox on this leg".to_string(),
                 Some(why) => format!("SAME PORT: {}", escape(why)),
                 None => "a new port (no source port remembered)".to_string(),
             };
@@ -115,6 +148,9 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
             if namespaces {
                 writeln!(out, "  {}", where_line(v))?;
             }
+            if let Some(p) = &v.proxy {
+                proxy_lines(&mut out, p)?;
+            }
             // A pod's volume: which pods, in full (the mount point names only one).
             for p in &v.pods {
                 writeln!(out, "  pod {} volume {}", escape(&p.uid), escape(&p.volume))?;
@@ -132,6 +168,11 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
                 "\nLIVE ?: several mounts share that server and this kernel does not link a mount to its transports (6.4+ does, in /sys/fs/nfs): which live ports are whose cannot be told."
             )?;
         }
+        let proxies = rows.iter().filter(|r| r.flagged && r.view.loopback()).count();
+        if proxies > 0 {
+            writeln!(out, "\n{proxies} proxied mount(s) have a problem on the proxy's side (PROBLEM lines): the mount hangs while it lasts.")?;
+        }
+        let flagged = flagged - proxies;
         if flagged > 0 {
             writeln!(
                 out,

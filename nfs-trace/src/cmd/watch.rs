@@ -95,6 +95,16 @@ fn unwatched_mount_ports<'a>(watched: &[u16], mounts: impl Iterator<Item = (u16,
     out
 }
 
+/// Each mount's server port, and for a mount through a local proxy the
+/// ports of the servers the proxy goes to (its upstream leg is watched in
+/// the kernel like an NFS port).
+fn mount_ports(views: &[MountView]) -> impl Iterator<Item = (u16, &str)> {
+    views.iter().flat_map(|v| {
+        let up = v.proxy.iter().flat_map(|p| p.servers.iter().map(|(_, port)| *port));
+        std::iter::once(v.port).chain(up).map(move |p| (p, v.mountpoint.as_str()))
+    })
+}
+
 /// Watches the ports of NFS mounts outside the watched set (the kernel's
 /// live port map holds every port, so this cannot run out of room); returns
 /// those now watched. A port that cannot be added is said on stderr at
@@ -286,9 +296,15 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let sys_root = std::path::Path::new("/sys");
     // Every namespace's mounts; what cannot be seen is said once.
     let mut said = std::collections::HashSet::new();
+    // The servers each local proxy went to, kept across reads (host/proxy.rs).
+    let mut proxies = crate::host::proxy::Memory::default();
     let mut read_views = || {
-        let host = ns_mounts::read(&args.proc_root, sys_root).unwrap_or_default();
+        let mut host = ns_mounts::read(&args.proc_root, sys_root).unwrap_or_default();
         host.unseen.into_iter().filter(|u| said.insert(u.clone())).for_each(|u| eprintln!("nfs-trace: cannot see: {}", escape(&u)));
+        proxies.annotate(host.views.iter_mut().filter_map(|v| {
+            let netns = v.netns;
+            v.proxy.as_mut().map(|p| (netns, p))
+        }));
         host.views
     };
     // Refreshed every second: mounts come and go while we watch. `base` is
@@ -430,7 +446,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                 open = open && keep_going(out.attributed(&a, now))?;
             }
             // A mount made since on a port not watched: watch it from now on.
-            for (port, mountpoints) in follow_mount_ports(&mut s, views.iter().map(|v| (v.port, v.mountpoint.as_str()))) {
+            for (port, mountpoints) in follow_mount_ports(&mut s, mount_ports(&views)) {
                 eprintln!(
                     "nfs-trace: NFS mount {} uses port {port}: now watching port {port} too (its connects before now were not seen)",
                     mountpoints.join(", ")

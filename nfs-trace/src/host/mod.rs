@@ -19,6 +19,7 @@ pub mod netns_sysfs;
 pub mod netns_inode;
 pub mod nfsfs_volumes;
 pub mod nfsmounts;
+pub mod proxy;
 pub mod ns_mounts;
 pub mod sock_diag;
 pub mod sunrpc_sysfs;

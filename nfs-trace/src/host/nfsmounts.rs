@@ -56,6 +56,10 @@ pub struct MountView {
     /// The Kubernetes pods whose volume this is, from where kubelet mounted
     /// it (host/kubelet.rs); empty for other mounts.
     pub pods: Vec<crate::host::kubelet::PodVolume>,
+    /// For a mount of a loopback address: the local proxy that carries it
+    /// to the server (host/proxy.rs); absent for other mounts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<crate::host::proxy::Proxy>,
 }
 
 /// One place a mount is seen: a mount point in a mount namespace.
@@ -90,6 +94,7 @@ impl MountView {
             netns: None,
             seen_in: vec![SeenIn { mntns: None, mountpoint: mountpoint.into(), pid: None }],
             pods: Vec::new(),
+            proxy: None,
         }
     }
 
@@ -107,6 +112,12 @@ impl MountView {
 
     pub fn reuse_prone(&self) -> bool {
         self.reuse.is_some()
+    }
+
+    /// A mount of a loopback address: its own flows cross no middlebox
+    /// (a local proxy's upstream leg may; see `proxy`).
+    pub fn loopback(&self) -> bool {
+        self.server_ip().is_some_and(crate::host::proxy::is_loopback)
     }
 }
 
@@ -205,6 +216,7 @@ pub fn join_paired(paired: &[(NfsMount, Option<MountStats>)], sys: &[SysXprt], l
                 netns: None,
                 seen_in: vec![SeenIn { mntns: None, mountpoint: m.mountpoint.clone(), pid: None }],
                 pods: crate::host::kubelet::pod_volume(&m.mountpoint).into_iter().collect(),
+                proxy: None,
             }
         })
         .collect()

@@ -17,6 +17,7 @@ use crate::host::{
     netns_sysfs::{self, SunrpcSysfs},
     nfsfs_volumes,
     nfsmounts::{self, MountView, SeenIn},
+    proxy,
     sock_diag::{self, TcpSock},
 };
 
@@ -389,8 +390,37 @@ pub fn read(proc_root: &Path, sys_root: &Path) -> io::Result<HostMounts> {
     // namespace links), there is only one place a client can be.
     let single = (paths.len() <= 1 && ns.net.len() <= 1).then_some((ns.own_net, &own_tree));
     host.views = place(&gathered, &ns, &Evidence { volumes, sysfs, socks }, single);
+    if live {
+        follow_proxies(proc_root, &ns, &mut host.views, &mut unseen);
+    }
     host.unseen = unseen;
     Ok(host)
+}
+
+/// Follows each loopback mount to its local proxy (host/proxy.rs): one
+/// socket dump per network namespace that has such mounts.
+fn follow_proxies(proc_root: &Path, ns: &Namespaces, views: &mut [MountView], unseen: &mut Vec<String>) {
+    let mut dumps: BTreeMap<Option<u32>, Result<Vec<TcpSock>, String>> = BTreeMap::new();
+    for v in views.iter_mut().filter(|v| v.loopback()) {
+        let Some(addr) = v.server_ip() else { continue };
+        let net = v.netns.or(ns.own_net);
+        let socks = dumps.entry(net).or_insert_with(|| match net {
+            Some(n) => sock_diag::all_in(n).map_err(|e| format!("{e:#}")),
+            None => Err("its network namespace is not known".into()),
+        });
+        match socks {
+            Ok(socks) => {
+                // The processes of that namespace may hold the listener;
+                // every process where namespaces are not known.
+                let pids: Vec<u32> = match net {
+                    Some(n) if !ns.net.is_empty() => ns.net.get(&n).cloned().unwrap_or_default(),
+                    _ => ns.procs.keys().copied().collect(),
+                };
+                v.proxy = Some(proxy::follow(proc_root, socks, addr, v.port, &pids));
+            }
+            Err(why) => unseen.push(format!("the local proxy of {} cannot be followed: {why}", v.mountpoint)),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -254,6 +254,12 @@ pub fn sockets_to_in(netns: u32, raddr: IpAddr, rport: u16) -> Result<Vec<TcpSoc
     Ok(v)
 }
 
+/// Every TCP socket (both families, any state) of the network namespace
+/// `netns`: what a local proxy holds there (host/proxy.rs).
+pub fn all_in(netns: u32) -> Result<Vec<TcpSock>> {
+    in_ns(netns, dump_here)
+}
+
 /// Runs `f` in the network namespace whose inode is `netns`: right here when
 /// it is the calling thread's, else in a thread that entered it.
 fn in_ns<T: Send + 'static>(netns: u32, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

@@ -69,6 +69,7 @@ pub const BY_LINK: &str = "mount link";
 pub const BY_PORT: &str = "remembered port";
 pub const BY_APPEARING: &str = "mount appeared after its first connect";
 pub const BY_ELIMINATION: &str = "only mount of the server remembering no port";
+pub const BY_PROXY: &str = "upstream leg of the mount's local proxy";
 
 /// The mounts `t` serves and the evidence, or nothing ("not yet known").
 pub fn attribute<'a>(
@@ -110,7 +111,24 @@ pub fn attribute<'a>(
             return (by_port, Some(BY_PORT));
         }
     }
+    if t.xprt == 0 {
+        let proxied = proxied_by(views, t.raddr, t.dport, t.netns);
+        if !proxied.is_empty() {
+            return (proxied, Some(BY_PROXY));
+        }
+    }
     (Vec::new(), None)
+}
+
+/// The loopback mounts whose local proxy carries a connect toward
+/// `raddr:dport` from `netns` (its upstream leg; host/proxy.rs). Empty at
+/// once on hosts without such mounts: it sits on the path of every record.
+pub fn proxied_by(views: &[MountView], raddr: IpAddr, dport: u16, netns: Netns) -> Vec<&MountView> {
+    views
+        .iter()
+        .filter(|v| v.proxy.as_ref().is_some_and(|p| p.carries(raddr, dport)))
+        .filter(|v| netns == Netns::UNKNOWN || v.netns.is_none_or(|n| n == netns.0))
+        .collect()
 }
 
 /// Whether mount `v` is one of server `raddr:dport` from network namespace

@@ -6,7 +6,7 @@
 mod lab;
 
 use anyhow::{Context as _, Result};
-use lab::{experiment, late, middlebox::Middlebox, net, nfs_io, nfsd, out, scenario::Scenario, silent, stall, sunrpc_btf, sys, topology};
+use lab::{experiment, late, middlebox::Middlebox, net, nfs_io, nfsd, out, proxy, scenario::Scenario, silent, stall, sunrpc_btf, sys, topology};
 use serde_json::json;
 
 fn main() {
@@ -71,6 +71,7 @@ fn run() -> Result<(usize, Vec<String>)> {
             Job::Topology(name) => topology::run_named(name, &ns, with_tracer),
             Job::NfsIo => nfs_io::run(&ns, with_tracer, io_mib, io_rounds),
             Job::Experiment => experiment::run(&ns, with_tracer),
+            Job::Proxy => proxy::run(&ns, with_tracer),
             Job::Stall(kind, vers) => {
                 let mb = middlebox
                     .get_or_insert_with(|| Middlebox::setup().context("building the middlebox").map_err(|e| format!("{e:#}")));
@@ -116,6 +117,8 @@ enum Job {
     NfsIo,
     /// `prove --server` beside a busy production mount.
     Experiment,
+    /// A mount through a local TLS proxy (stunnel4), and a pod's volume.
+    Proxy,
 }
 
 impl Job {
@@ -128,6 +131,7 @@ impl Job {
         v.extend(silent::VERSIONS.iter().map(|s| Job::Silent(s)));
         v.extend(topology::NAMES.iter().map(|n| Job::Topology(n)));
         v.push(Job::Experiment);
+        v.push(Job::Proxy);
         v
     }
 
@@ -143,6 +147,9 @@ impl Job {
         }
         if name == experiment::NAME {
             return Ok(Job::Experiment);
+        }
+        if name == proxy::NAME {
+            return Ok(Job::Proxy);
         }
         if let Some(n) = topology::NAMES.iter().find(|n| **n == name) {
             return Ok(Job::Topology(n));
@@ -166,6 +173,7 @@ impl Job {
             Job::Topology(n) => n.to_string(),
             Job::NfsIo => nfs_io::NAME.to_string(),
             Job::Experiment => experiment::NAME.to_string(),
+            Job::Proxy => proxy::NAME.to_string(),
         }
     }
 }

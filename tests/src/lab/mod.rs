@@ -13,6 +13,7 @@ pub mod net;
 pub mod nfs_io;
 pub mod nfsd;
 pub mod out;
+pub mod proxy;
 pub mod scenario;
 pub mod silent;
 pub mod stall;

@@ -9,6 +9,7 @@
 mod apt;
 mod blackhole;
 mod experiment;
+mod proxy;
 mod silent;
 mod image;
 mod initramfs;
@@ -158,6 +159,7 @@ fn run_kernel(cache: &Path, line: &'static kernels::Line, init: &Path, tracer: O
             Some(t) if name == sunrpc_btf::NAME => sunrpc_btf::judge(t, tracer.is_some()),
             Some(t) if topology::is_topology(name) => topology::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) if name == experiment::NAME => experiment::judge(t, &results, tracer.is_some()),
+            Some(t) if name == proxy::NAME => proxy::judge(t, rep.tracer.get(name), tracer.is_some()),
             Some(t) => scenarios::judge(t, rep.tracer.get(name), tracer.is_some()),
             None => json!({"scenario": name, "ok": false, "agree": null,
                            "problems": [format!("no result from the guest ({end})")]}),

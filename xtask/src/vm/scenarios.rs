@@ -24,6 +24,7 @@ pub fn all_names() -> Vec<String> {
     v.extend(super::silent::names());
     v.extend(super::topology::NAMES.iter().map(|n| n.to_string()));
     v.push(super::experiment::NAME.to_string());
+    v.push(super::proxy::NAME.to_string());
     v
 }
 

@@ -13,8 +13,9 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{apt::PrivateApt, initramfs::Archive};
 
-/// Packages unpacked for their binaries (and libwrap, which rpcbind links).
-const PACKAGES: &[&str] = &["nfs-kernel-server", "nfs-common", "rpcbind", "libwrap0"];
+/// Packages unpacked for their binaries (and libwrap, which rpcbind links;
+/// libssl3 for stunnel4, the `proxy` scenario's TLS proxy).
+const PACKAGES: &[&str] = &["nfs-kernel-server", "nfs-common", "rpcbind", "libwrap0", "stunnel4", "libssl3"];
 
 /// (path in the guest, path in the unpacked packages; alternatives in order).
 const FROM_DEBS: &[(&str, &[&str])] = &[
@@ -24,12 +25,16 @@ const FROM_DEBS: &[(&str, &[&str])] = &[
     ("/usr/sbin/rpc.mountd", &["usr/sbin/rpc.mountd"]),
     ("/usr/sbin/exportfs", &["usr/sbin/exportfs"]),
     ("/usr/sbin/nfsdcld", &["usr/sbin/nfsdcld"]),
+    ("/usr/bin/stunnel4", &["usr/bin/stunnel4"]),
 ];
 
 /// Host tools: (path in the guest, program name looked up on the host).
 /// nft builds the stall lab's middlebox.
 const FROM_HOST: &[(&str, &str)] =
     &[("/sbin/ss", "ss"), ("/sbin/ip", "ip"), ("/usr/sbin/nft", "nft"), ("/bin/busybox", "busybox")];
+
+/// Libraries glibc loads at run time (see `add`).
+const DLOPENED: &[&str] = &["libgcc_s.so.1"];
 
 /// Configuration files the RPC tools read.
 const HOST_ETC: &[&str] = &["/etc/netconfig", "/etc/services", "/etc/protocols", "/etc/rpc"];
@@ -48,8 +53,10 @@ fn host_codename() -> Result<String> {
 fn unpacked(cache: &Path) -> Result<PathBuf> {
     let code = host_codename()?;
     let root = cache.join("userland").join(&code);
+    // The stamp lists the packages: a package added here unpacks again.
     let stamp = root.join(".unpacked");
-    if stamp.exists() {
+    let wanted = PACKAGES.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
         return Ok(root);
     }
     let apt = PrivateApt::open(cache, &[code.as_str(), &format!("{code}-security")])?;
@@ -59,7 +66,7 @@ fn unpacked(cache: &Path) -> Result<PathBuf> {
         let deb = apt.download(p, &debs)?;
         super::apt::extract(&deb, &root)?;
     }
-    std::fs::write(&stamp, b"").with_context(|| format!("cannot write {}", stamp.display()))?;
+    std::fs::write(&stamp, wanted.as_bytes()).with_context(|| format!("cannot write {}", stamp.display()))?;
     Ok(root)
 }
 
@@ -103,6 +110,15 @@ pub fn add(a: &mut Archive, cache: &Path) -> Result<()> {
     let mut libs = BTreeSet::new();
     for e in &elfs {
         libs.extend(needed_libs(e, &pkg_lib)?);
+    }
+    // What glibc dlopens, which ldd cannot list: libgcc_s for a threaded
+    // program's pthread_exit (stunnel4's threads end with it).
+    for name in DLOPENED {
+        let p = Path::new("/lib/x86_64-linux-gnu").join(name);
+        if !p.is_file() {
+            bail!("{} not found on this machine (Debian's libgcc-s1 has it)", p.display());
+        }
+        libs.insert(p);
     }
     for l in &libs {
         let name = l.file_name().context("library without a name")?.to_string_lossy().into_owned();

@@ -369,3 +369,36 @@ fn a_port_refused_in_connect_credits_no_mount() {
     b.observe(&connect(8, 790, Some(790), 1), &mut views);
     assert_eq!(credited(&views, 8, 790, Some(790)), ["/mnt/v3"]);
 }
+
+/// A mount of 127.0.0.1:20049 through a local TLS proxy whose upstream leg
+/// goes to the server's 2049, beside a direct v3 mount of that server.
+fn proxied(netns: Option<u32>) -> MountView {
+    let mut m = MountView::for_test("/mnt/efs", "127.0.0.1", "4.1", true, 0);
+    m.port = 20049;
+    m.netns = netns;
+    m.proxy = Some(crate::host::proxy::Proxy {
+        listen: "127.0.0.1:20049".into(),
+        pid: Some(42),
+        comm: Some("stunnel4".into()),
+        upstream: Vec::new(),
+        downstream: Vec::new(),
+        servers: vec![(SERVER.parse().unwrap(), 2049)],
+        problems: Vec::new(),
+        unseen: None,
+    });
+    m
+}
+
+#[test]
+fn a_proxys_upstream_connect_is_its_mounts_and_a_kernel_transport_never_is() {
+    let views = [v3(), proxied(Some(7))];
+    assert_eq!(credited(&views, 0, 41000, None), ["/mnt/efs"], "the proxy's connect from an ephemeral port");
+    assert_eq!(attribute(&views, &Transport::of_flow(0, &flow(41000), None)).1, Some(BY_PROXY));
+    assert_eq!(credited(&views, 0, 790, None), ["/mnt/v3"], "the direct mount's remembered port wins");
+    assert!(credited(&views, 0xabc, 41000, None).is_empty(), "a SunRPC transport is the kernel's, not the proxy's");
+    let other_ns = attribute(&views, &Transport::of_flow(0, &flow_in(Netns(8), 41000), None)).0;
+    assert!(other_ns.is_empty(), "the same server from another network namespace is not this proxy's");
+    let mut elsewhere = flow(41000);
+    elsewhere.dport = 2050;
+    assert!(attribute(&views, &Transport::of_flow(0, &elsewhere, None)).0.is_empty());
+}

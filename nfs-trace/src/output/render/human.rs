@@ -10,7 +10,7 @@ use crate::{
     flow::{Flow, Netns},
     output::escape::escape,
     host::nfsmounts::MountView,
-    model::attribution::{Attributed, Transport, attribute},
+    model::attribution::{Attributed, Transport, attribute, proxied_by},
     kernel::decode::errno_name,
     model::tcp::{Observation, Outcome, Stall, Who},
     model::xprt::{XprtConnect, XprtObservation},
@@ -235,6 +235,15 @@ impl<W: Write> Renderer<W> {
                     how.name().replace('_', " "),
                     human_duration(*lifetime_ns)
                 );
+            }
+        }
+        // A local proxy's upstream leg: whose mount it carries (stalls
+        // name their mounts already).
+        if who.xprt == 0 && !matches!(o, Observation::Stall { .. }) {
+            let up = proxied_by(views, who.flow.raddr, who.flow.dport, who.flow.netns);
+            if !up.is_empty() {
+                let m: Vec<String> = up.iter().map(|m| escape(&crate::host::kubelet::mount_label(m)).into_owned()).collect();
+                let _ = write!(line, "  [proxy upstream of {}]", m.join(", "));
             }
         }
         line.push('\n');

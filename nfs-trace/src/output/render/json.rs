@@ -10,7 +10,7 @@ use crate::{
     flow::{Flow, Task},
     host::kubelet::{self, PodVolume},
     host::nfsmounts::MountView,
-    model::attribution::{Attributed, Transport, attribute},
+    model::attribution::{Attributed, Transport, attribute, proxied_by},
     kernel::decode::errno_name,
     model::tcp::{Attempt, CloseHow, Observation, Stall, Who},
     model::xprt::{XprtConnect, XprtObservation},
@@ -299,10 +299,32 @@ impl<W: Write> Renderer<W> {
         self.line = buf;
         r
     }
+}
+
+/// The mounts whose local proxy this socket is the upstream leg of (none
+/// for a SunRPC transport's socket, and none at once on hosts without
+/// loopback mounts).
+fn upstream_of(views: &[MountView], who: &Who) -> Vec<String> {
+    if who.xprt != 0 {
+        return Vec::new();
+    }
+    proxied_by(views, who.flow.raddr, who.flow.dport, who.flow.netns).iter().map(|m| m.mountpoint.clone()).collect()
+}
+
+/// `"leg":"proxy_upstream","mounts":[…]` on a proxy's socket records;
+/// nothing on others (the hot records keep their bytes).
+fn leg(l: &mut Line, mounts: &[String]) {
+    if !mounts.is_empty() {
+        l.plain("leg", "proxy_upstream").value("mounts", mounts);
+    }
+}
+
+impl<W: Write> Renderer<W> {
     pub(super) fn observation_json(&mut self, o: &Observation, views: &[MountView]) -> io::Result<()> {
         match o {
             Observation::Connect(a) => {
                 let b = connect_body(a);
+                let up = upstream_of(views, &a.who);
                 self.sock_line("connect", &a.who, a.ts_ns, |l| {
                     l.plain("outcome", b.outcome)
                         .value("errno", &b.errno)
@@ -311,18 +333,21 @@ impl<W: Write> Renderer<W> {
                         .value("syn_retransmits", &b.syn_retransmits)
                         .value("attempt", &b.attempt)
                         .value("reused", &b.reused);
+                    leg(l, &up);
                 })
             }
             Observation::Reuse(r) => {
                 // As hot as connect under a storm from ephemeral ports (the
                 // flow memory finds their repeats): written by hand too.
                 let prev_end = r.prev_end_ns.map(|t| self.clock.stamp(t));
+                let up = upstream_of(views, &r.who);
                 self.sock_line("reuse", &r.who, r.ts_ns, |l| {
                     l.value("streak", &r.streak)
                         .plain("prev_outcome", r.prev_outcome.name())
                         .opt_time("prev_end", prev_end)
                         .value("gap_ms", &r.gap_ns.map(ms3))
                         .value("chance", &r.chance);
+                    leg(l, &up);
                 })
             }
             Observation::SynRetransmit { who, ts_ns, retransmits, elapsed_ns } => {
@@ -346,11 +371,13 @@ impl<W: Write> Renderer<W> {
             }
             Observation::Close { who, ts_ns, how, errno, lifetime_ns } => {
                 let b = close_body(*how, *errno, *lifetime_ns);
+                let up = upstream_of(views, who);
                 self.sock_line("close", who, *ts_ns, |l| {
                     l.plain("how", b.how)
                         .value("errno", &b.errno)
                         .value("errno_name", &b.errno_name)
                         .value("lifetime_ms", &b.lifetime_ms);
+                    leg(l, &up);
                 })
             }
         }
