@@ -35,6 +35,7 @@ use crate::{
 
 pub mod plan;
 mod server;
+mod upstream;
 
 /// Exit status when a reconnect reused its source port.
 pub const REUSED: u8 = 3;
@@ -299,16 +300,35 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
     let views: Vec<MountView> = views.into_iter().filter(|v| v.netns == view.netns).collect();
     confirm(&args, &view)?;
 
-    let mut s = Session::start(&[view.port], &args.paths, MapSizes::default(), args.debug_bpf, None, t0)?;
-    s.poll_sunrpc();
-    let target = Target { view: &view, views: &views, reach, netns, netns_path, server, protect: Vec::new() };
-    let rounds = force_rounds(&mut s, &target, args.reconnects, args.timeout, &args.sys_root)?;
+    // Through a local proxy the leg to force is the proxy's to the server.
+    let through = view.proxy.as_ref().filter(|p| view.loopback() && p.pid.is_some());
+    let (rounds, leg) = match through {
+        Some(p) => {
+            let up = upstream::Upstream {
+                view: &view,
+                proxy: p,
+                netns: view.netns.or(host.own_net).context("the mount's network namespace is not known")?,
+                reach: reach.clone(),
+                proc_root: &args.proc_root,
+            };
+            let (_, port) = up.server()?;
+            let mut s = Session::start(&[port], &args.paths, MapSizes::default(), args.debug_bpf, None, t0)?;
+            (up.force_rounds(&mut s, args.reconnects, args.timeout)?, Some(p))
+        }
+        None => {
+            let mut s = Session::start(&[view.port], &args.paths, MapSizes::default(), args.debug_bpf, None, t0)?;
+            s.poll_sunrpc();
+            let target = Target { view: &view, views: &views, reach, netns, netns_path, server, protect: Vec::new() };
+            (force_rounds(&mut s, &target, args.reconnects, args.timeout, &args.sys_root)?, None)
+        }
+    };
     let reused = rounds.iter().filter(|r| r.reused).count();
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer(
             &mut out,
-            &serde_json::json!({"v": crate::output::render::SCHEMA_VERSION, "type": "prove", "mount": view, "rounds": rounds, "reused": reused, "reconnects": rounds.len()}),
+            &serde_json::json!({"v": crate::output::render::SCHEMA_VERSION, "type": "prove", "mount": view, "rounds": rounds, "reused": reused,
+                                "reconnects": rounds.len(), "leg": if leg.is_some() { "proxy_upstream" } else { "transport" }}),
         )?;
         writeln!(out)?;
     } else {
@@ -322,11 +342,21 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
             if view.noresvport { ",noresvport" } else { "" },
             rounds.len()
         )?;
-        writeln!(out, "{:>5}  {:<27} {:>7} {:>7}  {:<8} {:>10}", "ROUND", "HOW", "BEFORE", "AFTER", "REUSED", "RECONNECT")?;
+        if let Some(p) = leg {
+            writeln!(
+                out,
+                "through the local proxy {} (pid {}) on {}: its connection to {} is the leg forced",
+                escape(p.comm.as_deref().unwrap_or("?")),
+                p.pid.unwrap_or(0),
+                p.listen,
+                p.servers.iter().map(|(a, port)| crate::host::proxy::sock_addr(*a, *port)).collect::<Vec<_>>().join(", ")
+            )?;
+        }
+        writeln!(out, "{:>5}  {:<34} {:>7} {:>7}  {:<8} {:>10}", "ROUND", "HOW", "BEFORE", "AFTER", "REUSED", "RECONNECT")?;
         for r in &rounds {
             writeln!(
                 out,
-                "{:>5}  {:<27} {:>7} {:>7}  {:<8} {:>8.1} ms",
+                "{:>5}  {:<34} {:>7} {:>7}  {:<8} {:>8.1} ms",
                 r.round,
                 r.method,
                 r.before,

@@ -447,6 +447,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             }
             // A mount made since on a port not watched: watch it from now on.
             for (port, mountpoints) in follow_mount_ports(&mut s, mount_ports(&views)) {
+                attributor.port_watched_late(port, &views);
                 eprintln!(
                     "nfs-trace: NFS mount {} uses port {port}: now watching port {port} too (its connects before now were not seen)",
                     mountpoints.join(", ")

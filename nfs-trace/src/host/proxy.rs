@@ -102,21 +102,27 @@ fn listener<'a>(socks: &'a [TcpSock], addr: IpAddr, port: u16) -> Option<&'a Tcp
     all.iter().copied().find(|s| s.laddr.to_canonical() == addr).or_else(|| all.iter().copied().find(|s| s.laddr.is_unspecified()))
 }
 
-/// Splits the namespace's sockets into the proxy's legs: `downstream`, the
-/// client's connections to `addr:port`; `upstream`, the sockets the proxy
-/// holds (`owned` inodes) that are neither the listener nor its accepted
-/// side. Pure: tested on made-up dumps.
-pub fn legs(socks: &[TcpSock], addr: IpAddr, port: u16, owned: &HashSet<u32>) -> (Vec<Leg>, Vec<Leg>) {
+/// Whether `s` is one of the proxy's own connections toward a server: a
+/// socket it holds (`owned` inodes) that is neither its listener on
+/// `addr:port`, nor the accepted side of a client's connection, nor a
+/// client's connection to it.
+pub fn is_upstream(s: &TcpSock, addr: IpAddr, port: u16, owned: &HashSet<u32>) -> bool {
     let addr = addr.to_canonical();
-    let to_proxy = |s: &TcpSock| s.rport == port && s.raddr.to_canonical() == addr;
-    let accepted = |s: &TcpSock| s.lport == port && s.laddr.to_canonical() == addr;
-    let downstream = socks.iter().filter(|s| to_proxy(s) && s.state != tcp_state::LISTEN).map(leg).collect();
-    let upstream = socks
-        .iter()
-        .filter(|s| s.inode != 0 && owned.contains(&s.inode))
-        .filter(|s| s.state != tcp_state::LISTEN && !accepted(s) && !to_proxy(s))
-        .map(leg)
-        .collect();
+    s.inode != 0
+        && owned.contains(&s.inode)
+        && s.state != tcp_state::LISTEN
+        && !(s.lport == port && s.laddr.to_canonical() == addr)
+        && !(s.rport == port && s.raddr.to_canonical() == addr)
+}
+
+/// Splits the namespace's sockets into the proxy's legs: `downstream`, the
+/// client's connections to `addr:port`; `upstream`, see [`is_upstream`].
+/// Pure: tested on made-up dumps.
+pub fn legs(socks: &[TcpSock], addr: IpAddr, port: u16, owned: &HashSet<u32>) -> (Vec<Leg>, Vec<Leg>) {
+    let canon = addr.to_canonical();
+    let downstream =
+        socks.iter().filter(|s| s.rport == port && s.raddr.to_canonical() == canon && s.state != tcp_state::LISTEN).map(leg).collect();
+    let upstream = socks.iter().filter(|s| is_upstream(s, addr, port, owned)).map(leg).collect();
     (upstream, downstream)
 }
 
@@ -168,25 +174,33 @@ fn ppid(proc_root: &Path, pid: u32) -> Option<u32> {
     stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The process holding the listener for `addr:port` among `pids`, and the
+/// socket inodes it and its children hold; Err: something listens there
+/// but its process cannot be seen. Ok((None, _)): nothing listens.
+pub fn holder(proc_root: &Path, socks: &[TcpSock], addr: IpAddr, port: u16, pids: &[u32]) -> Result<(Option<u32>, HashSet<u32>), String> {
+    let Some(l) = listener(socks, addr, port) else { return Ok((None, HashSet::new())) };
+    let Some(pid) = pids.iter().copied().find(|p| socket_inodes(proc_root, *p).contains(&l.inode)) else {
+        return Err(format!(
+            "something listens on {} but its process cannot be seen (needs root, and the host's PID namespace)",
+            sock_addr(addr, port)
+        ));
+    };
+    let mut owned = socket_inodes(proc_root, pid);
+    for c in pids.iter().copied().filter(|c| ppid(proc_root, *c) == Some(pid)) {
+        owned.extend(socket_inodes(proc_root, c));
+    }
+    Ok((Some(pid), owned))
+}
+
 /// Follows a loopback mount to its proxy: `socks` is its network
 /// namespace's sockets, `pids` the processes that may hold the listener
 /// (those in that namespace; every process when it is not known).
 pub fn follow(proc_root: &Path, socks: &[TcpSock], addr: IpAddr, port: u16, pids: &[u32]) -> Proxy {
     let listen = sock_addr(addr, port);
-    let mut unseen = None;
-    let (mut pid, mut owned) = (None, HashSet::new());
-    if let Some(l) = listener(socks, addr, port) {
-        pid = pids.iter().copied().find(|p| socket_inodes(proc_root, *p).contains(&l.inode));
-        match pid {
-            Some(p) => {
-                owned = socket_inodes(proc_root, p);
-                for c in pids.iter().copied().filter(|c| ppid(proc_root, *c) == Some(p)) {
-                    owned.extend(socket_inodes(proc_root, c));
-                }
-            }
-            None => unseen = Some(format!("something listens on {listen} but its process cannot be seen (needs root, and the host's PID namespace)")),
-        }
-    }
+    let (pid, owned, unseen) = match holder(proc_root, socks, addr, port, pids) {
+        Ok((pid, owned)) => (pid, owned, None),
+        Err(why) => (None, HashSet::new(), Some(why)),
+    };
     let (upstream, downstream) = legs(socks, addr, port, &owned);
     let problems = if unseen.is_some() { Vec::new() } else { problems(&listen, pid, &upstream, &downstream) };
     let servers: BTreeSet<(IpAddr, u16)> = upstream.iter().map(|l| (l.raddr.to_canonical(), l.rport)).collect();

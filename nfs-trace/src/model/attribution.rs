@@ -180,6 +180,11 @@ pub struct Attributor {
     /// Transports whose latest connect was refused in connect() (their
     /// previous port was never theirs).
     refused: FastSet<u64>,
+    /// Mounts listed before their server's port was watched (a port outside
+    /// --port, added when the mount appeared): their first connect was not
+    /// seen either, so like mounts listed at start they are candidates
+    /// for a transport first seen reconnecting.
+    unseen_first: FastSet<String>,
 }
 
 /// Whether a transport's connect failed in connect() because the 4-tuple
@@ -271,11 +276,21 @@ impl Attributor {
             let fitting: Vec<&MountView> = views
                 .iter()
                 .filter(|v| serves_dest(v, c.flow.raddr, c.flow.dport, c.flow.netns))
-                .filter(|v| self.first_seen.get(&key(v)) == Some(&0) && fits(v, c.srcport))
+                .filter(|v| (self.first_seen.get(&key(v)) == Some(&0) || self.unseen_first.contains(&key(v))) && fits(v, c.srcport))
                 .collect();
             if let [only] = fitting[..] {
                 let keys = vec![key(only)];
                 self.learn(c.xprt, keys, BY_ELIMINATION, views);
+            }
+        }
+    }
+
+    /// `port` is watched from now on: the mounts listed on it connected
+    /// unseen.
+    pub fn port_watched_late(&mut self, port: u16, views: &[MountView]) {
+        for v in views.iter().filter(|v| v.port == port) {
+            if self.unseen_first.len() < MAX_KNOWN {
+                self.unseen_first.insert(key(v));
             }
         }
     }

@@ -127,6 +127,34 @@ fn check() -> Result<Value> {
     Ok(json!({"status": o.status.code(), "output": body, "stderr": o.stderr}))
 }
 
+/// `nfs-trace prove --mount` of the proxied mount: JSON (judged), or the
+/// table a user reads (logged for the README).
+fn prove(json_out: bool) -> Result<Value> {
+    let mut c = Command::new(BINARY);
+    c.args(["prove", "--mount", MNT, "--yes", "--timeout", "60", "-n", if json_out { "2" } else { "1" }]);
+    if json_out {
+        c.arg("--json");
+    }
+    let o = cmd::output(&mut c, Duration::from_secs(300))?;
+    if !json_out {
+        for l in o.stdout.lines() {
+            out::log(format!("prove: {l}"));
+        }
+        return Ok(Value::Null);
+    }
+    let body = o.stdout.lines().rev().find_map(|l| serde_json::from_str::<Value>(l).ok()).unwrap_or_else(|| json!({"unparsed": o.stdout}));
+    Ok(json!({"exit": o.status.code(), "output": body, "stderr": o.stderr.trim()}))
+}
+
+/// `check` as a user reads it, on the console (the README quotes it).
+fn check_text(when: &str) -> Result<()> {
+    let o = cmd::output(Command::new(BINARY).arg("check"), Duration::from_secs(60))?;
+    for l in o.stdout.lines() {
+        out::log(format!("check {when}: {l}"));
+    }
+    Ok(())
+}
+
 /// Drops and counts every SYN to the TLS port, per source port, on the
 /// server's side of the wire (a middlebox's drop: the client's own output
 /// path must not see it, or its retransmits would fail locally, which the
@@ -239,6 +267,14 @@ fn run_inner(ns: &ClientNs, with_tracer: bool, truth: &mut Value, children: &mut
             });
             out::log(format!("{NAME}: the tracer {} port {TLS_PORT}", if watched { "watches" } else { "did not start watching" }));
         }
+        // prove forces the upstream leg: its ports must chain from ss's
+        // port before to ss's port after.
+        let pre = upstream(ns)?.into_iter().find(|s| s.state == "ESTAB").context("no ESTAB upstream before prove")?;
+        truth["prove_pre"] = json!(pre.lport);
+        truth["prove"] = prove(true)?;
+        let post = upstream(ns)?.into_iter().find(|s| s.state == "ESTAB").context("no ESTAB upstream after prove")?;
+        truth["prove_post"] = json!(post.lport);
+        prove(false)?;
         let before = upstream(ns)?;
         let est: Vec<&Owned> = before.iter().filter(|s| s.state == "ESTAB").collect();
         if est.len() != 1 {
@@ -248,6 +284,7 @@ fn run_inner(ns: &ClientNs, with_tracer: bool, truth: &mut Value, children: &mut
         truth["upstream_before"] = json!({"sport": up0.lport, "pid": up0.pid, "peer": up0.peer});
         truth["to_proxy_before"] = json!(to_proxy(ns)?.iter().map(|s| json!({"sport": s.lport, "state": s.state})).collect::<Vec<_>>());
         truth["check_healthy"] = check()?;
+        check_text("healthy")?;
 
         let rules = "/tmp/proxyblock.nft";
         std::fs::write(rules, block_rules())?;
@@ -282,6 +319,7 @@ fn run_inner(ns: &ClientNs, with_tracer: bool, truth: &mut Value, children: &mut
             let since = Duration::from_nanos(sys::mono_ns() - t_kill);
             if check_blocked.is_null() && !syn_sent.is_empty() && since > Duration::from_secs(3) {
                 check_blocked = check()?;
+                check_text("during the block")?;
             }
             if t_unblock.is_none() && since >= BLOCK {
                 counts = syn_counts(&cmd::run(Command::new("/usr/sbin/nft").args(["list", "set", "inet", "proxyblock", "syns"]), T)?);

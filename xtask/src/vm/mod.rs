@@ -293,6 +293,10 @@ fn summarise(runs: &[report::KernelRun]) {
     if !exp.is_empty() {
         println!("{exp}");
     }
+    let prox = proxy::table(runs);
+    if !prox.is_empty() {
+        println!("{prox}");
+    }
     println!("{}", report::timings(runs));
     for p in report::problems(runs) {
         println!("✘ {p}");

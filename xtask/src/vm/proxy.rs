@@ -11,9 +11,55 @@
 //!   report the proxy's reconnect as the mount's upstream leg with the SYN
 //!   retransmits nft dropped, the stall and its episode on that leg within
 //!   2 s of the write's block, and the kernel's reconnect to the proxy.
+use std::fmt::Write as _;
+
 use serde_json::{Value, json};
 
+use super::report::KernelRun;
+
 pub const NAME: &str = "proxy";
+
+pub const MATRIX_TEXT: &str = "\n## A mount through a local TLS proxy (`proxy`)\n\n\
+    The efs-utils v1 topology with Debian's stunnel4: the client mounts `127.0.0.1:/` with\n\
+    `vers=4.1,port=20049`; a client-side stunnel listens there and connects to a server-side stunnel on\n\
+    the server's TLS port 20490, which forwards to nfsd. The proxy's upstream connection is killed\n\
+    with `ss -K` while the server drops (and nft counts, per source port) every SYN to 20490 for 12 s,\n\
+    and a write is timed across it. *Agrees*: `check` named stunnel's pid and its upstream 4-tuple as\n\
+    `ss -tnp` did, flagged the SYN-SENT upstream during the block and the gone proxy after it was\n\
+    killed, and showed the pod of a second mount under a kubelet path; `watch` learnt and watched\n\
+    port 20490, reported stunnel's reconnect as the mount's `proxy_upstream` leg with as many SYN\n\
+    retransmits as nft dropped SYNs from that port, its stall within 2 s of the write's block, an\n\
+    episode `server-or-path-down` (the canary's SYNs were dropped too) and the kernel's reconnect to\n\
+    the proxy, each naming the mount.\n\n";
+
+/// One row per kernel; empty when the scenario did not run.
+pub fn table(runs: &[KernelRun]) -> String {
+    let rows: Vec<(&KernelRun, &Value)> =
+        runs.iter().flat_map(|run| run.results.iter().filter(|r| r["kind"] == "proxy").map(move |r| (run, r))).collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "| Kernel | stunnel pid (ss) | Upstream port before → after (ss) | SYNs dropped (nft) | Tracer's SYN retransmits | Write blocked | Episode verdict | Agrees |\n\
+         |---|---:|---|---|---:|---:|---|---|\n",
+    );
+    for (run, r) in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} → {} | {} | {} | {:.1} s | {} | {} |",
+            run.line,
+            r["stunnel_pid"],
+            r["upstream_before"],
+            r["upstream_after"],
+            r["syns_dropped"].as_array().map_or("—".to_string(), |a| a.iter().map(|e| format!("{}: {}", e[0], e[1])).collect::<Vec<_>>().join(", ")),
+            r["tracer"]["syn_retransmits"],
+            r["write_block_s"].as_f64().unwrap_or(0.0),
+            r["tracer"]["verdict"].as_str().unwrap_or("none"),
+            super::report::agrees(r),
+        );
+    }
+    s
+}
 /// How far the tracer's times may be from the lab clock's.
 const SLACK_S: f64 = 2.0;
 
@@ -83,6 +129,29 @@ fn check_gone(t: &Value, problems: &mut Vec<String>) {
     });
     if c["status"] != json!(2) || !said {
         problems.push(format!("check after the proxy was killed exited {} without \"{want}\": {}", c["status"], c["output"]));
+    }
+}
+
+/// prove --mount forced the upstream leg: each round's ports chain from
+/// ss's port before prove to ss's port after it, each after port listed
+/// by sock_diag, none reused (stunnel connects from an ephemeral port).
+fn prove_agrees(t: &Value, problems: &mut Vec<String>) {
+    let p = &t["prove"];
+    let rounds: Vec<&Value> = p["output"]["rounds"].as_array().into_iter().flatten().collect();
+    if p["exit"] != json!(0) || p["output"]["leg"] != "proxy_upstream" || rounds.len() != 2 {
+        problems.push(format!("prove --mount of the proxied mount: exit {}, leg {}, {} rounds: {p}", p["exit"], p["output"]["leg"], rounds.len()));
+        return;
+    }
+    let mut expect = t["prove_pre"].clone();
+    for r in &rounds {
+        let listed = r["ss_after"].as_array().is_some_and(|a| a.contains(&r["after"]));
+        if r["before"] != expect || !listed || r["reused"] != json!(false) || r["after"] == r["before"] {
+            problems.push(format!("prove round {} does not follow ss (expected before {expect}): {r}", r["round"]));
+        }
+        expect = r["after"].clone();
+    }
+    if expect != t["prove_post"] {
+        problems.push(format!("prove's last upstream port {expect} is not ss's after it ({})", t["prove_post"]));
     }
 }
 
@@ -166,6 +235,7 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
         check_healthy(truth, &mut problems);
         check_blocked(truth, &mut problems);
         check_gone(truth, &mut problems);
+        prove_agrees(truth, &mut problems);
         if with_tracer {
             seen = tracer_agrees(truth, tracer.map_or(&[][..], |v| v.as_slice()), &mut problems);
         }
@@ -174,6 +244,9 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
         "kind": "proxy",
         "scenario": NAME,
         "stunnel_pid": truth["stunnel_pid"],
+        "prove_ports": std::iter::once(truth["prove_pre"].clone())
+            .chain(truth["prove"]["output"]["rounds"].as_array().into_iter().flatten().map(|r| r["after"].clone()))
+            .collect::<Vec<_>>(),
         "upstream_before": truth["upstream_before"]["sport"],
         "upstream_after": truth["upstream_after"]["sport"],
         "syn_sent_ports": truth["syn_sent_ports"],
@@ -201,7 +274,10 @@ mod tests {
         let est = json!([{"lport": 41000, "raddr": "10.99.0.1", "rport": 20490, "state": "ESTAB"}]);
         json!({"scenario": NAME, "mountpoint": "/mnt/proxy", "server": "10.99.0.1", "tls_port": 20490, "local_port": 20049,
                "pod": {"uid": "u", "volume": "v", "mountpoint": "/var/lib/kubelet/pods/u/volumes/kubernetes.io~nfs/v"},
-               "stunnel_pid": 50, "upstream_before": {"sport": 41000}, "upstream_after": {"sport": 41004},
+               "stunnel_pid": 50, "upstream_before": {"sport": 41000}, "prove_pre": 40990, "prove_post": 41000,
+               "prove": {"exit": 0, "output": {"leg": "proxy_upstream", "rounds": [
+                   {"round": 1, "before": 40990, "after": 40994, "reused": false, "ss_after": [40994]},
+                   {"round": 2, "before": 40994, "after": 41000, "reused": false, "ss_after": [41000]}]}}, "upstream_after": {"sport": 41004},
                "to_proxy_before": [{"sport": 700}], "to_proxy_after": [{"sport": 701}], "syn_sent_ports": [41004],
                "block": {"syns_dropped": [[41004, 4], [50000, 2]]},
                "write": {"start_ns": 100_000_000_000u64, "end_ns": 113_000_000_000u64},
@@ -246,6 +322,10 @@ mod tests {
             ("kernel leg port", Box::new(|_, l| l[4]["sport"] = json!(702))),
             ("no pod", Box::new(|_, l| l[5]["pods"] = json!([]))),
             ("port never watched", Box::new(|_, l| l[0]["added"] = json!([2049]))),
+            ("prove's first port not ss's", Box::new(|t, _| t["prove_pre"] = json!(40991))),
+            ("prove's ports do not chain", Box::new(|t, _| t["prove"]["output"]["rounds"][1]["before"] = json!(40995))),
+            ("prove's after not listed", Box::new(|t, _| t["prove"]["output"]["rounds"][0]["ss_after"] = json!([]))),
+            ("prove forced the kernel's leg", Box::new(|t, _| t["prove"]["output"]["leg"] = json!("transport"))),
         ];
         for (what, f) in bad {
             let (mut t, mut l) = (truth(), lines());

@@ -497,6 +497,11 @@ pub fn write_matrix(dir: &Path, runs: &[KernelRun], date: &str, source: &str) ->
                mounted, and each set's same/new port equals the reconnect scenario's for that version and option.\n\n";
         md += &exp;
     }
+    let prox = super::proxy::table(runs);
+    if !prox.is_empty() {
+        md += super::proxy::MATRIX_TEXT;
+        md += &prox;
+    }
     let not = hooks_not_attached(runs);
     if !not.is_empty() {
         md += "\n## Hooks the tracer did not attach, and why (from its `attached` record)\n\n";

@@ -165,6 +165,30 @@ fn elimination_only_for_transports_older_than_the_watch() {
     assert!(credited(&views, 3, 900, Some(0)).is_empty());
 }
 
+/// On kernels without mount links (before 6.4), a mount on a port outside
+/// --port (a local proxy's 20049) is listed before its port is watched: its
+/// transport's first connect was never seen, and its first record is a
+/// reconnect. As the only mount of that destination it is the one.
+#[test]
+fn a_mount_listed_before_its_port_was_watched_is_a_candidate() {
+    let mut a = Attributor::new();
+    a.refresh(&mut Vec::new(), 0);
+    let mut proxied = v41("/mnt/efs");
+    proxied.port = 20049;
+    let mut views = vec![v3(), proxied];
+    a.refresh(&mut views, 5);
+    let mut c = connect(3, 900, None, 2);
+    if let XprtObservation::Connect(x) = &mut c {
+        x.flow.dport = 20049;
+    }
+    a.observe(&c, &mut views);
+    assert!(views[1].xprts.is_empty(), "not before its port is known to have been watched late");
+    a.port_watched_late(20049, &views);
+    a.observe(&c, &mut views);
+    assert_eq!(views[1].xprts, [(3, BY_ELIMINATION)]);
+    assert!(views[0].xprts.is_empty());
+}
+
 #[test]
 fn unknown_ports_and_other_servers_credit_nothing() {
     let views = vec![v3(), v41("/mnt/v41")];
