@@ -270,16 +270,8 @@ fn leftovers() -> (Vec<String>, Vec<String>) {
 
 /// nft's per-port SYN counts.
 fn syn_counts(ns: &ClientNs) -> Result<Value> {
-    let text = cmd::run(ns.command("/usr/sbin/nft").args(["-j", "list", "set", "inet", "experiment", "syns"]), T)?;
-    let v: Value = serde_json::from_str(&text).context("nft -j output")?;
-    let elems = v["nftables"].as_array().into_iter().flatten().find_map(|o| o["set"]["elem"].as_array().cloned()).unwrap_or_default();
-    let mut counts = serde_json::Map::new();
-    for e in elems {
-        if let (Some(port), Some(n)) = (e["elem"]["val"].as_u64(), e["elem"]["counter"]["packets"].as_u64()) {
-            counts.insert(port.to_string(), json!(n));
-        }
-    }
-    Ok(Value::Object(counts))
+    let counts = super::nft_counts::read(ns.command("/usr/sbin/nft"), "experiment", "syns")?;
+    Ok(Value::Object(counts.into_iter().map(|(port, n)| (port.to_string(), json!(n))).collect()))
 }
 
 pub fn run(ns: &ClientNs, with_tracer: bool) -> bool {

@@ -12,6 +12,7 @@ pub mod middlebox;
 pub mod net;
 pub mod nfs_io;
 pub mod nfsd;
+pub mod nft_counts;
 pub mod out;
 pub mod proxy;
 pub mod scenario;

@@ -172,23 +172,8 @@ fn block_rules() -> String {
     )
 }
 
-/// nft's per-port SYN counts from the set (`elements = { 41000 counter packets 3 bytes 180, … }`).
-fn syn_counts(text: &str) -> Vec<(u16, u64)> {
-    let mut out = Vec::new();
-    let mut words = text.split(|c: char| c.is_whitespace() || c == ',' || c == '{' || c == '}').filter(|w| !w.is_empty()).peekable();
-    while let Some(w) = words.next() {
-        if let Ok(port) = w.parse::<u16>()
-            && words.peek() == Some(&"counter")
-        {
-            words.next();
-            if words.next() == Some("packets")
-                && let Some(n) = words.next().and_then(|n| n.parse().ok())
-            {
-                out.push((port, n));
-            }
-        }
-    }
-    out
+fn syn_counts() -> Result<Vec<(u16, u64)>> {
+    super::nft_counts::read(Command::new("/usr/sbin/nft"), "proxyblock", "syns")
 }
 
 /// Until both stunnels listen.
@@ -322,7 +307,7 @@ fn run_inner(ns: &ClientNs, with_tracer: bool, truth: &mut Value, children: &mut
                 check_text("during the block")?;
             }
             if t_unblock.is_none() && since >= BLOCK {
-                counts = syn_counts(&cmd::run(Command::new("/usr/sbin/nft").args(["list", "set", "inet", "proxyblock", "syns"]), T)?);
+                counts = syn_counts()?;
                 cmd::run(Command::new("/usr/sbin/nft").args(["delete", "table", "inet", "proxyblock"]), T)?;
                 t_unblock = Some(sys::mono_ns());
             }
@@ -331,7 +316,7 @@ fn run_inner(ns: &ClientNs, with_tracer: bool, truth: &mut Value, children: &mut
             }
         };
         if t_unblock.is_none() {
-            counts = syn_counts(&cmd::run(Command::new("/usr/sbin/nft").args(["list", "set", "inet", "proxyblock", "syns"]), T)?);
+            counts = syn_counts()?;
             cmd::run(Command::new("/usr/sbin/nft").args(["delete", "table", "inet", "proxyblock"]), T)?;
         }
         let (r, w0, w1) = w;
@@ -374,13 +359,6 @@ fn run_inner(ns: &ClientNs, with_tracer: bool, truth: &mut Value, children: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nft_set_counters_are_read_per_port() {
-        let t = "table inet proxyblock {\n set syns {\n type inet_service\n size 65535\n flags dynamic\n \
-                 elements = { 41000 counter packets 5 bytes 300, 41002 counter packets 1 bytes 60 }\n }\n}\n";
-        assert_eq!(syn_counts(t), vec![(41000, 5), (41002, 1)]);
-    }
 
     #[test]
     fn ss_lines_give_port_peer_and_owner() {
