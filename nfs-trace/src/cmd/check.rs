@@ -12,7 +12,7 @@ use crate::{
     output::escape::escape,
     cli::CheckArgs,
     host::nfsmounts::MountView,
-    host::proxy::{self, Proxy},
+    host::{addr::endpoint, proxy::Proxy},
     host::ns_mounts::{self, HostMounts},
 };
 
@@ -53,7 +53,7 @@ fn proxy_lines(out: &mut impl std::io::Write, p: &Proxy) -> std::io::Result<()> 
     };
     writeln!(out, "  proxy {} held by {who}", p.listen)?;
     for l in &p.upstream {
-        writeln!(out, "    upstream {} → {} {}", proxy::sock_addr(l.laddr, l.lport), proxy::sock_addr(l.raddr, l.rport), l.state)?;
+        writeln!(out, "    upstream {} → {} {}", endpoint(l.laddr, l.lport), endpoint(l.raddr, l.rport), l.state)?;
     }
     if p.upstream.is_empty() && p.pid.is_some() {
         writeln!(out, "    upstream: no connection now")?;

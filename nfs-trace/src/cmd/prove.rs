@@ -349,7 +349,7 @@ pub fn run(args: ProveArgs) -> Result<ExitCode> {
                 escape(p.comm.as_deref().unwrap_or("?")),
                 p.pid.unwrap_or(0),
                 p.listen,
-                p.servers.iter().map(|(a, port)| crate::host::proxy::sock_addr(*a, *port)).collect::<Vec<_>>().join(", ")
+                p.servers.iter().map(|(a, port)| addr::endpoint(*a, *port)).collect::<Vec<_>>().join(", ")
             )?;
         }
         writeln!(out, "{:>5}  {:<34} {:>7} {:>7}  {:<8} {:>10}", "ROUND", "HOW", "BEFORE", "AFTER", "REUSED", "RECONNECT")?;

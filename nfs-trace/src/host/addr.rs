@@ -8,6 +8,14 @@
 //! dropped for comparing, and kept in the text a user or the kernel gave.
 use std::net::IpAddr;
 
+/// `addr:port`, IPv6 bracketed.
+pub fn endpoint(a: IpAddr, port: u16) -> String {
+    match a {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
 /// Parses an address from mountinfo, mountstats or sysfs: brackets and a
 /// `%zone` suffix are dropped, an IPv4-mapped IPv6 address is unmapped.
 pub fn parse_ip(s: &str) -> Option<IpAddr> {

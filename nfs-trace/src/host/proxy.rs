@@ -19,7 +19,7 @@ use std::{
 use nfs_trace_common::tcp_state;
 use serde::Serialize;
 
-use crate::host::sock_diag::TcpSock;
+use crate::host::{addr::endpoint, sock_diag::TcpSock};
 
 /// One TCP socket of a proxy leg, as `ss` would list it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -97,9 +97,8 @@ pub fn is_loopback(a: IpAddr) -> bool {
 /// The listening socket for `addr:port` (bound to it or to the wildcard).
 fn listener<'a>(socks: &'a [TcpSock], addr: IpAddr, port: u16) -> Option<&'a TcpSock> {
     let addr = addr.to_canonical();
-    let mut l = socks.iter().filter(|s| s.state == tcp_state::LISTEN && s.lport == port);
-    let all: Vec<&TcpSock> = l.by_ref().collect();
-    all.iter().copied().find(|s| s.laddr.to_canonical() == addr).or_else(|| all.iter().copied().find(|s| s.laddr.is_unspecified()))
+    let all: Vec<&TcpSock> = socks.iter().filter(|s| s.state == tcp_state::LISTEN && s.lport == port).collect();
+    all.iter().find(|s| s.laddr.to_canonical() == addr).or_else(|| all.iter().find(|s| s.laddr.is_unspecified())).copied()
 }
 
 /// Whether `s` is one of the proxy's own connections toward a server: a
@@ -133,7 +132,7 @@ pub fn problems(listen: &str, pid: Option<u32>, upstream: &[Leg], downstream: &[
         p.push(format!("nothing listens on {listen}: the proxy is gone, and the mount hangs until it is started again"));
     }
     for l in upstream {
-        let t = format!("{} → {}", sock_addr(l.laddr, l.lport), sock_addr(l.raddr, l.rport));
+        let t = format!("{} → {}", endpoint(l.laddr, l.lport), endpoint(l.raddr, l.rport));
         match l.state {
             "CLOSE-WAIT" => p.push(format!(
                 "upstream {t} is in CLOSE-WAIT: the server closed it and the proxy has not (a dead tunnel: the mount's RPCs through it go nowhere)"
@@ -146,13 +145,6 @@ pub fn problems(listen: &str, pid: Option<u32>, upstream: &[Leg], downstream: &[
         p.push(format!("the NFS client is connected to {listen} but the proxy holds no connection to a server"));
     }
     p
-}
-
-pub fn sock_addr(a: IpAddr, port: u16) -> String {
-    match a {
-        IpAddr::V4(v4) => format!("{v4}:{port}"),
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-    }
 }
 
 /// Socket inodes a process's fd table holds.
@@ -179,13 +171,16 @@ fn ppid(proc_root: &Path, pid: u32) -> Option<u32> {
 /// but its process cannot be seen. Ok((None, _)): nothing listens.
 pub fn holder(proc_root: &Path, socks: &[TcpSock], addr: IpAddr, port: u16, pids: &[u32]) -> Result<(Option<u32>, HashSet<u32>), String> {
     let Some(l) = listener(socks, addr, port) else { return Ok((None, HashSet::new())) };
-    let Some(pid) = pids.iter().copied().find(|p| socket_inodes(proc_root, *p).contains(&l.inode)) else {
+    let found = pids.iter().find_map(|&p| {
+        let inodes = socket_inodes(proc_root, p);
+        inodes.contains(&l.inode).then_some((p, inodes))
+    });
+    let Some((pid, mut owned)) = found else {
         return Err(format!(
             "something listens on {} but its process cannot be seen (needs root, and the host's PID namespace)",
-            sock_addr(addr, port)
+            endpoint(addr, port)
         ));
     };
-    let mut owned = socket_inodes(proc_root, pid);
     for c in pids.iter().copied().filter(|c| ppid(proc_root, *c) == Some(pid)) {
         owned.extend(socket_inodes(proc_root, c));
     }
@@ -196,7 +191,7 @@ pub fn holder(proc_root: &Path, socks: &[TcpSock], addr: IpAddr, port: u16, pids
 /// namespace's sockets, `pids` the processes that may hold the listener
 /// (those in that namespace; every process when it is not known).
 pub fn follow(proc_root: &Path, socks: &[TcpSock], addr: IpAddr, port: u16, pids: &[u32]) -> Proxy {
-    let listen = sock_addr(addr, port);
+    let listen = endpoint(addr, port);
     let (pid, owned, unseen) = match holder(proc_root, socks, addr, port, pids) {
         Ok((pid, owned)) => (pid, owned, None),
         Err(why) => (None, HashSet::new(), Some(why)),

@@ -127,7 +127,7 @@ pub fn proxied_by(views: &[MountView], raddr: IpAddr, dport: u16, netns: Netns) 
     views
         .iter()
         .filter(|v| v.proxy.as_ref().is_some_and(|p| p.carries(raddr, dport)))
-        .filter(|v| netns == Netns::UNKNOWN || v.netns.is_none_or(|n| n == netns.0))
+        .filter(|v| same_netns(v, netns))
         .collect()
 }
 
@@ -135,9 +135,13 @@ pub fn proxied_by(views: &[MountView], raddr: IpAddr, dport: u16, netns: Netns) 
 /// `netns`: two containers may mount the same server address, each its own.
 /// A mount or transport whose namespace is not known is not told apart so.
 fn serves_dest(v: &MountView, raddr: IpAddr, dport: u16, netns: Netns) -> bool {
-    v.port == dport
-        && v.server_ip() == Some(raddr.to_canonical())
-        && (netns == Netns::UNKNOWN || v.netns.is_none_or(|n| n == netns.0))
+    v.port == dport && v.server_ip() == Some(raddr.to_canonical()) && same_netns(v, netns)
+}
+
+/// Whether mount `v`'s client may live in `netns`: a mount or a flow whose
+/// namespace is not known is not told apart.
+fn same_netns(v: &MountView, netns: Netns) -> bool {
+    netns == Netns::UNKNOWN || v.netns.is_none_or(|n| n == netns.0)
 }
 
 /// A late attribution: a transport reported as "not yet known" now has its

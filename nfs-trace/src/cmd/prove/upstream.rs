@@ -7,7 +7,6 @@
 //! connects to the server again. The tracer watches the server's port and
 //! reports that connect's source port; `ss` (sock_diag) confirms it.
 use std::{
-    collections::HashSet,
     net::IpAddr,
     path::Path,
     time::{Duration, Instant},
@@ -19,6 +18,7 @@ use nfs_trace_common::tcp_state;
 use super::{Round, interrupted, statfs_in_background, wait_reconnect};
 use crate::{
     host::{
+        addr::endpoint,
         namespaces::Namespaces,
         nfsmounts::MountView,
         proxy::{self, Proxy},
@@ -51,7 +51,7 @@ impl Upstream<'_> {
                 "the proxy on {} connects to {} servers ({}): cannot tell which leg is this mount's",
                 self.proxy.listen,
                 many.len(),
-                many.iter().map(|(a, p)| proxy::sock_addr(*a, *p)).collect::<Vec<_>>().join(", ")
+                many.iter().map(|(a, p)| endpoint(*a, *p)).collect::<Vec<_>>().join(", ")
             ),
         }
     }
@@ -84,28 +84,28 @@ impl Upstream<'_> {
             // proxy and the proxy to the server.
             statfs_in_background(&self.reach);
             let deadline = Instant::now() + timeout;
-            let up = loop {
+            let mut now = loop {
                 let now = self.established(server)?;
-                match now.into_iter().next() {
-                    Some(u) => break u,
-                    None if Instant::now() >= deadline => {
-                        bail!("the proxy made no connection to {} within {} s", proxy::sock_addr(server.0, server.1), timeout.as_secs())
-                    }
-                    None => std::thread::sleep(Duration::from_millis(100)),
+                if !now.is_empty() {
+                    break now;
                 }
+                if Instant::now() >= deadline {
+                    bail!("the proxy made no connection to {} within {} s", endpoint(server.0, server.1), timeout.as_secs())
+                }
+                std::thread::sleep(Duration::from_millis(100));
             };
+            let up = now.remove(0);
             let before = up.lport;
             // Its other connections (another client's tunnel) are not this round's reconnect.
-            let others: HashSet<u16> = self.established(server)?.iter().map(|o| o.lport).filter(|p| *p != before).collect();
+            let protect: Vec<u16> = now.iter().map(|o| o.lport).collect();
             s.drain(|_| Ok(true))?;
             eprintln!(
                 "nfs-trace: round {round}: destroying the proxy's upstream socket from port {before} to {} (sock_diag)",
-                proxy::sock_addr(server.0, server.1)
+                endpoint(server.0, server.1)
             );
             let forced = Instant::now();
             sock_diag::destroy(&up)?;
             statfs_in_background(&self.reach);
-            let protect: Vec<u16> = others.iter().copied().collect();
             let after = wait_reconnect(s, server.0, server.1, timeout, &self.reach, &protect)?
                 .ok_or_else(|| anyhow!("the proxy did not reconnect to the server within {} s (round {round})", timeout.as_secs_f64()))?;
             let reconnect_ms = forced.elapsed().as_secs_f64() * 1e3;

@@ -2,7 +2,6 @@
 use std::{
     fmt::Write as _,
     io::{self, Write},
-    net::IpAddr,
 };
 
 use super::Renderer;
@@ -20,13 +19,7 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-/// `addr:port`, IPv6 bracketed.
-pub fn endpoint(a: IpAddr, port: u16) -> String {
-    match a {
-        IpAddr::V4(v4) => format!("{v4}:{port}"),
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-    }
-}
+pub use crate::host::addr::endpoint;
 
 /// The mount points served by `flow`'s server and port through the transport
 /// that remembers `srcport`, escaped and comma-separated ("" when none).
