@@ -134,9 +134,13 @@ pub struct Sock {
     /// The socket cookie (`sk:`): tells a new connection from the old one
     /// even when it reuses the same source port.
     pub cookie: String,
+    /// Its owner with `ss -p` (`users:(("stunnel4",pid=123,fd=9))`); None
+    /// without -p, or for a kernel socket.
+    pub pid: Option<u32>,
 }
 
-/// Parses `ss -tnaeH` lines: `STATE RQ SQ LOCAL PEER … ino:N sk:HEX …`.
+/// Parses `ss -tnaeH` lines: `STATE RQ SQ LOCAL PEER … ino:N sk:HEX …`
+/// (with -p, `users:((…,pid=N,…))` too).
 pub fn parse_ss(text: &str) -> Result<Vec<Sock>> {
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -149,7 +153,8 @@ pub fn parse_ss(text: &str) -> Result<Vec<Sock>> {
             .and_then(|(_, p)| p.parse().ok())
             .with_context(|| format!("no local port in ss line: {line:?}"))?;
         let cookie = f.iter().find_map(|t| t.strip_prefix("sk:")).unwrap_or("").to_string();
-        out.push(Sock { state: f[0].to_string(), local_port, peer: f[4].to_string(), cookie });
+        let pid = line.split("pid=").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()).and_then(|p| p.parse().ok());
+        out.push(Sock { state: f[0].to_string(), local_port, peer: f[4].to_string(), cookie, pid });
     }
     Ok(out)
 }
@@ -222,6 +227,16 @@ mod tests {
         assert_eq!(s[0].local_port, 871);
         assert_eq!(s[0].cookie, "1001");
         assert_eq!(s[1].state, "TIME-WAIT");
+        assert_eq!(s[0].pid, None);
+    }
+
+    #[test]
+    fn parses_the_owner_with_ss_p() {
+        let t = "ESTAB 0 0 10.99.0.2:41000 10.99.0.1:20490 users:((\"stunnel4\",pid=123,fd=9))\n\
+                 SYN-SENT 0 1 10.99.0.2:41002 10.99.0.1:20490\n";
+        let o = parse_ss(t).unwrap();
+        assert_eq!((o[0].local_port, o[0].pid, o[0].peer.as_str()), (41000, Some(123), "10.99.0.1:20490"));
+        assert_eq!((o[1].state.as_str(), o[1].pid), ("SYN-SENT", None));
     }
 
     #[test]

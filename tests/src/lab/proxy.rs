@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::{
     cmd,
-    net::{ClientNs, SERVER},
+    net::{ClientNs, SERVER, Sock, parse_ss},
     out, scenario, sys,
     tracer::{BINARY, Tracer},
 };
@@ -89,34 +89,14 @@ fn ss(ns: Option<&ClientNs>, args: &[&str]) -> Result<String> {
     cmd::run(c.args(args), T)
 }
 
-/// One socket of `ss -tnpH`: state, local port, peer, owning pid.
-#[derive(Debug, Clone)]
-struct Owned {
-    state: String,
-    lport: u16,
-    peer: String,
-    pid: Option<u32>,
-}
-
-fn parse_owned(text: &str) -> Vec<Owned> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let lport = f.get(3)?.rsplit_once(':')?.1.parse().ok()?;
-            let pid = l.split("pid=").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()).and_then(|p| p.parse().ok());
-            Some(Owned { state: f[0].to_string(), lport, peer: f.get(4)?.to_string(), pid })
-        })
-        .collect()
-}
-
 /// stunnel's sockets to the server's TLS port in the client namespace.
-fn upstream(ns: &ClientNs) -> Result<Vec<Owned>> {
-    Ok(parse_owned(&ss(Some(ns), &["-tnpaH", "dst", SERVER, "dport", "=", &format!(":{TLS_PORT}")])?))
+fn upstream(ns: &ClientNs) -> Result<Vec<Sock>> {
+    parse_ss(&ss(Some(ns), &["-tnpaH", "dst", SERVER, "dport", "=", &format!(":{TLS_PORT}")])?)
 }
 
 /// The kernel's sockets to the local proxy.
-fn to_proxy(ns: &ClientNs) -> Result<Vec<Owned>> {
-    Ok(parse_owned(&ss(Some(ns), &["-tnaH", "dst", "127.0.0.1", "dport", "=", &format!(":{LOCAL_PORT}")])?))
+fn to_proxy(ns: &ClientNs) -> Result<Vec<Sock>> {
+    parse_ss(&ss(Some(ns), &["-tnaH", "dst", "127.0.0.1", "dport", "=", &format!(":{LOCAL_PORT}")])?)
 }
 
 /// `nfs-trace check --json` from the guest's initial namespaces (it looks
@@ -255,19 +235,19 @@ fn run_inner(ns: &ClientNs, with_tracer: bool, truth: &mut Value, children: &mut
         // prove forces the upstream leg: its ports must chain from ss's
         // port before to ss's port after.
         let pre = upstream(ns)?.into_iter().find(|s| s.state == "ESTAB").context("no ESTAB upstream before prove")?;
-        truth["prove_pre"] = json!(pre.lport);
+        truth["prove_pre"] = json!(pre.local_port);
         truth["prove"] = prove(true)?;
         let post = upstream(ns)?.into_iter().find(|s| s.state == "ESTAB").context("no ESTAB upstream after prove")?;
-        truth["prove_post"] = json!(post.lport);
+        truth["prove_post"] = json!(post.local_port);
         prove(false)?;
         let before = upstream(ns)?;
-        let est: Vec<&Owned> = before.iter().filter(|s| s.state == "ESTAB").collect();
+        let est: Vec<&Sock> = before.iter().filter(|s| s.state == "ESTAB").collect();
         if est.len() != 1 {
             bail!("expected one ESTAB upstream socket of stunnel, ss shows {before:?}");
         }
         let up0 = est[0].clone();
-        truth["upstream_before"] = json!({"sport": up0.lport, "pid": up0.pid, "peer": up0.peer});
-        truth["to_proxy_before"] = json!(to_proxy(ns)?.iter().map(|s| json!({"sport": s.lport, "state": s.state})).collect::<Vec<_>>());
+        truth["upstream_before"] = json!({"sport": up0.local_port, "pid": up0.pid, "peer": up0.peer});
+        truth["to_proxy_before"] = json!(to_proxy(ns)?.iter().map(|s| json!({"sport": s.local_port, "state": s.state})).collect::<Vec<_>>());
         truth["check_healthy"] = check()?;
         check_text("healthy")?;
 
@@ -275,11 +255,11 @@ fn run_inner(ns: &ClientNs, with_tracer: bool, truth: &mut Value, children: &mut
         std::fs::write(rules, block_rules())?;
         cmd::run(Command::new("/usr/sbin/nft").args(["-f", rules]), T)?;
         let t_block = sys::mono_ns();
-        let killed = parse_owned(&ss(
+        let killed = parse_ss(&ss(
             Some(ns),
-            &["-K", "-tnpaH", "dst", SERVER, "dport", "=", &format!(":{TLS_PORT}"), "sport", "=", &format!(":{}", up0.lport)],
-        )?);
-        truth["killed"] = json!(killed.iter().map(|s| s.lport).collect::<Vec<_>>());
+            &["-K", "-tnpaH", "dst", SERVER, "dport", "=", &format!(":{TLS_PORT}"), "sport", "=", &format!(":{}", up0.local_port)],
+        )?)?;
+        truth["killed"] = json!(killed.iter().map(|s| s.local_port).collect::<Vec<_>>());
         let t_kill = sys::mono_ns();
         // A write through the mount, timed; the block lifts after BLOCK.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -297,8 +277,8 @@ fn run_inner(ns: &ClientNs, with_tracer: bool, truth: &mut Value, children: &mut
                 Err(e) => bail!("the writer thread died: {e}"),
             }
             for s in upstream(ns)?.iter().filter(|s| s.state == "SYN-SENT") {
-                if !syn_sent.contains(&s.lport) {
-                    syn_sent.push(s.lport);
+                if !syn_sent.contains(&s.local_port) {
+                    syn_sent.push(s.local_port);
                 }
             }
             let since = Duration::from_nanos(sys::mono_ns() - t_kill);
@@ -325,15 +305,15 @@ fn run_inner(ns: &ClientNs, with_tracer: bool, truth: &mut Value, children: &mut
         let up1 = after.iter().find(|s| s.state == "ESTAB").cloned().context("no ESTAB upstream after the write")?;
         out::log(format!(
             "{NAME}: upstream {} killed; SYN-SENT from {syn_sent:?}; SYNs dropped per port {counts:?}; write blocked {:.2} s; upstream now {}",
-            up0.lport,
+            up0.local_port,
             (w1 - w0) as f64 / 1e9,
-            up1.lport
+            up1.local_port
         ));
         truth["block"] = json!({"start_ns": t_block, "kill_ns": t_kill, "end_ns": t_unblock, "syns_dropped": counts.iter().map(|(p, n)| json!([p, n])).collect::<Vec<_>>()});
         truth["write"] = json!({"start_ns": w0, "end_ns": w1});
         truth["syn_sent_ports"] = json!(syn_sent);
-        truth["upstream_after"] = json!({"sport": up1.lport, "pid": up1.pid});
-        truth["to_proxy_after"] = json!(to_proxy(ns)?.iter().map(|s| json!({"sport": s.lport, "state": s.state})).collect::<Vec<_>>());
+        truth["upstream_after"] = json!({"sport": up1.local_port, "pid": up1.pid});
+        truth["to_proxy_after"] = json!(to_proxy(ns)?.iter().map(|s| json!({"sport": s.local_port, "state": s.state})).collect::<Vec<_>>());
         truth["check_blocked"] = check_blocked;
         // The proxy dies: check must say so.
         let mut client = children.remove(1);
@@ -354,18 +334,4 @@ fn run_inner(ns: &ClientNs, with_tracer: bool, truth: &mut Value, children: &mut
         truth["tracer"] = t.stop().emit(NAME);
     }
     res
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ss_lines_give_port_peer_and_owner() {
-        let t = "ESTAB 0 0 10.99.0.2:41000 10.99.0.1:20490 users:((\"stunnel4\",pid=123,fd=9))\n\
-                 SYN-SENT 0 1 10.99.0.2:41002 10.99.0.1:20490\n";
-        let o = parse_owned(t);
-        assert_eq!((o[0].lport, o[0].pid, o[0].peer.as_str()), (41000, Some(123), "10.99.0.1:20490"));
-        assert_eq!((o[1].state.as_str(), o[1].pid), ("SYN-SENT", None));
-    }
 }
