@@ -26,6 +26,9 @@ use crate::{
     model::xprt::{XprtObservation, XprtTracker},
 };
 
+/// How old [`Session::lost`]'s count of skipped runs may be.
+pub const MISSED_RUNS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What one record meant, for whoever consumes the session.
 pub enum Obs<'a> {
     Tcp(&'a Observation),
@@ -51,6 +54,8 @@ pub struct Session {
     /// Readable when a program woke us: the ring passed its fill level.
     ring: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
+    /// The programs' skipped runs when last read, and when (see [`Session::lost`]).
+    missed_runs: std::cell::Cell<Option<(Instant, u64)>>,
     /// `--debug-bpf`: the programs' log.
     bpf_log: Option<bpf_log::BpfLog>,
     // Last: dropping it detaches every program.
@@ -124,6 +129,7 @@ impl Session {
             seed_netns,
             ring,
             counters,
+            missed_runs: std::cell::Cell::new(None),
             bpf_log,
             ebpf,
         })
@@ -188,20 +194,38 @@ impl Session {
         }
     }
 
-    /// Records and sockets the kernel could not record, so far.
+    /// Records and sockets the kernel could not record, so far. The
+    /// programs' skipped runs come from a file per program (fdinfo), read
+    /// at most every [`MISSED_RUNS_EVERY`]: once a second it was a fifth of
+    /// an idle tracer's CPU in the bench's TCG guest (docs/bench.md).
+    /// [`Session::lost_now`] reads them whatever their age.
     pub fn lost(&self) -> Lost {
+        let missed = match self.missed_runs.get() {
+            Some((at, n)) if at.elapsed() < MISSED_RUNS_EVERY => n,
+            _ => self.read_missed_runs(),
+        };
+        self.lost_with(missed)
+    }
+
+    /// [`Session::lost`] with the skipped runs read now (the summary).
+    pub fn lost_now(&self) -> Lost {
+        self.lost_with(self.read_missed_runs())
+    }
+
+    fn lost_with(&self, missed_runs: u64) -> Lost {
         let sum = |i: u32| self.counters.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
-        Lost {
-            events: sum(counter::LOST_EVENTS),
-            sockets: sum(counter::LOST_SOCKETS),
-            connects: sum(counter::LOST_CONNECTS),
-            missed_runs: self
-                .ebpf
-                .programs()
-                .filter_map(|(_, p)| p.fd().ok())
-                .map(|fd| crate::kernel::lost::recursion_misses(std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd))))
-                .sum(),
-        }
+        Lost { events: sum(counter::LOST_EVENTS), sockets: sum(counter::LOST_SOCKETS), connects: sum(counter::LOST_CONNECTS), missed_runs }
+    }
+
+    fn read_missed_runs(&self) -> u64 {
+        let n = self
+            .ebpf
+            .programs()
+            .filter_map(|(_, p)| p.fd().ok())
+            .map(|fd| crate::kernel::lost::recursion_misses(std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd))))
+            .sum();
+        self.missed_runs.set(Some((Instant::now(), n)));
+        n
     }
 
     /// Sockets the kernel programs hold state for now (the SOCKS map): for

@@ -52,3 +52,31 @@ fn hostile_process_names_reach_the_terminal_escaped_and_json_exact() {
     assert!(line.contains("\\x1b[2J\\x1b[31mEVIL"), "{line:?}");
     assert!(line.contains(&format!(":{port} → 127.0.4.66:2049")), "{line:?}");
 }
+
+/// The kernel's word on an NFS server ("nfs: server X not responding, still
+/// trying", then "… OK") reaches `watch` from /dev/kmsg while it idles: the
+/// line wakes it (it no longer looks on a timer). Ground truth: the lines the
+/// test itself writes to the host's kernel log, for a server no mount uses
+/// (TEST-NET-1), so no stall or episode follows.
+#[test]
+fn the_kernels_nfs_server_lines_reach_an_idle_watch() {
+    require_root();
+    let mut t = Tracer::start(&[]);
+    let write = |msg: &str| std::fs::write("/dev/kmsg", format!("{msg}\n")).expect("write /dev/kmsg (root)");
+    write("nfs: server 192.0.2.77 not responding, still trying");
+    let down = t.wait_for(Duration::from_secs(10), |v| v["type"] == "kernel");
+    write("nfs: server 192.0.2.77 OK");
+    let up = t.wait_for(Duration::from_secs(10), |v| v["type"] == "kernel" && v["not_responding"] == false);
+    // Not an NFS server line: read and left out.
+    write("nfs: server 192.0.2.77 is only mentioned here");
+    let recs = t.stop();
+    let down = down.expect("no `kernel` record for the not-responding line");
+    assert_eq!(down["server"], "192.0.2.77", "{down}");
+    assert_eq!(down["not_responding"], true, "{down}");
+    assert!(down["text"].as_str().unwrap().starts_with("nfs: server 192.0.2.77 not responding"), "{down}");
+    let up = up.expect("no `kernel` record for the OK line");
+    assert_eq!(up["text"], "nfs: server 192.0.2.77 OK", "{up}");
+    let kernel: Vec<_> = recs.all.iter().filter(|v| v["type"] == "kernel").collect();
+    assert_eq!(kernel.len(), 2, "{kernel:?}");
+    assert!(recs.all.iter().all(|v| v["type"] != "episode"), "no mount uses 192.0.2.77");
+}

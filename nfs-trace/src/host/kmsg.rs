@@ -8,6 +8,8 @@ use std::{
     os::unix::fs::OpenOptionsExt,
 };
 
+use tokio::io::unix::AsyncFd;
+
 /// What the kernel said about a server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerLine {
@@ -28,9 +30,10 @@ pub fn parse(msg: &str) -> Option<ServerLine> {
     Some(ServerLine { server: server.to_string(), not_responding, text: msg.trim().to_string() })
 }
 
-/// Reads new kernel log records without blocking.
+/// Reads new kernel log records without blocking; [`Kmsg::readable`] waits
+/// for the next one, so an idle `watch` need not look on a timer.
 pub struct Kmsg {
-    f: File,
+    f: AsyncFd<File>,
 }
 
 impl Kmsg {
@@ -38,7 +41,20 @@ impl Kmsg {
     pub fn open() -> Option<Kmsg> {
         let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg").ok()?;
         f.seek(SeekFrom::End(0)).ok()?;
-        Some(Kmsg { f })
+        // /dev/kmsg is pollable (devkmsg_poll); where it is not, None: no
+        // kernel lines, as without /dev/kmsg. Needs the tokio runtime.
+        // SAFETY: the File owns its fd and keeps it open, unchanged, until
+        // it is dropped, which is only with the AsyncFd that owns it.
+        Some(Kmsg { f: unsafe { AsyncFd::register_with_interest(f, tokio::io::Interest::READABLE) }.ok()? })
+    }
+
+    /// Returns when a record was logged since the last [`Kmsg::poll`] read
+    /// everything (any record: the caller polls, which filters).
+    pub async fn readable(&self) {
+        match self.f.readable().await {
+            Ok(mut guard) => guard.clear_ready(),
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// NFS server lines logged since the last call.
@@ -48,7 +64,7 @@ impl Kmsg {
         loop {
             // One read returns one record; EAGAIN when none is left, EPIPE
             // when records were overwritten before we read them.
-            match self.f.read(&mut buf) {
+            match self.f.get_mut().read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     let rec = String::from_utf8_lossy(&buf[..n]);

@@ -52,17 +52,22 @@ pub struct MntnsMounts {
     pub stats: Vec<MountStats>,
 }
 
-/// Reads mountinfo and mountstats once per mount namespace: the tracer's
+/// Reads mountinfo (and mountstats, `with_stats`) once per mount namespace: the tracer's
 /// own first (through `self`; failing that is an error), then one process
 /// of each other namespace (the next one where a process exits meanwhile).
-pub fn read_mntns(proc_root: &Path, ns: &Namespaces, unseen: &mut Vec<String>) -> io::Result<Vec<MntnsMounts>> {
-    let stats_of = |dir: &str, unseen: &mut Vec<String>| match std::fs::read_to_string(proc_root.join(dir).join("mountstats")) {
-        Ok(t) => mountstats::parse(&t),
-        Err(e) => {
-            if e.kind() == io::ErrorKind::PermissionDenied {
-                unseen.push(format!("{dir}/mountstats cannot be read ({e}): remembered ports and connect counts of its mounts are not shown"));
+pub fn read_mntns(proc_root: &Path, ns: &Namespaces, with_stats: bool, unseen: &mut Vec<String>) -> io::Result<Vec<MntnsMounts>> {
+    let stats_of = |dir: &str, unseen: &mut Vec<String>| {
+        if !with_stats {
+            return Vec::new();
+        }
+        match std::fs::read_to_string(proc_root.join(dir).join("mountstats")) {
+            Ok(t) => mountstats::parse(&t),
+            Err(e) => {
+                if e.kind() == io::ErrorKind::PermissionDenied {
+                    unseen.push(format!("{dir}/mountstats cannot be read ({e}): remembered ports and connect counts of its mounts are not shown"));
+                }
+                Vec::new()
             }
-            Vec::new()
         }
     };
     let own = mountinfo::parse_mountinfo(&std::fs::read_to_string(proc_root.join("self/mountinfo"))?);
@@ -282,7 +287,10 @@ pub fn place(gathered: &[Gathered], ns: &Namespaces, ev: &Evidence, single: Opti
 /// read are skipped. Cheap: no sysfs, no sockets.
 pub fn nfs_mounts(proc_root: &Path) -> Vec<NfsMount> {
     let ns = Namespaces::scan_mnt(proc_root);
-    let per = read_mntns(proc_root, &ns, &mut Vec::new()).unwrap_or_default();
+    // The list alone: mountstats (every operation's counters of every NFS
+    // mount) was most of this once-a-second read's cost in the bench's
+    // guest, and nothing the list is used for needs it.
+    let per = read_mntns(proc_root, &ns, false, &mut Vec::new()).unwrap_or_default();
     dedupe(&per).into_iter().map(|g| g.mount).collect()
 }
 
@@ -301,7 +309,7 @@ struct OtherNetns {
 pub fn read(proc_root: &Path, sys_root: &Path) -> io::Result<HostMounts> {
     let ns = Namespaces::scan(proc_root);
     let mut unseen = Vec::new();
-    let per = read_mntns(proc_root, &ns, &mut unseen)?;
+    let per = read_mntns(proc_root, &ns, true, &mut unseen)?;
     let gathered = dedupe(&per);
     let mut host = HostMounts { own_mnt: ns.own_mnt, own_net: ns.own_net, ..Default::default() };
     if gathered.is_empty() {
