@@ -146,7 +146,7 @@ fn run_lines(lines: &[&'static kernels::Line], plan: &Plan) -> Result<Vec<report
 fn run_kernel(cache: &Path, line: &'static kernels::Line, init: &Path, tracer: Option<&Path>, plan: &Plan) -> Result<report::KernelRun> {
     let start = Instant::now();
     let scen = if plan.scenarios.is_empty() { "all".to_string() } else { plan.scenarios.join(",") };
-    let (k, boot, rep, end) = boot_kernel(cache, line, init, tracer, &scen, "", "", plan.timeout, plan.verbose)?;
+    let (k, boot, rep, end) = boot_kernel(cache, line, init, tracer, &scen, "", "", plan.timeout, plan.verbose, false)?;
     let wanted = if plan.scenarios.is_empty() { scenarios::all_names() } else { plan.scenarios.clone() };
     let mut results = Vec::new();
     for name in &wanted {
@@ -187,7 +187,8 @@ fn run_kernel(cache: &Path, line: &'static kernels::Line, init: &Path, tracer: O
 }
 
 /// Fetches `line`'s kernel, builds its initramfs and boots it with
-/// `lab.scenarios=<scen>` (plus `append`); returns what the guest printed,
+/// `lab.scenarios=<scen>` (plus `append`), its clocks counting instructions
+/// with `instruction_clock` (see `qemu::Options`); returns what the guest printed,
 /// unjudged, and how the boot ended. The console goes to
 /// `logs/<log_prefix><abi>.log`.
 #[allow(clippy::too_many_arguments)]
@@ -201,6 +202,7 @@ fn boot_kernel(
     log_prefix: &str,
     timeout: Duration,
     verbose: bool,
+    instruction_clock: bool,
 ) -> Result<(kernels::Kernel, qemu::Boot, scenarios::GuestReport, String)> {
     let k = kernels::fetch(cache, line).with_context(|| format!("kernel line {}", line.name))?;
     let (initrd, _) = image::build(cache, &k, init, tracer)?;
@@ -221,6 +223,7 @@ fn boot_kernel(
             memory_mb: 1024,
             log: &log,
             echo: verbose,
+            instruction_clock,
         },
         scenarios::MARKER,
     )?;
@@ -254,14 +257,16 @@ pub(crate) struct GuestRun {
 
 /// Boots kernel line `line` with the tracer and runs `scenarios` (by name,
 /// e.g. `nfs-io`, which `cargo xtask vm` does not judge), `append` added to
-/// the kernel command line; the console goes to `logs/bench-<abi>.log`.
+/// the kernel command line, the guest's clocks counting its instructions
+/// (`qemu::Options::instruction_clock`); the console goes to
+/// `logs/bench-<abi>.log`.
 pub(crate) fn run_guest(line: &str, scenarios: &[&str], append: &str, timeout: Duration, verbose: bool) -> Result<GuestRun> {
     let cache = cache_dir();
     std::fs::create_dir_all(cache.join("logs")).with_context(|| format!("cannot create {}", cache.display()))?;
     let init = image::build_guest_init()?;
     let tracer = crate::cmd::build_nfs_trace(true, true)?;
     let (k, boot, rep, end) =
-        boot_kernel(&cache, kernels::line(line)?, &init, Some(&tracer), &scenarios.join(","), append, "bench-", timeout, verbose)?;
+        boot_kernel(&cache, kernels::line(line)?, &init, Some(&tracer), &scenarios.join(","), append, "bench-", timeout, verbose, true)?;
     Ok(GuestRun { release: k.abi, package_version: k.version, end, truths: rep.truths, qemu_wall: boot.wall })
 }
 
