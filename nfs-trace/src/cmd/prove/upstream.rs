@@ -72,6 +72,43 @@ impl Upstream<'_> {
             .collect())
     }
 
+    /// The proxy's connection that carries the mount once the reconnect
+    /// settles, and the proxy's established ports to `server` then. The
+    /// tracer's first reconnect is not always it: on 7.2 stunnel once opened
+    /// two upstream connections 18 ms apart after the abort, and the server
+    /// closed the first 350 ms later. So the set of upstream
+    /// connections (`protect`: other tunnels, not this round's) must stay
+    /// the same for SETTLE; if `first` is gone then, the one new connection
+    /// left is the reconnect.
+    fn settled(&self, server: (IpAddr, u16), first: u16, protect: &[u16]) -> Result<(u16, Vec<u16>)> {
+        const SETTLE: Duration = Duration::from_millis(600);
+        const LIMIT: Duration = Duration::from_secs(5);
+        let start = Instant::now();
+        let mut ports = self.ports(server)?;
+        let mut since = Instant::now();
+        while since.elapsed() < SETTLE && start.elapsed() < LIMIT {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = self.ports(server)?;
+            if now != ports {
+                (ports, since) = (now, Instant::now());
+            }
+        }
+        let port = carrier(first, &ports, protect).map_err(|why| {
+            anyhow!("the tracer saw the proxy reconnect from port {first}, but after {:.1} s {why} (to {})", start.elapsed().as_secs_f64(), endpoint(server.0, server.1))
+        })?;
+        if port != first {
+            eprintln!("nfs-trace: the proxy's connection from port {first} closed again; it reconnected from port {port}");
+        }
+        Ok((port, ports))
+    }
+
+    /// The proxy's established source ports to `server`, sorted.
+    fn ports(&self, server: (IpAddr, u16)) -> Result<Vec<u16>> {
+        let mut v: Vec<u16> = self.established(server)?.iter().map(|s| s.lport).collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+
     /// Forces `n` reconnects of the upstream leg and traces each.
     pub fn force_rounds(&self, s: &mut Session, n: u32, timeout: Duration) -> Result<Vec<Round>> {
         let server = self.server()?;
@@ -110,17 +147,7 @@ impl Upstream<'_> {
                 .ok_or_else(|| anyhow!("the proxy did not reconnect to the server within {} s (round {round})", timeout.as_secs_f64()))?;
             let reconnect_ms = forced.elapsed().as_secs_f64() * 1e3;
             eprintln!("nfs-trace: round {round}: the proxy reconnected from port {after} in {reconnect_ms:.0} ms");
-            let listed = Instant::now() + Duration::from_secs(2);
-            let ss_after = loop {
-                let ports: Vec<u16> = self.established(server)?.iter().map(|s| s.lport).collect();
-                if ports.contains(&after) || Instant::now() >= listed {
-                    break ports;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            };
-            if !ss_after.contains(&after) {
-                bail!("the tracer saw the proxy reconnect from port {after} but the kernel lists no such connection of it after 2 s");
-            }
+            let (after, ss_after) = self.settled(server, after, &protect)?;
             rounds.push(Round {
                 round,
                 method: "proxy upstream destroy (sock_diag)",
@@ -132,5 +159,41 @@ impl Upstream<'_> {
             });
         }
         Ok(rounds)
+    }
+}
+
+/// Which of the proxy's settled connections `ports` carries the mount after
+/// a reconnect the tracer saw from `first`: that one if it is up, else the
+/// one new connection (not one of `protect`, the other tunnels); else why
+/// not.
+fn carrier(first: u16, ports: &[u16], protect: &[u16]) -> Result<u16, String> {
+    if ports.contains(&first) {
+        return Ok(first);
+    }
+    match ports.iter().filter(|p| !protect.contains(p)).collect::<Vec<_>>().as_slice() {
+        [one] => Ok(**one),
+        [] => Err("the kernel lists no connection of the proxy".into()),
+        many => Err(format!(
+            "that connection closed again and {} new ones are up ({}): cannot tell which is the mount's",
+            many.len(),
+            many.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carrier;
+
+    #[test]
+    fn the_reconnect_is_the_connection_that_stays() {
+        // Seen on 7.2: two upstreams 18 ms apart, the first closed 350 ms later.
+        assert_eq!(carrier(39858, &[39862], &[]), Ok(39862));
+        assert_eq!(carrier(39858, &[39858], &[]), Ok(39858));
+        // Another client's tunnel is not this mount's reconnect.
+        assert_eq!(carrier(39858, &[40000, 39862], &[40000]), Ok(39862));
+        assert_eq!(carrier(39858, &[39858, 40000], &[40000]), Ok(39858));
+        assert!(carrier(39858, &[40000], &[40000]).unwrap_err().contains("no connection"));
+        assert!(carrier(39858, &[39862, 39870], &[]).unwrap_err().contains("cannot tell"));
     }
 }
