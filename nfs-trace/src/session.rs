@@ -196,8 +196,8 @@ impl Session {
 
     /// Records and sockets the kernel could not record, so far. The
     /// programs' skipped runs come from a file per program (fdinfo), read
-    /// at most every [`MISSED_RUNS_EVERY`]: once a second it was a fifth of
-    /// an idle tracer's CPU in the bench's TCG guest (docs/bench.md).
+    /// at most every [`MISSED_RUNS_EVERY`]: once a second they took ~3 ms of
+    /// the bench's TCG guest's vCPU per read, an eighth of an idle tracer's.
     /// [`Session::lost_now`] reads them whatever their age.
     pub fn lost(&self) -> Lost {
         let missed = match self.missed_runs.get() {
