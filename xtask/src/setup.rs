@@ -26,6 +26,9 @@ const APT_PACKAGES: &[&str] = &[
     "groff-base",
     // The aarch64 build is run under qemu-user in the tests (dist/arm64.rs).
     "qemu-user-static",
+    // The report page (`report --html`) is rendered in headless Chromium by
+    // the tests (tests/src/chromium.rs): a screenshot and the parsed DOM.
+    "chromium",
 ];
 
 pub fn ensure_all() -> Result<()> {

@@ -3,6 +3,7 @@
 //! model; nothing here changes it.
 pub mod clock;
 pub mod escape;
+pub mod html;
 pub mod jsonline;
 pub mod metrics;
 pub mod render;
