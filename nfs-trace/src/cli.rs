@@ -24,6 +24,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Force reconnects of one mount's transport (--mount), or of test mounts of a server with each candidate option set (--server), and say whether the source port is reused.
     Prove(ProveArgs),
+    /// Replay a recording of `watch --json --events` into the same episodes, verdicts and summary; --html writes a timeline page.
+    Report(ReportArgs),
     /// Print shell completions (packaging: `cargo xtask dist`).
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -105,6 +107,11 @@ pub struct WatchArgs {
     /// watch makes one TCP connect to it from a fresh port (one per server per 10 s).
     #[arg(long)]
     pub passive: bool,
+    /// With --json: also write what the trackers are fed (`input` lines: each
+    /// kernel record, mount read, canary result, kernel line and the
+    /// once-a-second tick), so that `nfs-trace report` can replay the run.
+    #[arg(long, requires = "json")]
+    pub events: bool,
     #[command(flatten)]
     pub paths: KernelPaths,
 }
@@ -115,6 +122,31 @@ fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
         return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     }
     s.parse().map_err(|_| format!("'{s}' is not PORT or ADDR:PORT"))
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The recording: JSON lines of `nfs-trace watch --json --events` (- for stdin).
+    #[arg(value_name = "FILE.jsonl")]
+    pub file: PathBuf,
+    /// Only episodes going on at or after this time (RFC 3339: 2026-12-07T03:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = crate::output::clock::parse_rfc3339)]
+    pub since: Option<i128>,
+    /// Only episodes that began by this time; the replay stops there (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = crate::output::clock::parse_rfc3339)]
+    pub until: Option<i128>,
+    /// Only episodes of this NFS mount point.
+    #[arg(long, value_name = "PATH")]
+    pub mount: Option<String>,
+    /// JSON lines (the episode and summary records of `watch --json`) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained HTML page: each episode's timeline and verdict, each mount's reconnects.
+    #[arg(long, value_name = "OUT.html")]
+    pub html: Option<PathBuf>,
+    /// Colour in the text output.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: Color,
 }
 
 #[derive(Args, Debug)]

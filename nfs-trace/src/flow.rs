@@ -3,7 +3,7 @@
 //! what a middlebox tracks a connection by, and the task that made it.
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A network namespace, by the inode number `/proc/PID/ns/net` names
 /// (`net:[4026531840]`). The kernel programs read it from the socket; 0 is
@@ -28,6 +28,13 @@ impl Serialize for Netns {
     }
 }
 
+/// `null` (not known) or the inode, as serialised.
+impl<'de> Deserialize<'de> for Netns {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Option::<u32>::deserialize(d)?.map_or(Netns::UNKNOWN, Netns))
+    }
+}
+
 impl std::fmt::Display for Netns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.known() {
@@ -42,7 +49,7 @@ impl std::fmt::Display for Netns {
 /// are two flows). A reuse is a property of a flow, whatever else connected
 /// in between. Serialises as `laddr`, `sport`, `raddr`, `dport`, `netns`
 /// (flattened into records).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Flow {
     pub laddr: IpAddr,
     pub sport: u16,
@@ -60,7 +67,7 @@ impl Flow {
 
 /// Where connects go: a flow minus its source port. Serialises as `laddr`,
 /// `raddr`, `dport`, `netns`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DestKey {
     pub laddr: IpAddr,
     pub raddr: IpAddr,
@@ -71,7 +78,7 @@ pub struct DestKey {
 /// The task the kernel ran the event in (for reconnects that is a kernel
 /// worker, `xprtiod`: attribute through the mount, not the task).
 /// Serialises as `pid`, `comm`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     pub pid: u32,
     pub comm: String,

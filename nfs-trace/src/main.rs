@@ -6,7 +6,7 @@ use clap::Parser as _;
 
 use nfs_trace::{
     cli::{Cli, Command},
-    cmd::{check, packaging, probes, prove, watch},
+    cmd::{check, packaging, probes, prove, report, watch},
     output::escape::escape,
 };
 
@@ -46,6 +46,7 @@ fn main() -> ExitCode {
             Command::Prove(a) => prove::run(a),
             Command::Watch(a) => ok(watch::run(a).await),
             Command::Probes(a) => ok(probes::run(a)),
+            Command::Report(a) => ok(report::run(a)),
             Command::Completions(a) => ok(packaging::completions(a)),
             Command::Manpage(a) => ok(packaging::manpage(a)),
         }

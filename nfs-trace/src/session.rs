@@ -22,17 +22,21 @@ use crate::{
     kernel::{bpf_log, live_ports},
     kernel::lost::Lost,
     flow::{Flow, Netns},
-    model::tcp::{Observation, Tracker},
-    model::xprt::{XprtObservation, XprtTracker},
+    model::feed,
+    model::tcp::Tracker,
+    model::xprt::XprtTracker,
 };
 
 /// How old [`Session::lost`]'s count of skipped runs may be.
 pub const MISSED_RUNS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// What one record meant, for whoever consumes the session.
-pub enum Obs<'a> {
-    Tcp(&'a Observation),
-    Xprt(&'a XprtObservation),
+pub use crate::model::feed::Obs;
+
+/// What [`Session::drain`] hands on: a record (only with `tap_records`),
+/// then what it meant.
+pub enum Drained<'a> {
+    Record(&'a Record),
+    Obs(Obs<'a>),
 }
 
 pub struct Session {
@@ -49,6 +53,12 @@ pub struct Session {
     pub netns: Option<Netns>,
     /// Flows of `watch`'s canary connects: their records reach no tracker.
     pub canary_flows: CanaryFlows,
+    /// Hand each record to the drain's consumer before feeding it
+    /// (`watch --events` records them).
+    pub tap_records: bool,
+    /// Flows seeded into the trackers and not yet taken (`watch --events`
+    /// records them: a replay seeds the same).
+    pub seeded: Vec<Flow>,
     /// How seeds get their namespace.
     seed_netns: NetnsSeeds,
     /// Readable when a program woke us: the ring passed its fill level.
@@ -115,7 +125,7 @@ impl Session {
             .map_err(|e| anyhow!("counters map: {e}"))?;
         let mut tracker = Tracker::new();
         let mut xtracker = XprtTracker::new(!sunrpc_attached(&hooks));
-        seed(&mut tracker, &mut xtracker, &existing, seed_netns);
+        let seeded = seed(&mut tracker, &mut xtracker, &existing, seed_netns);
         Ok(Session {
             env,
             ports,
@@ -126,6 +136,8 @@ impl Session {
             decode_errors: 0,
             netns,
             canary_flows: CanaryFlows::default(),
+            tap_records: false,
+            seeded,
             seed_netns,
             ring,
             counters,
@@ -135,9 +147,10 @@ impl Session {
         })
     }
 
-    /// Drains every record, handing what each means to `f`; stops early
-    /// (returning false) when `f` returns false.
-    pub fn drain(&mut self, mut f: impl FnMut(Obs) -> Result<bool>) -> Result<bool> {
+    /// Drains every record, handing what each means to `f` (and, with
+    /// `tap_records`, the record itself first); stops early (returning
+    /// false) when `f` returns false.
+    pub fn drain(&mut self, mut f: impl FnMut(Drained) -> Result<bool>) -> Result<bool> {
         while let Some(item) = self.ring.get_mut().next() {
             let rec = decode::decode(&item);
             drop(item);
@@ -151,32 +164,15 @@ impl Session {
             {
                 continue;
             }
-            match rec {
-                Ok(Record::Tcp(ev)) => {
-                    for o in self.tracker.on_event(&ev) {
-                        if !f(Obs::Tcp(&o))? {
-                            return Ok(false);
-                        }
-                    }
-                    for o in self.xtracker.on_tcp(&ev) {
-                        if !f(Obs::Xprt(&o))? {
-                            return Ok(false);
-                        }
-                    }
-                }
-                Ok(Record::Xprt(r)) => {
-                    for o in self.xtracker.on_xprt(&r) {
-                        // The transport's drop dates the flow a reconnect may
-                        // reuse where TCP did not see it close.
-                        if let XprtObservation::Drop { ts_ns, flow, .. } = &o {
-                            self.tracker.on_flow_end(flow, *ts_ns);
-                        }
-                        if !f(Obs::Xprt(&o))? {
-                            return Ok(false);
-                        }
-                    }
-                }
-                Err(_) => self.decode_errors += 1,
+            let Ok(rec) = rec else {
+                self.decode_errors += 1;
+                continue;
+            };
+            if self.tap_records && !f(Drained::Record(&rec))? {
+                return Ok(false);
+            }
+            if !feed::record(&mut self.tracker, &mut self.xtracker, &rec, |o| f(Drained::Obs(o)))? {
+                return Ok(false);
             }
         }
         Ok(true)
@@ -282,7 +278,8 @@ impl Session {
         }
         live_ports::add(&mut self.ebpf, port)?;
         self.ports.push(port);
-        seed(&mut self.tracker, &mut self.xtracker, &sock_diag::established_everywhere(&[port]), self.seed_netns);
+        let seeded = seed(&mut self.tracker, &mut self.xtracker, &sock_diag::established_everywhere(&[port]), self.seed_netns);
+        self.seeded.extend(seeded);
         Ok(true)
     }
 }
@@ -299,8 +296,9 @@ struct NetnsSeeds {
 /// previous flow for its first reconnect, in the network namespace sock_diag
 /// listed it in. With `--netns`, only that namespace's; where the kernel
 /// programs cannot read a socket's namespace, records say unknown, and so
-/// do the seeds, so that they still meet.
-fn seed(tracker: &mut Tracker, xtracker: &mut XprtTracker, existing: &[sock_diag::TcpSock], netns: NetnsSeeds) {
+/// do the seeds, so that they still meet. Returns the flows seeded.
+fn seed(tracker: &mut Tracker, xtracker: &mut XprtTracker, existing: &[sock_diag::TcpSock], netns: NetnsSeeds) -> Vec<Flow> {
+    let mut seeded = Vec::new();
     for sk in existing {
         let ns = if netns.readable { Netns(sk.netns) } else { Netns::UNKNOWN };
         if netns.only.is_some_and(|n| n != ns) {
@@ -309,5 +307,7 @@ fn seed(tracker: &mut Tracker, xtracker: &mut XprtTracker, existing: &[sock_diag
         let flow = Flow { laddr: sk.laddr, sport: sk.lport, raddr: sk.raddr, dport: sk.rport, netns: ns };
         tracker.seed(flow);
         xtracker.seed(flow);
+        seeded.push(flow);
     }
+    seeded
 }

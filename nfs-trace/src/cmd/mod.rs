@@ -3,4 +3,5 @@ pub mod check;
 pub mod packaging;
 pub mod probes;
 pub mod prove;
+pub mod report;
 pub mod watch;

@@ -28,7 +28,7 @@ use crate::{
     kernel::attach::MapSizes,
     host::nfsmounts::MountView,
     host::{namespaces, netns_sysfs, ns_mounts},
-    session::{Obs, Session},
+    session::{Drained, Obs, Session},
     host::sunrpc_sysfs,
     model::tcp::{Observation, Outcome},
 };
@@ -389,7 +389,7 @@ fn wait_reconnect(s: &mut Session, server: IpAddr, port: u16, timeout: Duration,
         let mut got = None;
         s.drain(|o| {
             match o {
-                Obs::Tcp(Observation::Connect(a))
+                Drained::Obs(Obs::Tcp(Observation::Connect(a)))
                     if a.who.flow.raddr == server
                         && a.who.flow.dport == port
                         && a.outcome == Outcome::Established

@@ -18,13 +18,13 @@ use crate::{
     host::mountinfo::NfsMount,
     host::nfsmounts::MountView,
     host::ns_mounts,
-    model::attribution::Attributor,
-    model::episode::{EpisodeObservation, EpisodeTracker},
+    model::episode::EpisodeObservation,
+    model::feed::{Feed, Input},
     kernel::attach::MapSizes,
     kernel::hooks::{self, HookStatus},
     kernel::lost::Lost,
     output::render::{Format, Renderer},
-    session::{Obs, Session},
+    session::{Drained, Obs, Session},
     model::verdict,
 };
 
@@ -56,11 +56,6 @@ const FINAL_PASSES: u32 = 5;
 /// in the bench's NFS I/O run), then every 200 ms for kernel lines (still
 /// 2.5 % of that vCPU).
 const LOST_EVERY: Duration = Duration::from_secs(1);
-/// A stall with no SYN retransmit for this long is reported again (its
-/// retransmits back off to tens of seconds apart).
-const STALL_EVERY: Duration = Duration::from_secs(5);
-/// An episode with nothing new for this long is reported as going on.
-const EPISODE_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Serialize)]
 struct AttachedBody<'a> {
@@ -312,26 +307,37 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         }));
         host.views
     };
-    // Refreshed every second: mounts come and go while we watch. `base` is
-    // the last full read, redone only when due (cmd/watch/mount_reads.rs);
-    // `views` is it annotated with what the attributor knows now.
-    let mut base: Vec<MountView> = read_views();
+    // `--events`: each thing fed to the trackers is written as an `input`
+    // line when it is fed, for `nfs-trace report` (model/feed.rs).
+    let events = args.events;
+    let started_mono = Clock::mono_now_ns();
+    // Refreshed every second: mounts come and go while we watch. `feed.base`
+    // is the last full read, redone only when due (cmd/watch/mount_reads.rs);
+    // `feed.views` is it annotated with what the attributor knows now.
+    let mut feed = Feed::new(read_views(), args.passive, s.hook_attached("tcp:tcp_retransmit_skb"), started_mono);
+    feed.rpc_timeouts_traced = s.rpc_timeouts_traced();
+    if events {
+        let start = Input::Start {
+            mono_ns: started_mono,
+            clock_offset_ns: clock.offset_ns() as i64,
+            passive: args.passive,
+            retransmits_traced: feed.episodes.retransmits_traced,
+            views: feed.base.clone(),
+        };
+        let hooks = Input::Hooks { sunrpc: crate::session::sunrpc_attached(&s.hooks), rpc_timeouts_traced: feed.rpc_timeouts_traced };
+        let seeds: Vec<Input> = s.seeded.drain(..).map(Input::Seed).collect();
+        for i in [start, hooks].iter().chain(&seeds) {
+            if !keep_going(out.input(i))? {
+                return Ok(());
+            }
+        }
+    }
+    s.tap_records = events;
     let mut reads = MountReads::new(&ns_mounts::nfs_mounts(&args.proc_root), Instant::now());
-    let mut views = base.clone();
-    // Transports are credited to mounts only on evidence, some of it
-    // gathered while watching (model/attribution.rs).
-    let mut attributor = Attributor::new();
-    attributor.refresh(&mut views, Clock::mono_now_ns());
-    // Hangs from first symptom to recovery, with a verdict (model/episode.rs);
-    // `honoured`: option sets this host was seen to honour, for the advice.
-    let mut episodes = EpisodeTracker::new(args.passive.then_some("--passive"));
-    episodes.retransmits_traced = s.hook_attached("tcp:tcp_retransmit_skb");
-    let mut honoured: Vec<String> = Vec::new();
     let mut last_drain = tokio::time::Instant::now();
     let mut busy = true;
     let mut stopping = 0u32;
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let started_mono = Clock::mono_now_ns();
     let mut lost = Lost::default();
     let mut last_lost_check = Instant::now();
 
@@ -364,7 +370,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                     let attached = s.hooks.iter().filter(|h| h.attached).count();
                     let sizes = crate::output::metrics::StateSizes { kernel_sockets: s.kernel_sockets() };
                     let m = counted.as_mut().expect("made with the listener");
-                    let body = m.render(&s.tracker, &s.xtracker, &views, s.lost(), attached, &sizes);
+                    let body = m.render(&s.tracker, &s.xtracker, &feed.views, s.lost(), attached, &sizes);
                     tokio::spawn(serve_metrics(conn, body));
                 }
                 false
@@ -381,24 +387,24 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         } };
         last_drain = tokio::time::Instant::now();
         let mut records = false;
-        open = s.drain(|o| {
+        open = s.drain(|d| {
             records = true;
-            match o {
-                Obs::Tcp(o) => {
+            match d {
+                Drained::Record(r) => keep_going(out.input(&Input::Record(r.clone()))),
+                Drained::Obs(Obs::Tcp(o)) => {
                     ask_canary(&mut canaries, o);
                     if let Some(m) = counted.as_mut() {
-                        m.observe(o, &views);
+                        m.observe(o, &feed.views);
                     }
-                    let eps = episodes.on_tcp(o);
-                    Ok(keep_going(out.observation(o, &views))? && episodes_out(&mut out, counted.as_mut(), &eps, &views, &honoured)?)
+                    let eps = feed.tcp(o);
+                    Ok(keep_going(out.observation(o, &feed.views))? && episodes_out(&mut out, counted.as_mut(), &eps, &feed)?)
                 }
-                Obs::Xprt(o) => {
-                    attributor.observe(o, &mut views);
+                Drained::Obs(Obs::Xprt(o)) => {
+                    let eps = feed.xprt(o);
                     if let Some(m) = counted.as_mut() {
-                        m.observe_xprt(o, &views);
+                        m.observe_xprt(o, &feed.views);
                     }
-                    let eps = episodes.on_xprt(o);
-                    Ok(keep_going(out.xprt_observation(o, &views))? && episodes_out(&mut out, counted.as_mut(), &eps, &views, &honoured)?)
+                    Ok(keep_going(out.xprt_observation(o, &feed.views))? && episodes_out(&mut out, counted.as_mut(), &eps, &feed)?)
                 }
             }
         })?;
@@ -409,10 +415,13 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         for done in canaries.as_mut().map(|c| c.poll(Clock::mono_now_ns())).unwrap_or_default() {
             match done {
                 Ok(d) => {
+                    if events {
+                        open = open && keep_going(out.input(&Input::Canary(d.result.clone())))?;
+                    }
                     open = open && keep_going(out.canary(&d.result, d.stalled_sport))?;
                     // What the canary found decides the stalled episodes' verdicts.
-                    let eps = episodes.on_canary(&d.result);
-                    open = open && episodes_out(&mut out, counted.as_mut(), &eps, &views, &honoured)?;
+                    let eps = feed.canary(&d.result);
+                    open = open && episodes_out(&mut out, counted.as_mut(), &eps, &feed)?;
                 }
                 Err(why) => eprintln!("nfs-trace: canary not made: {}", escape(&why)),
             }
@@ -420,20 +429,17 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         if let Some(k) = kmsg.as_mut() {
             for l in k.poll() {
                 // The kernel names the server as mounted; map it to an address.
-                let ip = crate::host::addr::parse_ip(&l.server).or_else(|| {
-                    views.iter().find(|v| v.server == l.server || v.source_host() == l.server).and_then(|v| v.server_ip())
-                });
-                let joined = ip.is_some_and(|ip| s.tracker.on_kernel_line(ip, &l.text));
+                let ip = feed.server_ip(&l.server);
+                let now = Clock::mono_now_ns();
+                if events {
+                    let i = Input::Kernel { mono_ns: now, server: l.server.clone(), server_ip: ip, text: l.text.clone(), not_responding: l.not_responding };
+                    open = open && keep_going(out.input(&i))?;
+                }
+                let mut joined = false;
                 if let Some(ip) = ip {
-                    let now = Clock::mono_now_ns();
-                    let mut eps = Vec::new();
-                    // Without rpc_timeout_status, "not responding" is the
-                    // RPC timeout, for each transport connected to it.
-                    if l.not_responding && !s.rpc_timeouts_traced() {
-                        eps.extend(episodes.on_not_responding(&s.xtracker.connected_to(ip), now));
-                    }
-                    eps.extend(episodes.on_kernel_line(ip, &l.text, !l.not_responding, now));
-                    open = open && episodes_out(&mut out, counted.as_mut(), &eps, &views, &honoured)?;
+                    let (j, eps) = feed.kernel_line(&mut s.tracker, &s.xtracker, ip, &l.text, l.not_responding, now);
+                    joined = j;
+                    open = open && episodes_out(&mut out, counted.as_mut(), &eps, &feed)?;
                 }
                 if format == Format::Json {
                     open = open && keep_going(out.json_line("kernel", KernelBody { text: &l.text, server: &l.server, not_responding: l.not_responding, joined_stall: joined }))?;
@@ -447,17 +453,20 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         if open && ((stop && stopping == 0) || last_lost_check.elapsed() >= LOST_EVERY) {
             last_lost_check = Instant::now();
             if reads.due(&ns_mounts::nfs_mounts(&args.proc_root), last_lost_check) {
-                base = read_views();
-            }
-            views = base.clone();
-            honoured = verdict::honoured(&verdict::verdicts(&views, &s.xtracker));
-            let now = Clock::mono_now_ns();
-            for a in attributor.refresh(&mut views, now) {
-                open = open && keep_going(out.attributed(&a, now))?;
+                feed.base = read_views();
+                if events {
+                    open = open && keep_going(out.input(&Input::Views(feed.base.clone())))?;
+                }
             }
             // A mount made since on a port not watched: watch it from now on.
-            for (port, mountpoints) in follow_mount_ports(&mut s, mount_ports(&views)) {
-                attributor.port_watched_late(port, &views);
+            for (port, mountpoints) in follow_mount_ports(&mut s, mount_ports(&feed.base)) {
+                if events {
+                    let seeds: Vec<Input> = s.seeded.drain(..).map(Input::Seed).collect();
+                    for i in std::iter::once(&Input::PortWatched { port }).chain(&seeds) {
+                        open = open && keep_going(out.input(i))?;
+                    }
+                }
+                feed.attributor.port_watched_late(port, &feed.base);
                 eprintln!(
                     "nfs-trace: NFS mount {} uses port {port}: now watching port {port} too (its connects before now were not seen)",
                     mountpoints.join(", ")
@@ -468,20 +477,32 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             }
             // sunrpc may load after us (the first NFS mount loads it).
             if let Some((on, of)) = s.poll_sunrpc() {
+                feed.rpc_timeouts_traced = s.rpc_timeouts_traced();
                 eprintln!("nfs-trace: sunrpc loaded: attached {on} of {of} SunRPC hooks");
+                if events {
+                    let i = Input::Hooks { sunrpc: crate::session::sunrpc_attached(&s.hooks), rpc_timeouts_traced: feed.rpc_timeouts_traced };
+                    open = open && keep_going(out.input(&i))?;
+                }
                 if format == Format::Json {
-                    open = keep_going(out.json_line("hooks", HooksBody { hooks: &s.hooks }))?;
+                    open = open && keep_going(out.json_line("hooks", HooksBody { hooks: &s.hooks }))?;
                 }
             }
-            for o in s.tracker.tick(Clock::mono_now_ns(), STALL_EVERY.as_nanos() as u64) {
+            let now = Clock::mono_now_ns();
+            if events {
+                open = open && keep_going(out.input(&Input::Tick { mono_ns: now }))?;
+            }
+            for a in feed.refresh(&s.xtracker, now) {
+                open = open && keep_going(out.attributed(&a, now))?;
+            }
+            let (stalls, eps) = feed.tick(&mut s.tracker, now);
+            for o in stalls {
                 ask_canary(&mut canaries, &o);
                 if let Some(m) = counted.as_mut() {
-                    m.observe(&o, &views);
+                    m.observe(&o, &feed.views);
                 }
-                open = open && keep_going(out.observation(&o, &views))?;
+                open = open && keep_going(out.observation(&o, &feed.views))?;
             }
-            let eps = episodes.tick(Clock::mono_now_ns(), EPISODE_EVERY.as_nanos() as u64);
-            open = open && episodes_out(&mut out, counted.as_mut(), &eps, &views, &honoured)?;
+            open = open && episodes_out(&mut out, counted.as_mut(), &eps, &feed)?;
             let now = s.lost();
             if open && now != lost {
                 lost = now;
@@ -491,10 +512,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         if open {
             open = keep_going(out.flush())?;
         }
-        busy = records
-            || canaries.as_ref().is_some_and(|c| c.in_flight())
-            || !episodes.open_episodes().is_empty()
-            || s.tracker.has_open_stalls();
+        busy = records || canaries.as_ref().is_some_and(|c| c.in_flight()) || feed.busy(&s.tracker);
         if stop {
             // At least one more pass after FINAL_PAUSE (see there).
             if stopping >= FINAL_PASSES || (stopping > 0 && !records) {
@@ -508,18 +526,20 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         return Ok(());
     }
     let lost = s.lost_now();
-    let dur = Clock::mono_now_ns().saturating_sub(started_mono);
-    let mut views = read_views();
     let now = Clock::mono_now_ns();
-    for a in attributor.refresh(&mut views, now) {
-        if !keep_going(out.attributed(&a, now))? {
-            return Ok(());
+    let dur = now.saturating_sub(started_mono);
+    feed.base = read_views();
+    if events {
+        for i in [Input::Views(feed.base.clone()), Input::End { mono_ns: now, lost }] {
+            if !keep_going(out.input(&i))? {
+                return Ok(());
+            }
         }
     }
-    let verdicts = verdict::verdicts(&views, &s.xtracker);
-    if keep_going(out.summary(&s.tracker, &s.xtracker, &views, verdicts, lost, dur, &episodes).and_then(|_| out.flush()))?
-        && s.decode_errors > 0
-    {
+    if !keep_going(finish(&mut out, &mut feed, &s.tracker, &s.xtracker, lost, dur, now))? {
+        return Ok(());
+    }
+    if s.decode_errors > 0 {
         eprintln!("nfs-trace: {} records could not be decoded", s.decode_errors);
     }
     // Dropping the session detaches every program.
@@ -527,19 +547,38 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The end: what the attributor learned last, then the summary (`report`
+/// ends a replay with it too).
+pub fn finish<W: io::Write>(
+    out: &mut Renderer<W>,
+    feed: &mut Feed,
+    tracker: &crate::model::tcp::Tracker,
+    xtracker: &crate::model::xprt::XprtTracker,
+    lost: Lost,
+    dur: u64,
+    now: u64,
+) -> io::Result<()> {
+    feed.views = feed.base.clone();
+    for a in feed.attributor.refresh(&mut feed.views, now) {
+        out.attributed(&a, now)?;
+    }
+    let verdicts = verdict::verdicts(&feed.views, xtracker);
+    out.summary(tracker, xtracker, &feed.views, verdicts, lost, dur, &feed.episodes)?;
+    out.flush()
+}
+
 /// Renders and counts episode observations; false when nobody reads any more.
 fn episodes_out<W: io::Write>(
     out: &mut Renderer<W>,
     mut counted: Option<&mut crate::output::metrics::Metrics>,
     eps: &[EpisodeObservation],
-    views: &[MountView],
-    honoured: &[String],
+    feed: &Feed,
 ) -> Result<bool> {
     for e in eps {
         if let Some(m) = counted.as_deref_mut() {
             m.observe_episode(e);
         }
-        if !keep_going(out.episode(e, views, honoured))? {
+        if !keep_going(out.episode(e, &feed.views, &feed.honoured))? {
             return Ok(false);
         }
     }

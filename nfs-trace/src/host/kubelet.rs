@@ -9,11 +9,11 @@
 //! driver's staging mount (`…/plugins/kubernetes.io/csi/…/globalmount`) is
 //! the same superblock bind-mounted into each pod, so a mount's pods are
 //! read from every place it is seen.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::host::nfsmounts::MountView;
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PodVolume {
     /// The pod's UID (`kubectl get pod -o jsonpath='{.metadata.uid}'`).
     pub uid: String,

@@ -4,7 +4,7 @@
 //! (model/attribution.rs credits transports to them on evidence).
 use std::{collections::HashMap, net::IpAddr, path::Path};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     host::addr,
@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// A mount with everything the host says about it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MountView {
     pub mountpoint: String,
     /// `server:/path` as mounted (the kernel's log names the server so).
@@ -36,7 +36,8 @@ pub struct MountView {
     /// How `live_ports` were joined: "mount link" (the kernel's
     /// /sys/fs/nfs links, 6.4+), "ports" (remembered ports and the other
     /// mounts to that server), "unknown".
-    pub live_from: &'static str,
+    #[serde(deserialize_with = "live_from_de")]
+    pub live_from: Name,
     pub connects: u64,
     /// Why a reconnect will come from the same port, if it will.
     pub reuse: Option<String>,
@@ -62,8 +63,21 @@ pub struct MountView {
     pub proxy: Option<crate::host::proxy::Proxy>,
 }
 
+/// A fixed name. An alias, not `&'static str` written out: serde's derive
+/// borrows a field written `&str` from the input (the whole value could then
+/// only be read from a `'static` string); with the alias it takes the
+/// field's `deserialize_with`, which maps the text back to one of ours.
+pub type Name = &'static str;
+
+/// How live ports were joined, as recorded, back to ours (`report` reads
+/// the views `watch --events` wrote).
+fn live_from_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(["mount link", "ports", "not visible"].into_iter().find(|n| *n == s).unwrap_or("unknown"))
+}
+
 /// One place a mount is seen: a mount point in a mount namespace.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenIn {
     pub mntns: Option<u32>,
     pub mountpoint: String,

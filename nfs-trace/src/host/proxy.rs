@@ -17,23 +17,24 @@ use std::{
 };
 
 use nfs_trace_common::tcp_state;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::host::{addr::endpoint, sock_diag::TcpSock};
 
 /// One TCP socket of a proxy leg, as `ss` would list it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leg {
     pub laddr: IpAddr,
     pub lport: u16,
     pub raddr: IpAddr,
     pub rport: u16,
-    pub state: &'static str,
+    #[serde(deserialize_with = "state_de")]
+    pub state: crate::host::nfsmounts::Name,
     pub netns: u32,
 }
 
 /// The proxy a loopback mount goes through, as seen at one read.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proxy {
     /// Where the mount connects: `127.0.0.1:20049`.
     pub listen: String,
@@ -83,6 +84,13 @@ pub fn state_name(s: u8) -> &'static str {
         tcp_state::CLOSING => "CLOSING",
         _ => "UNKNOWN",
     }
+}
+
+/// A recorded state name back to ours (`report` reads views `watch --events`
+/// wrote); one we never write reads as "UNKNOWN".
+fn state_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok((0..=15u8).map(state_name).find(|n| *n == s).unwrap_or("UNKNOWN"))
 }
 
 fn leg(s: &TcpSock) -> Leg {

@@ -2,12 +2,14 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
 use nfs_trace_common::{ConnEvent, XprtEvent, kind, xprt_event};
 
 use crate::flow::{Flow, Netns, Task};
 
-/// A decoded kernel record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A decoded kernel record. Serialisable: `watch --events` writes the
+/// records the trackers read, and `report` reads them back into them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub kind: Kind,
     /// CLOCK_MONOTONIC of the record.
@@ -32,7 +34,8 @@ pub struct Event {
     pub first_exit: u8,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     ConnectDone,
     SynRetransmit,
@@ -58,7 +61,8 @@ fn comm(raw: &[u8; 16]) -> String {
 }
 
 /// A decoded record of either layer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Record {
     Tcp(Event),
     Xprt(XprtRecord),
@@ -75,7 +79,8 @@ impl Record {
 }
 
 /// What happened to a SunRPC transport.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum XprtWhat {
     Connect,
     StateChange,
@@ -93,7 +98,7 @@ pub enum XprtWhat {
 }
 
 /// A decoded SunRPC transport record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct XprtRecord {
     pub what: XprtWhat,
     pub ts_ns: u64,

@@ -1,8 +1,8 @@
 //! What the kernel programs could not record, as their per-CPU counters say.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Lost-record counters read from the kernel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lost {
     pub events: u64,
     pub sockets: u64,

@@ -3,10 +3,13 @@
 //! namespace. Made by `host::canary`; read by the episode tracker, where it
 //! tells a dropped reused flow (the canary gets through) from a server or
 //! path that is down (it fails too). Pure data: no I/O here.
+use serde::{Deserialize, Serialize};
+
 use crate::flow::DestKey;
 
 /// How the canary's connect ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CanaryOutcome {
     /// ESTABLISHED after `rtt_ns` (the handshake's time).
     Connected { rtt_ns: u64 },
@@ -20,7 +23,7 @@ pub enum CanaryOutcome {
 
 /// One canary, for the destination (netns, laddr, raddr, dport) of the
 /// stalled flow it was made for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CanaryResult {
     pub dest: DestKey,
     /// The canary's own source port (never the stalled flow's).

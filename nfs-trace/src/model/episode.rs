@@ -340,6 +340,14 @@ impl EpisodeTracker {
         EpisodeTracker { open: Vec::new(), ended: Vec::new(), closes: FastMap::default(), canary_off, retransmits_traced: true, next_id: 1 }
     }
 
+    /// Keeps only the episodes `keep` says, asked of the ended ones first,
+    /// then of those going on (`report --since/--until/--mount` narrows its
+    /// summary so).
+    pub fn retain(&mut self, mut keep: impl FnMut(&Episode) -> bool) {
+        self.ended.retain(|e| keep(e));
+        self.open.retain(|e| keep(e));
+    }
+
     /// Episodes going on (for the summary at exit).
     pub fn open_episodes(&self) -> &[Episode] {
         &self.open

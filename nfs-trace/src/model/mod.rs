@@ -5,6 +5,7 @@
 pub mod attribution;
 pub mod canary;
 pub mod episode;
+pub mod feed;
 pub mod tcp;
 pub mod verdict;
 pub mod xprt;

@@ -19,10 +19,15 @@ impl Clock {
         Clock { offset_ns: now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC) }
     }
 
-    /// A clock whose wall time equals monotonic time (tests).
-    #[cfg(test)]
+    /// A clock with this offset: tests, and `report` replaying a recording
+    /// with the offset the recording was made with.
     pub fn fixed(offset_ns: i128) -> Self {
         Clock { offset_ns }
+    }
+
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, as read at start.
+    pub fn offset_ns(&self) -> i128 {
+        self.offset_ns
     }
 
     pub fn mono_now_ns() -> u64 {
@@ -124,9 +129,73 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// (year, month, day) to days since 1970-01-01 (the inverse of
+/// [`civil_from_days`], same algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// An RFC 3339 time (`2026-12-07T03:00:00Z`, fractions and `+01:00` offsets
+/// allowed; a space for the `T` too) to Unix nanoseconds.
+pub fn parse_rfc3339(s: &str) -> Result<i128, String> {
+    let bad = || format!("'{s}' is not an RFC 3339 time such as 2026-12-07T03:00:00Z");
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Result<u32, String> {
+        let t = s.get(r).ok_or_else(bad)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) { t.parse().map_err(|_| bad()) } else { Err(bad()) }
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return Err(bad());
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return Err(bad());
+    }
+    let mut i = 19;
+    let mut nanos: i128 = 0;
+    if b[i] == b'.' {
+        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 || digits > 9 {
+            return Err(bad());
+        }
+        nanos = i128::from(num(i + 1..i + 1 + digits)?) * 10i128.pow(9 - digits as u32);
+        i += 1 + digits;
+    }
+    let offset_s: i128 = match &s[i..] {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && matches!(o.as_bytes()[0], b'+' | b'-') && o.as_bytes()[3] == b':' => {
+            let v = i128::from(num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60);
+            if o.starts_with('-') { -v } else { v }
+        }
+        _ => return Err(bad()),
+    };
+    let days = i128::from(days_from_civil(i64::from(year), month, day));
+    let secs = days * 86_400 + i128::from(hour * 3600 + minute * 60 + second) - offset_s;
+    Ok(secs * 1_000_000_000 + nanos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_what_it_formats_and_offsets() {
+        for ns in [0i128, 1_795_461_401_500_000_000, 951_782_400_000_000_000, 1_796_612_400_123_456_000] {
+            assert_eq!(parse_rfc3339(&rfc3339(ns)), Ok(ns));
+        }
+        assert_eq!(parse_rfc3339("2026-12-07T04:00:00+01:00"), parse_rfc3339("2026-12-07T03:00:00Z"));
+        assert_eq!(parse_rfc3339("1970-01-01 00:00:01.5Z"), Ok(1_500_000_000));
+        for bad in ["", "yesterday", "2026-12-07", "2026-13-07T03:00:00Z", "2026-12-07T03:00:00", "2026-12-07T03:00:00.Z", "2026-12-07T03:00:00+0100"] {
+            assert!(parse_rfc3339(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn formats_known_instants() {

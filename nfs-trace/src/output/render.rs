@@ -40,6 +40,12 @@ impl<W: Write> Renderer<W> {
         Renderer { out, format, clock, line: Vec::with_capacity(512), netns: human::NetnsSeen::default() }
     }
 
+    /// Times from now on are shown with this clock (`report`: each recorded
+    /// run's own).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
     fn style(&self, s: &'static str) -> &'static str {
         match self.format {
             Format::Human { color: true } => s,
@@ -95,6 +101,15 @@ impl<W: Write> Renderer<W> {
             ),
         }
     }
+    /// One thing fed to the trackers, as an `input` line (`watch --events`;
+    /// `report` reads them back, model/feed.rs). JSON only.
+    pub fn input(&mut self, i: &crate::model::feed::Input) -> io::Result<()> {
+        match self.format {
+            Format::Json => self.json_line("input", i),
+            Format::Human { .. } => Ok(()),
+        }
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }

@@ -99,9 +99,9 @@ pub struct EpisodeBody {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<crate::host::kubelet::PodVolume>,
     /// "transport_drop", "close", "stall", "unanswered", "rpc_timeout".
-    opened_by: &'static str,
+    pub opened_by: &'static str,
     pub start: String,
-    end: Option<String>,
+    pub end: Option<String>,
     pub duration_s: f64,
     pub ongoing: bool,
     pub verdict: &'static str,
@@ -125,7 +125,8 @@ fn mounts_of<'a>(views: &'a [MountView], e: &Episode) -> Vec<&'a MountView> {
 }
 
 impl<W: Write> Renderer<W> {
-    pub(super) fn episode_body(&self, e: &Episode, state: &'static str, views: &[MountView], honoured: &[String]) -> EpisodeBody {
+    /// What an episode record says (`report --html` shows the same).
+    pub fn episode_body(&self, e: &Episode, state: &'static str, views: &[MountView], honoured: &[String]) -> EpisodeBody {
         let mounts = mounts_of(views, e);
         let c = &self.clock;
         let phases = Phases {
