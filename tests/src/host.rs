@@ -59,6 +59,8 @@ pub struct Tracer {
     stderr: Option<thread::JoinHandle<String>>,
     /// Records taken by [`Tracer::wait_for`], handed back by `stop`.
     seen: Vec<Value>,
+    /// Every line of stdout as written (`report` replays them).
+    raw: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Tracer {
@@ -69,10 +71,13 @@ impl Tracer {
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let raw = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = raw.clone();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+                keep.lock().unwrap().push(line);
                 if tx.send(v).is_err() {
                     break;
                 }
@@ -85,7 +90,7 @@ impl Tracer {
         });
         assert_eq!(first["type"], "attached", "first record must be `attached`: {first}");
         assert_eq!(first["v"], 2, "schema version (docs/json-schema.md)");
-        Tracer { child, rx, attached: first, stderr: Some(stderr), seen: Vec::new() }
+        Tracer { child, rx, attached: first, stderr: Some(stderr), seen: Vec::new(), raw }
     }
 
     /// Waits up to `limit` for a record matching `want` while the tracer
@@ -131,7 +136,8 @@ impl Tracer {
         let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
         assert!(status.success(), "nfs-trace exited with {status}; stderr:\n{stderr}");
         assert!(!stderr.contains("panicked"), "nfs-trace panicked:\n{stderr}");
-        Records { all: recs, stderr }
+        let raw = std::mem::take(&mut *self.raw.lock().unwrap());
+        Records { all: recs, stderr, raw }
     }
 }
 
@@ -186,6 +192,8 @@ pub fn watch_text<T>(extra: &[&str], during: impl FnOnce() -> T) -> (T, String) 
 pub struct Records {
     pub all: Vec<Value>,
     pub stderr: String,
+    /// Every stdout line as written, `attached` first.
+    pub raw: Vec<String>,
 }
 
 impl Records {
@@ -198,6 +206,11 @@ impl Records {
         let last = self.all.last().expect("no records at all");
         assert_eq!(last["type"], "summary", "last record must be the summary: {last}");
         last
+    }
+
+    /// Writes the recording (every line as written) to `path`.
+    pub fn write_to(&self, path: &std::path::Path) {
+        std::fs::write(path, self.raw.iter().map(|l| format!("{l}\n")).collect::<String>()).expect("write the recording");
     }
 
     /// The summary row for a destination, if any.
@@ -430,4 +443,32 @@ mod tests {
             assert!(spawner.join().unwrap() > 0, "processes were spawned meanwhile");
         });
     }
+}
+
+/// Runs `nfs-trace report ARGS`; returns its stdout lines (JSON with
+/// `--json`) and stderr, and fails the test on a failed exit.
+pub fn report(args: &[&str]) -> (String, String) {
+    let out = Command::new(nfs_trace_bin()).arg("report").args(args).output().expect("run nfs-trace report");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "nfs-trace report {args:?} exited with {}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "nfs-trace report panicked:\n{stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+/// Issue 16: a recording of `watch --json --events` replayed by `report
+/// --json` says what watch said live: the same `episode` records in the
+/// same order (state, verdict, evidence, times), and the same summary.
+/// Returns the replay's records.
+pub fn assert_replay_matches(recs: &Records, file: &std::path::Path) -> Vec<Value> {
+    recs.write_to(file);
+    let (out, stderr) = report(&["--json", file.to_str().unwrap()]);
+    let replay: Vec<Value> =
+        out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("report wrote no JSON: {l:?}: {e}"))).collect();
+    let episodes = |all: &[Value]| -> Vec<Value> { all.iter().filter(|r| r["type"] == "episode").cloned().collect() };
+    let live = episodes(&recs.all);
+    assert!(!live.is_empty(), "the live run had no episode to replay: {:?}", recs.all);
+    assert_eq!(episodes(&replay), live, "report's episodes are watch's (stderr: {stderr})");
+    let last = replay.last().expect("report wrote nothing");
+    assert_eq!(last, recs.summary(), "report's summary is watch's");
+    replay
 }

@@ -176,7 +176,8 @@ fn scrape_metrics(addr: &str) -> String {
 fn a_stall_gets_one_canary_that_connects_from_a_fresh_port() {
     let ns = NamedNetns::new("ok");
     let srv = ns.run(|| AcceptLog::start("127.0.6.1:2049"));
-    let mut tracer = Tracer::start(&["--netns", &ns.path, "--metrics", "0"]);
+    // --events: the run is replayed by `report` below (issue 16).
+    let mut tracer = Tracer::start(&["--netns", &ns.path, "--metrics", "0", "--events"]);
     let metrics = tracer.attached["metrics"].as_str().unwrap().to_string();
     assert_eq!(tracer.attached["canaries"], true, "{}", tracer.attached);
     ns.run(|| {
@@ -229,6 +230,20 @@ fn a_stall_gets_one_canary_that_connects_from_a_fresh_port() {
         "the start line says canaries happen: {}",
         recs.stderr
     );
+
+    // Issue 16: the recording replays to the same episodes, verdict and
+    // summary, and its page shows the verdict, the reused port and the canary.
+    let dir = std::env::temp_dir().join(format!("nfs-trace-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("stall.jsonl");
+    assert_replay_matches(&recs, &file);
+    let html = dir.join("stall.html");
+    report(&[file.to_str().unwrap(), "--html", html.to_str().unwrap()]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("reused-flow-dropped") && page.contains(last["start"].as_str().unwrap()), "the page holds the verdict and its start");
+    assert!(page.contains(":41061"), "the page names the reused port");
+    assert!(page.contains("canary connect from :") && page.contains(&format!(":{}", fresh[0])), "the page shows the canary and its port");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A path that drops every SYN to the port: the canary fails too, after

@@ -163,6 +163,10 @@ pub fn run(mb: &Middlebox, kind: Kind, vers: &str, with_tracer: bool) -> bool {
 pub(super) fn report(mb: &Middlebox, name: &str, mnt: &Path, mut truth: Value, finished: Option<Finished>, res: Result<()>) -> bool {
     if let Some(f) = finished {
         truth["tracer"] = f.emit(name);
+        // Recorded with --events (not every scenario through here is).
+        if f.stdout.iter().any(|l| l.contains("\"type\":\"input\"")) {
+            truth["replay"] = f.replay(name);
+        }
     }
     let ok = res.is_ok();
     if let Err(e) = res {
@@ -195,7 +199,8 @@ fn run_inner(
     // The tracer counts data retransmits only on sockets it saw connect: for
     // the black hole it starts before the mount, so the flow is one of them.
     let early = kind == Kind::Blackhole && with_tracer;
-    let mut tracer = if early { Some(Tracer::start()?) } else { None };
+    // --events: the run is replayed by `report` at the end (issue 16).
+    let mut tracer = if early { Some(Tracer::start_with(&["--events"])?) } else { None };
     let before = match scenario::mount_fresh(&mb.client, middlebox::SERVER, src, opts, mnt).context("through the middlebox") {
         Ok(b) => b,
         Err(e) => {
@@ -206,7 +211,7 @@ fn run_inner(
     truth["ports"].as_array_mut().expect("array").push(json!(before.local_port));
 
     if with_tracer && !early {
-        tracer = Some(Tracer::start()?);
+        tracer = Some(Tracer::start_with(&["--events"])?);
     }
     let hole = blackhole_for(truth["vers"].as_str().unwrap_or_default());
     let res = match kind {

@@ -43,8 +43,14 @@ fn reader(r: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>)
 impl Tracer {
     /// Starts the tracer and waits for its `attached` record.
     pub fn start() -> Result<Tracer> {
+        Tracer::start_with(&[])
+    }
+
+    /// [`Tracer::start`] with more arguments to `watch --json`.
+    pub fn start_with(extra: &[&str]) -> Result<Tracer> {
         let mut child = Command::new(BINARY)
             .args(["watch", "--json"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -146,6 +152,32 @@ impl Finished {
             super::out::emit(&serde_json::json!({"kind": "tracer_stderr", "scenario": scenario, "text": l}));
         }
         serde_json::json!({"ran": true, "exit": self.exit, "lines": self.stdout.len()})
+    }
+}
+
+impl Finished {
+    /// Issue 16: replays what the tracer printed (run with `--events`) with
+    /// `nfs-trace report --json`; returns the replay's `episode` records and
+    /// summary for the host to compare with the live ones.
+    pub fn replay(&self, scenario: &str) -> serde_json::Value {
+        let file = std::path::PathBuf::from(format!("/tmp/{scenario}.jsonl"));
+        let text: String = self.stdout.iter().map(|l| format!("{l}\n")).collect();
+        if let Err(e) = std::fs::write(&file, text) {
+            return serde_json::json!({"error": format!("cannot write {}: {e}", file.display())});
+        }
+        let out = match Command::new(BINARY).arg("report").arg("--json").arg(&file).output() {
+            Ok(o) => o,
+            Err(e) => return serde_json::json!({"error": format!("cannot run {BINARY} report: {e}")}),
+        };
+        let recs: Vec<serde_json::Value> =
+            String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        serde_json::json!({
+            "exit": out.status.to_string(),
+            "ok": out.status.success(),
+            "stderr": String::from_utf8_lossy(&out.stderr),
+            "episodes": recs.iter().filter(|r| r["type"] == "episode").collect::<Vec<_>>(),
+            "summary": recs.iter().rev().find(|r| r["type"] == "summary"),
+        })
     }
 }
 

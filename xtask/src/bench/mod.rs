@@ -14,9 +14,10 @@
 //! this run; a missed target is printed as MISS, never hidden (exit status 0:
 //! the timing belongs to a shared machine, not to a test). Last, `guest`
 //! boots the VM lab's 6.12 guest for NFS I/O with and without the tracer
-//! (issue 12).
+//! (issue 12). `replay` times `nfs-trace report` on a recording (issue 16).
 mod bpfstats;
 mod guest;
+mod replay;
 mod report;
 mod storm;
 mod tracer;
@@ -69,6 +70,10 @@ pub struct BenchArgs {
     /// Show the guest's console as it runs.
     #[arg(long)]
     verbose: bool,
+    /// Only the replay run (`nfs-trace report` on a recording, issue 16):
+    /// replaces that section of docs/bench.md and keeps the rest.
+    #[arg(long, conflicts_with_all = ["no_guest", "run_time_only", "guest_only"])]
+    replay_only: bool,
 }
 
 fn guest_size(args: &BenchArgs) -> guest::Size {
@@ -85,7 +90,8 @@ pub const FLOW_MEMORY: u64 = 32_768;
 pub const PREFILL_FLOWS: u64 = FLOW_MEMORY + 1_000;
 
 /// Peers, installed for the bench only (not part of `setup`: nothing else needs them).
-const PEER_PACKAGES: &[&str] = &["libbpf-tools", "bpftrace"];
+/// jq: the replay run's baseline; time (GNU time): its peak RSS.
+const PEER_PACKAGES: &[&str] = &["libbpf-tools", "bpftrace", "jq", "time"];
 
 /// One storm under one tool.
 #[derive(Debug, Clone)]
@@ -199,6 +205,16 @@ pub fn main(args: BenchArgs) -> Result<()> {
     let dir = TempDir(std::env::temp_dir().join(format!("nfs-trace-bench-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).with_context(|| format!("cannot create {}", dir.0.display()))?;
     let _server = storm::Server::start()?;
+    if args.replay_only {
+        let r = replay::run(&bin, &dir.0, plan.connects, plan.threads)?;
+        let sec = r.section();
+        println!("{sec}");
+        let path = crate::cmd::workspace_root().join("docs/bench.md");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, replay::splice(&old, &sec)).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("xtask bench: wrote the replay section of {}", path.display());
+        return Ok(());
+    }
 
     // Baseline first and after every tracer; the tracers' order rotates per
     // round so none always follows the same neighbour.
@@ -283,6 +299,11 @@ pub fn main(args: BenchArgs) -> Result<()> {
     let elapsed = t0.elapsed();
     let rep = report::Report::new(&plan, &runs, &costs, elapsed);
     let mut md = rep.markdown();
+    // Before the guest: its QEMU would load the host this measures.
+    match replay::run(&bin, &dir.0, plan.connects, plan.threads) {
+        Ok(r) => md = replay::splice(&md, &r.section()),
+        Err(e) => md = replay::splice(&md, &format!("## Replay: `nfs-trace report` (issue 16)\n\nNot measured: {e:#}\n")),
+    }
     // After the host runs: the guest's QEMU would load the host they measure.
     // Not with --run-time-only, which compares BPF programs' own cost.
     if !args.no_guest && !args.run_time_only {

@@ -215,6 +215,10 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
             [unanswered_vs_rule, closed_outside, reconnect_vs_syn_sent, recovered_vs_write],
         );
     }
+    // Issue 16: the recording replays to what watch said live.
+    if with_tracer && truth["error"].is_null() && truth["tracer"]["ran"] == json!(true) {
+        problems.extend(super::replay::problems(truth, lines));
+    }
     json!({
         "kind": "blackhole",
         "scenario": truth["scenario"],
@@ -249,6 +253,7 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
         "reconnect_canary": reconnect.map(|r| r["canary"]["outcome"].clone()),
         "recovered_minus_write_s": recovered_vs_write,
         "tracer_exit": truth["tracer"]["exit"],
+        "replay_verdicts": super::replay::verdicts(truth),
         "agree": if with_tracer { json!(problems.is_empty()) } else { Value::Null },
         "ok": problems.is_empty(),
         "problems": problems,
@@ -365,6 +370,16 @@ fn judge_episode(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The judge, with the guest's replay saying what the lines say (a
+    /// replay that differs is replay.rs's test).
+    fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> Value {
+        let mut t = truth.clone();
+        if let Some(l) = tracer {
+            crate::vm::replay::faithful(&mut t, l);
+        }
+        super::judge(&t, tracer, with_tracer)
+    }
 
     const S: u64 = 1_000_000_000;
     const MS: u64 = 1_000_000;

@@ -19,6 +19,7 @@ mod sunrpc_btf;
 mod layers;
 mod modules;
 mod qemu;
+mod replay;
 mod report;
 mod scenarios;
 mod outage;

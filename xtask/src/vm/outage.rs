@@ -90,6 +90,10 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
             _ => {}
         }
     }
+    // Issue 16: the recording replays to what watch said live.
+    if with_tracer && truth["error"].is_null() && truth["tracer"]["ran"] == json!(true) {
+        problems.extend(super::replay::problems(truth, lines));
+    }
     json!({
         "kind": "outage",
         "scenario": truth["scenario"],
@@ -106,6 +110,7 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
         "episode_verdicts": verdicts,
         "episode_end_minus_write_s": end_vs_write,
         "tracer_exit": truth["tracer"]["exit"],
+        "replay_verdicts": super::replay::verdicts(truth),
         "agree": if with_tracer { json!(problems.is_empty()) } else { Value::Null },
         "ok": problems.is_empty(),
         "problems": problems,
@@ -115,6 +120,16 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The judge, with the guest's replay saying what the lines say (a
+    /// replay that differs is replay.rs's test).
+    fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> Value {
+        let mut t = truth.clone();
+        if let Some(l) = tracer {
+            crate::vm::replay::faithful(&mut t, l);
+        }
+        super::judge(&t, tracer, with_tracer)
+    }
 
     const S: u64 = 1_000_000_000;
 

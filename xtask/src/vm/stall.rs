@@ -97,6 +97,10 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
             ));
         }
     }
+    // Issue 16: the recording replays to what watch said live.
+    if with_tracer && truth["error"].is_null() && truth["tracer"]["ran"] == json!(true) {
+        problems.extend(super::replay::problems(truth, lines));
+    }
     json!({
         "kind": "stall",
         "scenario": truth["scenario"],
@@ -115,6 +119,7 @@ pub fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> V
         "tracer_exit": truth["tracer"]["exit"],
         "canary": canaries.first().map(|c| json!({"sport": c["sport"], "outcome": c["outcome"], "rtt_ms": c["rtt_ms"]})),
         "episode_verdicts": verdicts,
+        "replay_verdicts": super::replay::verdicts(truth),
         "agree": if with_tracer { json!(problems.is_empty()) } else { Value::Null },
         "ok": problems.is_empty(),
         "problems": problems,
@@ -183,6 +188,16 @@ fn judge_proof(problems: &mut Vec<String>, st: &Value, canaries: &[&Value], verd
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The judge, with the guest's replay saying what the lines say (a
+    /// replay that differs is replay.rs's test).
+    fn judge(truth: &Value, tracer: Option<&Vec<Value>>, with_tracer: bool) -> Value {
+        let mut t = truth.clone();
+        if let Some(l) = tracer {
+            crate::vm::replay::faithful(&mut t, l);
+        }
+        super::judge(&t, tracer, with_tracer)
+    }
 
     fn truth(same: bool, block: f64) -> Value {
         let (b, a) = if same { (871, 871) } else { (871, 40001) };
