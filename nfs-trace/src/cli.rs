@@ -129,7 +129,7 @@ pub struct ReportArgs {
     /// The recording: JSON lines of `nfs-trace watch --json --events` (- for stdin).
     #[arg(value_name = "FILE.jsonl")]
     pub file: PathBuf,
-    /// Only episodes going on at or after this time (RFC 3339: 2026-12-07T03:00:00Z).
+    /// Only episodes going on at or after this time, their records from then on (RFC 3339: 2026-12-07T03:00:00Z).
     #[arg(long, value_name = "TIME", value_parser = crate::output::clock::parse_rfc3339)]
     pub since: Option<i128>,
     /// Only episodes that began by this time; the replay stops there (RFC 3339).

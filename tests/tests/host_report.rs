@@ -177,3 +177,31 @@ fn a_stall_recorded_in_the_guest_replays_to_the_same_verdict_and_page() {
     let stats = nfs_trace_tests::chromium::png_not_blank(&std::fs::read(&png).unwrap()).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(stats.fraction() > 0.01, "the screenshot is next to blank: {stats:?}");
 }
+
+/// --mount, --since and --until narrow the guest's recording to its one
+/// episode or to none, and the summary's episodes with it.
+#[test]
+fn since_until_and_mount_narrow_the_report() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/stall-v3-6.12.jsonl");
+    let f = path(&file);
+    let count = |args: &[&str]| -> (usize, usize) {
+        let mut all = vec!["--json", f];
+        all.extend_from_slice(args);
+        let (out, _) = report(&all);
+        let recs: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let eps = recs.iter().filter(|r| r["type"] == "episode").count();
+        (eps, summary_of(&out)["episodes"].as_array().map_or(0, Vec::len))
+    };
+    let (all, in_summary) = count(&[]);
+    assert!(all > 0 && in_summary == 1, "{all} episode records, {in_summary} in the summary");
+    assert_eq!(count(&["--mount", "/mnt/stall-v3"]), (all, 1));
+    assert_eq!(count(&["--mount", "/mnt/other"]), (0, 0));
+    // The episode ran 01:01:23.49 to 01:01:59.84 UTC.
+    // Going on at 01:01:50: its records from then on (its end at least),
+    // and it is in the summary.
+    let (from, in_summary) = count(&["--since", "2026-12-07T01:01:50Z"]);
+    assert!(from >= 1 && from < all && in_summary == 1, "{from} of {all} records, {in_summary} in the summary");
+    assert_eq!(count(&["--since", "2026-12-07T02:02:00+01:00"]), (0, 0), "it ended before 01:02:00Z");
+    assert_eq!(count(&["--until", "2026-12-07T01:01:00Z"]), (0, 0), "it began after 01:01:00");
+    assert_eq!(count(&["--until", "2026-12-07T03:00:00Z"]), (all, 1));
+}
