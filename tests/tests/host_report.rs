@@ -149,7 +149,7 @@ fn what_is_no_recording_gets_one_line() {
 }
 
 /// A stall recorded in the VM lab's 6.12 guest (`cargo xtask vm --kernel
-/// 6.12 --scenario stall-v3`: NFSv3 reconnecting from port 988 while the
+/// 6.12 --scenario stall-v3`: NFSv3 reconnecting from port 682 while the
 /// router still held the old flow; the tracer's lines as the lab's console
 /// carried them, keys sorted) replays on this host to the episodes and
 /// summary watch printed live in the guest, and its page, rendered by
@@ -196,12 +196,12 @@ fn since_until_and_mount_narrow_the_report() {
     assert!(all > 0 && in_summary == 1, "{all} episode records, {in_summary} in the summary");
     assert_eq!(count(&["--mount", "/mnt/stall-v3"]), (all, 1));
     assert_eq!(count(&["--mount", "/mnt/other"]), (0, 0));
-    // The episode ran 01:01:23.49 to 01:01:59.84 UTC.
-    // Going on at 01:01:50: its records from then on (its end at least),
+    // The episode ran 01:16:47.09 to 01:17:23.3 UTC.
+    // Going on at 01:17:15: its records from then on (its end at least),
     // and it is in the summary.
-    let (from, in_summary) = count(&["--since", "2026-12-07T01:01:50Z"]);
+    let (from, in_summary) = count(&["--since", "2026-12-07T01:17:15Z"]);
     assert!(from >= 1 && from < all && in_summary == 1, "{from} of {all} records, {in_summary} in the summary");
-    assert_eq!(count(&["--since", "2026-12-07T02:02:00+01:00"]), (0, 0), "it ended before 01:02:00Z");
-    assert_eq!(count(&["--until", "2026-12-07T01:01:00Z"]), (0, 0), "it began after 01:01:00");
+    assert_eq!(count(&["--since", "2026-12-07T02:18:00+01:00"]), (0, 0), "it ended before 01:18:00Z");
+    assert_eq!(count(&["--until", "2026-12-07T01:16:00Z"]), (0, 0), "it began after 01:16:00");
     assert_eq!(count(&["--until", "2026-12-07T03:00:00Z"]), (all, 1));
 }

@@ -14,6 +14,7 @@ pub struct Event {
     pub kind: Kind,
     /// CLOCK_MONOTONIC of the record.
     pub ts_ns: u64,
+    #[serde(with = "hex_u64")]
     pub sk: u64,
     pub task: Task,
     pub flow: Flow,
@@ -24,6 +25,7 @@ pub struct Event {
     /// When it reached ESTABLISHED (0 if never).
     pub established_ns: u64,
     /// The SunRPC transport owning the socket, 0 for other sockets.
+    #[serde(with = "hex_u64")]
     pub xprt: u64,
     /// `sk_err` (positive errno), 0 if none.
     pub err: i32,
@@ -44,6 +46,24 @@ pub enum Kind {
     /// progress: `syn_retrans` is the run's count, `syn_ns` its first
     /// retransmit (see `kind::DATA_RETRANSMIT`).
     DataRetransmit,
+}
+
+/// Kernel addresses as hex strings in recorded records, as every other
+/// record writes `sk` and `xprt`: a JSON number past 2^53 is rounded by
+/// tools that read numbers as doubles (jq 1.6, Debian's), and a rounded
+/// socket address would join the wrong records on replay.
+mod hex_u64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{v:#x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        let hex = s.strip_prefix("0x").ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not 0x-prefixed hex")))?;
+        u64::from_str_radix(hex, 16).map_err(serde::de::Error::custom)
+    }
 }
 
 /// IPv4 arrives v4-mapped; show it as IPv4.
@@ -102,7 +122,9 @@ pub enum XprtWhat {
 pub struct XprtRecord {
     pub what: XprtWhat,
     pub ts_ns: u64,
+    #[serde(with = "hex_u64")]
     pub xprt: u64,
+    #[serde(with = "hex_u64")]
     pub sk: u64,
     pub task: Task,
     pub flow: Flow,

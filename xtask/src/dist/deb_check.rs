@@ -21,6 +21,7 @@ const SHIPS: &[&str] = &[
     "/usr/share/man/man1/nfs-trace.1.gz",
     "/usr/share/man/man1/nfs-trace-watch.1.gz",
     "/usr/share/man/man1/nfs-trace-prove.1.gz",
+    "/usr/share/man/man1/nfs-trace-report.1.gz",
     "/usr/share/bash-completion/completions/nfs-trace",
     "/usr/share/nfs-trace/prometheus/nfs-trace.rules.yml",
     "/usr/share/nfs-trace/grafana/nfs-trace-dashboard.json",
