@@ -13,7 +13,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use serde::Deserialize;
 
 use crate::{
     cli::ReportArgs,
@@ -22,44 +21,19 @@ use crate::{
         episode::{Episode, EpisodeObservation},
         feed::Input,
     },
-    output::{
-        escape::escape,
-        render::{Renderer, SCHEMA_VERSION},
-    },
+    output::{escape::escape, render::Renderer},
 };
 
 mod lines;
 mod page;
+mod parse;
 mod replay;
 
 use lines::{Line, Lines};
 use replay::Run;
 
-/// Record types `watch` writes that a replay does not read (it makes them
-/// again): known, so not "unknown".
-const OUTPUT_TYPES: &[&str] = &[
-    "attached", "attributed", "canary", "close", "connect", "data_retransmit", "episode", "hooks", "kernel", "lost", "ports",
-    "reuse", "rpc_timeout", "stall", "stall_end", "summary", "syn_retransmit", "xprt_connect", "xprt_drop", "xprt_reconnect",
-];
 /// Each kind of skipped line is said this many times, then counted.
 const SAY_MAX: u32 = 3;
-
-/// An `input` line whose fields are not in watch's order (passed through
-/// a tool that sorts keys): the input is the one key besides `v`, `type`.
-#[derive(Deserialize)]
-struct Reordered {
-    #[serde(flatten)]
-    input: Input,
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    v: Option<u64>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    /// `attached`: the kernel the recording was made on.
-    kernel: Option<String>,
-}
 
 /// Lines skipped, by why (for the closing count).
 #[derive(Default)]
@@ -68,11 +42,8 @@ struct Skipped {
 }
 
 impl Skipped {
-    fn skip(&mut self, file: &str, line: u64, why: String) {
-        self.skip_because(file, line, why, None);
-    }
     /// `why` groups the count; `detail` is said with the first few.
-    fn skip_because(&mut self, file: &str, line: u64, why: String, detail: Option<String>) {
+    fn skip(&mut self, file: &str, line: u64, why: String, detail: Option<String>) {
         let n = self.by_why.entry(why.clone()).or_insert(0);
         *n += 1;
         if *n <= u64::from(SAY_MAX) {
@@ -143,76 +114,38 @@ pub fn run(args: ReportArgs) -> Result<()> {
     let mut past_until = false;
     let mut runs = 0u32;
     let mut kernel: Option<String> = None;
-    // `{"v":2,"type":"input",` then the input's one key: serde_json writes
-    // the fields in this order, so an input line is read without a second pass.
-    let prefix = format!("{{\"v\":{SCHEMA_VERSION},\"type\":\"input\",");
-    let mut body = Vec::with_capacity(4096);
+    let mut parser = parse::Parser::default();
     let mut eps = Vec::new();
     let mut records = 0u64;
-    let mut reordered: Option<Input> = None;
     loop {
         let (n, line) = match lines.next_line() {
             Ok(Some(l)) => l,
             Ok(None) => break,
             Err(e) => return Err(anyhow!("cannot read {name}: {e}")),
         };
-        // A last line without its newline may still be whole: read it, and
-        // call it cut off only if it does not parse.
-        const CUT: &str = "line cut off (the file ends mid-line)";
-        let (b, cut) = match line {
-            Line::Whole(b) => (b, false),
-            Line::Cut(b) => (b, true),
-            Line::TooLong => {
-                skipped.skip(&name, n, format!("line over {} MiB", lines::MAX_LINE >> 20));
+        let parsed = match line {
+            Line::Whole(b) => parser.parse(b, false),
+            Line::Cut(b) => parser.parse(b, true),
+            Line::TooLong => parse::Parsed::Skip { why: format!("line over {} MiB", lines::MAX_LINE >> 20), detail: None },
+        };
+        let input = match parsed {
+            parse::Parsed::Input(i) => *i,
+            parse::Parsed::Blank => continue,
+            parse::Parsed::Attached(k) => {
+                records += 1;
+                kernel = k.or(kernel);
+                continue;
+            }
+            parse::Parsed::Output => {
+                records += 1;
+                continue;
+            }
+            parse::Parsed::Skip { why, detail } => {
+                skipped.skip(&name, n, why, detail);
                 continue;
             }
         };
-        if b.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
         records += 1;
-        let input = if let Some(rest) = b.strip_prefix(prefix.as_bytes()) {
-            body.clear();
-            body.push(b'{');
-            body.extend_from_slice(rest);
-            match serde_json::from_slice::<Input>(&body) {
-                Ok(i) => i,
-                Err(_) if cut => {
-                    skipped.skip(&name, n, CUT.into());
-                    continue;
-                }
-                Err(e) => {
-                    skipped.skip_because(&name, n, "input record(s) not understood".into(), Some(e.to_string()));
-                    continue;
-                }
-            }
-        } else {
-            match serde_json::from_slice::<Envelope>(b) {
-                Ok(Envelope { v: Some(v), .. }) if v != u64::from(SCHEMA_VERSION) => {
-                    skipped.skip(&name, n, format!("record(s) of schema version {v} (this nfs-trace reads {SCHEMA_VERSION})"));
-                }
-                Ok(Envelope { kind: Some(k), .. }) if k == "input" => match serde_json::from_slice::<Reordered>(b) {
-                    Ok(r) => {
-                        reordered = Some(r.input);
-                    }
-                    Err(e) => skipped.skip_because(&name, n, "input record(s) not understood".into(), Some(e.to_string())),
-                },
-                Ok(Envelope { kind: Some(k), kernel: k2, .. }) => {
-                    if k == "attached" {
-                        kernel = k2.or(kernel);
-                    } else if !OUTPUT_TYPES.contains(&k.as_str()) {
-                        skipped.skip(&name, n, format!("record(s) of unknown type '{k}'"));
-                    }
-                }
-                Ok(_) => skipped.skip(&name, n, "JSON without \"v\" and \"type\"".into()),
-                Err(_) if cut => skipped.skip(&name, n, CUT.into()),
-                Err(_) => skipped.skip(&name, n, "line(s) not JSON".into()),
-            }
-            match reordered.take() {
-                Some(i) => i,
-                None => continue,
-            }
-        };
         if let Input::Start { mono_ns, clock_offset_ns, passive, retransmits_traced, views } = input {
             if let Some(r) = run.take() {
                 finish_run(&mut out, r, &filter, page.as_mut())?;
@@ -225,7 +158,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
             continue;
         }
         let Some(r) = run.as_mut() else {
-            skipped.skip(&name, n, "input(s) before the recording's start".into());
+            skipped.skip(&name, n, "input(s) before the recording's start".into(), None);
             continue;
         };
         if past_until || input_time(&input).is_some_and(|t| filter.past(r, t)) {
