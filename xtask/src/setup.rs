@@ -13,6 +13,9 @@ const APT_PACKAGES: &[&str] = &[
     "nftables",
     "iproute2",
     "qemu-system-x86",
+    // The arm64 VM lab (`cargo xtask vm --arch arm64`): QEMU's `virt` board
+    // boots the kernel directly, so no firmware package is needed.
+    "qemu-system-arm",
     "busybox-static",
     "cpio",
     "xz-utils",

@@ -7,7 +7,7 @@
 //! executable, and under qemu-user (qemu-aarch64-static) it must print the
 //! same version and the same `check --json` of a fixture /proc tree as the
 //! native binary. qemu-user has no bpf() system call, so what needs BPF is
-//! not tried here (README: arm64).
+//! not tried here: the arm64 VM lab (`cargo xtask vm --arch arm64`) does.
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
@@ -15,12 +15,15 @@ use anyhow::{Context as _, Result, bail};
 use crate::cmd;
 
 pub const TARGET: &str = "aarch64-unknown-linux-musl";
+/// Cargo's linker setting for TARGET.
+pub const LINKER_ENV: &str = "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER";
 
-fn build() -> Result<PathBuf> {
+/// The static aarch64 nfs-trace (also the arm64 VM lab's tracer).
+pub fn build() -> Result<PathBuf> {
     let mut c = cmd::cargo();
     c.args(["build", "--package", "nfs-trace", "--release", "--target", TARGET])
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER", "rust-lld");
+        .env(LINKER_ENV, "rust-lld");
     cmd::run(&mut c)?;
     Ok(cmd::target_dir().join(TARGET).join("release/nfs-trace"))
 }

@@ -1,4 +1,5 @@
-//! A private apt view of one Debian suite, kept under `.cache/vmlab/apt/<suite>`.
+//! A private apt view of one Debian suite, kept under `.cache/vmlab/apt/<suite>`
+//! (`<suite>-arm64` for the arm64 guest's packages).
 //!
 //! The lab needs kernels from suites this machine does not use (bullseye,
 //! sid). Adding them to the machine's own sources would change what
@@ -13,6 +14,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+
+use super::arch::Arch;
 
 /// Lists younger than this are reused without `apt-get update` (kernels move
 /// slowly; a day keeps repeated runs offline and quick).
@@ -104,15 +107,22 @@ fn parse_sources(text: &str) -> Option<Mirror> {
 pub struct PrivateApt {
     dir: PathBuf,
     pub suite: String,
+    /// Another architecture made this view's only one (see `command`).
+    foreign: Option<&'static str>,
 }
 
 impl PrivateApt {
     /// Prepares `<cache>/apt/<first suite>` for `suites` and updates its lists
-    /// when missing or old.
-    pub fn open(cache: &Path, suites: &[&str]) -> Result<Self> {
+    /// when missing or old. A guest of another architecture than this
+    /// machine's gets a view of its own, `<first suite>-<arch>`.
+    pub fn open(cache: &Path, suites: &[&str], arch: Arch) -> Result<Self> {
         let mirror = machine_mirror()?;
         let suite = suites.first().context("no suite")?.to_string();
-        let dir = cache.join("apt").join(&suite);
+        let foreign = (!arch.is_host()).then(|| arch.debian());
+        let dir = cache.join("apt").join(match foreign {
+            Some(a) => format!("{suite}-{a}"),
+            None => suite.clone(),
+        });
         for sub in ["lists/partial", "cache/archives/partial", "parts"] {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
@@ -124,7 +134,7 @@ impl PrivateApt {
         if changed {
             std::fs::write(&list_path, &list).with_context(|| format!("cannot write {}", list_path.display()))?;
         }
-        let apt = PrivateApt { dir, suite: suites.join("+") };
+        let apt = PrivateApt { dir, suite: suites.join("+"), foreign };
         let suite = &apt.suite;
         if changed || apt.lists_age().is_none_or(|a| a > LISTS_MAX_AGE) {
             eprintln!("xtask vm: apt-get update for suite {suite} (private lists)");
@@ -164,6 +174,13 @@ impl PrivateApt {
             // The lab cache is root's; apt's _apt sandbox user could not write it.
             .arg("-o=APT::Sandbox::User=root")
             .env("LC_ALL", "C");
+        // A foreign architecture as the view's native and only one: its lists
+        // alone are fetched and plain names (`apt-get download nfs-common`,
+        // `apt-cache pkgnames`) mean its packages. Nothing is installed
+        // through this view, so the machine's dpkg never sees them.
+        if let Some(a) = self.foreign {
+            c.arg(format!("-o=APT::Architecture={a}")).arg(format!("-o=APT::Architectures={a}"));
+        }
         c
     }
 
@@ -183,21 +200,36 @@ impl PrivateApt {
     /// Downloads `pkg` (this suite's candidate) into `dest`, returning the .deb.
     /// Skips the download when a .deb of that package is already there.
     pub fn download(&self, pkg: &str, dest: &Path) -> Result<PathBuf> {
+        Ok(self.download_all(&[pkg], dest)?.remove(0))
+    }
+
+    /// `download` for several packages, in one apt-get call (each call
+    /// costs about a second of reading the lists), in the order given.
+    pub fn download_all(&self, pkgs: &[&str], dest: &Path) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
-        if let Some(p) = find_deb(dest, pkg)? {
-            return Ok(p);
+        let mut missing = Vec::new();
+        for p in pkgs {
+            if find_deb(dest, p)?.is_none() {
+                missing.push(*p);
+            }
         }
-        eprintln!("xtask vm: downloading {pkg} ({})", self.suite);
-        let out = self
-            .command("apt-get")
-            .args(["download", "-q", pkg])
-            .current_dir(dest)
-            .output()
-            .context("cannot run apt-get download")?;
-        if !out.status.success() {
-            bail!("apt-get download {pkg} ({}) failed: {}", self.suite, String::from_utf8_lossy(&out.stderr).trim());
+        if !missing.is_empty() {
+            let list = missing.join(" ");
+            eprintln!("xtask vm: downloading {list} ({})", self.suite);
+            let out = self
+                .command("apt-get")
+                .args(["download", "-q"])
+                .args(&missing)
+                .current_dir(dest)
+                .output()
+                .context("cannot run apt-get download")?;
+            if !out.status.success() {
+                bail!("apt-get download {list} ({}) failed: {}", self.suite, String::from_utf8_lossy(&out.stderr).trim());
+            }
         }
-        find_deb(dest, pkg)?.with_context(|| format!("apt-get download {pkg} left no .deb in {}", dest.display()))
+        pkgs.iter()
+            .map(|p| find_deb(dest, p)?.with_context(|| format!("apt-get download {p} left no .deb in {}", dest.display())))
+            .collect()
     }
 }
 

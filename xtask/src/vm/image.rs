@@ -1,25 +1,40 @@
 //! Assembles the guest's initramfs for one kernel: our init (`lab_guest`)
-//! and `nfs-trace` (both static musl), the userland, the kernel's modules.
+//! and `nfs-trace` (both static musl, for the guest's architecture), the
+//! userland, the kernel's modules.
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
-use super::{initramfs::Archive, kernels::Kernel, modules, userland};
-use crate::cmd::{self, MUSL_TARGET};
+use super::{arch::Arch, initramfs::Archive, kernels::Kernel, modules, userland};
+use crate::cmd;
 
 /// Builds the guest init: the `lab_guest` bin of the tests crate, static musl.
-pub fn build_guest_init() -> Result<PathBuf> {
+pub fn build_guest_init(arch: Arch) -> Result<PathBuf> {
+    let target = arch.rust_target();
     let mut c = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(cmd::workspace_root())
-        .args(["build", "--release", "--package", "nfs-trace-tests", "--bin", "lab_guest", "--target", MUSL_TARGET])
+        .args(["build", "--release", "--package", "nfs-trace-tests", "--bin", "lab_guest", "--target", target])
         // Static: the initramfs has no musl libc to load.
         .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    if arch == Arch::Arm64 {
+        // No cross gcc here: rust-lld links it, as for the dist build.
+        c.env(crate::dist::arm64::LINKER_ENV, "rust-lld");
+    }
     cmd::run(&mut c)?;
-    Ok(cmd::target_dir().join(MUSL_TARGET).join("release/lab_guest"))
+    Ok(cmd::target_dir().join(target).join("release/lab_guest"))
+}
+
+/// nfs-trace for the guest: the static musl build of `arch`.
+pub fn build_tracer(arch: Arch) -> Result<PathBuf> {
+    match arch {
+        Arch::X86_64 => cmd::build_nfs_trace(true, true),
+        Arch::Arm64 => crate::dist::arm64::build(),
+    }
 }
 
 /// Writes `<cache>/initrd-<abi>.gz`; returns its path and the module order.
-pub fn build(cache: &Path, k: &Kernel, init: &Path, tracer: Option<&Path>) -> Result<(PathBuf, Vec<String>)> {
+/// The ABI names the architecture, so arm64 and x86 images do not collide.
+pub fn build(cache: &Path, k: &Kernel, init: &Path, tracer: Option<&Path>, arch: Arch) -> Result<(PathBuf, Vec<String>)> {
     let t0 = std::time::Instant::now();
     let mut a = Archive::default();
     for d in ["/dev", "/proc", "/sys", "/run", "/tmp", "/mnt", "/export", "/var/lib/nfs", "/root"] {
@@ -31,7 +46,7 @@ pub fn build(cache: &Path, k: &Kernel, init: &Path, tracer: Option<&Path>) -> Re
     if let Some(t) = tracer {
         a.copy("/bin/nfs-trace", t)?;
     }
-    userland::add(&mut a, cache)?;
+    userland::add(&mut a, cache, arch)?;
     let mods = modules::load_order(&k.moddir, modules::WANTED, modules::IF_PRESENT)
         .with_context(|| format!("modules of {}", k.abi))?;
     let order: Vec<String> = mods.iter().map(|m| m.name.clone()).collect();

@@ -1,10 +1,14 @@
 //! Debian kernels by line (`5.10`, `6.1`, `6.12`, `7.2`), fetched through a
-//! private apt view of the suite that carries each line.
+//! private apt view of the suite that carries each line, for amd64 or arm64
+//! (the same lines, suites and cloud flavour: `-cloud-amd64`, `-cloud-arm64`).
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::apt::{self, PrivateApt};
+use super::{
+    apt::{self, PrivateApt},
+    arch::Arch,
+};
 
 /// A kernel line and the Debian suites it is taken from (stable kernels are
 /// updated through the security archive: 6.12 reaches bookworm only there).
@@ -22,7 +26,10 @@ pub const LINES: &[Line] = &[
     Line { name: "7.2", suites: &["sid"] },
 ];
 
-const FLAVOUR: &str = "-cloud-amd64";
+/// `-cloud-amd64` or `-cloud-arm64`.
+fn flavour(arch: Arch) -> String {
+    format!("-cloud-{}", arch.debian())
+}
 
 pub fn line(name: &str) -> Result<&'static Line> {
     LINES.iter().find(|l| l.name == name).with_context(|| {
@@ -57,10 +64,11 @@ impl Kernel {
     }
 }
 
-/// Resolves the newest kernel of `line`, downloads and unpacks it (cached).
-pub fn fetch(cache: &Path, line: &'static Line) -> Result<Kernel> {
-    let apt = PrivateApt::open(cache, line.suites)?;
-    let abi = newest_abi(&apt, line)?;
+/// Resolves the newest kernel of `line` for `arch`, downloads and unpacks it
+/// (cached; the ABI names the architecture, so each has its own directory).
+pub fn fetch(cache: &Path, line: &'static Line, arch: Arch) -> Result<Kernel> {
+    let apt = PrivateApt::open(cache, line.suites, arch)?;
+    let abi = newest_abi(&apt, line, &flavour(arch))?;
     let image = format!("linux-image-{abi}");
     let debs = cache.join("debs").join(&abi);
     let main = apt.download(&image, &debs)?;
@@ -96,24 +104,24 @@ pub fn fetch(cache: &Path, line: &'static Line) -> Result<Kernel> {
     Ok(Kernel { abi, version, vmlinuz, moddir, config })
 }
 
-/// The newest `linux-image-<line>.<…><FLAVOUR>` in the suite, as its ABI
+/// The newest `linux-image-<line>.<…><flavour>` in the suite, as its ABI
 /// string. Package names carry the ABI, so nothing is hard-coded here.
-fn newest_abi(apt: &PrivateApt, line: &Line) -> Result<String> {
+fn newest_abi(apt: &PrivateApt, line: &Line, flavour: &str) -> Result<String> {
     let prefix = format!("linux-image-{}.", line.name);
     let mut abis: Vec<String> = apt
         .names_with_prefix(&prefix)?
         .into_iter()
         .filter_map(|n| n.strip_prefix("linux-image-").map(str::to_string))
-        .filter(|abi| is_abi_of(abi, line.name))
+        .filter(|abi| is_abi_of(abi, line.name, flavour))
         .collect();
     if abis.is_empty() {
         let other: Vec<String> = apt
             .names_with_prefix("linux-image-")?
             .into_iter()
-            .filter(|n| n.ends_with(FLAVOUR) && n.as_bytes().get(12).is_some_and(u8::is_ascii_digit))
+            .filter(|n| n.ends_with(flavour) && n.as_bytes().get(12).is_some_and(u8::is_ascii_digit))
             .collect();
         bail!(
-            "suite {} has no {FLAVOUR} kernel of line {}; it has: {}",
+            "suite {} has no {flavour} kernel of line {}; it has: {}",
             apt.suite,
             line.name,
             if other.is_empty() { "none".to_string() } else { other.join(", ") }
@@ -123,12 +131,13 @@ fn newest_abi(apt: &PrivateApt, line: &Line) -> Result<String> {
     Ok(abis.pop().expect("not empty"))
 }
 
-/// `6.12.43+deb12-cloud-amd64` is of line `6.12`; `6.1.0-37-cloud-amd64` of
-/// `6.1` but not of `6.12`; debug and unsigned variants are not kernels.
-fn is_abi_of(abi: &str, line: &str) -> bool {
+/// `6.12.43+deb12-cloud-amd64` is of line `6.12` (flavour `-cloud-amd64`);
+/// `6.1.0-37-cloud-amd64` of `6.1` but not of `6.12`; debug and unsigned
+/// variants are not kernels.
+fn is_abi_of(abi: &str, line: &str, flavour: &str) -> bool {
     let Some(rest) = abi.strip_prefix(line) else { return false };
     let Some(rest) = rest.strip_prefix('.') else { return false };
-    rest.starts_with(|c: char| c.is_ascii_digit()) && rest.ends_with(FLAVOUR)
+    rest.starts_with(|c: char| c.is_ascii_digit()) && rest.ends_with(flavour)
 }
 
 /// Compares strings with digit runs as numbers (`6.12.9` < `6.12.10`).
@@ -166,11 +175,25 @@ mod tests {
 
     #[test]
     fn abi_matches_its_line_only() {
-        assert!(is_abi_of("6.12.43+deb12-cloud-amd64", "6.12"));
-        assert!(is_abi_of("6.1.0-37-cloud-amd64", "6.1"));
-        assert!(!is_abi_of("6.12.43+deb12-cloud-amd64", "6.1"));
-        assert!(!is_abi_of("6.1.0-37-cloud-amd64-dbg", "6.1"));
-        assert!(!is_abi_of("6.1.0-37-amd64", "6.1"));
+        let f = flavour(Arch::X86_64);
+        assert!(is_abi_of("6.12.43+deb12-cloud-amd64", "6.12", &f));
+        assert!(is_abi_of("6.1.0-37-cloud-amd64", "6.1", &f));
+        assert!(!is_abi_of("6.12.43+deb12-cloud-amd64", "6.1", &f));
+        assert!(!is_abi_of("6.1.0-37-cloud-amd64-dbg", "6.1", &f));
+        assert!(!is_abi_of("6.1.0-37-amd64", "6.1", &f));
+    }
+
+    #[test]
+    fn arm64_takes_the_arm64_cloud_kernel_only() {
+        let f = flavour(Arch::Arm64);
+        assert_eq!(f, "-cloud-arm64");
+        assert!(is_abi_of("6.12.118+deb12-cloud-arm64", "6.12", &f));
+        assert!(!is_abi_of("6.12.118+deb12-cloud-amd64", "6.12", &f));
+        // The generic, 16k-page and realtime arm64 flavours are not it.
+        assert!(!is_abi_of("6.12.118+deb12-arm64", "6.12", &f));
+        assert!(!is_abi_of("6.12.118+deb12-arm64-16k", "6.12", &f));
+        assert!(!is_abi_of("6.12.118+deb12-rt-arm64", "6.12", &f));
+        assert!(!is_abi_of("6.12.118+deb12-cloud-arm64-unsigned", "6.12", &f));
     }
 
     #[test]

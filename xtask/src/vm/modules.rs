@@ -146,7 +146,7 @@ fn decompress(path: &Path) -> Result<Vec<u8>> {
 
 /// `depends=` of an ELF64 little-endian module's `.modinfo` section.
 pub fn depends(elf: &[u8]) -> Result<Vec<String>> {
-    let modinfo = section(elf, ".modinfo")?;
+    let modinfo = super::elf::section(elf, ".modinfo")?;
     Ok(modinfo
         .split(|b| *b == 0)
         .filter_map(|kv| kv.strip_prefix(b"depends="))
@@ -155,76 +155,13 @@ pub fn depends(elf: &[u8]) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The bytes of the section named `want` (enough ELF to read a .ko file).
-fn section<'a>(elf: &'a [u8], want: &str) -> Result<&'a [u8]> {
-    let u16_at = |o: usize| -> Result<u16> {
-        Ok(u16::from_le_bytes(elf.get(o..o + 2).context("truncated ELF")?.try_into().expect("2 bytes")))
-    };
-    let u32_at = |o: usize| -> Result<u32> {
-        Ok(u32::from_le_bytes(elf.get(o..o + 4).context("truncated ELF")?.try_into().expect("4 bytes")))
-    };
-    let u64_at = |o: usize| -> Result<u64> {
-        Ok(u64::from_le_bytes(elf.get(o..o + 8).context("truncated ELF")?.try_into().expect("8 bytes")))
-    };
-    if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
-        bail!("not an ELF64 little-endian object");
-    }
-    let shoff = u64_at(0x28)? as usize;
-    let shentsize = u16_at(0x3a)? as usize;
-    let shnum = u16_at(0x3c)? as usize;
-    let shstrndx = u16_at(0x3e)? as usize;
-    let sh = |i: usize| shoff + i * shentsize;
-    let bytes = |i: usize| -> Result<&'a [u8]> {
-        let off = u64_at(sh(i) + 0x18)? as usize;
-        let size = u64_at(sh(i) + 0x20)? as usize;
-        elf.get(off..off + size).context("section outside the file")
-    };
-    let names = bytes(shstrndx)?;
-    for i in 0..shnum {
-        let n = u32_at(sh(i))? as usize;
-        let name = names.get(n..).and_then(|s| s.split(|b| *b == 0).next()).unwrap_or_default();
-        if name == want.as_bytes() {
-            return bytes(i);
-        }
-    }
-    bail!("no {want} section")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A minimal ELF64 with a NULL section, .shstrtab and .modinfo.
+    /// A minimal ELF64 (x86-64) with a NULL section, .shstrtab and .modinfo.
     fn tiny_elf(modinfo: &[u8]) -> Vec<u8> {
-        let shstr = b"\0.shstrtab\0.modinfo\0";
-        let mut f = vec![0u8; 64];
-        f[..4].copy_from_slice(b"\x7fELF");
-        f[4] = 2;
-        f[5] = 1;
-        let shstr_off = f.len();
-        f.extend_from_slice(shstr);
-        let mi_off = f.len();
-        f.extend_from_slice(modinfo);
-        while !f.len().is_multiple_of(8) {
-            f.push(0);
-        }
-        let shoff = f.len();
-        let sect = |name: u32, off: usize, size: usize| {
-            let mut s = vec![0u8; 64];
-            s[..4].copy_from_slice(&name.to_le_bytes());
-            s[0x18..0x20].copy_from_slice(&(off as u64).to_le_bytes());
-            s[0x20..0x28].copy_from_slice(&(size as u64).to_le_bytes());
-            s
-        };
-        let mut table = sect(0, 0, 0);
-        table.extend(sect(1, shstr_off, shstr.len()));
-        table.extend(sect(11, mi_off, modinfo.len()));
-        f.extend(table);
-        f[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
-        f[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
-        f[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
-        f[0x3e..0x40].copy_from_slice(&1u16.to_le_bytes());
-        f
+        crate::vm::elf::tests::tiny_elf(62, &[(".modinfo", modinfo)])
     }
 
     #[test]

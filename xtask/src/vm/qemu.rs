@@ -1,5 +1,6 @@
 //! Boots a kernel and initramfs under QEMU (TCG: /dev/kvm on this machine
-//! kind does not boot these kernels) and collects the serial console.
+//! kind does not boot these kernels, and arm64 guests are emulated anyway)
+//! and collects the serial console.
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     path::Path,
@@ -9,6 +10,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+
+use super::arch::{Arch, QemuArgs};
 
 /// How a boot ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +31,7 @@ pub struct Boot {
 }
 
 pub struct Options<'a> {
+    pub arch: Arch,
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     pub append: String,
@@ -46,21 +50,21 @@ pub struct Options<'a> {
 }
 
 pub fn boot(o: &Options, marker: &str) -> Result<Boot> {
-    let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-nodefaults", "-display", "none", "-no-reboot"])
-        .args(["-m", &o.memory_mb.to_string()])
-        .args(if o.instruction_clock { &["-icount", "shift=0,sleep=off"][..] } else { &[] })
-        .args(["-serial", "stdio"])
-        .arg("-kernel")
-        .arg(o.kernel)
-        .arg("-initrd")
-        .arg(o.initrd)
-        .args(["-append", &o.append])
+    let args = o.arch.qemu_args(&QemuArgs {
+        kernel: o.kernel,
+        initrd: o.initrd,
+        append: &o.append,
+        memory_mb: o.memory_mb,
+        instruction_clock: o.instruction_clock,
+    });
+    let qemu = o.arch.qemu_binary();
+    let mut child = Command::new(qemu)
+        .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("cannot start qemu-system-x86_64 (cargo xtask setup installs it)")?;
+        .with_context(|| format!("cannot start {qemu} (cargo xtask setup installs it)"))?;
     let start = Instant::now();
     let (tx, rx) = mpsc::channel::<String>();
     let stdout = child.stdout.take().expect("piped");

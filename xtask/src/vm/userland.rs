@@ -2,7 +2,8 @@
 //! from Debian packages of this machine's release (their libraries then match
 //! the host's, which are copied alongside), `ss` and `ip` from the host's
 //! iproute2, nft from the host's nftables, and busybox (static) for umount
-//! and for debugging by hand.
+//! and for debugging by hand. A guest of another architecture (arm64) takes
+//! all of it from that architecture's packages instead (`foreign`).
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
@@ -11,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{apt::PrivateApt, initramfs::Archive};
+use super::{apt::PrivateApt, arch::Arch, foreign, initramfs::Archive};
 
 /// Packages unpacked for their binaries (and libwrap, which rpcbind links;
 /// libssl3 for stunnel4, the `proxy` scenario's TLS proxy).
@@ -49,22 +50,32 @@ fn host_codename() -> Result<String> {
         .context("no VERSION_CODENAME in /etc/os-release: the lab needs a Debian host")
 }
 
-/// Unpacks the packages once into `<cache>/userland/<codename>`.
-fn unpacked(cache: &Path) -> Result<PathBuf> {
+/// Unpacks the packages once into `<cache>/userland/<codename>` (for arm64
+/// `<codename>-arm64`, with the tools and the library packages they need).
+fn unpacked(cache: &Path, arch: Arch) -> Result<PathBuf> {
     let code = host_codename()?;
-    let root = cache.join("userland").join(&code);
+    let name = if arch.is_host() { code.clone() } else { format!("{code}-{}", arch.debian()) };
+    let root = cache.join("userland").join(&name);
+    let mut packages = PACKAGES.to_vec();
+    if !arch.is_host() {
+        packages.extend(foreign::TOOL_PACKAGES);
+    }
     // The stamp lists the packages: a package added here unpacks again.
     let stamp = root.join(".unpacked");
-    let wanted = PACKAGES.join("\n");
+    let wanted = packages.join("\n");
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
         return Ok(root);
     }
-    let apt = PrivateApt::open(cache, &[code.as_str(), &format!("{code}-security")])?;
-    let debs = cache.join("debs").join(format!("userland-{code}"));
+    let apt = PrivateApt::open(cache, &[code.as_str(), &format!("{code}-security")], arch)?;
+    let debs = cache.join("debs").join(format!("userland-{name}"));
     let _ = std::fs::remove_dir_all(&root);
-    for p in PACKAGES {
-        let deb = apt.download(p, &debs)?;
-        super::apt::extract(&deb, &root)?;
+    let debs = if arch.is_host() {
+        packages.iter().map(|p| apt.download(p, &debs)).collect::<Result<Vec<_>>>()?
+    } else {
+        foreign::download_closure(&apt, &packages, &debs)?
+    };
+    for deb in &debs {
+        super::apt::extract(deb, &root)?;
     }
     std::fs::write(&stamp, wanted.as_bytes()).with_context(|| format!("cannot write {}", stamp.display()))?;
     Ok(root)
@@ -80,8 +91,8 @@ fn which(name: &str) -> Result<PathBuf> {
 }
 
 /// Adds the userland to `a`.
-pub fn add(a: &mut Archive, cache: &Path) -> Result<()> {
-    let root = unpacked(cache)?;
+pub fn add(a: &mut Archive, cache: &Path, arch: Arch) -> Result<()> {
+    let root = unpacked(cache, arch)?;
     let mut elfs = Vec::new();
     for (dest, alts) in FROM_DEBS {
         let src = alts
@@ -93,6 +104,42 @@ pub fn add(a: &mut Archive, cache: &Path) -> Result<()> {
         elfs.push(src);
     }
     a.symlink("/sbin/mount.nfs4", "mount.nfs")?;
+    if arch.is_host() {
+        add_host_tools_and_libraries(a, &root, elfs)?;
+    } else {
+        foreign::add_tools_and_libraries(a, &root, elfs, arch)?;
+    }
+
+    for f in HOST_ETC {
+        a.copy(f, Path::new(f))?;
+    }
+    a.file(
+        "/etc/passwd",
+        // rpcbind drops privileges to _rpc; nfs-utils looks up nobody.
+        b"root:x:0:0:root:/:/bin/sh\n_rpc:x:100:65534::/run/rpcbind:/bin/false\nnobody:x:65534:65534::/:/bin/false\n".to_vec(),
+        0o644,
+    )?;
+    a.file("/etc/group", b"root:x:0:\nnogroup:x:65534:\n".to_vec(), 0o644)?;
+    a.file("/etc/hosts", b"127.0.0.1 localhost\n".to_vec(), 0o644)?;
+    // fsid=0: the export is the NFSv4 pseudo-root; v3 mounts it by path.
+    // /export/two (a tmpfs of its own) is a second export of the same server;
+    // /export/silent (ext2 on a RAM disk) is the one server-silent freezes.
+    a.file(
+        "/etc/exports",
+        b"/export *(rw,fsid=0,no_subtree_check,insecure,no_root_squash)\n\
+          /export/two *(rw,fsid=2,no_subtree_check,insecure,no_root_squash)\n\
+          /export/silent *(rw,fsid=3,no_subtree_check,insecure,no_root_squash)\n"
+            .to_vec(),
+        0o644,
+    )?;
+    a.symlink("/etc/mtab", "/proc/self/mounts")?;
+    Ok(())
+}
+
+/// The host's `ss`, `ip`, `nft` and busybox, and every shared library the
+/// guest's programs (`elfs`, the unpacked ones already in the image) load,
+/// as `ldd` on this machine lists them.
+fn add_host_tools_and_libraries(a: &mut Archive, root: &Path, mut elfs: Vec<PathBuf>) -> Result<()> {
     for (dest, name) in FROM_HOST {
         let src = which(name)?;
         a.copy(dest, &src)?;
@@ -126,29 +173,6 @@ pub fn add(a: &mut Archive, cache: &Path) -> Result<()> {
         a.copy(&dest, l)?;
     }
 
-    for f in HOST_ETC {
-        a.copy(f, Path::new(f))?;
-    }
-    a.file(
-        "/etc/passwd",
-        // rpcbind drops privileges to _rpc; nfs-utils looks up nobody.
-        b"root:x:0:0:root:/:/bin/sh\n_rpc:x:100:65534::/run/rpcbind:/bin/false\nnobody:x:65534:65534::/:/bin/false\n".to_vec(),
-        0o644,
-    )?;
-    a.file("/etc/group", b"root:x:0:\nnogroup:x:65534:\n".to_vec(), 0o644)?;
-    a.file("/etc/hosts", b"127.0.0.1 localhost\n".to_vec(), 0o644)?;
-    // fsid=0: the export is the NFSv4 pseudo-root; v3 mounts it by path.
-    // /export/two (a tmpfs of its own) is a second export of the same server;
-    // /export/silent (ext2 on a RAM disk) is the one server-silent freezes.
-    a.file(
-        "/etc/exports",
-        b"/export *(rw,fsid=0,no_subtree_check,insecure,no_root_squash)\n\
-          /export/two *(rw,fsid=2,no_subtree_check,insecure,no_root_squash)\n\
-          /export/silent *(rw,fsid=3,no_subtree_check,insecure,no_root_squash)\n"
-            .to_vec(),
-        0o644,
-    )?;
-    a.symlink("/etc/mtab", "/proc/self/mounts")?;
     Ok(())
 }
 
