@@ -84,17 +84,6 @@ impl Filter {
     }
 }
 
-/// When an input happened, where it says.
-fn input_time(i: &Input) -> Option<u64> {
-    match i {
-        Input::Record(crate::kernel::decode::Record::Tcp(e)) => Some(e.ts_ns),
-        Input::Record(crate::kernel::decode::Record::Xprt(x)) => Some(x.ts_ns),
-        Input::Canary(c) => Some(c.end_ns),
-        Input::Kernel { mono_ns, .. } | Input::Tick { mono_ns } | Input::End { mono_ns, .. } => Some(*mono_ns),
-        _ => None,
-    }
-}
-
 pub fn run(args: ReportArgs) -> Result<()> {
     let name = args.file.display().to_string();
     let reader: Box<dyn BufRead> = if args.file == Path::new("-") {
@@ -161,7 +150,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
             skipped.skip(&name, n, "input(s) before the recording's start".into(), None);
             continue;
         };
-        if past_until || input_time(&input).is_some_and(|t| filter.past(r, t)) {
+        if past_until || input.time().is_some_and(|t| filter.past(r, t)) {
             past_until = true;
             continue;
         }

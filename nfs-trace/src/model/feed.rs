@@ -67,6 +67,19 @@ pub enum Input {
     End { mono_ns: u64, lost: Lost },
 }
 
+impl Input {
+    /// When it happened, where it says (monotonic ns).
+    pub fn time(&self) -> Option<u64> {
+        match self {
+            Input::Record(Record::Tcp(e)) => Some(e.ts_ns),
+            Input::Record(Record::Xprt(x)) => Some(x.ts_ns),
+            Input::Canary(c) => Some(c.end_ns),
+            Input::Kernel { mono_ns, .. } | Input::Tick { mono_ns } | Input::End { mono_ns, .. } => Some(*mono_ns),
+            _ => None,
+        }
+    }
+}
+
 /// What one kernel record meant, for whoever consumes it.
 pub enum Obs<'a> {
     Tcp(&'a Observation),

@@ -60,7 +60,6 @@ pub struct Run {
     pub marks_dropped: u64,
     /// Per mount point, in the order first seen.
     pub reconnects: Vec<(String, VecDeque<Reconnect>)>,
-    pub inputs: u64,
 }
 
 fn flow_label(f: &Flow) -> String {
@@ -82,7 +81,6 @@ impl Run {
             marks: VecDeque::new(),
             marks_dropped: 0,
             reconnects: Vec::new(),
-            inputs: 0,
         }
     }
 
@@ -165,16 +163,13 @@ impl Run {
 
     /// Feeds one input; `eps` gets what the episode tracker said.
     pub fn feed(&mut self, input: Input, eps: &mut Vec<EpisodeObservation>) {
-        self.inputs += 1;
+        if let Some(t) = input.time() {
+            self.last_ns = self.last_ns.max(t);
+        }
         match input {
             // A new run is the caller's business (see report.rs).
             Input::Start { .. } => {}
             Input::Record(r) => {
-                let ts = match &r {
-                    crate::kernel::decode::Record::Tcp(e) => e.ts_ns,
-                    crate::kernel::decode::Record::Xprt(x) => x.ts_ns,
-                };
-                self.last_ns = self.last_ns.max(ts);
                 // What the trackers said, then fed on in that order, as watch
                 // feeds it (the feed reads no tracker state).
                 let mut said: Vec<Result<Observation, XprtObservation>> = Vec::new();
@@ -209,12 +204,10 @@ impl Run {
                 self.feed.rpc_timeouts_traced = rpc_timeouts_traced;
             }
             Input::Canary(c) => {
-                self.last_ns = self.last_ns.max(c.end_ns);
                 self.canary_mark(&c);
                 eps.extend(self.feed.canary(&c));
             }
             Input::Kernel { mono_ns, server_ip, text, not_responding, .. } => {
-                self.last_ns = self.last_ns.max(mono_ns);
                 if let Some(ip) = server_ip {
                     let unspecified = if ip.is_ipv4() { std::net::Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
                     let dest = DestKey { laddr: unspecified, raddr: ip, dport: 0, netns: crate::flow::Netns::UNKNOWN };
@@ -224,13 +217,11 @@ impl Run {
                 }
             }
             Input::Tick { mono_ns } => {
-                self.last_ns = self.last_ns.max(mono_ns);
                 self.feed.refresh(&self.xtracker, mono_ns);
                 let (_, e) = self.feed.tick(&mut self.tracker, mono_ns);
                 eps.extend(e);
             }
             Input::End { mono_ns, lost } => {
-                self.last_ns = self.last_ns.max(mono_ns);
                 self.end = Some((mono_ns, lost));
             }
         }
