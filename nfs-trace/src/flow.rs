@@ -77,9 +77,11 @@ pub struct DestKey {
 
 /// The task the kernel ran the event in (for reconnects that is a kernel
 /// worker, `xprtiod`: attribute through the mount, not the task).
-/// Serialises as `pid`, `comm`.
+/// Serialises as `pid`, `comm`. The name is kept inline (at most 24
+/// bytes without allocating; a kernel comm has 15): every record and
+/// observation carries one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     pub pid: u32,
-    pub comm: String,
+    pub comm: compact_str::CompactString,
 }

@@ -16,3 +16,5 @@ pub mod session;
 
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod storm_cost;

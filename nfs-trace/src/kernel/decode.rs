@@ -75,9 +75,9 @@ pub fn addr(bytes: [u8; 16]) -> IpAddr {
     }
 }
 
-fn comm(raw: &[u8; 16]) -> String {
+fn comm(raw: &[u8; 16]) -> compact_str::CompactString {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+    compact_str::CompactString::from_utf8_lossy(&raw[..end])
 }
 
 /// A decoded record of either layer.

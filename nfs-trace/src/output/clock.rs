@@ -76,13 +76,19 @@ pub struct Parts {
 }
 
 impl Rfc3339 {
-    pub fn parts(&self) -> Parts {
+    /// Seconds since the epoch and the nanoseconds into that second.
+    #[inline]
+    pub fn split(&self) -> (i64, i64) {
         // i64 arithmetic where the time fits (until 2262): an i128 division
         // is a library call, and every JSON record pays two of them.
-        let (secs, nanos) = match i64::try_from(self.0) {
+        match i64::try_from(self.0) {
             Ok(ns) => (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000)),
             Err(_) => (self.0.div_euclid(1_000_000_000) as i64, self.0.rem_euclid(1_000_000_000) as i64),
-        };
+        }
+    }
+
+    pub fn parts(&self) -> Parts {
+        let (secs, nanos) = self.split();
         let sod = secs.rem_euclid(86_400) as u32;
         let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
         Parts {

@@ -30,6 +30,8 @@ pub struct Renderer<W: Write> {
     clock: Clock,
     /// Reused for the hot records (see `jsonline`).
     line: Vec<u8>,
+    /// The last second those records wrote (see `jsonline::Seconds`).
+    seconds: crate::output::jsonline::Seconds,
     /// Network namespaces seen so far: human lines name the namespace once
     /// there is more than one (see `human::NetnsSeen`).
     netns: human::NetnsSeen,
@@ -37,7 +39,7 @@ pub struct Renderer<W: Write> {
 
 impl<W: Write> Renderer<W> {
     pub fn new(out: W, format: Format, clock: Clock) -> Self {
-        Renderer { out, format, clock, line: Vec::with_capacity(512), netns: human::NetnsSeen::default() }
+        Renderer { out, format, clock, line: Vec::with_capacity(512), seconds: Default::default(), netns: human::NetnsSeen::default() }
     }
 
     /// Times from now on are shown with this clock (`report`: each recorded

@@ -289,6 +289,14 @@ pub fn section(g: &Guest) -> String {
 /// `existing` (docs/bench.md) with its NFS I/O section replaced by
 /// `section`, or `section` appended if it has none: `--guest-only` keeps
 /// the host runs' results.
+/// The section as `existing` has it (heading to the next one), if any.
+pub fn section_of(existing: &str) -> Option<&str> {
+    let start = existing.find(HEADING)?;
+    let after = start + HEADING.len();
+    let end = existing[after..].find("\n## ").map_or(existing.len(), |i| after + i + 1);
+    Some(existing[start..end].trim_end())
+}
+
 pub fn splice(existing: &str, section: &str) -> String {
     let Some(start) = existing.find(HEADING) else {
         let sep = if existing.is_empty() || existing.ends_with("\n\n") {

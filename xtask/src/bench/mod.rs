@@ -306,12 +306,22 @@ pub fn main(args: BenchArgs) -> Result<()> {
     }
     // After the host runs: the guest's QEMU would load the host they measure.
     // Not with --run-time-only, which compares BPF programs' own cost.
+    let path = crate::cmd::workspace_root().join("docs/bench.md");
     if !args.no_guest && !args.run_time_only {
         let g = guest::run(guest_size(&args), args.verbose);
         md = guest::splice(&md, &guest::section(&g));
+    } else if let Ok(doc) = std::fs::read_to_string(&path)
+        && let Some(old) = guest::section_of(&doc)
+    {
+        // Not measured this time: the last guest run's section stays, saying
+        // which run it came from.
+        let field = |k: &str| doc.lines().find_map(|l| l.strip_prefix(k)).unwrap_or("unknown").to_string();
+        let from = format!("*Not re-measured in this run (`--no-guest`): kept from the run of {}, {}.*", field("- date: "), field("- nfs-trace: "));
+        let old = old.strip_prefix(guest::HEADING).unwrap_or(old).trim_start();
+        let old = old.strip_prefix('*').and_then(|o| o.split_once("*\n\n")).map_or(old, |(_, rest)| rest);
+        md = guest::splice(&md, &format!("{}\n\n{from}\n\n{old}\n", guest::HEADING));
     }
     println!("{md}");
-    let path = crate::cmd::workspace_root().join("docs/bench.md");
     std::fs::write(&path, &md).with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("xtask bench: wrote {} ({} runs in {:.0} s)", path.display(), runs.len(), elapsed.as_secs_f64());
     Ok(())

@@ -280,7 +280,7 @@ impl<W: Write> Renderer<W> {
     fn sock_line(&mut self, kind: &str, who: &Who, ts_ns: u64, body: impl FnOnce(&mut Line)) -> io::Result<()> {
         let mut buf = std::mem::take(&mut self.line);
         buf.clear();
-        let mut l = Line::new(&mut buf);
+        let mut l = Line::with_seconds(&mut buf, &mut self.seconds);
         l.value("v", &SCHEMA_VERSION)
             .plain("type", kind)
             .time("time", self.clock.stamp(ts_ns))
