@@ -7,7 +7,9 @@
 //! what it says: the list changed (a mount came or went, anywhere), kernel
 //! records arrived since (a connect changes ports, counters, sockets), or
 //! [`FULL_EVERY`] passed (what no record tells: a remount, a netns whose
-//! transports are not watched).
+//! transports are not watched). Records do not make it due on a host with
+//! no NFS mount, then and now: there is nothing for them to change (a
+//! storm of connects to port 2049 on a host with none read it every second).
 use std::time::{Duration, Instant};
 
 use crate::host::mountinfo::NfsMount;
@@ -44,7 +46,8 @@ impl MountReads {
     /// the caller does it and this counts it as done.
     pub fn due(&mut self, list: &[NfsMount], now: Instant) -> bool {
         let fp = fingerprint(list);
-        let due = self.records || fp != self.list || now.duration_since(self.at) >= FULL_EVERY;
+        let records = self.records && !(fp.is_empty() && self.list.is_empty());
+        let due = records || fp != self.list || now.duration_since(self.at) >= FULL_EVERY;
         if due {
             *self = MountReads { list: fp, at: now, records: false };
         }
@@ -87,5 +90,21 @@ mod tests {
         assert!(!r.due(&one, t0 + Duration::from_secs(5)));
         let moved = [mount("0:52", "/mnt/elsewhere")];
         assert!(r.due(&moved, t0 + Duration::from_secs(6)), "the same superblock mounted elsewhere");
+    }
+
+    #[test]
+    fn records_on_a_host_without_nfs_mounts_read_nothing_again() {
+        let t0 = Instant::now();
+        let mut r = MountReads::new(&[], t0);
+        r.saw_records();
+        assert!(!r.due(&[], t0 + Duration::from_secs(1)), "no mount then or now");
+        let one = [mount("0:52", "/mnt/a")];
+        assert!(r.due(&one, t0 + Duration::from_secs(2)), "a mount came");
+        r.saw_records();
+        assert!(r.due(&one, t0 + Duration::from_secs(3)), "records with a mount");
+        assert!(r.due(&[], t0 + Duration::from_secs(4)), "it went");
+        r.saw_records();
+        assert!(!r.due(&[], t0 + Duration::from_secs(5)));
+        assert!(r.due(&[], t0 + Duration::from_secs(4) + FULL_EVERY), "still every ten seconds");
     }
 }
