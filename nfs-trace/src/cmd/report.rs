@@ -203,9 +203,10 @@ fn finish_run<W: Write>(out: &mut Renderer<W>, mut r: Run, filter: &Filter, page
         Some(u) => now.min(u64::try_from(u - r.clock.offset_ns()).unwrap_or(0)),
         None => now,
     };
-    let keep: Vec<bool> = r.feed.episodes.ended.iter().chain(r.feed.episodes.open_episodes()).map(|e| filter.keeps(e, &r)).collect();
-    let mut it = keep.into_iter();
-    r.feed.episodes.retain(|_| it.next().unwrap_or(true));
+    // By id: `keeps` reads the whole run, which the retain borrows.
+    let keep: rustc_hash::FxHashSet<u64> =
+        r.feed.episodes.ended.iter().chain(r.feed.episodes.open_episodes()).filter(|e| filter.keeps(e, &r)).map(|e| e.id).collect();
+    r.feed.episodes.retain(|e| keep.contains(&e.id));
     let dur = now.saturating_sub(r.start_ns);
     if let Some(p) = page {
         p.add_run(out, &mut r, now);

@@ -118,6 +118,7 @@ impl<W: Write> Renderer<W> {
 }
 
 mod canary;
+pub use canary::outcome_text as canary_outcome_text;
 mod episode;
 mod human;
 mod json;

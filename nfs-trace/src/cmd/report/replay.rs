@@ -228,12 +228,8 @@ impl Run {
     }
 
     fn canary_mark(&mut self, c: &CanaryResult) {
-        let (connected, what) = match c.outcome {
-            CanaryOutcome::Connected { rtt_ns } => (true, format!("connected in {:.1} ms", rtt_ns as f64 / 1e6)),
-            CanaryOutcome::Refused => (false, "refused".to_string()),
-            CanaryOutcome::Error(e) => (false, format!("failed ({})", crate::kernel::decode::errno_name(e).map_or_else(|| format!("errno {e}"), str::to_string))),
-            CanaryOutcome::TimedOut => (false, "timed out".to_string()),
-        };
+        let connected = matches!(c.outcome, CanaryOutcome::Connected { .. });
+        let what = crate::output::render::canary_outcome_text(c);
         let label = format!("canary connect from :{} to {}:{}: {what}", c.sport, c.dest.raddr, c.dest.dport);
         self.mark(c.start_ns, c.dest, 0, MarkKind::Canary { connected }, label);
     }

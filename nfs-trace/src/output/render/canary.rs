@@ -44,6 +44,18 @@ fn outcome_name(o: CanaryOutcome) -> &'static str {
     }
 }
 
+/// What the canary's connect did, in words ("connected in 1.2ms",
+/// "failed (EHOSTUNREACH)"): the live line and the report's timeline say it
+/// the same way.
+pub fn outcome_text(r: &CanaryResult) -> String {
+    match r.outcome {
+        CanaryOutcome::Connected { rtt_ns } => format!("connected in {}", human_duration(rtt_ns)),
+        CanaryOutcome::Refused => "refused".to_string(),
+        CanaryOutcome::Error(e) => format!("failed ({})", errno_name(e).map_or_else(|| format!("errno {e}"), str::to_string)),
+        CanaryOutcome::TimedOut => format!("timed out after {}", human_duration(r.end_ns.saturating_sub(r.start_ns))),
+    }
+}
+
 impl<W: Write> Renderer<W> {
     /// One canary that ran, for the stall on `stalled_sport`.
     pub fn canary(&mut self, r: &CanaryResult, stalled_sport: Option<u16>) -> io::Result<()> {
@@ -74,24 +86,13 @@ impl<W: Write> Renderer<W> {
             }
             super::Format::Human { .. } => {
                 self.netns.see(r.dest.netns);
-                let (style, what, means) = match r.outcome {
-                    CanaryOutcome::Connected { rtt_ns } => {
-                        (GREEN, format!("connected in {}", human_duration(rtt_ns)), "the server answers new flows")
-                    }
-                    CanaryOutcome::Refused => {
-                        (YELLOW, "refused".to_string(), "the server's host answers, but nothing listens on that port")
-                    }
-                    CanaryOutcome::Error(e) => (
-                        RED_BOLD,
-                        format!("failed ({})", errno_name(e).map_or_else(|| format!("errno {e}"), str::to_string)),
-                        "the server or the path is down for new flows too",
-                    ),
-                    CanaryOutcome::TimedOut => (
-                        RED_BOLD,
-                        format!("timed out after {}", human_duration(r.end_ns.saturating_sub(r.start_ns))),
-                        "the server or the path drops new flows too",
-                    ),
+                let (style, means) = match r.outcome {
+                    CanaryOutcome::Connected { .. } => (GREEN, "the server answers new flows"),
+                    CanaryOutcome::Refused => (YELLOW, "the server's host answers, but nothing listens on that port"),
+                    CanaryOutcome::Error(_) => (RED_BOLD, "the server or the path is down for new flows too"),
+                    CanaryOutcome::TimedOut => (RED_BOLD, "the server or the path drops new flows too"),
                 };
+                let what = outcome_text(r);
                 let stalls = match stalled_sport {
                     Some(p) => format!("port {p} stalls"),
                     None => "a flow to it stalls".to_string(),
