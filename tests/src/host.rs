@@ -472,3 +472,13 @@ pub fn assert_replay_matches(recs: &Records, file: &std::path::Path) -> Vec<Valu
     assert_eq!(last, recs.summary(), "report's summary is watch's");
     replay
 }
+
+/// GET /metrics from `addr`; the body.
+pub fn scrape_metrics(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).expect("an HTTP reply")
+}

@@ -157,16 +157,6 @@ fn assert_canary_not_counted(recs: &Records, raddr: &str, canary_sport: u64, own
     assert_eq!(row["distinct_ports"].as_u64(), Some(1), "{row}");
 }
 
-/// GET /metrics from `addr`; the body.
-fn scrape_metrics(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    c.read_to_string(&mut resp).unwrap();
-    resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).expect("an HTTP reply")
-}
-
 /// The vendor signature, established by the tool itself: the reused flow
 /// stalls while a fresh port gets through. One canary, from another port,
 /// made in the stalled flow's namespace (only there does anything listen),
