@@ -9,6 +9,17 @@ use nfs_trace_tests::host::*;
 use serde_json::Value;
 use socket2::SockAddr;
 
+/// One test of this file at a time. Each starts a tracer, and every tracer
+/// sees every test's sockets: run side by side, one test's tracer made
+/// canary connects into another's namespace and its filter ran on the
+/// other's connects, and fresh-clone runs on 2026-12-07 twice lost a SYN
+/// retransmit or a connect made in a timer's softirq. A test that fails
+/// poisons the lock; the next still runs.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn ports_of(recs: &[&Value]) -> Vec<u64> {
     recs.iter().map(|r| r["sport"].as_u64().unwrap()).collect()
 }
@@ -17,6 +28,7 @@ fn ports_of(recs: &[&Value]) -> Vec<u64> {
 /// source port (999, reserved, like an NFS mount) to 127.0.0.1:2049.
 #[test]
 fn reconnects_from_the_same_bound_port_are_flagged_as_reuse() {
+    let _alone = one_at_a_time();
     let _srv = Server::start("127.0.0.1:2049");
     let tracer = Tracer::start(&[]);
     let truth: Vec<u16> = (0..3).map(|_| connect_and_abort("127.0.0.1:2049", Some("127.0.0.1:999"))).collect();
@@ -50,6 +62,7 @@ fn reconnects_from_the_same_bound_port_are_flagged_as_reuse() {
 
 #[test]
 fn two_sequential_connects_from_one_port_give_exactly_one_reuse() {
+    let _alone = one_at_a_time();
     let _srv = Server::start("127.0.1.1:2049");
     let tracer = Tracer::start(&[]);
     let a = connect_and_abort("127.0.1.1:2049", Some("127.0.1.1:40999"));
@@ -67,6 +80,7 @@ fn two_sequential_connects_from_one_port_give_exactly_one_reuse() {
 
 #[test]
 fn ephemeral_connects_report_their_ports_and_no_reuse() {
+    let _alone = one_at_a_time();
     let _srv = Server::start("127.0.1.2:2049");
     let tracer = Tracer::start(&[]);
     let truth: Vec<u16> = (0..5).map(|_| connect_and_abort("127.0.1.2:2049", None)).collect();
@@ -83,6 +97,7 @@ fn ephemeral_connects_report_their_ports_and_no_reuse() {
 
 #[test]
 fn refused_connect_is_a_failed_attempt() {
+    let _alone = one_at_a_time();
     let tracer = Tracer::start(&[]);
     let dst: SocketAddr = "127.0.1.3:2049".parse().unwrap();
     let s = client_socket(&dst, Some("127.0.1.3:41003".parse().unwrap()));
@@ -105,6 +120,7 @@ fn refused_connect_is_a_failed_attempt() {
 /// tcp_syn_linear_timeouts).
 #[test]
 fn dropped_syns_are_retransmitted_and_time_out() {
+    let _alone = one_at_a_time();
     let tracer = Tracer::start(&[]);
     let (err, retrans) = in_new_netns(|| {
         nft("table inet nfstrace_test {\n chain out {\n  type filter hook output priority 0;\n  ip daddr 127.0.2.4 tcp dport 2049 tcp flags & (syn | ack) == syn drop\n }\n}\n");
@@ -144,6 +160,7 @@ fn dropped_syns_are_retransmitted_and_time_out() {
 
 #[test]
 fn other_ports_are_ignored() {
+    let _alone = one_at_a_time();
     let _nfs = Server::start("127.0.1.5:2049");
     let _other = Server::start("127.0.1.5:2050");
     let tracer = Tracer::start(&[]);
@@ -157,6 +174,7 @@ fn other_ports_are_ignored() {
 
 #[test]
 fn port_flag_selects_the_watched_ports() {
+    let _alone = one_at_a_time();
     let _a = Server::start("127.0.1.6:2049");
     let _b = Server::start("127.0.1.6:3049");
     let _c = Server::start("127.0.1.6:4049");
@@ -173,6 +191,7 @@ fn port_flag_selects_the_watched_ports() {
 
 #[test]
 fn ipv6_reuse_is_flagged() {
+    let _alone = one_at_a_time();
     let _srv = Server::start("[::1]:2049");
     let tracer = Tracer::start(&[]);
     let a = connect_and_abort("[::1]:2049", Some("[::1]:41006"));
@@ -188,6 +207,7 @@ fn ipv6_reuse_is_flagged() {
 
 #[test]
 fn close_reasons_follow_who_closed() {
+    let _alone = one_at_a_time();
     use std::io::Read;
     let l = std::net::TcpListener::bind("127.0.1.7:2049").unwrap();
     let tracer = Tracer::start(&[]);
@@ -233,6 +253,7 @@ fn close_reasons_follow_who_closed() {
 
 #[test]
 fn sigterm_and_duration_end_with_a_summary() {
+    let _alone = one_at_a_time();
     let _srv = Server::start("127.0.1.8:2049");
     let tracer = Tracer::start(&[]);
     let p = connect_and_abort("127.0.1.8:2049", None);
@@ -258,6 +279,7 @@ fn sigterm_and_duration_end_with_a_summary() {
 /// an SRE starts the tracer on a host whose mounts are already connected.
 #[test]
 fn a_connection_from_before_start_is_the_previous_one() {
+    let _alone = one_at_a_time();
     let _srv = Server::start("127.0.1.9:2049");
     let dst: SocketAddr = "127.0.1.9:2049".parse().unwrap();
     let early = client_socket(&dst, Some("127.0.1.9:41009".parse().unwrap()));
@@ -284,6 +306,7 @@ fn a_connection_from_before_start_is_the_previous_one() {
 /// passes; the ground truth is how long the test's own connect() blocked.
 #[test]
 fn a_stalled_reconnect_from_a_reused_port_is_reported_live_and_timed() {
+    let _alone = one_at_a_time();
     let tracer = Tracer::start(&[]);
     let blocked = in_new_netns(|| {
         let _srv = Server::start("127.0.2.10:2049");
@@ -323,6 +346,7 @@ fn a_stalled_reconnect_from_a_reused_port_is_reported_live_and_timed() {
 /// duration is the time the test's own connect() blocked.
 #[test]
 fn a_stalled_reconnect_is_an_episode_whose_verdict_names_the_missing_canary() {
+    let _alone = one_at_a_time();
     let tracer = Tracer::start(&["--passive"]);
     let blocked = in_new_netns(|| {
         let _srv = Server::start("127.0.2.11:2049");
@@ -368,6 +392,7 @@ fn a_stalled_reconnect_is_an_episode_whose_verdict_names_the_missing_canary() {
 /// (`promtool check metrics`), with counters equal to what the test did.
 #[test]
 fn metrics_pass_promtool_and_count_what_happened() {
+    let _alone = one_at_a_time();
     use std::io::{Read, Write};
     let _srv = Server::start("127.0.1.11:2049");
     let tracer = Tracer::start(&["--metrics", "0"]);
@@ -412,6 +437,7 @@ fn metrics_pass_promtool_and_count_what_happened() {
 /// (nothing pinned, nothing left attached).
 #[test]
 fn signals_detach_every_program_and_map() {
+    let _alone = one_at_a_time();
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let tracer = Tracer::start(&[]);
         let held = bpf_objects_of(tracer.pid());
